@@ -1,0 +1,464 @@
+"""galaxyctl's command line: each subcommand is ``cmd_x(args) -> int`` beside ``_add_x(subparsers)``.
+
+``main`` is the one place that prints a user error (one line, ``galaxyctl: error: ...``) and picks
+the exit code.  Heavy modules are imported inside the commands that need them, so ``status`` and
+``--help`` start fast.
+"""
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import asdict
+
+from galaxyctl_libs import exitcodes
+from galaxyctl_libs.errors import GalaxyctlError
+
+PROG = "galaxyctl"
+
+
+def _state_dir(args):
+    from galaxyctl_libs.state import default_state_dir
+
+    return os.path.abspath(args.state_dir) if args.state_dir else default_state_dir()
+
+
+def _warn(messages):
+    for message in messages:
+        print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+
+class _Progress:
+    """A live progress line on a terminal; silent otherwise (cron mails only what matters)."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.live = self.stream.isatty()
+        self.width = 0
+
+    def __call__(self, message):
+        if self.live:
+            self.stream.write("\r" + message.ljust(self.width))
+            self.stream.flush()
+            self.width = len(message)
+
+    def done(self):
+        if self.live and self.width:
+            self.stream.write("\r" + " " * self.width + "\r")
+            self.stream.flush()
+            self.width = 0
+
+
+def _names_argument(parser):
+    parser.add_argument(
+        "names", nargs="*", metavar="NAME",
+        help="instance and/or service names to act on (default: everything registered)",
+    )
+
+
+def _wait_arguments(parser):
+    parser.add_argument("--timeout", type=float, default=120, metavar="SECONDS",
+                        help="how long to wait for Galaxy to answer HTTP (default: %(default)s)")
+    parser.add_argument("--no-wait", dest="wait", action="store_false",
+                        help="return as soon as the processes are launched, without waiting for Galaxy to answer")
+
+
+def _print_lifecycle(result, verb):
+    _warn(result.warnings)
+    for program in result.programs:
+        print(f"{program}: {verb}")
+    for ready in result.ready:
+        print(f"{ready.program}: ready on {ready.bind} after {ready.seconds:.1f}s")
+    if result.supervisord_stopped:
+        print("All processes stopped, supervisord exited")
+
+
+def _run_waiting(function, args, **kwargs):
+    progress = _Progress()
+    try:
+        return function(_state_dir(args), args.names, wait=args.wait, timeout=args.timeout, progress=progress, **kwargs)
+    finally:
+        progress.done()
+
+
+# ---------------------------------------------------------------- registration commands
+
+
+def _add_register(sub):
+    p = sub.add_parser("register", help="register Galaxy config files (galaxy.yml) with galaxyctl",
+                       description="Register config files; does not update or start. Run 'galaxyctl update' after.")
+    p.add_argument("config", nargs="+", help="path to galaxy.yml (or a gravity-only file naming galaxy_config_file)")
+    p.set_defaults(func=cmd_register)
+
+
+def cmd_register(args):
+    from galaxyctl_libs import operations
+
+    for result in operations.register(_state_dir(args), args.config):
+        _warn(result.warnings)
+        if result.already:
+            print(f"Already registered: {result.path}")
+        else:
+            print(f"Registered galaxy config: {result.path}")
+    return exitcodes.SUCCESS
+
+
+def _add_deregister(sub):
+    p = sub.add_parser("deregister", help="stop managing config files",
+                       description="Deregister config files. Run 'galaxyctl update' after to remove their services.")
+    p.add_argument("config", nargs="+", help="registered path (or instance name)")
+    p.set_defaults(func=cmd_deregister)
+
+
+def cmd_deregister(args):
+    from galaxyctl_libs import operations
+
+    for path in operations.deregister(_state_dir(args), args.config):
+        print(f"Deregistered config: {path}")
+    return exitcodes.SUCCESS
+
+
+def _add_rename(sub):
+    p = sub.add_parser("rename", help="update the path of a registered config file that has moved")
+    p.add_argument("old", help="registered path")
+    p.add_argument("new", help="new path")
+    p.set_defaults(func=cmd_rename)
+
+
+def cmd_rename(args):
+    from galaxyctl_libs import operations
+
+    old, new = operations.rename(_state_dir(args), args.old, args.new)
+    print(f"Renamed {old} to {new}")
+    return exitcodes.SUCCESS
+
+
+def _add_list(sub):
+    p = sub.add_parser("list", help="list registered config files")
+    p.set_defaults(func=cmd_list)
+
+
+def cmd_list(args):
+    from galaxyctl_libs import state
+
+    records = state.load_state(_state_dir(args)).config_files
+    if not records:
+        print("No config files registered")
+    for record in records.values():
+        print(f"{record.instance_name:<20} {record.path}")
+    return exitcodes.SUCCESS
+
+
+def _add_instances(sub):
+    p = sub.add_parser("instances", help="list known instances and their services")
+    p.set_defaults(func=cmd_instances)
+
+
+def cmd_instances(args):
+    from galaxyctl_libs import state
+
+    records = state.load_state(_state_dir(args)).config_files
+    if not records:
+        print("No config files registered")
+    for record in records.values():
+        services = ", ".join(s.service_name for s in record.services) or "(none yet: run 'galaxyctl update')"
+        print(f"{record.instance_name:<20} {record.path}\n{'':<20} services: {services}")
+    return exitcodes.SUCCESS
+
+
+def _add_show(sub):
+    p = sub.add_parser("show", help="show stored and effective settings of a registered config")
+    p.add_argument("config", nargs="?", help="registered path or instance name (default: the only one)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_show)
+
+
+def cmd_show(args):
+    from galaxyctl_libs import operations, state
+
+    current = state.load_state(_state_dir(args))
+    if args.config:
+        path = operations.registered_path(current, args.config)
+    elif len(current.config_files) == 1:
+        path = next(iter(current.config_files))
+    else:
+        raise GalaxyctlError("name the config to show (several or none are registered; see 'galaxyctl list')")
+    record = current.config_files[path]
+    instance, _, warnings = operations.resolve(record, current.state_dir)
+    _warn(warnings)
+    data = {
+        "config_file": path,
+        "stored": record.as_dict(),
+        "effective": {
+            "instance_name": instance.name,
+            "galaxy_config_file": instance.galaxy_config_file,
+            "galaxy_root": instance.galaxy_root,
+            "log_dir": instance.log_dir,
+            "run_as": instance.run_as[0],
+            "gravity": asdict(instance.settings),
+        },
+    }
+    if args.json:
+        print(json.dumps(data, indent=2, default=list))
+    else:
+        import yaml
+
+        print(yaml.safe_dump(json.loads(json.dumps(data, default=list)), default_flow_style=False, sort_keys=False), end="")
+    return exitcodes.SUCCESS
+
+
+def _add_update(sub):
+    p = sub.add_parser("update", help="apply config changes to the supervisor files (and to a running supervisord)")
+    p.set_defaults(func=cmd_update)
+
+
+def cmd_update(args):
+    from galaxyctl_libs import operations
+
+    result = operations.update(_state_dir(args))
+    _warn(result.warnings)
+    for path in result.changes.written:
+        print(f"Wrote {path}")
+    for path in result.changes.removed:
+        print(f"Removed {path}")
+    added, changed, removed = result.applied
+    for label, groups in (("added", added), ("updated", changed), ("removed", removed)):
+        for group in groups:
+            print(f"{group}: {label} process group")
+    if not result.changes:
+        print("No changes")
+    return exitcodes.SUCCESS
+
+
+# ---------------------------------------------------------------- lifecycle commands
+
+
+def _add_start(sub):
+    p = sub.add_parser("start", help="start Galaxy (update first) and wait until it answers",
+                       description="Start supervisord and Galaxy's services in the background, then wait until "
+                       "the web server answers HTTP. With nothing registered, run from a Galaxy source tree "
+                       "registers its config/galaxy.yml first.")
+    p.add_argument("-f", "--foreground", action="store_true",
+                   help="stay in the foreground following the logs; Ctrl+C stops Galaxy")
+    _wait_arguments(p)
+    _names_argument(p)
+    p.set_defaults(func=cmd_start)
+
+
+def cmd_start(args):
+    from galaxyctl_libs import operations
+
+    result = _run_waiting(operations.start, args, auto_cwd=os.getcwd())
+    _print_lifecycle(result, "started")
+    for log_dir in result.log_dirs:
+        print(f"Log files are in {log_dir}")
+    if args.foreground:
+        return _follow_until_interrupted(args, stop_after=True)
+    return exitcodes.SUCCESS
+
+
+def _add_simple(sub, name, helptext, func, waits=False):
+    p = sub.add_parser(name, help=helptext, description=helptext)
+    if waits:
+        _wait_arguments(p)
+    _names_argument(p)
+    p.set_defaults(func=func)
+
+
+def cmd_stop(args):
+    from galaxyctl_libs import operations
+
+    _print_lifecycle(operations.stop(_state_dir(args), args.names), "stopped")
+    return exitcodes.SUCCESS
+
+
+def cmd_restart(args):
+    from galaxyctl_libs import operations
+
+    _print_lifecycle(_run_waiting(operations.restart, args), "restarted")
+    return exitcodes.SUCCESS
+
+
+def cmd_graceful(args):
+    from galaxyctl_libs import operations
+
+    _print_lifecycle(_run_waiting(operations.graceful, args), "reloaded")
+    return exitcodes.SUCCESS
+
+
+def _add_shutdown(sub):
+    p = sub.add_parser("shutdown", help="stop every process and end supervisord")
+    p.set_defaults(func=cmd_shutdown)
+
+
+def cmd_shutdown(args):
+    from galaxyctl_libs import operations
+
+    result = operations.shutdown(_state_dir(args))
+    print("Shut down" if result.supervisord_stopped else "supervisord was not running")
+    return exitcodes.SUCCESS
+
+
+def _add_status(sub):
+    p = sub.add_parser("status", help="state of each service and whether the web server answers (LSB exit codes)",
+                       description="Exit 0 when everything runs, 3 when something does not, 4 when unknown.")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the web server's answer")
+    _names_argument(p)
+    p.set_defaults(func=cmd_status)
+
+
+def cmd_status(args):
+    from galaxyctl_libs import operations
+
+    report = operations.status(_state_dir(args), args.names, timeout=args.timeout)
+    if args.json:
+        print(json.dumps(asdict(report), indent=2))
+        return report.exit_code
+    if report.message:
+        print(report.message)
+    for row in report.services:
+        pid = f"pid {row.pid}" if row.pid else ""
+        uptime = f"uptime {row.uptime_seconds // 3600}:{row.uptime_seconds // 60 % 60:02d}:{row.uptime_seconds % 60:02d}" if row.uptime_seconds else ""
+        web = f"web {row.web}" if row.web else ""
+        print(f"{row.program:<32} {row.state:<10} " + "  ".join(x for x in (pid, uptime, web) if x))
+    return report.exit_code
+
+
+# ---------------------------------------------------------------- logs, supervisorctl, exec
+
+
+def _add_follow(sub):
+    p = sub.add_parser("follow", help="follow the services' log files (like tail -f)")
+    _names_argument(p)
+    p.set_defaults(func=cmd_follow)
+
+
+def cmd_follow(args):
+    return _follow_until_interrupted(args, stop_after=False)
+
+
+def _follow_until_interrupted(args, stop_after):
+    """Follow the logs with tail -F; on Ctrl+C / SIGTERM stop Galaxy too when ``stop_after``."""
+    from galaxyctl_libs import operations
+
+    files = operations.log_files(_state_dir(args), args.names)
+    if not files:
+        raise GalaxyctlError("no services, no log files to follow")
+    for path in files:
+        if not os.path.exists(path):
+            open(path, "a").close()
+    tail = subprocess.Popen(["tail", "-n", "20", "-F", *files])
+    previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        tail.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if tail.poll() is None:
+            tail.terminate()
+            tail.wait(timeout=10)
+    if stop_after:
+        operations.shutdown(_state_dir(args))
+        print("Shut down")
+    return exitcodes.SUCCESS
+
+
+def _add_supervisorctl(sub):
+    p = sub.add_parser("supervisorctl", help="run supervisorctl against galaxyctl's supervisord",
+                       description="Pass arguments through to supervisorctl (no arguments: its shell).")
+    p.add_argument("arguments", nargs=argparse.REMAINDER, help="supervisorctl arguments, e.g. 'status' or 'tail -f gunicorn'")
+    p.set_defaults(func=cmd_supervisorctl)
+
+
+def cmd_supervisorctl(args):
+    from galaxyctl_libs.supervisor import Paths
+
+    paths = Paths(_state_dir(args))
+    if not os.path.exists(paths.conf):
+        raise GalaxyctlError(f"no supervisord configuration in {paths.root}: run 'galaxyctl update' first")
+    argv = [sys.executable, "-m", "supervisor.supervisorctl", "-c", paths.conf, *args.arguments]
+    return subprocess.run(argv).returncode
+
+
+def _add_exec(sub):
+    p = sub.add_parser("exec", help="run one service in the foreground, as galaxyctl would (or print it with -n)")
+    p.add_argument("-n", "--dry-run", action="store_true", help="print the working dir, environment and command line")
+    p.add_argument("--instance", help="instance name (default: the first)")
+    p.add_argument("service", nargs="?", help="service name (default: the first, usually gunicorn)")
+    p.set_defaults(func=cmd_exec)
+
+
+def cmd_exec(args):
+    from galaxyctl_libs import operations
+
+    target = operations.find_target(_state_dir(args), args.service, args.instance)
+    if args.dry_run:
+        print("\n".join(operations.exec_description(target)))
+        return exitcodes.SUCCESS
+    operations.exec_service(target)
+    return exitcodes.FAILURE  # not reached: exec replaced us
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Manage Galaxy's processes (gunicorn, celery, handlers, …) under supervisord, and check their health.",
+    )
+    parser.add_argument("--state-dir", help="state directory (default: $GRAVITY_STATE_DIR, else $XDG_CONFIG_HOME/galaxy-gravity)")
+    parser.add_argument("--allow-root", action="store_true",
+                        help="as root, let Galaxy's services run as root when no galaxy_user is set (not recommended)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for add in (_add_register, _add_deregister, _add_list, _add_instances, _add_show, _add_rename, _add_update, _add_start):
+        add(sub)
+    _add_simple(sub, "stop", "stop services; supervisord exits when nothing is left running", cmd_stop)
+    _add_simple(sub, "restart", "stop and start services, then wait until Galaxy answers", cmd_restart, waits=True)
+    _add_simple(sub, "graceful", "reload services with the least interruption, then wait until Galaxy answers",
+                cmd_graceful, waits=True)
+    for add in (_add_shutdown, _add_status, _add_follow, _add_supervisorctl, _add_exec):
+        add(sub)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.allow_root:
+        from galaxyctl_libs.operations import ALLOW_ROOT_ENV
+
+        os.environ[ALLOW_ROOT_ENV] = "1"  # our own process environment: read by operations.run_as
+    try:
+        return args.func(args)
+    except GalaxyctlError as exc:
+        print(f"{PROG}: error: {exc.message}", file=sys.stderr)
+        for line in exc.details:
+            print(line, file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+def galaxy_main(argv=None):
+    """``galaxy``: register (from a Galaxy root), update and run in the foreground; Ctrl+C stops."""
+    parser = argparse.ArgumentParser(prog="galaxy", description="Run Galaxy in the foreground (galaxyctl start -f).")
+    parser.add_argument("--state-dir", help="state directory (default: $GRAVITY_STATE_DIR, else $XDG_CONFIG_HOME/galaxy-gravity)")
+    parser.add_argument("--allow-root", action="store_true", help="as root, allow Galaxy to run as root")
+    args, rest = parser.parse_known_args(argv)
+    prefix = (["--state-dir", args.state_dir] if args.state_dir else []) + (["--allow-root"] if args.allow_root else [])
+    return main(prefix + ["start", "--foreground"] + rest)
+
+
+def run():
+    sys.exit(main())
+
+
+def run_galaxy():
+    sys.exit(galaxy_main())

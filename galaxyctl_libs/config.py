@@ -1,0 +1,403 @@
+"""Galaxy's configuration file and its ``gravity:`` section, as typed, validated settings.
+
+The keys and defaults are gravity's (current schema, see galaxy.yml.sample, plus the older 0.x keys)
+so existing Galaxy configs load unchanged.  Every value is checked against its field's kind; an
+error names the file and the key path (``gravity.gunicorn.workers: expected an integer, got 'abc'``),
+an unknown key is a warning, never a crash.
+"""
+
+import os
+import shlex
+from dataclasses import dataclass, field, fields
+
+import yaml
+
+from galaxyctl_libs.errors import GalaxyctlError
+
+DEFAULT_INSTANCE_NAME = "_default_"
+APP_SERVERS = ("gunicorn", "unicornherder", "uwsgi")
+PROCESS_MANAGERS = ("supervisor", "systemd", "multiprocessing")
+
+
+def _opt(default, kind, choices=None):
+    """A settings field: ``kind`` says how raw YAML is checked and converted (see ``_convert``)."""
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata={"kind": kind, "choices": choices})
+    return field(default=default, metadata={"kind": kind, "choices": choices})
+
+
+@dataclass(frozen=True)
+class ServiceCommon:
+    """Keys every service section has."""
+
+    enable: bool = _opt(True, "bool")
+    umask: str = _opt(None, "umask")
+    start_timeout: int = _opt(10, "int")
+    stop_timeout: int = _opt(10, "int")
+    memory_limit: float = _opt(None, "number")
+    memory_high: float = _opt(None, "number")
+    environment: dict = _opt({}, "environment")
+
+
+@dataclass(frozen=True)
+class GunicornSettings(ServiceCommon):
+    bind: str = _opt("localhost:8080", "str")
+    workers: int = _opt(1, "int")
+    timeout: float = _opt(300, "number")
+    extra_args: str = _opt("", "args")
+    preload: bool = _opt(None, "bool")  # None: true unless the app server is unicornherder
+    start_timeout: int = _opt(15, "int")
+    stop_timeout: int = _opt(65, "int")
+    restart_timeout: int = _opt(300, "int")
+
+
+@dataclass(frozen=True)
+class CelerySettings(ServiceCommon):
+    enable_beat: bool = _opt(True, "bool")
+    concurrency: int = _opt(2, "int")
+    loglevel: str = _opt("DEBUG", "choice", ("DEBUG", "INFO", "WARNING", "ERROR"))
+    queues: str = _opt("celery,galaxy.internal,galaxy.external", "str")
+    pool: str = _opt("threads", "choice", ("prefork", "eventlet", "gevent", "solo", "processes", "threads"))
+    extra_args: str = _opt("", "args")
+
+
+@dataclass(frozen=True)
+class GxItProxySettings(ServiceCommon):
+    enable: bool = _opt(False, "bool")
+    version: str = _opt(">=0.0.6", "str")
+    ip: str = _opt("localhost", "str")
+    port: int = _opt(4002, "port")
+    sessions: str = _opt("database/interactivetools_map.sqlite", "str")
+    verbose: bool = _opt(True, "bool")
+    forward_ip: str = _opt(None, "str")
+    forward_port: int = _opt(None, "port")
+    reverse_proxy: bool = _opt(False, "bool")
+
+
+@dataclass(frozen=True)
+class TusdSettings(ServiceCommon):
+    enable: bool = _opt(False, "bool")
+    tusd_path: str = _opt("tusd", "str")
+    host: str = _opt("localhost", "str")
+    port: int = _opt(1080, "port")
+    upload_dir: str = _opt(None, "str")
+    hooks_http: str = _opt("/api/upload/hooks", "str")
+    hooks_enabled_events: str = _opt("pre-create", "str")
+    extra_args: str = _opt("", "args")
+
+
+@dataclass(frozen=True)
+class ReportsSettings(ServiceCommon):
+    enable: bool = _opt(False, "bool")
+    config_file: str = _opt("reports.yml", "str")
+    bind: str = _opt("localhost:9001", "str")
+    workers: int = _opt(1, "int")
+    timeout: float = _opt(300, "number")
+    url_prefix: str = _opt(None, "str")
+    extra_args: str = _opt("", "args")
+
+
+@dataclass(frozen=True)
+class GravitySettings:
+    """The whole ``gravity:`` section; service sections that may repeat are tuples."""
+
+    process_manager: str = _opt(None, "choice", PROCESS_MANAGERS)
+    service_command_style: str = _opt("gravity", "choice", ("gravity", "direct", "exec"))
+    use_service_instances: bool = _opt(True, "bool")
+    umask: str = _opt("022", "umask")
+    memory_limit: float = _opt(None, "number")
+    memory_high: float = _opt(None, "number")
+    galaxy_config_file: str = _opt(None, "str")
+    galaxy_root: str = _opt(None, "str")
+    galaxy_user: str = _opt(None, "str")
+    galaxy_group: str = _opt(None, "str")
+    log_dir: str = _opt(None, "str")
+    log_namespace: str = _opt(None, "str")
+    virtualenv: str = _opt(None, "str")
+    app_server: str = _opt("gunicorn", "choice", APP_SERVERS)
+    instance_name: str = _opt(DEFAULT_INSTANCE_NAME, "name")
+    gunicorn: tuple = _opt((GunicornSettings(),), ("sections", GunicornSettings))
+    celery: CelerySettings = _opt(CelerySettings(), ("section", CelerySettings))
+    gx_it_proxy: GxItProxySettings = _opt(GxItProxySettings(), ("section", GxItProxySettings))
+    tusd: tuple = _opt((TusdSettings(),), ("sections", TusdSettings))
+    reports: ReportsSettings = _opt(ReportsSettings(), ("section", ReportsSettings))
+    handlers: dict = _opt({}, "handlers")
+
+
+# Keys of gravity 0.x state (attribs) that moved; read so an old state dir loads as is.
+LEGACY_KEYS = ("bind", "bind_address", "bind_port")
+# Keys that never persist: they revert to their default when unset (seed, "Configuration Precedence").
+NON_PERSISTENT_KEYS = ("app_server", "handlers")
+
+
+@dataclass(frozen=True)
+class GalaxyConfig:
+    """One registered config file, loaded: where it is, what it says, what we warned about."""
+
+    path: str  # the registered file (galaxy.yml, or a gravity-only file)
+    galaxy_config_file: str  # the Galaxy config the services are given (GALAXY_CONFIG_FILE)
+    gravity_raw: dict  # the gravity values set explicitly in the file (for configstate attribs)
+    galaxy: dict  # the ``galaxy:`` section, unvalidated (Galaxy validates its own)
+    warnings: tuple = ()
+
+
+# ---------------------------------------------------------------- YAML with !include and clear errors
+
+
+class _IncludeLoader(yaml.SafeLoader):
+    """SafeLoader plus ``!include FILE`` (relative to the including file)."""
+
+
+def _construct_include(loader, node):
+    base = os.path.dirname(loader.name) if isinstance(loader.name, str) else os.getcwd()
+    target = os.path.join(base, loader.construct_scalar(node))
+    return load_yaml_file(target)
+
+
+_IncludeLoader.add_constructor("!include", _construct_include)
+
+
+def load_yaml_file(path):
+    """Parse a YAML file; syntax errors become one line naming file, line and column."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            loader = _IncludeLoader(handle)
+            loader.name = path
+            try:
+                return loader.get_single_data()
+            finally:
+                loader.dispose()
+    except FileNotFoundError:
+        raise GalaxyctlError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise GalaxyctlError(f"config file is a directory: {path}") from None
+    except PermissionError:
+        raise GalaxyctlError(f"cannot read config file {path}: permission denied") from None
+    except UnicodeDecodeError as exc:
+        raise GalaxyctlError(f"{path}: not valid UTF-8 text ({exc.reason})") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
+        problem = " ".join(str(part) for part in (exc.context, exc.problem) if part)
+        raise GalaxyctlError(f"{where}: YAML syntax error: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise GalaxyctlError(f"{path}: YAML error: {exc}") from None
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _describe(value):
+    return repr(value) if isinstance(value, str) else f"{value!r} ({type(value).__name__})"
+
+
+def _convert(value, kind, choices, where):
+    """Check one raw value against its kind; return the converted value or raise naming ``where``."""
+    if value is None:
+        return None
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        raise GalaxyctlError(f"{where}: expected true or false, got {_describe(value)}")
+    if kind in ("int", "port"):
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise GalaxyctlError(f"{where}: expected an integer, got {_describe(value)}")
+        if value < 0 or (kind == "port" and not 0 < value < 65536):
+            raise GalaxyctlError(f"{where}: {value} is out of range")
+        return value
+    if kind == "number":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise GalaxyctlError(f"{where}: expected a number, got {_describe(value)}")
+        return value
+    if kind in ("str", "name"):
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise GalaxyctlError(f"{where}: expected a string, got {_describe(value)}")
+        value = str(value)
+        if "\n" in value or "\r" in value or "\0" in value:
+            raise GalaxyctlError(f"{where}: must not contain a newline or NUL character")
+        if kind == "name" and (not value or not all(c.isalnum() or c in "_-." for c in value)):
+            raise GalaxyctlError(f"{where}: {value!r} may only contain letters, digits, '_', '-' and '.'")
+        return value
+    if kind == "choice":
+        if value not in choices:
+            raise GalaxyctlError(f"{where}: expected one of {', '.join(choices)}, got {_describe(value)}")
+        return value
+    if kind == "umask":
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = format(value, "03o")  # YAML 1.1 reads an unquoted 022 as octal 18
+        if not isinstance(value, str) or not value or any(c not in "01234567" for c in value) or len(value) > 4:
+            raise GalaxyctlError(f"{where}: expected an octal umask such as '022', got {_describe(value)}")
+        return value
+    if kind == "args":
+        if isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
+            return shlex.join(str(v) for v in value)
+        value = _convert(value, "str", None, where)
+        try:
+            shlex.split(value)
+        except ValueError as exc:
+            raise GalaxyctlError(f"{where}: cannot split into arguments: {exc}") from None
+        return value
+    if kind == "environment":
+        if not isinstance(value, dict):
+            raise GalaxyctlError(f"{where}: expected a mapping of variable names to values, got {_describe(value)}")
+        env = {}
+        for name, item in value.items():
+            if not isinstance(name, str) or not name or not (name[0].isalpha() or name[0] == "_") or not all(
+                c.isalnum() or c == "_" for c in name
+            ):
+                raise GalaxyctlError(f"{where}: {name!r} is not a valid environment variable name")
+            if isinstance(item, bool):
+                item = "true" if item else "false"
+            env[name] = _convert("" if item is None else item, "str", None, f"{where}.{name}")
+        return env
+    if kind == "handlers":
+        if not isinstance(value, dict) or not all(isinstance(v, (dict, type(None))) for v in value.values()):
+            raise GalaxyctlError(f"{where}: expected a mapping of handler names to settings, got {_describe(value)}")
+        return {str(k): dict(v or {}) for k, v in value.items()}
+    raise AssertionError(f"unknown field kind {kind!r}")
+
+
+def _build(cls, raw, where, warnings):
+    """Build settings class ``cls`` from mapping ``raw``; unknown keys become warnings."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise GalaxyctlError(f"{where}: expected a mapping, got {_describe(raw)}")
+    known = {f.name: f for f in fields(cls)}
+    values = {}
+    for key, value in raw.items():
+        path = f"{where}.{key}"
+        spec = known.get(key)
+        if spec is None:
+            if key not in LEGACY_KEYS:
+                warnings.append(f"{path}: unknown key, ignored")
+            continue
+        kind, choices = spec.metadata["kind"], spec.metadata["choices"]
+        if isinstance(kind, tuple):
+            container, sub = kind
+            if container == "sections" and isinstance(value, list):
+                if not value:
+                    raise GalaxyctlError(f"{path}: an empty list; give at least one section or leave it out")
+                values[key] = tuple(_build(sub, item, f"{path}[{i}]", warnings) for i, item in enumerate(value))
+            else:
+                built = _build(sub, value, path, warnings)
+                values[key] = (built,) if container == "sections" else built
+            continue
+        converted = _convert(value, kind, choices, path)
+        if converted is not None or spec.default is None:
+            values[key] = converted
+    return cls(**values)
+
+
+def parse_gravity(raw, source, warnings=None):
+    """Validate a raw ``gravity:`` mapping; errors name ``source`` (a file) and the key path."""
+    collected = [] if warnings is None else warnings
+    try:
+        settings = _build(GravitySettings, _with_legacy_bind(raw), "gravity", collected)
+    except GalaxyctlError as exc:
+        raise GalaxyctlError(f"{source}: {exc.message}") from None
+    if warnings is None:
+        return settings
+    warnings[:] = [f"{source}: {w}" for w in collected]
+    return settings
+
+
+def _with_legacy_bind(raw):
+    """gravity 0.x kept ``bind`` (or bind_address/bind_port) flat; map them onto gunicorn.bind."""
+    if not isinstance(raw, dict) or not any(key in raw for key in LEGACY_KEYS):
+        return raw
+    raw = dict(raw)
+    if "bind" in raw:
+        legacy = raw["bind"]
+    elif "bind_address" in raw:
+        legacy = f"{raw.get('bind_address', 'localhost')}:{raw.get('bind_port', 8080)}"
+    else:
+        return raw
+    gunicorn = raw.get("gunicorn")
+    if gunicorn is None:
+        raw["gunicorn"] = {"bind": legacy}
+    elif isinstance(gunicorn, dict) and "bind" not in gunicorn:
+        raw["gunicorn"] = dict(gunicorn, bind=legacy)
+    return raw
+
+
+def effective_preload(settings, gunicorn):
+    """gravity's rule: preload defaults to true, except under unicornherder."""
+    if gunicorn.preload is not None:
+        return gunicorn.preload
+    return settings.app_server != "unicornherder"
+
+
+# ---------------------------------------------------------------- loading a registered file
+
+
+def load_config(path):
+    """Read a galaxy.yml (or a gravity-only file naming ``galaxy_config_file``) without validating gravity."""
+    path = os.path.abspath(path)
+    data = load_yaml_file(path)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise GalaxyctlError(f"{path}: expected a mapping at the top level, got {_describe(data)}")
+    if "gravity" in data or "galaxy" in data or "uwsgi" in data:
+        gravity_raw = data.get("gravity") or {}
+        galaxy = data.get("galaxy") or {}
+        galaxy_config_file = path
+    else:
+        # a gravity-only file: the whole file is the gravity section
+        gravity_raw = data
+        named = data.get("galaxy_config_file")
+        if named is not None and not isinstance(named, str):
+            raise GalaxyctlError(f"{path}: gravity.galaxy_config_file: expected a string, got {_describe(named)}")
+        galaxy_config_file = os.path.join(os.path.dirname(path), named) if named else path
+        galaxy = {}
+        if named:
+            main = load_yaml_file(galaxy_config_file)
+            galaxy = (main or {}).get("galaxy") or {} if isinstance(main, dict) else {}
+    if not isinstance(gravity_raw, dict):
+        raise GalaxyctlError(f"{path}: gravity: expected a mapping, got {_describe(gravity_raw)}")
+    if not isinstance(galaxy, dict):
+        raise GalaxyctlError(f"{path}: galaxy: expected a mapping, got {_describe(galaxy)}")
+    named = gravity_raw.get("galaxy_config_file")
+    if named and galaxy_config_file == path and isinstance(named, str):
+        galaxy_config_file = os.path.join(os.path.dirname(path), named)
+    warnings = []
+    parse_gravity(gravity_raw, path, warnings)  # validate now: bad input fails before any state changes
+    return GalaxyConfig(
+        path=path,
+        galaxy_config_file=os.path.abspath(galaxy_config_file),
+        gravity_raw=_without_nulls(gravity_raw),
+        galaxy=galaxy,
+        warnings=tuple(warnings),
+    )
+
+
+def _without_nulls(raw):
+    """Drop keys left empty (``gunicorn:`` with only comments under it): they are not set."""
+    return {k: _without_nulls(v) if isinstance(v, dict) and k != "environment" else v
+            for k, v in raw.items() if v is not None}
+
+
+def merge_attribs(persisted, explicit):
+    """The seed's precedence: set values win, unset ones fall back to persisted state, except
+    app_server and handlers, which revert to defaults when unset."""
+    merged = {k: v for k, v in (persisted or {}).items() if k not in NON_PERSISTENT_KEYS}
+    for key, value in explicit.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def find_galaxy_root(config_path, settings):
+    """galaxy_root if set; else the source tree around the config file; else None (package install)."""
+    if settings.galaxy_root:
+        return os.path.abspath(os.path.join(os.path.dirname(config_path), settings.galaxy_root))
+    here = os.path.dirname(os.path.abspath(config_path))
+    for candidate in (here, os.path.dirname(here)):
+        if os.path.isdir(os.path.join(candidate, "lib", "galaxy")):
+            return candidate
+    return None

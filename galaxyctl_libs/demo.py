@@ -1,0 +1,165 @@
+"""A tiny stand-in Galaxy source tree, to try galaxyctl (and to test it) without installing Galaxy.
+
+It has what galaxyctl's services import: ``galaxy.webapps.galaxy.fast_factory:factory()`` (a WSGI
+app answering ``/api/version`` with a value read when the app loads, so a reload is visible),
+the worker class, an empty ``galaxy.web_stack.gunicorn_config``, ``galaxy.celery`` (a celery app on
+kombu's filesystem transport, no broker server needed) and ``scripts/galaxy-main``.
+
+    python -m galaxyctl_libs.demo DIR [--port 8080]
+"""
+
+import argparse
+import os
+import sys
+
+import yaml
+
+FAST_FACTORY = '''\
+"""Demo Galaxy web app: /api/version answers with the code version read at load time."""
+import json
+import os
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", "..", "..", ".."))
+
+
+def _read_code_version():
+    try:
+        with open(os.path.join(ROOT, "VERSION")) as handle:
+            return handle.read().strip()
+    except OSError:
+        return "0"
+
+
+def factory():
+    loaded = _read_code_version()
+    if os.environ.get("DEMO_GALAXY_FAIL"):
+        raise RuntimeError("demo Galaxy asked to fail at load time")
+    if os.environ.get("DEMO_GALAXY_HANG"):
+        time.sleep(10 ** 6)
+
+    def app(environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path.endswith("/api/version"):
+            body = {"version_major": "demo", "version_minor": loaded, "pid": os.getpid()}
+        elif path.endswith("/slow"):
+            seconds = float((environ.get("QUERY_STRING") or "seconds=5").partition("=")[2] or 5)
+            time.sleep(seconds)
+            body = {"slept": seconds, "pid": os.getpid()}
+        else:
+            start_response("404 Not Found", [("Content-Type", "application/json")])
+            return [b'{"err_msg": "not found"}']
+        data = json.dumps(body).encode()
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+        return [data]
+
+    return app
+'''
+
+WORKERS = '''\
+"""Demo worker class: gunicorn's threaded worker (the real one is uvicorn's)."""
+from gunicorn.workers.gthread import ThreadWorker
+
+
+class Worker(ThreadWorker):
+    pass
+'''
+
+CELERY = '''\
+"""Demo celery app on kombu's filesystem transport: no broker server needed."""
+import os
+
+from celery import Celery
+
+_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+_QUEUE = os.path.join(_ROOT, "database", "celery-queue")
+os.makedirs(_QUEUE, exist_ok=True)
+
+celery_app = Celery("galaxy")
+celery_app.conf.update(
+    broker_url="filesystem://",
+    broker_transport_options={"data_folder_in": _QUEUE, "data_folder_out": _QUEUE},
+    result_backend=None,
+    beat_schedule={"demo-ping": {"task": "galaxy.celery.ping", "schedule": 30.0}},
+)
+
+
+@celery_app.task(name="galaxy.celery.ping")
+def ping():
+    return "pong"
+
+
+app = celery_app
+'''
+
+GALAXY_MAIN = '''\
+#!/usr/bin/env python3
+"""Demo job handler: parses galaxy-main's arguments, says so, and waits to be stopped."""
+import argparse
+import signal
+import sys
+import time
+
+parser = argparse.ArgumentParser()
+parser.add_argument("-c", "--config-file")
+parser.add_argument("--server-name")
+parser.add_argument("--attach-to-pool", action="append", default=[])
+args, _ = parser.parse_known_args()
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+print(f"demo handler {args.server_name} pools={args.attach_to_pool} config={args.config_file}", flush=True)
+while True:
+    time.sleep(3600)
+'''
+
+
+def _write(path, content, mode=0o644):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(content)
+    os.chmod(path, mode)
+
+
+def make_demo_galaxy(root, port=8080, gravity=None, galaxy=None, version="1"):
+    """Create the tree under ``root``; returns the path of its config/galaxy.yml.
+
+    ``gravity`` entries override the defaults written (gunicorn on 127.0.0.1:PORT, celery off).
+    """
+    root = os.path.abspath(root)
+    package = os.path.join(root, "lib", "galaxy")
+    for sub in ("", "webapps", "webapps/galaxy", "web_stack"):
+        _write(os.path.join(package, sub, "__init__.py"), "")
+    _write(os.path.join(package, "webapps", "galaxy", "fast_factory.py"), FAST_FACTORY)
+    _write(os.path.join(package, "webapps", "galaxy", "workers.py"), WORKERS)
+    _write(os.path.join(package, "web_stack", "gunicorn_config.py"), "# demo: nothing to configure\n")
+    _write(os.path.join(package, "celery", "__init__.py"), CELERY)
+    _write(os.path.join(root, "scripts", "galaxy-main"), GALAXY_MAIN, mode=0o755)
+    _write(os.path.join(root, "VERSION"), f"{version}\n")
+    os.makedirs(os.path.join(root, "database"), exist_ok=True)
+    os.chmod(os.path.join(root, "database"), 0o777)
+    settings = {
+        "gunicorn": {"bind": f"127.0.0.1:{port}", "preload": False},
+        "celery": {"enable": False, "enable_beat": False},
+    }
+    for key, value in (gravity or {}).items():
+        if isinstance(value, dict) and isinstance(settings.get(key), dict):
+            settings[key] = {**settings[key], **value}
+        else:
+            settings[key] = value
+    config = os.path.join(root, "config", "galaxy.yml")
+    _write(config, yaml.safe_dump({"gravity": settings, "galaxy": galaxy or {}}, sort_keys=False))
+    return config
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Create a demo Galaxy tree that galaxyctl can run.")
+    parser.add_argument("directory")
+    parser.add_argument("--port", type=int, default=8080)
+    args = parser.parse_args(argv)
+    print(make_demo_galaxy(args.directory, args.port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

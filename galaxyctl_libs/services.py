@@ -1,0 +1,255 @@
+"""What runs: each of Galaxy's services as plain data (argv, environment, cwd, timeouts).
+
+The command lines are gravity's for the same config, so a deployment moves over unchanged.  A
+process manager renderer (supervisor.py) turns these into files; ``galaxyctl exec`` runs one as is.
+"""
+
+import functools
+import glob
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+
+from galaxyctl_libs.config import effective_preload
+
+GUNICORN_APP = "galaxy.webapps.galaxy.fast_factory:factory()"
+GUNICORN_WORKER = "galaxy.webapps.galaxy.workers.Worker"
+GUNICORN_CONFIG = "python:galaxy.web_stack.gunicorn_config"
+REPORTS_APP = "galaxy.webapps.reports.buildapp:app_factory()"
+NO_CONTROL_SOCKET_SINCE = (25, 1)  # gunicorn opens ~/.gunicorn control sockets from 25.1 on
+
+# How a service is restarted by ``graceful``.
+GRACEFUL_HUP = "hup"  # gunicorn without preload re-reads the app on SIGHUP, master stays
+GRACEFUL_RESTART = "restart"  # stop + start
+GRACEFUL_NONE = "none"  # left running (tusd: uploads must not be cut)
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A registered config, resolved: everything the services of one Galaxy need."""
+
+    name: str
+    config_path: str  # the registered file
+    galaxy_config_file: str  # GALAXY_CONFIG_FILE for the services
+    settings: object  # config.GravitySettings
+    galaxy: dict  # the galaxy: section
+    galaxy_root: str  # None for a Galaxy installed as a package (no source tree)
+    state_dir: str
+    log_dir: str
+    run_as: tuple = (None, None)  # (user, group) when galaxyctl runs as root
+
+
+@dataclass(frozen=True)
+class Service:
+    instance_name: str
+    service_type: str
+    service_name: str
+    argv: tuple
+    environment: tuple  # ((name, value), ...) in order; values are literal
+    cwd: str
+    path_prepend: tuple = ()  # dirs put in front of the inherited PATH (the virtualenv's bin)
+    umask: str = "022"
+    start_timeout: int = 10
+    stop_timeout: int = 10
+    graceful: str = GRACEFUL_RESTART
+    bind: str = None  # where a web service answers HTTP (readiness), else None
+    url_prefix: str = ""
+    user: str = None
+    group: str = None
+    config_type: str = "galaxy"
+    ignored: tuple = field(default=(), compare=False)  # settings accepted but without effect here
+
+    @property
+    def command_line(self):
+        return shlex.join(self.argv)
+
+    def full_environment(self, base_environ):
+        """The environment the service gets, given the environment it inherits."""
+        env = dict(base_environ)
+        if self.path_prepend:
+            env["PATH"] = os.pathsep.join(self.path_prepend + (env.get("PATH", os.defpath),))
+        env.update(self.environment)
+        return env
+
+
+def _bin_dir(instance):
+    if instance.settings.virtualenv:
+        return os.path.join(instance.settings.virtualenv, "bin")
+    return None
+
+
+def find_executable(instance, name):
+    """The virtualenv's copy if there is one, else galaxyctl's own venv, else PATH, else the bare name."""
+    candidates = [_bin_dir(instance), os.path.dirname(sys.executable)]
+    for directory in candidates:
+        if directory and os.access(os.path.join(directory, name), os.X_OK):
+            return os.path.join(directory, name)
+    return shutil.which(name) or name
+
+
+@functools.lru_cache(maxsize=None)
+def gunicorn_version(gunicorn_exe):
+    """The gunicorn version installed next to ``gunicorn_exe``: from its dist-info, else by asking it."""
+    prefix = os.path.dirname(os.path.dirname(os.path.realpath(gunicorn_exe))) if os.path.isabs(gunicorn_exe) else ""
+    for info in glob.glob(os.path.join(prefix, "lib", "python3*", "site-packages", "gunicorn-*.dist-info")) if prefix else ():
+        found = re.match(r"gunicorn-(\d+)\.(\d+)", os.path.basename(info))
+        if found:
+            return int(found.group(1)), int(found.group(2))
+    try:
+        out = subprocess.run([gunicorn_exe, "--version"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = re.search(r"(\d+)\.(\d+)", out)
+    return (int(found.group(1)), int(found.group(2))) if found else None
+
+
+def _common(instance, section, service_type, service_name, argv, extra_env=(), **kwargs):
+    """One Service with the settings every service shares (env, umask, timeouts, user)."""
+    settings = instance.settings
+    environment = [("GALAXY_CONFIG_FILE", instance.galaxy_config_file)]
+    if instance.galaxy_root and os.path.isdir(os.path.join(instance.galaxy_root, "lib", "galaxy")):
+        # a source tree: gunicorn imports --config python:galaxy.… before it applies --pythonpath
+        environment.append(("PYTHONPATH", os.path.join(instance.galaxy_root, "lib")))
+    if settings.virtualenv:
+        environment.append(("VIRTUAL_ENV", settings.virtualenv))
+    environment.extend(extra_env)
+    environment.extend(section.environment.items())
+    ignored = tuple(
+        f"{name}" for name in ("memory_limit", "memory_high")
+        if getattr(section, name) is not None or getattr(settings, name) is not None
+    )
+    return Service(
+        instance_name=instance.name,
+        service_type=service_type,
+        service_name=service_name,
+        argv=tuple(argv),
+        environment=tuple(environment),
+        cwd=instance.galaxy_root or os.path.dirname(instance.galaxy_config_file),
+        path_prepend=(_bin_dir(instance),) if settings.virtualenv else (),
+        umask=section.umask or settings.umask,
+        start_timeout=section.start_timeout,
+        stop_timeout=section.stop_timeout,
+        user=instance.run_as[0],
+        group=instance.run_as[1],
+        ignored=ignored,
+        **kwargs,
+    )
+
+
+def _numbered(name, index, count):
+    return name if count == 1 else f"{name}_{index}"
+
+
+def gunicorn_services(instance):
+    settings = instance.settings
+    prefix = str(instance.galaxy.get("galaxy_url_prefix") or "").rstrip("/")
+    services = []
+    for index, gunicorn in enumerate(settings.gunicorn):
+        if not gunicorn.enable:
+            continue
+        exe = find_executable(instance, "gunicorn")
+        preload = effective_preload(settings, gunicorn)
+        argv = [exe, GUNICORN_APP, "--timeout", f"{gunicorn.timeout:g}", "--pythonpath", "lib"]
+        argv += ["-k", GUNICORN_WORKER, "-b", gunicorn.bind, f"--workers={gunicorn.workers}"]
+        argv += ["--config", GUNICORN_CONFIG]
+        if preload:
+            argv.append("--preload")
+        version = gunicorn_version(exe)
+        if version and version >= NO_CONTROL_SOCKET_SINCE:
+            argv.append("--no-control-socket")
+        argv += shlex.split(gunicorn.extra_args)
+        name = _numbered("gunicorn", index, len(settings.gunicorn))
+        services.append(
+            _common(
+                instance, gunicorn, "gunicorn", name, argv,
+                graceful=GRACEFUL_RESTART if preload else GRACEFUL_HUP,
+                bind=gunicorn.bind, url_prefix=prefix,
+            )
+        )
+    return services
+
+
+def celery_services(instance):
+    celery = instance.settings.celery
+    exe = find_executable(instance, "celery")
+    services = []
+    if celery.enable:
+        argv = [exe, "--app", "galaxy.celery", "worker", "--concurrency", str(celery.concurrency)]
+        argv += ["--loglevel", celery.loglevel, "--pool", celery.pool, "--queues", celery.queues]
+        argv += shlex.split(celery.extra_args)
+        services.append(_common(instance, celery, "celery", "celery", argv))
+    if celery.enable_beat:
+        schedule = os.path.join(instance.state_dir, "celery-beat-schedule")
+        if instance.name != "_default_":
+            schedule = os.path.join(instance.state_dir, f"{instance.name}-celery-beat-schedule")
+        argv = [exe, "--app", "galaxy.celery", "beat", "--loglevel", celery.loglevel, "--schedule", schedule]
+        services.append(_common(instance, celery, "celery-beat", "celery-beat", argv))
+    return services
+
+
+def gx_it_proxy_services(instance):
+    proxy = instance.settings.gx_it_proxy
+    if not proxy.enable:
+        return []
+    sessions = instance.galaxy.get("interactivetools_map") or proxy.sessions
+    argv = [find_executable(instance, "npx"), "--yes", f"@galaxyproject/gx-it-proxy@{proxy.version}"]
+    argv += ["--ip", proxy.ip, "--port", str(proxy.port), "--sessions", sessions]
+    if proxy.verbose:
+        argv.append("--verbose")
+    if proxy.forward_ip:
+        argv += ["--forwardIP", proxy.forward_ip]
+    if proxy.forward_port:
+        argv += ["--forwardPort", str(proxy.forward_port)]
+    if proxy.reverse_proxy:
+        argv.append("--reverseProxy")
+    prefix = instance.galaxy.get("interactivetools_prefix")
+    if prefix:
+        argv += ["--proxyPathPrefix", f"/{str(prefix).strip('/')}/ep"]
+    return [_common(instance, proxy, "gx-it-proxy", "gx-it-proxy", argv)]
+
+
+def tusd_services(instance):
+    settings = instance.settings
+    services = []
+    for index, tusd in enumerate(settings.tusd):
+        if not tusd.enable:
+            continue
+        upload_dir = tusd.upload_dir or instance.galaxy.get("tus_upload_store") or "database/tmp/tus_upload_store"
+        infrastructure = str(instance.galaxy.get("galaxy_infrastructure_url") or "http://localhost:8080").rstrip("/")
+        argv = [tusd.tusd_path, f"-host={tusd.host}", f"-port={tusd.port}", f"-upload-dir={upload_dir}"]
+        argv += [f"-hooks-http={infrastructure}{tusd.hooks_http}", "-hooks-http-forward-headers=X-Api-Key,Cookie"]
+        argv += shlex.split(tusd.extra_args)
+        argv += ["-hooks-enabled-events", tusd.hooks_enabled_events]
+        name = _numbered("tusd", index, len(settings.tusd))
+        services.append(_common(instance, tusd, "tusd", name, argv, graceful=GRACEFUL_NONE))
+    return services
+
+
+def reports_services(instance):
+    reports = instance.settings.reports
+    if not reports.enable:
+        return []
+    config_file = os.path.join(os.path.dirname(instance.galaxy_config_file), reports.config_file)
+    argv = [find_executable(instance, "gunicorn"), REPORTS_APP, "--config", GUNICORN_CONFIG]
+    argv += ["-b", reports.bind, f"--workers={reports.workers}", "--timeout", f"{reports.timeout:g}"]
+    argv += ["--pythonpath", "lib"] + shlex.split(reports.extra_args)
+    env = [("GALAXY_REPORTS_CONFIG", config_file)]
+    prefix = (reports.url_prefix or "").rstrip("/")
+    if prefix:
+        env.append(("GALAXY_REPORTS_URL_PREFIX", prefix))
+    return [_common(instance, reports, "reports", "reports", argv, extra_env=env, bind=reports.bind, url_prefix=prefix)]
+
+
+SERVICE_BUILDERS = (gunicorn_services, celery_services, gx_it_proxy_services, tusd_services, reports_services)
+
+
+def build_services(instance, extra_builders=()):
+    """Every service the instance's settings ask for, in a stable order."""
+    services = []
+    for builder in SERVICE_BUILDERS + tuple(extra_builders):
+        services.extend(builder(instance))
+    return tuple(services)

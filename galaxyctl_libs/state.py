@@ -1,0 +1,161 @@
+"""The state dir and ``configstate.yaml``: which config files are registered, and their attribs.
+
+The file format is gravity's (the seed's example), so a state dir written by gravity 0.x loads as
+is.  Reads and writes happen under an exclusive lock; writes are atomic; a corrupt file is reported
+and never overwritten, so a bad moment never costs an admin the registrations.
+"""
+
+import contextlib
+import copy
+import os
+from dataclasses import dataclass, field
+
+import yaml
+
+from galaxyctl_libs import fsutil
+from galaxyctl_libs.errors import GalaxyctlError
+
+STATE_FILE = "configstate.yaml"
+LOCK_FILE = ".configstate.lock"  # guards configstate.yaml reads-modify-writes
+
+
+def default_state_dir(environ=None):
+    """``$GRAVITY_STATE_DIR``, else ``$XDG_CONFIG_HOME/galaxy-gravity`` (``~/.config`` by default)."""
+    environ = os.environ if environ is None else environ
+    if environ.get("GRAVITY_STATE_DIR"):
+        return os.path.abspath(os.path.expanduser(environ["GRAVITY_STATE_DIR"]))
+    config_home = environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.abspath(os.path.join(config_home, "galaxy-gravity"))
+
+
+@dataclass
+class ServiceRecord:
+    config_type: str
+    service_type: str
+    service_name: str
+
+    def as_dict(self):
+        return {"config_type": self.config_type, "service_type": self.service_type, "service_name": self.service_name}
+
+
+@dataclass
+class ConfigRecord:
+    """One entry of ``config_files:``; unknown keys of newer/older gravity versions are kept."""
+
+    path: str
+    config_type: str = "galaxy"
+    instance_name: str = "_default_"
+    attribs: dict = field(default_factory=dict)
+    services: list = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self):
+        data = {"config_type": self.config_type, "instance_name": self.instance_name, "attribs": self.attribs}
+        data["services"] = [s.as_dict() for s in self.services]
+        data.update(self.extra)
+        return data
+
+
+@dataclass
+class State:
+    state_dir: str
+    config_files: dict = field(default_factory=dict)  # path -> ConfigRecord
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def path(self):
+        return os.path.join(self.state_dir, STATE_FILE)
+
+    def as_dict(self):
+        data = {"config_files": {p: r.as_dict() for p, r in self.config_files.items()}}
+        data.update(self.extra)
+        return data
+
+    def render(self):
+        return yaml.safe_dump(self.as_dict(), default_flow_style=False, sort_keys=False)
+
+    def instance_names(self):
+        return sorted({r.instance_name for r in self.config_files.values()})
+
+    def record_for_instance(self, name):
+        for record in self.config_files.values():
+            if record.instance_name == name:
+                return record
+        return None
+
+
+def _corrupt(path, why):
+    return GalaxyctlError(f"{path}: corrupt state file ({why}); fix or move it away, it was left untouched")
+
+
+def parse_state(state_dir, text, path):
+    """Parse configstate.yaml text into a State; any deviation from the format is a clear error."""
+    try:
+        data = yaml.safe_load(text) if text else {}
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise _corrupt(path, f"YAML error{where}: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise _corrupt(path, f"YAML error: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise _corrupt(path, "expected a mapping at the top level")
+    files = data.get("config_files") or {}
+    if not isinstance(files, dict):
+        raise _corrupt(path, "config_files is not a mapping")
+    state = State(state_dir=state_dir, extra={k: v for k, v in data.items() if k != "config_files"})
+    for config_path, entry in files.items():
+        if not isinstance(config_path, str) or not isinstance(entry, dict):
+            raise _corrupt(path, f"config_files entry {config_path!r} is not a mapping")
+        attribs = entry.get("attribs") or {}
+        services = entry.get("services") or []
+        if not isinstance(attribs, dict) or not isinstance(services, list):
+            raise _corrupt(path, f"{config_path}: attribs must be a mapping and services a list")
+        records = []
+        for service in services:
+            if not isinstance(service, dict) or "service_name" not in service:
+                raise _corrupt(path, f"{config_path}: a service entry lacks service_name")
+            records.append(
+                ServiceRecord(
+                    config_type=str(service.get("config_type", "galaxy")),
+                    service_type=str(service.get("service_type", service["service_name"])),
+                    service_name=str(service["service_name"]),
+                )
+            )
+        known = ("config_type", "instance_name", "attribs", "services")
+        state.config_files[config_path] = ConfigRecord(
+            path=config_path,
+            config_type=str(entry.get("config_type", "galaxy")),
+            instance_name=str(entry.get("instance_name") or "_default_"),
+            attribs=attribs,
+            services=records,
+            extra={k: v for k, v in entry.items() if k not in known},
+        )
+    return state
+
+
+def load_state(state_dir):
+    """Read the state (an empty State when the dir or file does not exist yet)."""
+    path = os.path.join(state_dir, STATE_FILE)
+    text = fsutil.read_text(path)
+    return parse_state(state_dir, text, path)
+
+
+def save_state(state):
+    """Write configstate.yaml atomically, only if its content changed."""
+    fsutil.ensure_private_dir(state.state_dir)
+    return fsutil.write_if_changed(state.path, state.render())
+
+
+@contextlib.contextmanager
+def locked_state(state_dir, write=True):
+    """Hold the state lock, yield the State, save it on a clean exit (when ``write``)."""
+    fsutil.ensure_private_dir(state_dir)
+    with fsutil.exclusive_lock(os.path.join(state_dir, LOCK_FILE)):
+        state = load_state(state_dir)
+        before = copy.deepcopy(state.as_dict())
+        yield state
+        if write and state.as_dict() != before:
+            save_state(state)

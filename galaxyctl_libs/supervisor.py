@@ -1,0 +1,338 @@
+"""supervisord: its files in the state dir, and control over XML-RPC on its unix socket.
+
+Services are rendered to ``{path: content}``; ``reconcile`` writes what changed and removes what is
+stale; ``SupervisorClient.apply_changes`` makes the running supervisord pick the change up.  Layout
+(gravity's): ``STATE/supervisor/supervisord.conf`` and ``supervisord.conf.d/INSTANCE.d/*.conf``.
+"""
+
+import errno
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import xmlrpc.client
+from dataclasses import dataclass
+
+from galaxyctl_libs import fsutil
+from galaxyctl_libs.errors import GalaxyctlError
+
+HEADER = ";\n; Maintained by galaxyctl - CHANGES WILL BE OVERWRITTEN\n;\n"
+MAX_SOCKET_PATH = 100  # AF_UNIX paths are limited to 107 bytes
+
+# supervisor process states (supervisor.states.ProcessStates), by name
+STOPPED, STARTING, RUNNING, BACKOFF, STOPPING, EXITED, FATAL, UNKNOWN = (
+    "STOPPED", "STARTING", "RUNNING", "BACKOFF", "STOPPING", "EXITED", "FATAL", "UNKNOWN",
+)
+UP_STATES = (STARTING, RUNNING, BACKOFF)
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where supervisord's files live for one state dir."""
+
+    state_dir: str
+
+    @property
+    def root(self):
+        return os.path.join(self.state_dir, "supervisor")
+
+    @property
+    def conf(self):
+        return os.path.join(self.root, "supervisord.conf")
+
+    @property
+    def conf_dir(self):
+        return os.path.join(self.root, "supervisord.conf.d")
+
+    @property
+    def socket(self):
+        return os.path.join(self.root, "supervisor.sock")
+
+    @property
+    def pidfile(self):
+        return os.path.join(self.root, "supervisord.pid")
+
+    @property
+    def log(self):
+        return os.path.join(self.root, "supervisord.log")
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def _quote(value, what):
+    """A value for a supervisor ini file: no newline (it would start a new line/section), % escaped."""
+    value = str(value)
+    if "\n" in value or "\r" in value or "\0" in value:
+        raise GalaxyctlError(f"{what}: a newline or NUL character is not allowed in {value!r}")
+    return value.replace("%", "%%")
+
+
+def _quote_arg(arg, what):
+    """One argv element for supervisor's ``command=`` (split with shlex, so quote like a shell)."""
+    return _quote(shlex.quote(str(arg)), what)
+
+
+def _quote_env_value(value, what):
+    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + _quote(escaped, what) + '"'
+
+
+def program_names(service, grouped):
+    """(section name in the ini file, name for XML-RPC calls) of one service."""
+    if grouped:
+        return (
+            f"{service.instance_name}_{service.config_type}_{service.service_type}_{service.service_name}",
+            f"{service.instance_name}:{service.service_name}",
+        )
+    return service.service_name, service.service_name
+
+
+def render_supervisord_conf(paths):
+    return HEADER + (
+        "\n[unix_http_server]\n"
+        f"file = {_quote(paths.socket, 'socket path')}\n"
+        "chmod = 0700\n"
+        "\n[supervisord]\n"
+        f"logfile = {_quote(paths.log, 'log path')}\n"
+        f"pidfile = {_quote(paths.pidfile, 'pid path')}\n"
+        "loglevel = info\n"
+        "nodaemon = false\n"
+        "\n[rpcinterface:supervisor]\n"
+        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n"
+        "\n[supervisorctl]\n"
+        f"serverurl = unix://{_quote(paths.socket, 'socket path')}\n"
+        "\n[include]\n"
+        "files = supervisord.conf.d/*.d/*.conf supervisord.conf.d/*.conf\n"
+    )
+
+
+def log_file(service, log_dir, grouped):
+    name = program_names(service, grouped)[0]
+    return os.path.join(log_dir, f"{name}.log")
+
+
+def render_program(service, log_dir, grouped):
+    section, _ = program_names(service, grouped)
+    what = f"{service.instance_name}/{service.service_name}"
+    env = []
+    if service.path_prepend:
+        dirs = ":".join(_quote(d, what) for d in service.path_prepend)
+        env.append(f'PATH="{dirs}:%(ENV_PATH)s"')
+    env.extend(f"{name}={_quote_env_value(value, what)}" for name, value in service.environment)
+    lines = [
+        f"[program:{section}]",
+        "command = " + " ".join(_quote_arg(arg, what) for arg in service.argv),
+        f"directory = {_quote(service.cwd, what)}",
+        f"umask = {service.umask}",
+        "autostart = true",
+        "autorestart = true",
+        f"startsecs = {service.start_timeout}",
+        f"stopwaitsecs = {service.stop_timeout}",
+        # gunicorn's master stops its own workers gracefully; the rest may leave children behind
+        "stopasgroup = " + ("false" if service.service_type == "gunicorn" else "true"),
+        "killasgroup = true",
+        f"environment = {','.join(env)}",
+        "process_name = " + (service.service_name if grouped else "%(program_name)s"),
+        f"stdout_logfile = {_quote(log_file(service, log_dir, grouped), what)}",
+        "redirect_stderr = true",
+    ]
+    if service.user:
+        lines.append(f"user = {_quote(service.user, what)}")
+    return HEADER + "\n" + "\n".join(lines) + "\n"
+
+
+def render_files(paths, instances_services, log_dirs):
+    """All supervisor files for ``{instance_name: services}``: returns ``{path: content}``."""
+    grouped = len(instances_services) > 1
+    files = {paths.conf: render_supervisord_conf(paths)}
+    for instance_name, services in instances_services.items():
+        instance_dir = os.path.join(paths.conf_dir, f"{instance_name}.d")
+        for service in services:
+            name = f"{service.config_type}_{service.service_type}_{service.service_name}.conf"
+            files[os.path.join(instance_dir, name)] = render_program(service, log_dirs[instance_name], grouped)
+        if grouped and services:
+            programs = ",".join(program_names(s, True)[0] for s in services)
+            files[os.path.join(paths.conf_dir, f"group_{instance_name}.conf")] = (
+                HEADER + f"\n[group:{instance_name}]\nprograms = {programs}\n"
+            )
+    return files
+
+
+@dataclass(frozen=True)
+class Changes:
+    written: tuple
+    removed: tuple
+
+    def __bool__(self):
+        return bool(self.written or self.removed)
+
+
+def reconcile(paths, files):
+    """Write files whose content changed, remove program files nobody wants any more."""
+    fsutil.ensure_private_dir(paths.state_dir)
+    fsutil.ensure_private_dir(paths.root)
+    fsutil.ensure_private_dir(paths.conf_dir)
+    written = []
+    for path, content in sorted(files.items()):
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        if fsutil.write_if_changed(path, content, mode=0o600):
+            written.append(path)
+    removed = []
+    for dirpath, dirnames, filenames in os.walk(paths.conf_dir, topdown=False):
+        for filename in filenames:
+            path = os.path.join(dirpath, filename)
+            if filename.endswith(".conf") and path not in files:
+                fsutil.remove_file(path)
+                removed.append(path)
+        if dirpath != paths.conf_dir and not os.listdir(dirpath):
+            os.rmdir(dirpath)
+    return Changes(tuple(written), tuple(removed))
+
+
+# ---------------------------------------------------------------- control
+
+
+class _UnixTransport(xmlrpc.client.Transport):
+    """XML-RPC over supervisord's unix socket."""
+
+    def __init__(self, path, timeout):
+        super().__init__()
+        self._path = path
+        self._timeout = timeout
+
+    def make_connection(self, host):
+        import http.client
+
+        path, timeout = self._path, self._timeout
+
+        class _Connection(http.client.HTTPConnection):
+            def connect(self):
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.settimeout(timeout)
+                self.sock.connect(path)
+
+        return _Connection("localhost")
+
+
+class SupervisorClient:
+    """Start, query and drive the one supervisord of a state dir."""
+
+    def __init__(self, paths, timeout=30):
+        self.paths = paths
+        if len(paths.socket) > MAX_SOCKET_PATH:
+            raise GalaxyctlError(
+                f"state dir path too long for supervisord's unix socket ({paths.socket}); use a shorter --state-dir"
+            )
+        self._proxy = xmlrpc.client.ServerProxy(
+            "http://localhost/RPC2", transport=_UnixTransport(paths.socket, timeout), allow_none=True
+        )
+
+    @property
+    def rpc(self):
+        return self._proxy.supervisor
+
+    def pid(self):
+        """supervisord's PID if it is running (per its pid file), else None."""
+        try:
+            with open(self.paths.pidfile) as handle:
+                pid = int(handle.read().strip())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return None
+        return pid
+
+    def is_running(self):
+        if not os.path.exists(self.paths.socket):
+            return False
+        try:
+            return self.rpc.getState()["statename"] == "RUNNING"
+        except (OSError, xmlrpc.client.Fault, xmlrpc.client.ProtocolError):
+            return False
+
+    def start_supervisord(self, timeout=30):
+        """Start supervisord (daemonizing) and wait until it answers; stale pid/socket files are fine."""
+        if self.is_running():
+            return False
+        for stale in (self.paths.socket, self.paths.pidfile):
+            if self.pid() is None:
+                fsutil.remove_file(stale)
+        argv = [sys.executable, "-m", "supervisor.supervisord", "-c", self.paths.conf]
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=self.paths.root)
+        if result.returncode != 0:
+            detail = (result.stderr or result.stdout).strip().splitlines()
+            raise GalaxyctlError(f"supervisord did not start: {detail[-1] if detail else 'exit code ' + str(result.returncode)}")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.is_running():
+                return True
+            time.sleep(0.05)
+        raise GalaxyctlError(f"supervisord did not answer on {self.paths.socket} within {timeout}s; see {self.paths.log}")
+
+    def all_processes(self):
+        """``getAllProcessInfo`` keyed by ``group:name``."""
+        return {f"{p['group']}:{p['name']}": p for p in self.rpc.getAllProcessInfo()}
+
+    def process_info(self, name):
+        return self.rpc.getProcessInfo(name)
+
+    def apply_changes(self):
+        """Make supervisord load changed files: add new groups, replace changed ones, drop removed ones.
+
+        Changed groups that were running come back (autostart); a removed group is stopped first.
+        """
+        added, changed, removed = self.rpc.reloadConfig()[0]
+        for group in removed + changed:
+            self._call_ignoring(self.rpc.stopProcessGroup, group, True)
+            self._call_ignoring(self.rpc.removeProcessGroup, group)
+        for group in changed + added:
+            self._call_ignoring(self.rpc.addProcessGroup, group)
+        return added, changed, removed
+
+    @staticmethod
+    def _call_ignoring(method, *args):
+        """Call, tolerating the faults that mean 'already in that state'."""
+        try:
+            return method(*args)
+        except xmlrpc.client.Fault as fault:
+            if fault.faultString.split(":")[0] in ("BAD_NAME", "NOT_RUNNING", "ALREADY_STARTED", "ALREADY_ADDED", "STILL_RUNNING"):
+                return None
+            raise
+
+    def start(self, name):
+        info = self.process_info(name)
+        if info["statename"] in (RUNNING, STARTING):
+            return False
+        self._call_ignoring(self.rpc.startProcess, name, False)
+        return True
+
+    def stop(self, name):
+        return self._call_ignoring(self.rpc.stopProcess, name, True)
+
+    def signal(self, name, signame):
+        return self.rpc.signalProcess(name, signame)
+
+    def shutdown(self, timeout=60):
+        """Stop every process and end supervisord; wait (bounded) until it is gone."""
+        pid = self.pid()
+        try:
+            self.rpc.shutdown()
+        except (OSError, xmlrpc.client.Fault, xmlrpc.client.ProtocolError):
+            if pid is None:
+                return False
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while pid is not None and time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except OSError as exc:
+                if exc.errno == errno.ESRCH:
+                    break
+            time.sleep(0.05)
+        else:
+            if pid is not None:
+                raise GalaxyctlError(f"supervisord (PID {pid}) did not exit within {timeout}s")
+        return True

@@ -1,0 +1,26 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="galaxyctl",
+    version="0.1.0",
+    description="Process manager and health-check toolkit for Galaxy servers",
+    long_description=open("README.rst", encoding="utf-8").read(),
+    long_description_content_type="text/x-rst",
+    packages=find_packages(include=["galaxyctl_libs", "galaxyctl_libs.*"]),
+    python_requires=">=3.9",
+    install_requires=["pyyaml", "supervisor"],
+    extras_require={
+        "test": ["pytest", "hypothesis", "gunicorn", "celery", "uwsgi"],
+    },
+    entry_points={
+        "console_scripts": [
+            "galaxyctl = galaxyctl_libs.cli:run",
+            "galaxy = galaxyctl_libs.cli:run_galaxy",
+        ],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Environment :: Console",
+        "Topic :: System :: Systems Administration",
+    ],
+)
