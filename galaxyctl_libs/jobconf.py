@@ -1,0 +1,332 @@
+"""Job handlers: the ``galaxy-main`` handler processes galaxyctl must run, as plain data.
+
+Galaxy expects every handler named in its job configuration (job_conf.yml, job_conf.xml or inline
+``galaxy.job_config``) to run; gravity adds dynamic ones from ``gravity.handlers``.  Names follow
+gravity (``expand_handlers``) so deployments keep their handler names; which job configuration is
+read follows Galaxy (``JobConfiguration``).
+"""
+
+import os
+import re
+import string
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Tuple
+
+import yaml
+
+from galaxyctl_libs.errors import GalaxyctlError
+
+DEFAULT_JOB_CONFIG_FILES = ("job_conf.yml", "job_conf.xml")  # Galaxy: the .xml fallback is deprecated
+DEFAULT_NAME_TEMPLATE = "{name}_{process}"  # gravity's default for gravity.handlers
+TEMPLATE_FIELDS = ("name", "process", "instance_name", "instance_number")
+DYNAMIC_ASSIGN_METHODS = ("db-skip-locked", "db-transaction-isolation")
+_HANDLER_KEYS = ("processes", "pools", "name_template", "environment")
+_SERVER_NAME = re.compile(r"[A-Za-z0-9_.@+-]+\Z")  # becomes a supervisor program name
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+@dataclass(frozen=True)
+class Handler:
+    """One handler process: ``galaxy-main --server-name=<server_name> [--attach-to-pool=...]``."""
+
+    server_name: str
+    source: str  # job_conf.yml | job_conf.xml | job_config | gravity.handlers
+    pools: Tuple[str, ...] = ()
+    environment: Tuple[Tuple[str, str], ...] = ()  # ordered (name, value) pairs
+    options: Tuple[Tuple[str, Any], ...] = field(default=(), hash=False)  # other gravity.handlers keys, unchecked
+
+    @property
+    def dynamic(self) -> bool:
+        return self.source == "gravity.handlers"
+
+    @property
+    def env(self) -> Dict[str, str]:
+        return dict(self.environment)
+
+    def attach_to_pool_args(self) -> Tuple[str, ...]:
+        """The pool options as gravity writes them."""
+        return tuple(f"--attach-to-pool={pool}" for pool in self.pools)
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """Every handler to run, plus what decides whether dynamic ones will get jobs."""
+
+    handlers: Tuple[Handler, ...] = ()
+    assign_methods: Tuple[str, ...] = ()  # lower-cased, in the order Galaxy tries them
+    source: Optional[str] = None  # job_conf.yml | job_conf.xml | job_config | None (no job configuration)
+    source_path: Optional[str] = None  # the job conf file, or galaxy.yml for inline job_config
+    database_is_sqlite: bool = True
+    config_dir: str = ""
+    notes: Tuple[str, ...] = ()  # things worth telling the admin, e.g. a job_config_file that does not exist
+
+    @property
+    def static_handlers(self) -> Tuple[Handler, ...]:
+        return tuple(h for h in self.handlers if not h.dynamic)
+
+    @property
+    def dynamic_handlers(self) -> Tuple[Handler, ...]:
+        return tuple(h for h in self.handlers if h.dynamic)
+
+    @property
+    def assign_setting(self) -> str:
+        """Where an admin sets the assignment method, for messages."""
+        if self.source == "job_conf.xml":
+            return f"the assign_with attribute of <handlers> in {self.source_path}"
+        if self.source == "job_config":
+            return f"galaxy.job_config.handling.assign in {self.source_path}"
+        if self.source == "job_conf.yml":
+            return f"handling.assign in {self.source_path}"
+        where = os.path.join(self.config_dir, "job_conf.yml")
+        return f"handling.assign (there is no job configuration: create {where} or set galaxy.job_config)"
+
+
+def assignment_warning(job_config: JobConfig) -> Optional[str]:
+    """One line when dynamic handlers would get no jobs (or unsafe locking), else None.
+
+    Galaxy tries the methods in order; only db-skip-locked and db-transaction-isolation let
+    pool-attached handlers grab jobs, and a self method before them keeps jobs in the web process.
+    SQLite has no SKIP LOCKED, so there only db-transaction-isolation is safe.
+    """
+    dynamic = job_config.dynamic_handlers
+    if not dynamic:
+        return None
+    names, setting = ", ".join(h.server_name for h in dynamic), job_config.assign_setting
+    methods, sqlite = job_config.assign_methods, job_config.database_is_sqlite
+    first = next((m for m in methods if m in DYNAMIC_ASSIGN_METHODS + ("mem-self", "db-self")), None)
+    if first == "db-transaction-isolation" or (first == "db-skip-locked" and not sqlite):
+        return None
+    current = ", ".join(methods) if methods else "not set"
+    if first == "db-skip-locked":
+        return (f"{setting} is {current}, but db-skip-locked is unavailable on a SQLite database (SQLite has "
+                f"no SKIP LOCKED): use db-transaction-isolation for the dynamic job handlers ({names})")
+    advice = ("db-transaction-isolation (the database is SQLite, which has no SKIP LOCKED, so db-skip-locked "
+              "is unavailable)" if sqlite else "db-skip-locked (or db-transaction-isolation)")
+    return f"dynamic job handlers ({names}) will not be assigned jobs: {setting} is {current}; set it to {advice}"
+
+
+def load_job_handlers(galaxy_section, galaxy_config_file, gravity_handlers, *, galaxy_root=None,
+                      gravity_config_file=None, instance_name="_default_") -> JobConfig:
+    """Read static and dynamic handlers; raise GalaxyctlError naming file and key on bad input.
+
+    ``galaxy_section``: the parsed ``galaxy:`` mapping (None is fine).  ``gravity_handlers``: the
+    ``gravity.handlers`` mapping.  ``gravity_config_file`` names the gravity section's file in errors
+    when it came from an ``!include``; ``galaxy_root`` anchors a relative ``galaxy.config_dir``.
+    """
+    config_file = os.path.abspath(galaxy_config_file)
+    gravity_file = os.path.abspath(gravity_config_file) if gravity_config_file else config_file
+    galaxy = {} if galaxy_section is None else galaxy_section
+    if not isinstance(galaxy, Mapping):
+        _fail(config_file, "galaxy", "a mapping", galaxy)
+    config_dir = galaxy.get("config_dir") or os.path.dirname(config_file)  # Galaxy's default
+    if not isinstance(config_dir, str):
+        _fail(config_file, "galaxy.config_dir", "a path", config_dir)
+    config_dir = os.path.normpath(os.path.join(galaxy_root or os.path.dirname(config_file), config_dir))
+    connection = galaxy.get("database_connection")  # unset: Galaxy's default, a SQLite file
+    if connection is not None and not isinstance(connection, str):
+        _fail(config_file, "galaxy.database_connection", "a database URL", connection)
+    sqlite = connection is None or connection.strip().lower().startswith("sqlite")
+    notes = []
+    source = path = None
+    static, assign = (), ()
+    if galaxy.get("job_config") is not None:  # Galaxy prefers inline config over job_config_file
+        source, path = "job_config", config_file
+        static, assign = _from_dict(galaxy["job_config"], config_file, "galaxy.job_config", source)
+    else:
+        path, note = _job_config_path(galaxy, config_file, config_dir)
+        if note:
+            notes.append(note)
+        if path is not None and ".xml" in os.path.basename(path).lower():  # so job_conf.xml.sample_basic is XML
+            source = "job_conf.xml"
+            static, assign = _from_xml(_read(path, lambda fh: ElementTree.parse(fh).getroot()), path)
+        elif path is not None:
+            source = "job_conf.yml"
+            static, assign = _from_dict(_read(path, yaml.safe_load), path, "", source)
+    dynamic = _dynamic(gravity_handlers, gravity_file, instance_name)
+    seen = {}
+    for handler in static + dynamic:
+        origin = f"{handler.source} ({gravity_file if handler.dynamic else path})"
+        if handler.server_name in seen:
+            raise GalaxyctlError(f"job handler {handler.server_name!r} is defined twice: in {seen[handler.server_name]}"
+                                 f" and in {origin}; each handler process needs its own name")
+        seen[handler.server_name] = origin
+    return JobConfig(static + dynamic, assign, source, path, sqlite, config_dir, tuple(notes))
+
+
+def _job_config_path(galaxy, config_file, config_dir):
+    """Galaxy: job_config_file (relative to config_dir), else job_conf.yml, else job_conf.xml."""
+    explicit = galaxy.get("job_config_file")
+    if explicit is not None and explicit != "":
+        if not isinstance(explicit, str):
+            _fail(config_file, "galaxy.job_config_file", "a path", explicit)
+        path = os.path.normpath(os.path.join(config_dir, explicit))
+        if os.path.exists(path):
+            return path, None
+        return None, (f"{config_file}: galaxy.job_config_file: {path} does not exist; Galaxy falls back to its "
+                      "default job configuration, so no static job handlers are run")
+    found = [p for p in (os.path.join(config_dir, n) for n in DEFAULT_JOB_CONFIG_FILES) if os.path.exists(p)]
+    return (found[0] if found else None), None
+
+
+def _read(path, parse):
+    """Parse a job conf file; every failure becomes one line naming the file (and line:column)."""
+    try:
+        with open(path, "rb") as fh:
+            return parse(fh)
+    except OSError as exc:
+        raise GalaxyctlError(f"{path}: cannot read job configuration: {exc.strerror or exc}") from exc
+    except ElementTree.ParseError as exc:
+        line, column = exc.position
+        raise GalaxyctlError(f"{path}:{line}:{column + 1}: invalid XML: {str(exc).split(': line ')[0]}") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        at = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else path
+        raise GalaxyctlError(f"{at}: invalid YAML: {problem}") from exc
+
+
+def _from_dict(conf, where, prefix, source):
+    """job_conf.yml schema (also inline job_config): ``handling: {assign, processes: {id: {environment}}}``."""
+    if conf is None:
+        return (), ()
+    if not isinstance(conf, Mapping):
+        _fail(where, prefix or "top level", "a mapping", conf)
+    key = f"{prefix}.handling" if prefix else "handling"
+    handling = conf.get("handling")
+    if handling is None:
+        return (), ()
+    if not isinstance(handling, Mapping):
+        _fail(where, key, "a mapping", handling)
+    assign = tuple(m.lower() for m in _str_list(handling.get("assign"), where, f"{key}.assign"))
+    processes = handling.get("processes") or {}
+    if not isinstance(processes, Mapping):
+        _fail(where, f"{key}.processes", "a mapping of handler ids to settings", processes)
+    handlers = []
+    for handler_id, options in processes.items():
+        _check_name(handler_id, where, f"{key}.processes")
+        here = f"{key}.processes.{handler_id}"
+        options = {} if options is None else options
+        if not isinstance(options, Mapping):
+            _fail(where, here, "a mapping", options)
+        handlers.append(Handler(handler_id, source, (),
+                                _environment(options.get("environment"), where, f"{here}.environment")))
+    return tuple(handlers), assign
+
+
+def _from_xml(root, where):
+    """job_conf.xml: ``<handlers assign_with="a,b"><handler id="..."/>``; XML handlers carry no environment."""
+    if root.tag != "job_conf":
+        raise GalaxyctlError(f"{where}: expected a <job_conf> root element, got <{root.tag}>")
+    element = root.find("handlers")
+    if element is None:
+        return (), ()
+    assign = tuple(m.strip().lower() for m in element.get("assign_with", "").split(",") if m.strip())
+    handlers = []
+    for number, child in enumerate(element.findall("handler"), 1):
+        handler_id = child.get("id")
+        if handler_id is None:
+            raise GalaxyctlError(f"{where}: <handlers>: <handler> number {number} has no id attribute")
+        _check_name(handler_id, where, "<handlers>/<handler id>")
+        handlers.append(Handler(handler_id, "job_conf.xml"))
+    return tuple(handlers), assign
+
+
+def _dynamic(gravity_handlers, where, instance_name):
+    """gravity.handlers, expanded exactly as gravity names them."""
+    if gravity_handlers is None:
+        return ()
+    if not isinstance(gravity_handlers, Mapping):
+        _fail(where, "gravity.handlers", "a mapping of handler names to settings", gravity_handlers)
+    handlers = []
+    for name, settings in gravity_handlers.items():
+        if not isinstance(name, str) or not name:
+            _fail(where, "gravity.handlers", "handler names as strings", name)
+        key = f"gravity.handlers.{name}"
+        settings = {} if settings is None else settings
+        if not isinstance(settings, Mapping):
+            _fail(where, key, "a mapping", settings)
+        count = 1 if settings.get("processes") is None else settings["processes"]
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            _fail(where, f"{key}.processes", "a non-negative integer", count)
+        pools = _str_list(settings.get("pools"), where, f"{key}.pools")
+        env = _environment(settings.get("environment"), where, f"{key}.environment")
+        options = tuple((k, v) for k, v in settings.items() if k not in _HANDLER_KEYS)
+        template = settings.get("name_template")
+        if template is not None and not isinstance(template, str):
+            _fail(where, f"{key}.name_template", "a string", template)
+        if template is None and count == 1 and name[-1].isdigit():
+            server_names = [name]  # gravity: an explicit handler name, no pattern applied
+        else:
+            server_names = [_expand(template or DEFAULT_NAME_TEMPLATE, where, f"{key}.name_template",
+                                    name=name, process=i, instance_name=instance_name, instance_number=i)
+                            for i in range(count)]
+        for server_name in server_names:
+            _check_name(server_name, where, key)
+            handlers.append(Handler(server_name, "gravity.handlers", pools, env, options))
+    return tuple(handlers)
+
+
+def _expand(template, where, key, **fields):
+    """str.format limited to the known fields: no attribute or index lookups."""
+    try:
+        unknown = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None and f not in fields]
+        if not unknown:
+            return template.format(**fields).strip()
+    except (ValueError, KeyError, IndexError) as exc:
+        raise GalaxyctlError(f"{where}: {key}: cannot expand {template!r} ({exc})") from exc
+    known = ", ".join("{%s}" % f for f in TEMPLATE_FIELDS)
+    raise GalaxyctlError(f"{where}: {key}: unknown field {{{unknown[0]}}} in {template!r} (known: {known})")
+
+
+def _check_name(name, where, key):
+    if not isinstance(name, str) or not _SERVER_NAME.match(name):
+        raise GalaxyctlError(f"{where}: {key}: {name!r} cannot be a job handler name "
+                             "(use letters, digits, '_', '-', '.', '@' and '+')")
+
+
+def _str_list(value, where, key):
+    """A list of strings; a single comma-separated string is accepted like Galaxy's listify."""
+    items = () if value is None else value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        _fail(where, key, "a list of strings", value)
+    for index, item in enumerate(items):
+        if not isinstance(item, str):
+            _fail(where, f"{key}[{index}]", "a string", item)
+    return tuple(item.strip() for item in items if item.strip())
+
+
+def _environment(value, where, key):
+    """Ordered (name, value) pairs; scalars become strings, as in the rest of the config."""
+    if value is None:
+        return ()
+    if not isinstance(value, Mapping):
+        _fail(where, key, "a mapping of variable names to values", value)
+    pairs = []
+    for name, item in value.items():
+        if not isinstance(name, str) or not _ENV_NAME.match(name):
+            raise GalaxyctlError(f"{where}: {key}: {name!r} is not a valid environment variable name")
+        if isinstance(item, bool):
+            item = "true" if item else "false"
+        elif item is None:
+            item = ""
+        elif not isinstance(item, (str, int, float)):
+            _fail(where, f"{key}.{name}", "a string", item)
+        item = str(item)
+        if "\n" in item or "\r" in item or "\0" in item:
+            raise GalaxyctlError(f"{where}: {key}.{name}: must not contain a newline or NUL character")
+        pairs.append((name, item))
+    return tuple(pairs)
+
+
+def _describe(value):
+    if isinstance(value, (Mapping, list, tuple)):
+        return "a mapping" if isinstance(value, Mapping) else "a list"
+    if isinstance(value, str):
+        return repr(value if len(value) <= 60 else value[:57] + "...")
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _fail(where, key, expected, value):
+    raise GalaxyctlError(f"{where}: {key}: expected {expected}, got {_describe(value)}")
