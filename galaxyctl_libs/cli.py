@@ -250,13 +250,27 @@ def _add_start(sub):
 def cmd_start(args):
     from galaxyctl_libs import operations
 
-    result = _run_waiting(operations.start, args, auto_cwd=os.getcwd())
-    _print_lifecycle(result, "started")
-    for log_dir in result.log_dirs:
-        print(f"Log files are in {log_dir}")
     if args.foreground:
-        return _follow_until_interrupted(args, stop_after=True)
+        signal.signal(signal.SIGTERM, _raise_interrupt)  # a service manager's stop = Ctrl+C
+    try:
+        result = _run_waiting(operations.start, args, auto_cwd=os.getcwd())
+        _print_lifecycle(result, "started")
+        for log_dir in result.log_dirs:
+            print(f"Log files are in {log_dir}", flush=True)
+        if args.foreground:
+            _follow(args)
+    except KeyboardInterrupt:
+        if not args.foreground:
+            raise
+    if args.foreground:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # finish the shutdown whatever comes
+        operations.shutdown(_state_dir(args))
+        print("Shut down", flush=True)
     return exitcodes.SUCCESS
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt()
 
 
 def _add_simple(sub, name, helptext, func, waits=False):
@@ -337,11 +351,15 @@ def _add_follow(sub):
 
 
 def cmd_follow(args):
-    return _follow_until_interrupted(args, stop_after=False)
+    try:
+        _follow(args)
+    except KeyboardInterrupt:
+        pass
+    return exitcodes.SUCCESS
 
 
-def _follow_until_interrupted(args, stop_after):
-    """Follow the logs with tail -F; on Ctrl+C / SIGTERM stop Galaxy too when ``stop_after``."""
+def _follow(args):
+    """Follow the logs with tail -F until interrupted (KeyboardInterrupt propagates)."""
     from galaxyctl_libs import operations
 
     files = operations.log_files(_state_dir(args), args.names)
@@ -351,20 +369,12 @@ def _follow_until_interrupted(args, stop_after):
         if not os.path.exists(path):
             open(path, "a").close()
     tail = subprocess.Popen(["tail", "-n", "20", "-F", *files])
-    previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         tail.wait()
-    except KeyboardInterrupt:
-        pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
         if tail.poll() is None:
             tail.terminate()
             tail.wait(timeout=10)
-    if stop_after:
-        operations.shutdown(_state_dir(args))
-        print("Shut down")
-    return exitcodes.SUCCESS
 
 
 def _add_supervisorctl(sub):

@@ -480,7 +480,7 @@ def graceful(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, prog
             method = target.service.graceful
             if started_supervisord or method == GRACEFUL_NONE:
                 continue
-            if method == GRACEFUL_HUP and client.process_info(target.program)["statename"] == sup.RUNNING:
+            if method == GRACEFUL_HUP and client.process_info(target.program)["statename"] in (sup.RUNNING, sup.STARTING):
                 client.signal(target.program, "HUP")
             else:
                 client.stop(target.program)

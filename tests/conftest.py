@@ -1,0 +1,178 @@
+"""Shared fixtures: a demo Galaxy tree, a state dir, and a galaxyctl runner.
+
+Every process a test starts through galaxyctl lives under the state dir's supervisord; the
+``galaxy`` fixture stops that supervisord and every descendant *by PID* at the end, even on failure.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GALAXYCTL = os.path.join(REPO, "galaxyctl")
+CORPUS = os.path.abspath(os.path.join(REPO, "..", "shared", "corpus", "galaxy-26.1"))
+if not os.path.isdir(CORPUS):  # CI clones the repo elsewhere; the corpus may be given explicitly
+    CORPUS = os.environ.get("GALAXYCTL_CORPUS", CORPUS)
+
+sys.path.insert(0, REPO)
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def children_of(pid):
+    """Direct children of ``pid`` (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+def descendants_of(pid):
+    result, todo = [], [pid]
+    while todo:
+        for child in children_of(todo.pop()):
+            result.append(child)
+            todo.append(child)
+    return result
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def kill_pids(pids, timeout=10):
+    """SIGTERM, wait (bounded), then SIGKILL whatever is left; by PID only."""
+    pids = [p for p in pids if p and alive(p)]
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
+        time.sleep(0.05)
+    for pid in pids:
+        if alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def wait_for(predicate, timeout=30, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()
+
+
+def http_get(url, timeout=5):
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.status, json.loads(response.read().decode())
+
+
+class Galaxyctl:
+    """Runs the galaxyctl script against one state dir; records supervisord PIDs for cleanup."""
+
+    def __init__(self, state_dir):
+        self.state_dir = state_dir
+        self.env = dict(os.environ, GALAXYCTL_ALLOW_ROOT="1")
+        self.env.pop("GRAVITY_STATE_DIR", None)
+        self.seen_pids = set()
+
+    @property
+    def supervisord_pidfile(self):
+        return os.path.join(self.state_dir, "supervisor", "supervisord.pid")
+
+    def supervisord_pid(self):
+        try:
+            with open(self.supervisord_pidfile) as handle:
+                pid = int(handle.read().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if alive(pid) else None
+
+    def remember(self):
+        pid = self.supervisord_pid()
+        if pid:
+            self.seen_pids.add(pid)
+            self.seen_pids.update(descendants_of(pid))
+
+    def __call__(self, *args, check=True, timeout=120, cwd=None, env=None):
+        argv = [sys.executable, GALAXYCTL, "--state-dir", self.state_dir, *args]
+        result = subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env or self.env, stdin=subprocess.DEVNULL
+        )
+        self.remember()
+        if check and result.returncode != 0:
+            raise AssertionError(f"galaxyctl {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def cleanup(self):
+        self.remember()
+        pid = self.supervisord_pid()
+        pids = sorted(self.seen_pids)
+        if pid:
+            kill_pids([pid], timeout=30)  # supervisord stops its children on TERM
+        kill_pids(pids)
+
+
+@pytest.fixture
+def short_tmp():
+    """A short temp dir (unix socket paths are limited to ~100 bytes), removed at the end."""
+    path = tempfile.mkdtemp(prefix="gx")
+    os.chmod(path, 0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def gctl(short_tmp):
+    runner = Galaxyctl(os.path.join(short_tmp, "state"))
+    try:
+        yield runner
+    finally:
+        runner.cleanup()
+
+
+@pytest.fixture
+def demo_galaxy(short_tmp):
+    """Factory: make_demo(name, **gravity) → (config path, port)."""
+    from galaxyctl_libs.demo import make_demo_galaxy
+
+    def make(name="galaxy", gravity=None, galaxy=None, port=None):
+        port = port or free_port()
+        config = make_demo_galaxy(os.path.join(short_tmp, name), port, gravity=gravity, galaxy=galaxy)
+        return config, port
+
+    return make
