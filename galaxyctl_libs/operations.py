@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 
 from galaxyctl_libs import config as configmod
-from galaxyctl_libs import exitcodes, fsutil, health
+from galaxyctl_libs import exitcodes, fsutil, health, jobconf
 from galaxyctl_libs import state as statemod
 from galaxyctl_libs import supervisor as sup
 from galaxyctl_libs.errors import GalaxyctlError
@@ -75,6 +75,14 @@ def resolve(record, state_dir, enforce_user=True):
         warning = f"{record.path}: gravity.process_manager: {settings.process_manager} is not supported, using supervisor"
         loaded = configmod.GalaxyConfig(**{**loaded.__dict__, "warnings": loaded.warnings + (warning,)})
     name = settings.instance_name if "instance_name" in loaded.gravity_raw else record.instance_name
+    galaxy_root = configmod.find_galaxy_root(record.path, settings)
+    job_config = jobconf.load_job_handlers(
+        loaded.galaxy, loaded.galaxy_config_file, settings.handlers, galaxy_root=galaxy_root,
+        gravity_config_file=record.path, instance_name=name,
+    )
+    warning = jobconf.assignment_warning(job_config)
+    if warning:
+        loaded = configmod.GalaxyConfig(**{**loaded.__dict__, "warnings": loaded.warnings + (warning,)})
     config_dir = os.path.dirname(record.path)
     log_dir = settings.log_dir and os.path.join(config_dir, settings.log_dir)
     instance = Instance(
@@ -83,7 +91,8 @@ def resolve(record, state_dir, enforce_user=True):
         galaxy_config_file=loaded.galaxy_config_file,
         settings=settings,
         galaxy=loaded.galaxy,
-        galaxy_root=configmod.find_galaxy_root(record.path, settings),
+        galaxy_root=galaxy_root,
+        handlers=job_config.handlers,
         state_dir=state_dir,
         log_dir=log_dir or os.path.join(state_dir, "log"),
         run_as=run_as(settings, record.path) if enforce_user else (None, None),

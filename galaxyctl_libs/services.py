@@ -41,6 +41,7 @@ class Instance:
     state_dir: str
     log_dir: str
     run_as: tuple = (None, None)  # (user, group) when galaxyctl runs as root
+    handlers: tuple = ()  # jobconf.Handler: static (job_conf) and dynamic (gravity.handlers)
 
 
 @dataclass(frozen=True)
@@ -244,7 +245,44 @@ def reports_services(instance):
     return [_common(instance, reports, "reports", "reports", argv, extra_env=env, bind=reports.bind, url_prefix=prefix)]
 
 
-SERVICE_BUILDERS = (gunicorn_services, celery_services, gx_it_proxy_services, tusd_services, reports_services)
+def galaxy_main_argv(instance):
+    """``scripts/galaxy-main`` of a source tree (absolute: supervisord resolves paths itself), else
+    the ``galaxy-main`` console script of a packaged Galaxy."""
+    if instance.galaxy_root:
+        script = os.path.join(instance.galaxy_root, "scripts", "galaxy-main")
+        if os.path.exists(script):
+            return [script]
+    return [find_executable(instance, "galaxy-main")]
+
+
+def handler_services(instance):
+    """One service per job handler process: ``galaxy-main -c CONFIG --server-name=NAME [--attach-to-pool=P]``."""
+    services = []
+    for handler in instance.handlers:
+        argv = galaxy_main_argv(instance) + ["-c", instance.galaxy_config_file, f"--server-name={handler.server_name}"]
+        argv += list(handler.attach_to_pool_args())
+        options = dict(handler.options)
+        timeouts = {k: options[k] for k in ("start_timeout", "stop_timeout") if isinstance(options.get(k), int)}
+        section = _HandlerSection(handler.env, **timeouts)
+        services.append(_common(instance, section, "standalone", handler.server_name, argv))
+    return services
+
+
+@dataclass(frozen=True)
+class _HandlerSection:
+    """The per-service settings a handler has (its environment); the rest are the global defaults."""
+
+    environment: dict
+    umask: str = None
+    start_timeout: int = 20
+    stop_timeout: int = 65
+    memory_limit: float = None
+    memory_high: float = None
+
+
+SERVICE_BUILDERS = (
+    gunicorn_services, celery_services, gx_it_proxy_services, tusd_services, reports_services, handler_services,
+)
 
 
 def build_services(instance, extra_builders=()):
