@@ -341,6 +341,28 @@ def cmd_status(args):
     return report.exit_code
 
 
+def _add_workers(sub):
+    p = sub.add_parser("workers", help="each web worker, busy or idle (gunicorn from /proc, uWSGI from its stats server)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    _names_argument(p)
+    p.set_defaults(func=cmd_workers)
+
+
+def cmd_workers(args):
+    from galaxyctl_libs import operations
+
+    results = operations.web_workers(_state_dir(args), args.names)
+    if args.json:
+        print(json.dumps([asdict(r) for r in results], indent=2))
+        return exitcodes.SUCCESS
+    for result in results:
+        print(f"{result.program} ({result.server}, master {result.master_pid or '-'}){': ' + result.error if result.error else ''}")
+        for w in result.workers:
+            serving = f"connections {w.connections}" if w.connections is not None else f"requests {w.requests}"
+            print(f"  pid {w.pid:<8} {w.status:<6} {serving:<16} rss {w.rss_bytes // 1048576} MiB  cpu {w.cpu_seconds:.1f}s")
+    return exitcodes.SUCCESS
+
+
 # ---------------------------------------------------------------- logs, supervisorctl, exec
 
 
@@ -432,7 +454,7 @@ def build_parser():
     _add_simple(sub, "restart", "stop and start services, then wait until Galaxy answers", cmd_restart, waits=True)
     _add_simple(sub, "graceful", "reload services with the least interruption, then wait until Galaxy answers",
                 cmd_graceful, waits=True)
-    for add in (_add_shutdown, _add_status, _add_follow, _add_supervisorctl, _add_exec):
+    for add in (_add_shutdown, _add_status, _add_workers, _add_follow, _add_supervisorctl, _add_exec):
         add(sub)
     return parser
 

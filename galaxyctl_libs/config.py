@@ -336,6 +336,8 @@ def effective_preload(settings, gunicorn):
 def load_config(path):
     """Read a galaxy.yml (or a gravity-only file naming ``galaxy_config_file``) without validating gravity."""
     path = os.path.abspath(path)
+    if path.endswith(".ini"):
+        return _load_ini(path)
     data = load_yaml_file(path)
     if data is None:
         data = {}
@@ -372,6 +374,23 @@ def load_config(path):
         galaxy=galaxy,
         warnings=tuple(warnings),
     )
+
+
+def _load_ini(path):
+    """A legacy galaxy.ini: ``[app:main]`` is Galaxy's config, ``[uwsgi]`` is run by uWSGI."""
+    import configparser
+
+    from galaxyctl_libs.uwsgi import read_uwsgi_config
+
+    read_uwsgi_config(path)  # a broken [uwsgi] section fails here, naming the file
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except (configparser.Error, UnicodeDecodeError) as exc:
+        raise GalaxyctlError(f"{path}: {str(exc).splitlines()[0]}") from None
+    galaxy = dict(parser["app:main"]) if parser.has_section("app:main") else {}
+    return GalaxyConfig(path=path, galaxy_config_file=path, gravity_raw={"app_server": "uwsgi"}, galaxy=galaxy)
 
 
 def _without_nulls(raw):

@@ -21,12 +21,15 @@ __all__ = [
     "unix_socket_listening_pids",
     "unix_socket_master_pid",
     "master_pid",
+    "established_socket_inodes",
+    "socket_inodes",
     "parent_pid",
 ]
 
 LSOF_TIMEOUT = 10  # seconds; lsof can hang on a stale NFS mount, we never wait longer
 PROC = "/proc"
 _TCP_LISTEN = "0A"
+_TCP_ESTABLISHED = "01"
 _UNIX_ACCEPTCON = 0x00010000  # __SO_ACCEPTCON in /proc/net/unix "Flags": a listening socket
 _SOCKET_LINK = re.compile(r"^socket:\[(\d+)\]$")
 
@@ -73,6 +76,29 @@ def unix_socket_listening_pids(path):
 def unix_socket_master_pid(path):
     """The PID of the process that owns the unix socket ``path`` (the master), or None."""
     return master_pid(unix_socket_listening_pids(path))
+
+
+def established_socket_inodes(port):
+    """Inodes of ESTABLISHED TCP sockets whose *local* port is ``port``: connections a server accepted."""
+    return frozenset(_proc_tcp_inodes(_check_port(port), None, state=_TCP_ESTABLISHED))
+
+
+def socket_inodes(pid):
+    """Socket inodes among ``pid``'s open file descriptors (empty when it vanished or is not ours)."""
+    inodes = set()
+    fd_dir = os.path.join(PROC, str(pid), "fd")
+    try:
+        names = os.listdir(fd_dir)
+    except OSError:
+        return frozenset()
+    for name in names:
+        try:
+            match = _SOCKET_LINK.match(os.readlink(os.path.join(fd_dir, name)))
+        except OSError:
+            continue
+        if match:
+            inodes.add(match.group(1))
+    return frozenset(inodes)
 
 
 def master_pid(pids):
@@ -135,14 +161,14 @@ def _lsof_tcp(lsof, port, hosts):
 
 # -- /proc --------------------------------------------------------------------------------------
 
-def _proc_tcp_inodes(port, hosts):
+def _proc_tcp_inodes(port, hosts, state=_TCP_LISTEN):
     inodes = set()
     for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
         path = os.path.join(PROC, "net", name)
         if family == socket.AF_INET6 and not os.path.exists(path):
             continue  # kernel without IPv6
         for fields in _proc_table(path):
-            if len(fields) < 10 or fields[3] != _TCP_LISTEN:
+            if len(fields) < 10 or fields[3] != state:
                 continue
             addr_hex, _, port_hex = fields[1].partition(":")
             try:

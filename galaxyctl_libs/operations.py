@@ -365,6 +365,9 @@ def wait_ready(client, targets, timeout, progress=None):
     results = []
     deadline = time.monotonic() + timeout
     for target in targets:
+        if target.service.uwsgi_config:
+            results.append(_wait_uwsgi(target, max(0.0, deadline - time.monotonic()), progress))
+            continue
         endpoint = target.service.bind and health.parse_bind(target.service.bind)
         if not endpoint:
             continue
@@ -396,6 +399,27 @@ def wait_ready(client, targets, timeout, progress=None):
             )
         results.append(ReadyResult(target.program, target.service.bind, True, seconds))
     return results
+
+
+def _wait_uwsgi(target, timeout, progress):
+    """uWSGI is ready when its stats server shows a worker accepting requests."""
+    from galaxyctl_libs.uwsgi import UwsgiStatsServer
+
+    started = time.monotonic()
+    stats = UwsgiStatsServer(timeout=timeout, fname=target.service.uwsgi_config)
+
+    def report(seconds_left):
+        if progress:
+            progress(f"waiting for {target.program} (stats server {stats.address}): {time.monotonic() - started:.0f}s")
+
+    try:
+        stats.wait_until_accepting(progress=report)
+    except GalaxyctlError as exc:
+        raise GalaxyctlError(
+            f"{target.program} did not become ready: {exc.message}",
+            details=[f"last lines of {target.log_file}:"] + ["  " + line for line in tail(target.log_file)],
+        ) from None
+    return ReadyResult(target.program, str(stats.address), True, time.monotonic() - started)
 
 
 @dataclass(frozen=True)
@@ -619,3 +643,43 @@ def exec_service(target):
 def log_files(state_dir, names=()):
     result = _read_only_targets(state_dir)
     return [t.log_file for t in select_targets(result, names)]
+
+
+# ---------------------------------------------------------------- workers
+
+
+@dataclass(frozen=True)
+class WebWorkers:
+    program: str
+    server: str
+    master_pid: int
+    workers: tuple  # workers.WorkerInfo
+    error: str = ""
+
+
+def web_workers(state_dir, names=()):
+    """Each web server's workers, busy or idle (gunicorn from /proc, uWSGI from its stats server)."""
+    from galaxyctl_libs import workers as workersmod
+
+    targets = [t for t in select_targets(_read_only_targets(state_dir), names) if t.service.bind or t.service.uwsgi_config]
+    client = _running_client(state_dir)
+    if client is None:
+        raise GalaxyctlError(f"supervisord is not running (state dir {state_dir})", exit_code=exitcodes.LSB_NOT_RUNNING)
+    results = []
+    for target in targets:
+        info = client.process_info(target.program)
+        if info["statename"] not in sup.UP_STATES or not info["pid"]:
+            results.append(WebWorkers(target.program, target.service.service_type, None, (), f"{info['statename']}"))
+            continue
+        try:
+            if target.service.uwsgi_config:
+                found = workersmod.uwsgi_workers(target.service.uwsgi_config)
+                results.append(WebWorkers(target.program, "uwsgi", info["pid"], found))
+            else:
+                master = workersmod.gunicorn_master(info["pid"])
+                endpoint = health.parse_bind(target.service.bind)
+                port = endpoint.port if endpoint and not endpoint.unix_path else None
+                results.append(WebWorkers(target.program, "gunicorn", master, workersmod.gunicorn_workers(master, port)))
+        except GalaxyctlError as exc:
+            results.append(WebWorkers(target.program, target.service.service_type, info["pid"], (), exc.message))
+    return results

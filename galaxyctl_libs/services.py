@@ -59,6 +59,7 @@ class Service:
     graceful: str = GRACEFUL_RESTART
     bind: str = None  # where a web service answers HTTP (readiness), else None
     url_prefix: str = ""
+    uwsgi_config: str = None  # for uWSGI: the file whose stats server tells readiness
     user: str = None
     group: str = None
     config_type: str = "galaxy"
@@ -145,8 +146,22 @@ def _numbered(name, index, count):
     return name if count == 1 else f"{name}_{index}"
 
 
+def uwsgi_services(instance):
+    """``app_server: uwsgi``: uWSGI runs the ``[uwsgi]`` section of galaxy.ini or ``uwsgi:`` of galaxy.yml."""
+    if instance.settings.app_server != "uwsgi":
+        return []
+    path = instance.config_path
+    option = "--ini" if path.endswith(".ini") else "--yaml"
+    # --die-on-term: uWSGI 2.0 reloads on SIGTERM otherwise, and supervisord stops with SIGTERM
+    argv = [find_executable(instance, "uwsgi"), option, path, "--die-on-term"]
+    gunicorn = instance.settings.gunicorn[0]
+    return [_common(instance, gunicorn, "uwsgi", "uwsgi", argv, graceful=GRACEFUL_HUP, uwsgi_config=path)]
+
+
 def gunicorn_services(instance):
     settings = instance.settings
+    if settings.app_server == "uwsgi":
+        return []
     prefix = str(instance.galaxy.get("galaxy_url_prefix") or "").rstrip("/")
     services = []
     for index, gunicorn in enumerate(settings.gunicorn):
@@ -281,7 +296,7 @@ class _HandlerSection:
 
 
 SERVICE_BUILDERS = (
-    gunicorn_services, celery_services, gx_it_proxy_services, tusd_services, reports_services, handler_services,
+    uwsgi_services, gunicorn_services, celery_services, gx_it_proxy_services, tusd_services, reports_services, handler_services,
 )
 
 
