@@ -325,9 +325,9 @@ def _add_status(sub):
 
 
 def cmd_status(args):
-    from galaxyctl_libs import operations
+    from galaxyctl_libs import monitoring
 
-    report = operations.status(_state_dir(args), args.names, timeout=args.timeout)
+    report = monitoring.status(_state_dir(args), args.names, timeout=args.timeout)
     if args.json:
         print(json.dumps(asdict(report), indent=2))
         return report.exit_code
@@ -349,9 +349,9 @@ def _add_workers(sub):
 
 
 def cmd_workers(args):
-    from galaxyctl_libs import operations
+    from galaxyctl_libs import monitoring
 
-    results = operations.web_workers(_state_dir(args), args.names)
+    results = monitoring.web_workers(_state_dir(args), args.names)
     if args.json:
         print(json.dumps([asdict(r) for r in results], indent=2))
         return exitcodes.SUCCESS
@@ -360,6 +360,52 @@ def cmd_workers(args):
         for w in result.workers:
             serving = f"connections {w.connections}" if w.connections is not None else f"requests {w.requests}"
             print(f"  pid {w.pid:<8} {w.status:<6} {serving:<16} rss {w.rss_bytes // 1048576} MiB  cpu {w.cpu_seconds:.1f}s")
+    return exitcodes.SUCCESS
+
+
+def _add_check(sub):
+    p = sub.add_parser("check", help="one-line health check for cron and Nagios/Icinga (exit 0/1/2/3)",
+                       description="Prints 'GALAXY OK|WARNING|CRITICAL|UNKNOWN - ... | perfdata' and exits with the "
+                       "Nagios code. CRITICAL: a service down or the web not answering; WARNING: all workers busy "
+                       "or a service restarted recently.")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds the web server has to answer (default: %(default)s)")
+    p.add_argument("--restart-window", type=float, default=5.0, metavar="MINUTES",
+                   help="warn when a service (re)started less than this long ago (default: %(default)s)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing when OK (cron mails only problems)")
+    p.add_argument("--prometheus", metavar="FILE", help="also write the figures as a node_exporter textfile")
+    _names_argument(p)
+    p.set_defaults(func=cmd_check)
+
+
+def cmd_check(args):
+    from galaxyctl_libs import monitoring
+
+    result = monitoring.check(_state_dir(args), args.names, args.timeout, args.restart_window * 60)
+    if args.prometheus:
+        monitoring.write_prometheus(args.prometheus, result)
+    if not (args.quiet and result.code == exitcodes.NAGIOS_OK):
+        print(result.line())
+    return result.code
+
+
+def _add_startup(sub):
+    p = sub.add_parser("startup", help="first start: start and wait; restart a stuck start up to --retries times")
+    p.add_argument("--retries", type=int, default=2, help="restarts after a stuck start (default: %(default)s)")
+    _wait_arguments(p)
+    p.set_defaults(wait=True)
+    _names_argument(p)
+    p.set_defaults(func=cmd_startup)
+
+
+def cmd_startup(args):
+    from galaxyctl_libs import operations
+
+    progress = _Progress()
+    try:
+        result = operations.startup(_state_dir(args), args.names, args.retries, args.timeout, progress, os.getcwd())
+    finally:
+        progress.done()
+    _print_lifecycle(result, "started")
     return exitcodes.SUCCESS
 
 
@@ -454,7 +500,8 @@ def build_parser():
     _add_simple(sub, "restart", "stop and start services, then wait until Galaxy answers", cmd_restart, waits=True)
     _add_simple(sub, "graceful", "reload services with the least interruption, then wait until Galaxy answers",
                 cmd_graceful, waits=True)
-    for add in (_add_shutdown, _add_status, _add_workers, _add_follow, _add_supervisorctl, _add_exec):
+    for add in (_add_startup, _add_shutdown, _add_status, _add_check, _add_workers, _add_follow, _add_supervisorctl,
+                _add_exec):
         add(sub)
     return parser
 

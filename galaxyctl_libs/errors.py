@@ -18,3 +18,7 @@ class GalaxyctlError(Exception):
 
     def __str__(self):
         return self.message
+
+
+class NotReadyError(GalaxyctlError):
+    """A service was started but never answered: ``startup`` retries on this one, not on bad config."""

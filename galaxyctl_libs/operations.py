@@ -11,10 +11,10 @@ import time
 from dataclasses import dataclass
 
 from galaxyctl_libs import config as configmod
-from galaxyctl_libs import exitcodes, fsutil, health, jobconf
+from galaxyctl_libs import fsutil, health, jobconf
 from galaxyctl_libs import state as statemod
 from galaxyctl_libs import supervisor as sup
-from galaxyctl_libs.errors import GalaxyctlError
+from galaxyctl_libs.errors import GalaxyctlError, NotReadyError
 from galaxyctl_libs.services import GRACEFUL_HUP, GRACEFUL_NONE, Instance, build_services
 
 DEFAULT_READY_TIMEOUT = 120
@@ -349,7 +349,7 @@ def check_ports_free(client, targets):
             continue
         try:
             state = client.process_info(target.program)["statename"] if client.is_running() else sup.STOPPED
-        except (OSError, sup.xmlrpc.client.Fault):
+        except (GalaxyctlError, sup.xmlrpc.client.Fault):
             state = sup.STOPPED
         if state in sup.UP_STATES:
             continue
@@ -393,7 +393,7 @@ def wait_ready(client, targets, timeout, progress=None):
         seconds = time.monotonic() - started
         if not result.ok:
             reason = result.error or f"HTTP {result.status}"
-            raise GalaxyctlError(
+            raise NotReadyError(
                 f"{target.program} did not become ready after {seconds:.0f}s: {reason}",
                 details=[f"last lines of {target.log_file}:"] + ["  " + line for line in tail(target.log_file)],
             )
@@ -415,7 +415,7 @@ def _wait_uwsgi(target, timeout, progress):
     try:
         stats.wait_until_accepting(progress=report)
     except GalaxyctlError as exc:
-        raise GalaxyctlError(
+        raise NotReadyError(
             f"{target.program} did not become ready: {exc.message}",
             details=[f"last lines of {target.log_file}:"] + ["  " + line for line in tail(target.log_file)],
         ) from None
@@ -458,7 +458,7 @@ def start(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progres
     )
 
 
-def _running_client(state_dir):
+def running_client(state_dir):
     client = sup.SupervisorClient(sup.Paths(state_dir))
     return client if client.is_running() else None
 
@@ -467,12 +467,12 @@ def stop(state_dir, names=()):
     """Stop services; when nothing is left running, supervisord exits too."""
     with operation_lock(state_dir):
         try:
-            programs = [t.program for t in select_targets(_read_only_targets(state_dir), names)]
+            programs = [t.program for t in select_targets(read_only_targets(state_dir), names)]
         except GalaxyctlError:
             if names:
                 raise
             programs = None  # a broken config must not keep Galaxy from stopping: stop everything
-        client = _running_client(state_dir)
+        client = running_client(state_dir)
         if client is None:
             return LifecycleResult("stop", ())
         if programs is None:
@@ -523,39 +523,39 @@ def graceful(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, prog
     return LifecycleResult("graceful", tuple(t.program for t in acted), tuple(ready), started_supervisord, warnings=result.warnings)
 
 
+def startup(state_dir, names=(), retries=2, timeout=DEFAULT_READY_TIMEOUT, progress=None, auto_cwd=None):
+    """The seed's first start: start and wait; a start that gets stuck is restarted, ``retries`` times."""
+    try:
+        return start(state_dir, names, True, timeout, progress, auto_cwd)
+    except NotReadyError as first:
+        failure = first
+    for attempt in range(2, retries + 2):
+        if progress:
+            progress(f"try {attempt - 1} failed ({failure.message}); restarting (try {attempt} of {retries + 1})")
+        with operation_lock(state_dir):
+            client = sup.SupervisorClient(sup.Paths(state_dir))
+            for target in select_targets(read_only_targets(state_dir), names):
+                if target.service.bind or target.service.uwsgi_config:
+                    client.kill_group(target.program)
+        try:
+            return restart(state_dir, names, True, timeout, progress)
+        except NotReadyError as exc:
+            failure = exc
+    raise NotReadyError(f"Galaxy did not start after {retries + 1} tries: {failure.message}", details=failure.details)
+
+
 def shutdown(state_dir):
     """Stop everything and end supervisord."""
     with operation_lock(state_dir):
-        client = _running_client(state_dir)
+        client = running_client(state_dir)
         stopped = client.shutdown() if client is not None else False
     return LifecycleResult("shutdown", (), supervisord_stopped=stopped)
 
 
-# ---------------------------------------------------------------- status
+# ---------------------------------------------------------------- read-only views
 
 
-@dataclass(frozen=True)
-class ServiceStatus:
-    instance: str
-    service: str
-    program: str
-    state: str
-    pid: int
-    uptime_seconds: int
-    description: str
-    web: str = ""  # for web services: "ok 12ms", or why not
-
-
-@dataclass(frozen=True)
-class StatusReport:
-    supervisord_running: bool
-    supervisord_pid: int
-    services: tuple
-    exit_code: int
-    message: str = ""
-
-
-def _read_only_targets(state_dir):
+def read_only_targets(state_dir):
     """Targets from the persisted state, without touching files (status must not write)."""
     state = statemod.load_state(state_dir)
     resolved = resolve_all(state, enforce_user=False)
@@ -564,53 +564,13 @@ def _read_only_targets(state_dir):
     return result
 
 
-def status(state_dir, names=(), probe_web=True, timeout=5.0):
-    """One row per service; LSB exit code: 0 all running, 3 something is not, 4 unknown."""
-    try:
-        result = _read_only_targets(state_dir)
-    except GalaxyctlError as exc:
-        return StatusReport(False, None, (), exitcodes.LSB_UNKNOWN, exc.message)
-    targets = select_targets(result, names)
-    if not targets:
-        return StatusReport(False, None, (), exitcodes.LSB_NOT_RUNNING, "no Galaxy config is registered")
-    client = sup.SupervisorClient(sup.Paths(state_dir))
-    if not client.is_running():
-        rows = tuple(
-            ServiceStatus(t.instance.name, t.service.service_name, t.program, "STOPPED", None, 0, "supervisord is not running")
-            for t in targets
-        )
-        return StatusReport(False, None, rows, exitcodes.LSB_NOT_RUNNING, f"supervisord is not running (state dir {state_dir})")
-    infos = client.all_processes()
-    rows = []
-    for target in targets:
-        key = target.program if ":" in target.program else f"{target.program}:{target.program}"
-        info = infos.get(key)
-        if info is None:
-            rows.append(ServiceStatus(target.instance.name, target.service.service_name, target.program, "UNKNOWN", None, 0,
-                                      "not loaded in supervisord; run 'galaxyctl update'"))
-            continue
-        uptime = int(info["now"] - info["start"]) if info["statename"] == sup.RUNNING and info["start"] else 0
-        web = ""
-        if probe_web and target.service.bind and info["statename"] in sup.UP_STATES:
-            endpoint = health.parse_bind(target.service.bind)
-            if endpoint:
-                probe = health.probe(endpoint, target.service.url_prefix + health.READY_PATH, timeout=timeout)
-                web = f"ok {probe.elapsed_ms:.0f}ms" if probe.ok else (probe.error or f"HTTP {probe.status}")
-        rows.append(ServiceStatus(
-            target.instance.name, target.service.service_name, target.program, info["statename"],
-            info["pid"] or None, uptime, info["description"], web,
-        ))
-    down = [r for r in rows if r.state not in (sup.RUNNING, sup.STARTING)]
-    code = exitcodes.LSB_NOT_RUNNING if down else exitcodes.LSB_RUNNING
-    return StatusReport(True, client.pid(), tuple(rows), code)
-
 
 # ---------------------------------------------------------------- exec, follow, show
 
 
 def find_target(state_dir, name=None, instance_name=None):
     """One service to exec: by name (default: the first web service)."""
-    result = _read_only_targets(state_dir)
+    result = read_only_targets(state_dir)
     targets = select_targets(result, [n for n in (instance_name,) if n])
     if name:
         targets = [t for t in targets if t.service.service_name == name]
@@ -641,45 +601,5 @@ def exec_service(target):
 
 
 def log_files(state_dir, names=()):
-    result = _read_only_targets(state_dir)
+    result = read_only_targets(state_dir)
     return [t.log_file for t in select_targets(result, names)]
-
-
-# ---------------------------------------------------------------- workers
-
-
-@dataclass(frozen=True)
-class WebWorkers:
-    program: str
-    server: str
-    master_pid: int
-    workers: tuple  # workers.WorkerInfo
-    error: str = ""
-
-
-def web_workers(state_dir, names=()):
-    """Each web server's workers, busy or idle (gunicorn from /proc, uWSGI from its stats server)."""
-    from galaxyctl_libs import workers as workersmod
-
-    targets = [t for t in select_targets(_read_only_targets(state_dir), names) if t.service.bind or t.service.uwsgi_config]
-    client = _running_client(state_dir)
-    if client is None:
-        raise GalaxyctlError(f"supervisord is not running (state dir {state_dir})", exit_code=exitcodes.LSB_NOT_RUNNING)
-    results = []
-    for target in targets:
-        info = client.process_info(target.program)
-        if info["statename"] not in sup.UP_STATES or not info["pid"]:
-            results.append(WebWorkers(target.program, target.service.service_type, None, (), f"{info['statename']}"))
-            continue
-        try:
-            if target.service.uwsgi_config:
-                found = workersmod.uwsgi_workers(target.service.uwsgi_config)
-                results.append(WebWorkers(target.program, "uwsgi", info["pid"], found))
-            else:
-                master = workersmod.gunicorn_master(info["pid"])
-                endpoint = health.parse_bind(target.service.bind)
-                port = endpoint.port if endpoint and not endpoint.unix_path else None
-                results.append(WebWorkers(target.program, "gunicorn", master, workersmod.gunicorn_workers(master, port)))
-        except GalaxyctlError as exc:
-            results.append(WebWorkers(target.program, target.service.service_type, info["pid"], (), exc.message))
-    return results

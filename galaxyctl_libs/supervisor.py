@@ -221,19 +221,27 @@ class _UnixTransport(xmlrpc.client.Transport):
 class SupervisorClient:
     """Start, query and drive the one supervisord of a state dir."""
 
-    def __init__(self, paths, timeout=30):
+    def __init__(self, paths, timeout=30, slow_timeout=600):
         self.paths = paths
         if len(paths.socket) > MAX_SOCKET_PATH:
             raise GalaxyctlError(
                 f"state dir path too long for supervisord's unix socket ({paths.socket}); use a shorter --state-dir"
             )
-        self._proxy = xmlrpc.client.ServerProxy(
-            "http://localhost/RPC2", transport=_UnixTransport(paths.socket, timeout), allow_none=True
-        )
+        self.timeout = timeout
+        # stopping waits for the service's stopwaitsecs inside supervisord: those calls get longer
+        self._proxies = {
+            slow: xmlrpc.client.ServerProxy(
+                "http://localhost/RPC2", transport=_UnixTransport(paths.socket, limit), allow_none=True
+            )
+            for slow, limit in ((False, timeout), (True, slow_timeout))
+        }
 
-    @property
-    def rpc(self):
-        return self._proxy.supervisor
+    def call(self, method, *args, slow=False):
+        """One XML-RPC call; supervisord not answering is a user-facing error, not a traceback."""
+        try:
+            return getattr(self._proxies[slow].supervisor, method)(*args)
+        except (OSError, xmlrpc.client.ProtocolError) as exc:
+            raise GalaxyctlError(f"supervisord ({self.paths.socket}) did not answer {method}: {exc}") from None
 
     def pid(self):
         """supervisord's PID if it is running (per its pid file), else None."""
@@ -249,8 +257,8 @@ class SupervisorClient:
         if not os.path.exists(self.paths.socket):
             return False
         try:
-            return self.rpc.getState()["statename"] == "RUNNING"
-        except (OSError, xmlrpc.client.Fault, xmlrpc.client.ProtocolError):
+            return self.call("getState")["statename"] == "RUNNING"
+        except (GalaxyctlError, xmlrpc.client.Fault):
             return False
 
     def start_supervisord(self, timeout=30):
@@ -274,29 +282,28 @@ class SupervisorClient:
 
     def all_processes(self):
         """``getAllProcessInfo`` keyed by ``group:name``."""
-        return {f"{p['group']}:{p['name']}": p for p in self.rpc.getAllProcessInfo()}
+        return {f"{p['group']}:{p['name']}": p for p in self.call("getAllProcessInfo")}
 
     def process_info(self, name):
-        return self.rpc.getProcessInfo(name)
+        return self.call("getProcessInfo", name)
 
     def apply_changes(self):
         """Make supervisord load changed files: add new groups, replace changed ones, drop removed ones.
 
         Changed groups that were running come back (autostart); a removed group is stopped first.
         """
-        added, changed, removed = self.rpc.reloadConfig()[0]
+        added, changed, removed = self.call("reloadConfig")[0]
         for group in removed + changed:
-            self._call_ignoring(self.rpc.stopProcessGroup, group, True)
-            self._call_ignoring(self.rpc.removeProcessGroup, group)
+            self._call_ignoring("stopProcessGroup", group, True, slow=True)
+            self._call_ignoring("removeProcessGroup", group)
         for group in changed + added:
-            self._call_ignoring(self.rpc.addProcessGroup, group)
+            self._call_ignoring("addProcessGroup", group)
         return added, changed, removed
 
-    @staticmethod
-    def _call_ignoring(method, *args):
+    def _call_ignoring(self, method, *args, slow=False):
         """Call, tolerating the faults that mean 'already in that state'."""
         try:
-            return method(*args)
+            return self.call(method, *args, slow=slow)
         except xmlrpc.client.Fault as fault:
             if fault.faultString.split(":")[0] in ("BAD_NAME", "NOT_RUNNING", "ALREADY_STARTED", "ALREADY_ADDED", "STILL_RUNNING"):
                 return None
@@ -306,21 +313,31 @@ class SupervisorClient:
         info = self.process_info(name)
         if info["statename"] in (RUNNING, STARTING):
             return False
-        self._call_ignoring(self.rpc.startProcess, name, False)
+        self._call_ignoring("startProcess", name, False)
         return True
 
     def stop(self, name):
-        return self._call_ignoring(self.rpc.stopProcess, name, True)
+        return self._call_ignoring("stopProcess", name, True, slow=True)
+
+    def kill_group(self, name):
+        """SIGKILL a service's whole process group (supervisord makes each child a group leader):
+        for a start that is stuck, where there is nothing to drain and a graceful stop only waits."""
+        pid = self.process_info(name)["pid"]
+        if pid:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def signal(self, name, signame):
-        return self.rpc.signalProcess(name, signame)
+        return self.call("signalProcess", name, signame)
 
     def shutdown(self, timeout=60):
         """Stop every process and end supervisord; wait (bounded) until it is gone."""
         pid = self.pid()
         try:
-            self.rpc.shutdown()
-        except (OSError, xmlrpc.client.Fault, xmlrpc.client.ProtocolError):
+            self.call("shutdown")
+        except (GalaxyctlError, xmlrpc.client.Fault):
             if pid is None:
                 return False
             os.kill(pid, signal.SIGTERM)

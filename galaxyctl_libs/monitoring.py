@@ -1,0 +1,210 @@
+"""Health for people and monitors: status (LSB codes), web workers, and check (Nagios, Prometheus).
+
+Everything here only looks: nothing is written except the Prometheus textfile an admin asks for.
+"""
+
+from dataclasses import dataclass
+
+from galaxyctl_libs import exitcodes, fsutil, health
+from galaxyctl_libs import supervisor as sup
+from galaxyctl_libs.errors import GalaxyctlError
+from galaxyctl_libs.operations import read_only_targets, running_client, select_targets
+
+
+# ---------------------------------------------------------------- status
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    instance: str
+    service: str
+    program: str
+    state: str
+    pid: int
+    uptime_seconds: int
+    description: str
+    web: str = ""  # for web services: "ok 12ms", or why not
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    supervisord_running: bool
+    supervisord_pid: int
+    services: tuple
+    exit_code: int
+    message: str = ""
+
+
+def status(state_dir, names=(), probe_web=True, timeout=5.0):
+    """One row per service; LSB exit code: 0 all running, 3 something is not, 4 unknown."""
+    try:
+        result = read_only_targets(state_dir)
+    except GalaxyctlError as exc:
+        return StatusReport(False, None, (), exitcodes.LSB_UNKNOWN, exc.message)
+    targets = select_targets(result, names)
+    if not targets:
+        return StatusReport(False, None, (), exitcodes.LSB_NOT_RUNNING, "no Galaxy config is registered")
+    client = sup.SupervisorClient(sup.Paths(state_dir))
+    if not client.is_running():
+        rows = tuple(
+            ServiceStatus(t.instance.name, t.service.service_name, t.program, "STOPPED", None, 0, "supervisord is not running")
+            for t in targets
+        )
+        return StatusReport(False, None, rows, exitcodes.LSB_NOT_RUNNING, f"supervisord is not running (state dir {state_dir})")
+    infos = client.all_processes()
+    rows = []
+    for target in targets:
+        key = target.program if ":" in target.program else f"{target.program}:{target.program}"
+        info = infos.get(key)
+        if info is None:
+            rows.append(ServiceStatus(target.instance.name, target.service.service_name, target.program, "UNKNOWN", None, 0,
+                                      "not loaded in supervisord; run 'galaxyctl update'"))
+            continue
+        uptime = int(info["now"] - info["start"]) if info["statename"] == sup.RUNNING and info["start"] else 0
+        web = ""
+        if probe_web and target.service.bind and info["statename"] in sup.UP_STATES:
+            endpoint = health.parse_bind(target.service.bind)
+            if endpoint:
+                probe = health.probe(endpoint, target.service.url_prefix + health.READY_PATH, timeout=timeout)
+                web = f"ok {probe.elapsed_ms:.0f}ms" if probe.ok else (probe.error or f"HTTP {probe.status}")
+        rows.append(ServiceStatus(
+            target.instance.name, target.service.service_name, target.program, info["statename"],
+            info["pid"] or None, uptime, info["description"], web,
+        ))
+    down = [r for r in rows if r.state not in (sup.RUNNING, sup.STARTING)]
+    code = exitcodes.LSB_NOT_RUNNING if down else exitcodes.LSB_RUNNING
+    return StatusReport(True, client.pid(), tuple(rows), code)
+
+
+# ---------------------------------------------------------------- workers
+
+
+@dataclass(frozen=True)
+class WebWorkers:
+    program: str
+    server: str
+    master_pid: int
+    workers: tuple  # workers.WorkerInfo
+    error: str = ""
+
+
+def web_workers(state_dir, names=()):
+    """Each web server's workers, busy or idle (gunicorn from /proc, uWSGI from its stats server)."""
+    from galaxyctl_libs import workers as workersmod
+
+    targets = [t for t in select_targets(read_only_targets(state_dir), names) if t.service.bind or t.service.uwsgi_config]
+    client = running_client(state_dir)
+    if client is None:
+        raise GalaxyctlError(f"supervisord is not running (state dir {state_dir})", exit_code=exitcodes.LSB_NOT_RUNNING)
+    results = []
+    for target in targets:
+        info = client.process_info(target.program)
+        if info["statename"] not in sup.UP_STATES or not info["pid"]:
+            results.append(WebWorkers(target.program, target.service.service_type, None, (), f"{info['statename']}"))
+            continue
+        try:
+            if target.service.uwsgi_config:
+                found = workersmod.uwsgi_workers(target.service.uwsgi_config)
+                results.append(WebWorkers(target.program, "uwsgi", info["pid"], found))
+            else:
+                master = workersmod.gunicorn_master(info["pid"])
+                endpoint = health.parse_bind(target.service.bind)
+                port = endpoint.port if endpoint and not endpoint.unix_path else None
+                results.append(WebWorkers(target.program, "gunicorn", master, workersmod.gunicorn_workers(master, port)))
+        except GalaxyctlError as exc:
+            results.append(WebWorkers(target.program, target.service.service_type, info["pid"], (), exc.message))
+    return results
+
+
+# ---------------------------------------------------------------- check (Nagios) and Prometheus
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    code: int  # Nagios: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN
+    summary: str
+    services_running: int
+    services_total: int
+    web_ms: float  # None when no web service answered
+    workers_busy: int
+    workers_total: int
+    problems: tuple = ()
+
+    @property
+    def label(self):
+        return exitcodes.NAGIOS_LABELS[self.code]
+
+    def line(self):
+        """The plugin output: ``GALAXY OK - summary | perfdata``."""
+        perf = [f"services_running={self.services_running};;;0;{self.services_total}"]
+        if self.web_ms is not None:
+            perf.append(f"web_ms={self.web_ms:.0f}ms")
+        perf.append(f"workers_busy={self.workers_busy};;;0;{self.workers_total}")
+        return f"GALAXY {self.label} - {self.summary} | {' '.join(perf)}"
+
+
+def check(state_dir, names=(), timeout=10.0, restart_window=300):
+    """Nagios-style health: CRITICAL when a service is down or the web does not answer in ``timeout``;
+    WARNING when every worker is busy or a service (re)started less than ``restart_window`` s ago."""
+    report = status(state_dir, names, probe_web=False)
+    if report.exit_code == exitcodes.LSB_UNKNOWN or not report.services:
+        return CheckResult(exitcodes.NAGIOS_UNKNOWN, report.message or "nothing registered", 0, 0, None, 0, 0)
+    running = [r for r in report.services if r.state in (sup.RUNNING, sup.STARTING)]
+    critical = [f"{r.program} {r.state}" for r in report.services if r not in running]
+    if not report.supervisord_running:
+        critical = ["supervisord is not running"]
+    warnings = [
+        f"{r.program} {'starting' if r.state == sup.STARTING else f'up {r.uptime_seconds}s'}"
+        for r in running if restart_window > 0 and (r.state == sup.STARTING or r.uptime_seconds < restart_window)
+    ]
+    web_ms = None
+    if report.supervisord_running:
+        for target in select_targets(read_only_targets(state_dir), names):
+            if not target.service.bind:
+                continue
+            endpoint = health.parse_bind(target.service.bind)
+            if endpoint is None:
+                continue
+            result = health.probe(endpoint, target.service.url_prefix + health.READY_PATH, timeout=timeout)
+            if result.ok:
+                web_ms = max(web_ms or 0.0, result.elapsed_ms)
+            else:
+                critical.append(f"{target.program} web not answering ({result.error or result.status})")
+    busy = total = 0
+    if report.supervisord_running:
+        for web in web_workers(state_dir, names):
+            total += len(web.workers)
+            busy += sum(1 for w in web.workers if w.status == "busy")
+        if total and busy == total:
+            warnings.append(f"all {total} web workers busy")
+    summary = f"{len(running)}/{len(report.services)} services running"
+    if web_ms is not None:
+        summary += f", web {web_ms:.0f} ms"
+    problems = tuple(critical or warnings)
+    if problems:
+        summary += ": " + "; ".join(problems)
+    code = exitcodes.NAGIOS_CRITICAL if critical else exitcodes.NAGIOS_WARNING if warnings else exitcodes.NAGIOS_OK
+    return CheckResult(code, summary, len(running), len(report.services), web_ms, busy, total, problems)
+
+
+def render_prometheus(result):
+    """node_exporter textfile format for a CheckResult."""
+    metrics = [
+        ("galaxy_check_status", "Nagios status of galaxyctl check (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)", result.code),
+        ("galaxy_services_running", "Galaxy services running or starting", result.services_running),
+        ("galaxy_services_total", "Galaxy services configured", result.services_total),
+        ("galaxy_web_up", "1 when every web server answered", int(result.web_ms is not None and result.code != 2)),
+        ("galaxy_workers_busy", "web workers serving a request now", result.workers_busy),
+        ("galaxy_workers_total", "web workers", result.workers_total),
+    ]
+    if result.web_ms is not None:
+        metrics.append(("galaxy_web_response_seconds", "time for the web server to answer /api/version", result.web_ms / 1000))
+    lines = []
+    for name, text, value in metrics:
+        lines += [f"# HELP {name} {text}", f"# TYPE {name} gauge", f"{name} {value:g}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_prometheus(path, result):
+    """Replace the textfile atomically: node_exporter never reads half a file."""
+    fsutil.atomic_write(path, render_prometheus(result), mode=0o644)
