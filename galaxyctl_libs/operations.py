@@ -15,7 +15,7 @@ from galaxyctl_libs import fsutil, health, jobconf
 from galaxyctl_libs import state as statemod
 from galaxyctl_libs import supervisor as sup
 from galaxyctl_libs.errors import GalaxyctlError, NotReadyError
-from galaxyctl_libs.services import GRACEFUL_HUP, GRACEFUL_NONE, Instance, build_services
+from galaxyctl_libs.services import GRACEFUL_HERDER, GRACEFUL_HUP, GRACEFUL_NONE, Instance, build_services
 
 DEFAULT_READY_TIMEOUT = 120
 LOG_TAIL_LINES = 15
@@ -513,8 +513,10 @@ def graceful(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, prog
             method = target.service.graceful
             if started_supervisord or method == GRACEFUL_NONE:
                 continue
-            if method == GRACEFUL_HUP and client.process_info(target.program)["statename"] in (sup.RUNNING, sup.STARTING):
+            if method in (GRACEFUL_HUP, GRACEFUL_HERDER) and client.process_info(target.program)["statename"] in sup.UP_STATES[:2]:
                 client.signal(target.program, "HUP")
+                if method == GRACEFUL_HERDER:
+                    _wait_for_reload(client, target, timeout, progress)
             else:
                 client.stop(target.program)
                 client.start(target.program)
@@ -542,6 +544,27 @@ def startup(state_dir, names=(), retries=2, timeout=DEFAULT_READY_TIMEOUT, progr
         except NotReadyError as exc:
             failure = exc
     raise NotReadyError(f"Galaxy did not start after {retries + 1} tries: {failure.message}", details=failure.details)
+
+
+def _wait_for_reload(client, target, timeout, progress):
+    """After HUP, the herder starts a new master and retires the old one once the new one serves:
+    wait (bounded) until the master under the herder has changed, so a rolling list goes one by one."""
+    from galaxyctl_libs import workers as workersmod
+
+    herder = client.process_info(target.program)["pid"]
+    before = workersmod.gunicorn_master(herder)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = workersmod.gunicorn_master(herder)
+        if current and current != before and len(workersmod.children(herder)) == 1:
+            return
+        if client.process_info(target.program)["pid"] != herder:
+            return  # the herder itself was restarted by supervisord: wait_ready judges the result
+        if progress:
+            progress(f"reloading {target.program}: {deadline - time.monotonic():.0f}s left")
+        time.sleep(0.2)
+    raise NotReadyError(f"{target.program} did not finish its reload within {timeout:.0f}s",
+                        details=[f"last lines of {target.log_file}:"] + ["  " + line for line in tail(target.log_file)])
 
 
 def shutdown(state_dir):

@@ -26,6 +26,7 @@ NO_CONTROL_SOCKET_SINCE = (25, 1)  # gunicorn opens ~/.gunicorn control sockets 
 GRACEFUL_HUP = "hup"  # gunicorn without preload re-reads the app on SIGHUP, master stays
 GRACEFUL_RESTART = "restart"  # stop + start
 GRACEFUL_NONE = "none"  # left running (tusd: uploads must not be cut)
+GRACEFUL_HERDER = "herder"  # SIGHUP to our herder: new gunicorn master (new code), then the old one retires
 
 
 @dataclass(frozen=True)
@@ -179,12 +180,16 @@ def gunicorn_services(instance):
             argv.append("--no-control-socket")
         argv += shlex.split(gunicorn.extra_args)
         name = _numbered("gunicorn", index, len(settings.gunicorn))
+        graceful = GRACEFUL_HUP
+        if preload or settings.app_server == "unicornherder":
+            # HUP cannot reload preloaded code; our herder re-execs gunicorn with zero downtime instead
+            pidfile = os.path.join(instance.state_dir, "supervisor", f"{instance.name}_{name}.pid")
+            argv = [sys.executable, "-m", "galaxyctl_libs.herder", "--pidfile", pidfile, "--bind", gunicorn.bind,
+                    "--ready-path", prefix + "/api/version", "--ready-timeout", str(gunicorn.restart_timeout),
+                    "--stop-timeout", str(max(1, gunicorn.stop_timeout - 5)), "--"] + argv
+            graceful = GRACEFUL_HERDER
         services.append(
-            _common(
-                instance, gunicorn, "gunicorn", name, argv,
-                graceful=GRACEFUL_RESTART if preload else GRACEFUL_HUP,
-                bind=gunicorn.bind, url_prefix=prefix,
-            )
+            _common(instance, gunicorn, "gunicorn", name, argv, graceful=graceful, bind=gunicorn.bind, url_prefix=prefix)
         )
     return services
 
