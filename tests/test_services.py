@@ -1,7 +1,9 @@
 """Every service's command line and environment, and celery/celery-beat/tusd under a real supervisord."""
 
 import os
+import shlex
 import shutil
+import sys
 import time
 
 import pytest
@@ -48,7 +50,10 @@ def test_every_service_command_line(tmp_path):
     services, _, instance = services_for(config)
     bin_dir = os.path.join(venv, "bin")
     assert list(services) == ["gunicorn", "celery", "celery-beat", "gx-it-proxy", "tusd", "reports", "handler_0", "handler_1"]
-    assert services["gunicorn"].command_line == (
+    # preload (the default) runs gunicorn under our herder, so graceful can re-exec it without downtime
+    argv = services["gunicorn"].argv
+    assert argv[:3] == (sys.executable, "-m", "galaxyctl_libs.herder") and services["gunicorn"].graceful == "herder"
+    assert shlex.join(argv[argv.index("--") + 1:]) == (
         f"{bin_dir}/gunicorn 'galaxy.webapps.galaxy.fast_factory:factory()' --timeout 300 --pythonpath lib "
         "-k galaxy.webapps.galaxy.workers.Worker -b unix:/run/galaxy.sock --workers=2 "
         "--config python:galaxy.web_stack.gunicorn_config --preload '--forwarded-allow-ips=*'"
@@ -78,6 +83,13 @@ def test_every_service_command_line(tmp_path):
     assert services["handler_1"].command_line == (
         f"{bin_dir}/galaxy-main -c {config} --server-name=handler_1 --attach-to-pool=job-handlers"
     )
+
+
+def test_gunicorn_without_preload_is_gravitys_command_line_and_hups(tmp_path):
+    config = write_config(str(tmp_path / "config"), {"gunicorn": {"preload": False}})
+    gunicorn = services_for(config)[0]["gunicorn"]
+    assert gunicorn.argv[1] == "galaxy.webapps.galaxy.fast_factory:factory()" and gunicorn.graceful == "hup"
+    assert "--preload" not in gunicorn.argv
 
 
 def test_static_handlers_from_corpus_job_conf_yml_and_xml(tmp_path):
