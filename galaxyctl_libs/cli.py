@@ -464,7 +464,8 @@ def cmd_supervisorctl(args):
 
 def _add_exec(sub):
     p = sub.add_parser("exec", help="run one service in the foreground, as galaxyctl would (or print it with -n)")
-    p.add_argument("-n", "--dry-run", action="store_true", help="print the working dir, environment and command line")
+    p.add_argument("-n", "--dry-run", action="store_true",
+                   help="print the working dir, environment and command line (of every service when none is named)")
     p.add_argument("--instance", help="instance name (default: the first)")
     p.add_argument("service", nargs="?", help="service name (default: the first, usually gunicorn)")
     p.set_defaults(func=cmd_exec)
@@ -473,7 +474,12 @@ def _add_exec(sub):
 def cmd_exec(args):
     from galaxyctl_libs import operations
 
-    target = operations.find_target(_state_dir(args), args.service, args.instance)
+    if args.dry_run and not args.service:
+        for number, target in enumerate(operations.find_targets(_state_dir(args), args.instance)):
+            print(("\n" if number else "") + f"# {target.program}")
+            print("\n".join(operations.exec_description(target)))
+        return exitcodes.SUCCESS
+    target = operations.find_targets(_state_dir(args), args.instance, args.service)[0]
     if args.dry_run:
         print("\n".join(operations.exec_description(target)))
         return exitcodes.SUCCESS

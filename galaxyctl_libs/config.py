@@ -122,6 +122,10 @@ class GravitySettings:
     tusd: tuple = _opt((TusdSettings(),), ("sections", TusdSettings))
     reports: ReportsSettings = _opt(ReportsSettings(), ("section", ReportsSettings))
     handlers: dict = _opt({}, "handlers")
+    # galaxyctl's own keys (Laniakea's storage management); contents are checked by storage.py
+    luks: dict = _opt({}, "mapping")
+    onedata: dict = _opt({}, "mapping")
+    storage: dict = _opt({}, "mapping")
 
 
 # Keys of gravity 0.x state (attribs) that moved; read so an old state dir loads as is.
@@ -252,6 +256,10 @@ def _convert(value, kind, choices, where):
                 item = "true" if item else "false"
             env[name] = _convert("" if item is None else item, "str", None, f"{where}.{name}")
         return env
+    if kind == "mapping":
+        if not isinstance(value, dict):
+            raise GalaxyctlError(f"{where}: expected a mapping, got {_describe(value)}")
+        return dict(value)
     if kind == "handlers":
         if not isinstance(value, dict) or not all(isinstance(v, (dict, type(None))) for v in value.values()):
             raise GalaxyctlError(f"{where}: expected a mapping of handler names to settings, got {_describe(value)}")

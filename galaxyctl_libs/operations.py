@@ -591,15 +591,14 @@ def read_only_targets(state_dir):
 # ---------------------------------------------------------------- exec, follow, show
 
 
-def find_target(state_dir, name=None, instance_name=None):
-    """One service to exec: by name (default: the first web service)."""
-    result = read_only_targets(state_dir)
-    targets = select_targets(result, [n for n in (instance_name,) if n])
+def find_targets(state_dir, instance_name=None, name=None):
+    """Services to exec or print: all of an instance (or of everything), or the one named."""
+    targets = select_targets(read_only_targets(state_dir), [n for n in (instance_name,) if n])
     if name:
         targets = [t for t in targets if t.service.service_name == name]
     if not targets:
         raise GalaxyctlError(f"no service named {name!r}" if name else "no service is configured")
-    return targets[0]
+    return targets
 
 
 def exec_description(target, environ=None):

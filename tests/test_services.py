@@ -144,6 +144,10 @@ def test_celery_beat_and_fake_tusd_under_supervisord(gctl, demo_galaxy, short_tm
         "tusd": {"enable": True, "tusd_path": fake, "port": 1099, "upload_dir": os.path.join(short_tmp, "tus")},
     })
     gctl("register", config)
+    printed = gctl("exec", "-n").stdout  # every service: cwd, umask, environment, command line
+    for name in ("gunicorn", "celery", "celery-beat", "tusd"):
+        assert f"# {name}\n" in printed
+    assert printed.count("GALAXY_CONFIG_FILE=") == 4 and f"{fake} -host=localhost -port=1099" in printed
     gctl("start", "--timeout", "60")
 
     def running():
@@ -169,3 +173,24 @@ def test_celery_beat_and_fake_tusd_under_supervisord(gctl, demo_galaxy, short_tm
     gctl("stop")
     time.sleep(0.1)
     assert not any(alive(p) for p in list(before.values()) + [r["pid"] for r in after.values()])
+
+
+def test_real_gx_it_proxy_from_npm_under_supervisord(gctl, demo_galaxy, short_tmp):
+    """The real @galaxyproject/gx-it-proxy, fetched by npx from the npm registry (.ci/run warms the cache)."""
+    from conftest import free_port
+    from galaxyctl_libs.listeners import listening_pids
+
+    port = free_port()
+    sessions = os.path.join(short_tmp, "interactivetools_map.sqlite")
+    config, _ = demo_galaxy(
+        gravity={"gx_it_proxy": {"enable": True, "ip": "127.0.0.1", "port": port}},
+        galaxy={"interactivetools_map": sessions},
+    )
+    gctl("register", config)
+    assert f"--sessions {sessions}" in gctl("exec", "-n", "gx-it-proxy").stdout
+    gctl("start", "--timeout", "60")
+    log = os.path.join(gctl.state_dir, "log", "gx-it-proxy.log")
+    assert wait_for(lambda: listening_pids(port), timeout=240), open(log).read()
+    assert f"Listening on 127.0.0.1:{port}" in open(log).read()
+    gctl("stop")
+    assert wait_for(lambda: not listening_pids(port), timeout=30)
