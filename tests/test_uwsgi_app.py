@@ -68,6 +68,26 @@ def test_uwsgi_from_galaxy_ini_with_busy_workers(gctl, demo_galaxy):
     gctl("stop")
 
 
+def test_uwsgi_from_galaxy_yml_uwsgi_section(gctl, demo_galaxy):
+    ports = {"socket": free_port(), "http": free_port(), "stats": free_port()}
+    uwsgi = {
+        "socket": f"127.0.0.1:{ports['socket']}", "http": f"127.0.0.1:{ports['http']}",
+        "stats": f"127.0.0.1:{ports['stats']}", "master": True, "processes": 2, "pythonpath": "lib",
+        "module": "galaxy.webapps.galaxy.uwsgi_app", "die-on-term": True,
+    }
+    config, _ = demo_galaxy(gravity={"app_server": "uwsgi"})
+    data = yaml.safe_load(open(config))
+    data["uwsgi"] = uwsgi
+    with open(config, "w") as handle:
+        yaml.safe_dump(data, handle)
+    gctl("register", config)
+    assert f"--yaml {config}" in gctl("exec", "-n", "uwsgi").stdout
+    assert "uwsgi: ready on" in gctl("start", "--timeout", "60").stdout
+    assert http_get(f"http://127.0.0.1:{ports['http']}/api/version")[0] == 200
+    assert gctl("status").returncode == 0
+    gctl("stop")
+
+
 def test_gunicorn_busy_worker_shows_its_connection(gctl, demo_galaxy):
     config, port = demo_galaxy(gravity={"gunicorn": {"workers": 2}})
     gctl("register", config)
