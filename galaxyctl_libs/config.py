@@ -152,21 +152,31 @@ class _IncludeLoader(yaml.SafeLoader):
     """SafeLoader plus ``!include FILE`` (relative to the including file)."""
 
 
+MAX_INCLUDE_DEPTH = 10
+
+
 def _construct_include(loader, node):
     base = os.path.dirname(loader.name) if isinstance(loader.name, str) else os.getcwd()
-    target = os.path.join(base, loader.construct_scalar(node))
-    return load_yaml_file(target)
+    value = loader.construct_scalar(node)
+    if not isinstance(value, str) or not value:
+        raise GalaxyctlError(f"{loader.name}: !include needs a file name")
+    target = os.path.abspath(os.path.join(base, value))
+    chain = loader.include_chain + (os.path.abspath(loader.name),)
+    if target in chain or len(chain) > MAX_INCLUDE_DEPTH:
+        raise GalaxyctlError(f"{loader.name}: !include {value} includes itself (through {' -> '.join(chain)})")
+    return load_yaml_file(target, chain)
 
 
 _IncludeLoader.add_constructor("!include", _construct_include)
 
 
-def load_yaml_file(path):
+def load_yaml_file(path, include_chain=()):
     """Parse a YAML file; syntax errors become one line naming file, line and column."""
     try:
         with open(path, encoding="utf-8") as handle:
             loader = _IncludeLoader(handle)
             loader.name = path
+            loader.include_chain = include_chain
             try:
                 return loader.get_single_data()
             finally:
@@ -221,6 +231,8 @@ def _convert(value, kind, choices, where):
         value = str(value)
         if "\n" in value or "\r" in value or "\0" in value:
             raise GalaxyctlError(f"{where}: must not contain a newline or NUL character")
+        if "%(" in value:
+            raise GalaxyctlError(f"{where}: must not contain '%(' (supervisord would expand it)")
         if kind == "name" and (not value or not all(c.isalnum() or c in "_-." for c in value)):
             raise GalaxyctlError(f"{where}: {value!r} may only contain letters, digits, '_', '-' and '.'")
         return value

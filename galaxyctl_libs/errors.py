@@ -11,6 +11,7 @@ class GalaxyctlError(Exception):
     """A user-facing failure: bad config, missing file, a service that would not start."""
 
     def __init__(self, message, exit_code=exitcodes.FAILURE, details=()):
+        message = " ".join(line.strip() for line in str(message).splitlines())  # always one line
         super().__init__(message)
         self.message = message
         self.exit_code = exit_code

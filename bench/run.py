@@ -1,0 +1,1002 @@
+#!/usr/bin/env python3
+"""galaxyctl vs gravity, side by side: CLI latency, peak memory, update scaling, readiness, graceful.
+
+Usage (standard library only; run from anywhere)::
+
+    python3 bench/run.py [--runs N] [--json OUT] [--profile]
+
+What it does:
+
+1. Makes two venvs next to this script and reuses them on later runs:
+   ``bench/.venv-gravity`` (``gravity==1.2.4``, or the newest gravity that installs, + gunicorn +
+   celery) and ``bench/.venv-ours`` (this checkout + gunicorn + celery).  Ours is re-installed on
+   every run from a staged copy of the checkout (so the figures are those of the current code and
+   no build files land in the checkout).  Delete a venv to rebuild it.
+2. Writes a demo Galaxy tree per tool and per scenario (``galaxyctl_libs.demo.make_demo_galaxy``,
+   the test fixtures' tree) with the *same* ``gravity:`` settings for both tools (only ports,
+   roots and ``virtualenv`` differ), in a temporary directory removed at the end.
+3. Measures each tool through its own venv's interpreter (``VENV/bin/python VENV/bin/galaxyctl``),
+   A/B interleaved (the order flips every run), medians of ``--runs`` (default 10):
+
+   - ``python -c pass`` of the venv (the floor), ``--help``, ``status`` with supervisord running
+     one instance of 4 services (gunicorn, celery, celery-beat, 1 dynamic handler), a no-op
+     ``update`` on that instance;
+   - no-op ``update`` with 1, 10, 100, 500 dynamic handler processes (supervisord not running,
+     so nothing is started), the per-handler slope and whether growth is linear;
+   - peak RSS of every command (``ru_maxrss`` from ``os.wait4`` on the child: the command and
+     the helpers it waited for);
+   - ``start`` (from stopped, supervisord not running) to the first HTTP 200 on ``/api/version``
+     and to the tool's own exit (its "ready" report; gravity does not wait);
+   - a request loop (>= 300 requests, one every ~10 ms) across ``graceful``: failed requests and
+     the worst latency, for ``preload: false``, ``preload: true`` (Galaxy's default) and, for
+     ours only, ``app_server: unicornherder`` ("n/a" when ours does not render a herder yet).
+
+4. Prints one table (figure, gravity, ours, ratio = gravity / ours: above 1 means ours is better)
+   and the issue's targets, and writes everything (raw samples included) as JSON with ``--json``.
+
+As root, both tools run as an unprivileged user (``--user``, default ``nobody``): gravity refuses
+to run supervisord as root, so running both as the same plain user is the equivalent setup.  The
+venvs are then built from an interpreter that user can execute (``--base-python``, else this
+interpreter if it can, else ``/usr/bin/python3``).
+
+Every process started is stopped at the end: each tool's ``shutdown``, then SIGTERM/SIGKILL of
+the recorded PIDs (supervisord and its descendants) that are still alive.  All waits are bounded.
+``--profile`` also prints ``-X importtime`` and cProfile summaries of ours' ``status``.
+
+Add ``bench/.venv-*/`` to ``.gitignore``.
+"""
+
+import argparse
+import http.client
+import json
+import marshal
+import os
+import platform
+import pwd
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(BENCH)
+GRAVITY_PIN = "gravity==1.2.4"
+HANDLER_COUNTS = (1, 10, 100, 500)
+CMD_TIMEOUT = 180
+READY_PATH = "/api/version"
+MIB = 1024.0  # ru_maxrss is KiB on Linux
+
+
+def log(message):
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- running commands as the bench user
+
+
+# A tiny fork server (``python -I -S``, builtins only, ~7.5 MiB): ru_maxrss survives exec, so a child
+# forked from the bench itself (tens of MiB) would report the bench's high-water mark, not its own.
+SPAWNER = r"""
+import os, marshal, time
+def rd(n):
+    b = b""
+    while len(b) < n:
+        c = os.read(0, n - len(b))
+        if not c:
+            os._exit(0)
+        b += c
+    return b
+def wr(obj):
+    data = marshal.dumps(obj)
+    os.write(1, len(data).to_bytes(4, "big") + data)
+while True:
+    argv, env, cwd, uid, gid, out, err = marshal.loads(rd(int.from_bytes(rd(4), "big")))
+    t0 = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setsid()
+            fd = os.open("/dev/null", os.O_RDONLY); os.dup2(fd, 0)
+            fd = os.open(out, os.O_WRONLY); os.dup2(fd, 1)
+            fd = os.open(err, os.O_WRONLY); os.dup2(fd, 2)
+            os.closerange(3, 4096)
+            if uid is not None:
+                os.setgroups([]); os.setgid(gid); os.setuid(uid)
+            os.chdir(cwd)
+            os.execve(argv[0], argv, env)
+        except BaseException as exc:
+            os.write(2, ("spawn failed: %r" % (exc,)).encode() + bytes([10]))
+        os._exit(127)
+    wr(pid)
+    _, status, ru = os.wait4(pid, 0)
+    wr((status, ru.ru_maxrss, time.perf_counter() - t0))
+"""
+
+
+class Runner:
+    """Runs commands (as ``user`` when the bench runs as root) and measures wall time and peak RSS."""
+
+    def __init__(self, user):
+        self.user = user
+        self.uid = self.gid = None
+        if os.geteuid() == 0:
+            entry = pwd.getpwnam(user)
+            if entry.pw_uid == 0:
+                raise SystemExit("bench: --user must not be root (gravity refuses to run as root)")
+            self.uid, self.gid = entry.pw_uid, entry.pw_gid
+        self.env_base = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+        self._spawner = None
+        self._lock = threading.Lock()
+
+    def chown(self, path):
+        if self.uid is None:
+            return
+        for dirpath, dirnames, filenames in os.walk(path):
+            os.chown(dirpath, self.uid, self.gid)
+            for name in filenames:
+                os.lchown(os.path.join(dirpath, name), self.uid, self.gid)
+
+    def _spawn_server(self):
+        if self._spawner is None or self._spawner.poll() is not None:
+            self._spawner = subprocess.Popen([sys.executable, "-I", "-S", "-c", SPAWNER], stdin=subprocess.PIPE,
+                                             stdout=subprocess.PIPE, start_new_session=True)
+        return self._spawner
+
+    def _read(self, server):
+        def exactly(n):
+            data = b""
+            while len(data) < n:
+                chunk = server.stdout.read(n - len(data))
+                if not chunk:
+                    raise RuntimeError("bench: the spawn server died")
+                data += chunk
+            return data
+        return marshal.loads(exactly(int.from_bytes(exactly(4), "big")))
+
+    def close(self):
+        if self._spawner is not None and self._spawner.poll() is None:
+            self._spawner.stdin.close()
+            try:
+                self._spawner.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._spawner.kill()
+                self._spawner.wait(timeout=10)
+
+    def run(self, argv, home, cwd=None, timeout=CMD_TIMEOUT, extra_env=None):
+        """→ dict(rc, seconds, maxrss_kib, out, err).  Output goes to files: a daemon child may keep pipes open.
+
+        ``seconds`` is fork → ``wait4`` in the spawn server; ``maxrss_kib`` its ``ru_maxrss`` (the command and
+        the children it waited for)."""
+        env = dict(self.env_base, HOME=home, **(extra_env or {}))
+        argv = [shutil.which(argv[0]) or argv[0]] + list(argv[1:])
+        with self._lock, tempfile.NamedTemporaryFile() as out, tempfile.NamedTemporaryFile() as err:
+            if self.uid is not None:
+                os.chown(out.name, self.uid, self.gid)
+                os.chown(err.name, self.uid, self.gid)
+            server = self._spawn_server()
+            request = marshal.dumps((list(argv), env, cwd or home, self.uid, self.gid, out.name, err.name))
+            server.stdin.write(len(request).to_bytes(4, "big") + request)
+            server.stdin.flush()
+            pid = self._read(server)
+            timer = threading.Timer(timeout, _kill_quietly, (pid, signal.SIGKILL))
+            timer.start()
+            try:
+                status, maxrss, seconds = self._read(server)
+            finally:
+                timer.cancel()
+            return {
+                "rc": os.waitstatus_to_exitcode(status), "seconds": seconds, "maxrss_kib": maxrss,
+                "out": out.read().decode("utf-8", "replace"), "err": err.read().decode("utf-8", "replace"),
+            }
+
+    def check(self, argv, home, what, **kwargs):
+        result = self.run(argv, home, **kwargs)
+        if result["rc"] != 0:
+            raise RuntimeError(f"{what} failed (exit {result['rc']}): {argv}\n{result['out'][-2000:]}{result['err'][-2000:]}")
+        return result
+
+
+def _kill_quietly(pid, sig):
+    try:
+        os.kill(pid, sig)
+    except OSError:
+        pass
+
+
+# ---------------------------------------------------------------- PID bookkeeping (stop what we started)
+
+
+def _proc_start_time(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return int(fields[19]), int(fields[1])  # starttime, ppid
+    except (OSError, IndexError, ValueError):
+        return None, None
+
+
+class PidRegistry:
+    """Remembers (pid, start time) of supervisord and its descendants; stops survivors at the end."""
+
+    def __init__(self):
+        self.known = {}
+
+    def record_tree(self, root_pid):
+        if not root_pid:
+            return
+        children = {}
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                start, ppid = _proc_start_time(int(name))
+                if start is not None:
+                    children.setdefault(ppid, []).append((int(name), start))
+        start, _ = _proc_start_time(root_pid)
+        if start is None:
+            return
+        todo = [(root_pid, start)]
+        while todo:
+            pid, start = todo.pop()
+            self.known[pid] = start
+            todo.extend(children.get(pid, ()))
+
+    def alive(self):
+        return [pid for pid, start in self.known.items() if _proc_start_time(pid)[0] == start]
+
+    def stop_all(self, grace=5.0):
+        survivors = self.alive()
+        for pid in survivors:
+            _kill_quietly(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while survivors and time.monotonic() < deadline:
+            time.sleep(0.1)
+            survivors = self.alive()
+        for pid in survivors:
+            _kill_quietly(pid, signal.SIGKILL)
+        return survivors
+
+
+# ---------------------------------------------------------------- venvs
+
+
+def _usable_by_user(runner, python):
+    try:
+        return runner.run([python, "-c", "import venv, ensurepip"], home="/", timeout=30)["rc"] == 0
+    except OSError:
+        return False
+
+
+def choose_base_python(runner, requested):
+    candidates = [requested] if requested else [sys.executable, os.path.realpath(sys.executable), "/usr/bin/python3"]
+    for candidate in candidates:
+        if candidate and os.path.exists(candidate) and _usable_by_user(runner, candidate):
+            return candidate
+    raise SystemExit(f"bench: no Python interpreter usable by user {runner.user!r} among {candidates}; pass --base-python")
+
+
+def _pip(venv, *args):
+    argv = [os.path.join(venv, "bin", "python"), "-m", "pip", "install", "--quiet", "--use-pep517", *args]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+    noise = re.compile(r"Location .* is ignored|^\s*$")
+    err = "\n".join(line for line in result.stderr.splitlines() if not noise.search(line))
+    return result.returncode, err
+
+
+def _venv_ok(runner, venv, probe):
+    python = os.path.join(venv, "bin", "python")
+    return os.path.exists(python) and runner.run([python, "-c", probe], home="/", timeout=60)["rc"] == 0
+
+
+def _make_venv(base_python, venv):
+    shutil.rmtree(venv, ignore_errors=True)
+    subprocess.run([base_python, "-m", "venv", venv], check=True, timeout=300)
+
+
+def ensure_gravity_venv(runner, base_python):
+    venv = os.path.join(BENCH, ".venv-gravity")
+    if not _venv_ok(runner, venv, "import gravity, gunicorn, celery"):
+        log(f"creating {venv}")
+        _make_venv(base_python, venv)
+        rc, err = _pip(venv, GRAVITY_PIN, "gunicorn", "celery")
+        if rc != 0:
+            log(f"{GRAVITY_PIN} did not install ({err.strip().splitlines()[-1:]}); trying the newest gravity")
+            rc, err = _pip(venv, "gravity", "gunicorn", "celery")
+            if rc != 0:
+                raise SystemExit(f"bench: gravity does not install:\n{err}")
+    return venv
+
+
+def _stage_checkout(dest):
+    """A copy of what ``pip install /work/main`` needs, so pip builds nothing inside the checkout."""
+    os.makedirs(dest)
+    for name in ("setup.py", "setup.cfg", "pyproject.toml", "MANIFEST.in", "README.rst", "galaxyctl", "LICENSE"):
+        source = os.path.join(REPO, name)
+        if os.path.isfile(source):
+            shutil.copy2(source, dest)
+    shutil.copytree(os.path.join(REPO, "galaxyctl_libs"), os.path.join(dest, "galaxyctl_libs"),
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    staged_readme = not os.path.exists(os.path.join(dest, "README.rst"))
+    if staged_readme:  # setup.py reads it; the other engineer writes it
+        with open(os.path.join(dest, "README.rst"), "w") as handle:
+            handle.write("galaxyctl\n=========\n")
+    return staged_readme
+
+
+def ensure_ours_venv(runner, base_python, workdir):
+    venv = os.path.join(BENCH, ".venv-ours")
+    if not _venv_ok(runner, venv, "import yaml, supervisor, gunicorn, celery"):
+        log(f"creating {venv}")
+        _make_venv(base_python, venv)
+        rc, err = _pip(venv, "pyyaml", "supervisor", "gunicorn", "celery")
+        if rc != 0:
+            raise SystemExit(f"bench: dependencies of ours do not install:\n{err}")
+    staged = os.path.join(workdir, "staged-checkout")
+    stub_readme = _stage_checkout(staged)
+    rc, err = _pip(venv, "--no-deps", "--force-reinstall", staged)
+    if rc != 0:
+        raise SystemExit(f"bench: pip install of the checkout failed:\n{err}")
+    return venv, stub_readme
+
+
+def venv_versions(venv):
+    code = ("import importlib.metadata as m, json, sys\n"
+            "out = {'python': sys.version.split()[0]}\n"
+            "for d in ('gravity', 'galaxyctl', 'gunicorn', 'celery', 'supervisor', 'pydantic'):\n"
+            "    try: out[d] = m.version(d)\n"
+            "    except Exception: pass\n"
+            "print(json.dumps(out))")
+    result = subprocess.run([os.path.join(venv, "bin", "python"), "-c", code], capture_output=True, text=True, timeout=60, cwd="/")
+    return json.loads(result.stdout or "{}")
+
+
+# ---------------------------------------------------------------- the two tools
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Instance:
+    """One demo Galaxy tree + config + state dir, for one tool."""
+
+    def __init__(self, tool, name, root, config, state_dir, port):
+        self.tool, self.name, self.root, self.config, self.state_dir, self.port = tool, name, root, config, state_dir, port
+
+    @property
+    def pidfile(self):
+        return os.path.join(self.state_dir, "supervisor", "supervisord.pid")
+
+    def supervisord_pid(self):
+        try:
+            with open(self.pidfile) as handle:
+                pid = int(handle.read().strip())
+            os.kill(pid, 0)
+            return pid
+        except (OSError, ValueError):
+            return None
+
+    def rendered_processes(self):
+        """How many processes the supervisor files ask for (``numprocs`` summed over programs)."""
+        total = 0
+        conf_dir = os.path.join(self.state_dir, "supervisor", "supervisord.conf.d")
+        for dirpath, _, filenames in os.walk(conf_dir):
+            for filename in filenames:
+                if not filename.endswith(".conf"):
+                    continue
+                with open(os.path.join(dirpath, filename)) as handle:
+                    text = handle.read()
+                for section in re.split(r"^\[", text, flags=re.M):
+                    if section.startswith("program:"):
+                        found = re.search(r"^numprocs\s*=\s*(\d+)", section, re.M)
+                        total += int(found.group(1)) if found else 1
+        return total
+
+    def rendered_commands(self):
+        commands = []
+        conf_dir = os.path.join(self.state_dir, "supervisor", "supervisord.conf.d")
+        for dirpath, _, filenames in os.walk(conf_dir):
+            for filename in sorted(filenames):
+                with open(os.path.join(dirpath, filename)) as handle:
+                    commands += re.findall(r"^command\s*=\s*(.*)$", handle.read(), re.M)
+        return commands
+
+
+class Tool:
+    def __init__(self, key, label, venv, runner, workdir, pids):
+        self.key, self.label, self.venv, self.runner, self.pids = key, label, venv, runner, pids
+        self.python = os.path.join(venv, "bin", "python")
+        self.script = os.path.join(venv, "bin", "galaxyctl")
+        self.home = os.path.join(workdir, f"home-{key}")
+        os.makedirs(self.home)
+        runner.chown(self.home)
+        self.instances = []
+
+    def argv(self, instance, *command):
+        raise NotImplementedError
+
+    def help_argv(self):
+        return [self.python, self.script, "--help"]
+
+    def run(self, instance, *command, timeout=CMD_TIMEOUT):
+        return self.runner.run(self.argv(instance, *command), home=self.home, timeout=timeout)
+
+    def check(self, instance, *command, timeout=CMD_TIMEOUT):
+        return self.runner.check(self.argv(instance, *command), self.home, f"{self.label} {' '.join(command)}",
+                                 timeout=timeout)
+
+    def prepare(self, instance):
+        """Register (ours) and write the supervisor files once."""
+        self.instances.append(instance)
+
+    def remember(self, instance):
+        self.pids.record_tree(instance.supervisord_pid())
+
+    def shutdown(self, instance):
+        self.remember(instance)
+        if instance.supervisord_pid():
+            self.run(instance, "shutdown", timeout=120)
+
+
+class Gravity(Tool):
+    def argv(self, instance, *command):
+        return [self.python, self.script, "--state-dir", instance.state_dir, "-c", instance.config, *command]
+
+    def prepare(self, instance):
+        super().prepare(instance)
+        self.check(instance, "update")
+
+
+class Ours(Tool):
+    def argv(self, instance, *command):
+        extra = ["--allow-root"] if self.runner.uid is None and os.geteuid() == 0 else []
+        return [self.python, self.script, "--state-dir", instance.state_dir, *extra, *command]
+
+    def prepare(self, instance):
+        super().prepare(instance)
+        self.check(instance, "register", instance.config)
+        self.check(instance, "update")
+
+
+def make_instance(tool, name, workdir, settings_fn, ours_python):
+    root = os.path.join(workdir, f"{tool.key}-{name}", "galaxy")
+    state_dir = os.path.join(workdir, f"{tool.key}-{name}", "state")
+    os.makedirs(state_dir)
+    port = free_port()
+    gravity = settings_fn(root, port, tool.venv)
+    code = ("import json, sys\nfrom galaxyctl_libs.demo import make_demo_galaxy\n"
+            "print(make_demo_galaxy(sys.argv[1], int(sys.argv[2]), gravity=json.loads(sys.argv[3])))")
+    config = subprocess.run([ours_python, "-c", code, root, str(port), json.dumps(gravity)],
+                            capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    tool.runner.chown(os.path.join(workdir, f"{tool.key}-{name}"))
+    return Instance(tool, name, root, config, state_dir, port)
+
+
+def _web(root, port, venv, preload=False, **extra):
+    env = {"PYTHONPATH": os.path.join(root, "lib")}  # gravity does not add it; ours does: same for both
+    settings = {
+        "galaxy_root": root,
+        "virtualenv": venv,
+        "gunicorn": {"bind": f"127.0.0.1:{port}", "preload": preload, "environment": env},
+        "celery": {"enable": False, "enable_beat": False},
+    }
+    settings.update(extra)
+    return settings
+
+
+def settings_full(root, port, venv):
+    env = {"PYTHONPATH": os.path.join(root, "lib")}
+    return _web(root, port, venv, celery={"enable": True, "enable_beat": True, "environment": env},
+                handlers={"handler": {"processes": 1}})
+
+
+def settings_handlers(count):
+    return lambda root, port, venv: _web(root, port, venv, handlers={"handler": {"processes": count}})
+
+
+def settings_web(preload):
+    return lambda root, port, venv: _web(root, port, venv, preload=preload)
+
+
+def settings_herder(root, port, venv):
+    return _web(root, port, venv, app_server="unicornherder")
+
+
+# ---------------------------------------------------------------- HTTP
+
+
+def get(port, timeout=5.0):
+    """(ok, status-or-error, worker pid or None, seconds)."""
+    started = time.perf_counter()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", READY_PATH)
+        response = conn.getresponse()
+        body = response.read()
+        pid = None
+        if response.status == 200:
+            try:
+                pid = json.loads(body).get("pid")
+            except ValueError:
+                pass
+        return response.status == 200, response.status, pid, time.perf_counter() - started
+    except (OSError, http.client.HTTPException) as exc:
+        return False, type(exc).__name__, None, time.perf_counter() - started
+    finally:
+        conn.close()
+
+
+def wait_http(port, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if get(port, timeout=2.0)[0]:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+# ---------------------------------------------------------------- measurements
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def interleaved(runs, tools, measure, label):
+    """Call ``measure(tool)`` ``runs`` times per tool, the order flipping every run; → {key: [results]}."""
+    samples = {tool.key: [] for tool in tools}
+    for index in range(runs):
+        for tool in (tools if index % 2 == 0 else tools[::-1]):
+            samples[tool.key].append(measure(tool))
+    log(f"{label}: " + ", ".join(f"{t.key} {median([s['seconds'] for s in samples[t.key]]):.3f}s" for t in tools
+                                    if all('seconds' in s for s in samples[t.key])))
+    return samples
+
+
+def measure_start(tool, instance):
+    """From stopped (supervisord not running): → seconds to first HTTP 200 and to the tool's exit."""
+    tool.shutdown(instance)
+    if get(instance.port, timeout=0.5)[0]:
+        raise RuntimeError(f"port {instance.port} still answers after shutdown")
+    first = {}
+    stop = threading.Event()
+    t0 = time.perf_counter()
+
+    def poll():
+        while not stop.is_set() and time.perf_counter() - t0 < 120:
+            if get(instance.port, timeout=2.0)[0]:
+                first["seconds"] = time.perf_counter() - t0
+                return
+            time.sleep(0.005)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    result = tool.run(instance, "start")  # the Runner's clock starts a hair after t0: same for both tools
+    exit_seconds = time.perf_counter() - t0
+    poller.join(timeout=120)
+    stop.set()
+    tool.remember(instance)
+    return {"seconds": exit_seconds, "exit_seconds": exit_seconds, "first_200": first.get("seconds"),
+            "rc": result["rc"], "maxrss_kib": result["maxrss_kib"]}
+
+
+def measure_graceful(tool, instance, min_requests=300, interval=0.01, tail_seconds=1.0, cap_seconds=120):
+    """A bounded request loop across ``graceful``: failures, worst latency, whether new workers answered."""
+    if not wait_http(instance.port, 60):
+        raise RuntimeError(f"{tool.label} {instance.name}: not answering before graceful")
+    records = []  # (t, ok, status, pid, latency)
+    stop = threading.Event()
+    t0 = time.perf_counter()
+
+    def loop():
+        while not stop.is_set() and time.perf_counter() - t0 < cap_seconds:
+            ok, status, pid, latency = get(instance.port, timeout=10.0)
+            records.append((time.perf_counter() - t0, ok, status, pid, latency))
+            time.sleep(interval)
+
+    worker = threading.Thread(target=loop, daemon=True)
+    worker.start()
+    deadline = time.monotonic() + 30
+    while len(records) < 50 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    before = {r[3] for r in records if r[1]}
+    launched = time.perf_counter() - t0
+    result = tool.run(instance, "graceful")
+    returned = time.perf_counter() - t0
+    new_seen = None
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        fresh = [r for r in records if r[0] > launched and r[1] and r[3] not in before]
+        if fresh:
+            new_seen = fresh[0][0] - launched
+            break
+        time.sleep(0.02)
+    # a tail after the reload, and at least min_requests in all (bounded by cap_seconds)
+    tail_until = time.perf_counter() + tail_seconds
+    while (time.perf_counter() < tail_until or len(records) < min_requests) and time.perf_counter() - t0 < cap_seconds:
+        time.sleep(0.02)
+    stop.set()
+    worker.join(timeout=15)
+    tool.remember(instance)
+    failed = [r for r in records if not r[1]]
+    outage, down_since = 0.0, None  # longest span from a failed request's start to the next good one's start
+    for done, ok, _, _, latency in records:
+        began = done - latency
+        if not ok and down_since is None:
+            down_since = began
+        elif ok and down_since is not None:
+            outage, down_since = max(outage, began - down_since), None
+    if down_since is not None:
+        outage = max(outage, records[-1][0] - down_since)
+    return {
+        "longest_outage": outage,
+        "seconds": returned - launched, "rc": result["rc"], "maxrss_kib": result["maxrss_kib"],
+        "requests": len(records), "failed": len(failed), "worst_latency": max((r[4] for r in records), default=None),
+        "new_workers_after": new_seen, "failure_kinds": sorted({str(r[2]) for r in failed}),
+    }
+
+
+def settle(instance, seconds=1.0):
+    wait_http(instance.port, 60)
+    time.sleep(seconds)
+
+
+# ---------------------------------------------------------------- the table
+
+
+class Table:
+    def __init__(self):
+        self.rows = []
+
+    def add(self, figure, gravity, ours, unit="s", note="", ratio=True):
+        if ratio and isinstance(gravity, (int, float)) and isinstance(ours, (int, float)) and ours > 0:
+            value = gravity / ours
+        else:
+            value = None
+        self.rows.append({"figure": figure, "unit": unit, "gravity": gravity, "ours": ours, "ratio": value, "note": note})
+
+    @staticmethod
+    def fmt(value, unit):
+        if value is None:
+            return "n/a"
+        if isinstance(value, str):
+            return value
+        if unit == "s":
+            return f"{value:.3f} s"
+        if unit == "ms":
+            return f"{value:.1f} ms"
+        if unit == "MiB":
+            return f"{value:.1f} MiB"
+        if isinstance(value, float):
+            return f"{value:.2f}"
+        return str(value)
+
+    def render(self):
+        lines = []
+        width = max(len(r["figure"]) for r in self.rows) + 2
+        lines.append(f"{'figure':<{width}}{'gravity':>14}{'ours':>14}{'ratio':>9}  note")
+        lines.append("-" * (width + 14 + 14 + 9 + 8))
+        for row in self.rows:
+            ratio = f"{row['ratio']:.1f}x" if row["ratio"] is not None else ""
+            lines.append(f"{row['figure']:<{width}}{self.fmt(row['gravity'], row['unit']):>14}"
+                         f"{self.fmt(row['ours'], row['unit']):>14}{ratio:>9}  {row['note']}")
+        return "\n".join(lines)
+
+
+def rss_mib(samples):
+    value = median([s["maxrss_kib"] for s in samples])
+    return value / MIB if value is not None else None
+
+
+def secs(samples, key="seconds"):
+    return median([s.get(key) for s in samples])
+
+
+# ---------------------------------------------------------------- profiling (ours)
+
+
+def profile_ours(tool, instance):
+    out = os.path.join(tool.home, "status.prof")
+    runner = tool.runner
+    imports = runner.run([tool.python, "-X", "importtime", tool.script, "--state-dir", instance.state_dir, "status"],
+                         home=tool.home)
+    rows = []
+    for line in imports["err"].splitlines():
+        found = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)", line)
+        if found:
+            rows.append((int(found.group(2)), int(found.group(1)), len(found.group(3)) // 2, found.group(4)))
+    total = sum(r[1] for r in rows)
+    top = sorted((r for r in rows if r[2] <= 2), reverse=True)[:15]
+    runner.run([tool.python, "-m", "cProfile", "-o", out, tool.script, "--state-dir", instance.state_dir, "status"],
+               home=tool.home)
+    stats = runner.run([tool.python, "-c", "import pstats, sys; pstats.Stats(sys.argv[1]).sort_stats('cumulative')"
+                        ".print_stats(25)", out], home=tool.home)
+    return {"import_total_us": total, "top_imports": [{"cumulative_us": c, "self_us": s, "module": m} for c, s, _, m in top],
+            "cprofile": stats["out"]}
+
+
+# ---------------------------------------------------------------- main
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=10, help="A/B runs per figure (default: %(default)s)")
+    parser.add_argument("--graceful-runs", type=int, help="runs for start and graceful figures (default: --runs)")
+    parser.add_argument("--json", metavar="OUT", help="write the results as JSON here")
+    parser.add_argument("--user", default="nobody", help="as root: run both tools as this user (default: %(default)s)")
+    parser.add_argument("--base-python", help="interpreter for the venvs (default: this one, if --user can run it)")
+    parser.add_argument("--profile", action="store_true", help="also profile ours' status (-X importtime, cProfile)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (for inspection)")
+    args = parser.parse_args(argv)
+    long_runs = args.graceful_runs or args.runs
+
+    runner = Runner(args.user)
+    workdir = tempfile.mkdtemp(prefix="gxbench-")
+    os.chmod(workdir, 0o755)
+    pids = PidRegistry()
+    tools = []
+    previous = {s: signal.signal(s, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt())) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        base_python = choose_base_python(runner, args.base_python)
+        gravity_venv = ensure_gravity_venv(runner, base_python)
+        ours_venv, stub_readme = ensure_ours_venv(runner, base_python, workdir)
+        gravity = Gravity("gravity", "gravity", gravity_venv, runner, workdir, pids)
+        ours = Ours("ours", "galaxyctl", ours_venv, runner, workdir, pids)
+        tools = [gravity, ours]
+        ours_python = ours.python
+        meta = {
+            "when": time.strftime("%Y-%m-%d %H:%M:%S"), "host": platform.node(), "cpus": os.cpu_count(),
+            "kernel": platform.release(), "runs": args.runs, "long_runs": long_runs,
+            "run_as": runner.user if runner.uid is not None else pwd.getpwuid(os.geteuid()).pw_name,
+            "base_python": base_python, "gravity_venv": venv_versions(gravity_venv), "ours_venv": venv_versions(ours_venv),
+            "ours_installed_with_stub_readme": stub_readme,
+        }
+        log(f"gravity venv {meta['gravity_venv']}; ours venv {meta['ours_venv']}")
+        table = Table()
+        raw = {}
+
+        # -------- scenario trees
+        inst = {}
+        for tool in tools:
+            inst[(tool.key, "full")] = make_instance(tool, "full", workdir, settings_full, ours_python)
+            for count in HANDLER_COUNTS:
+                inst[(tool.key, f"h{count}")] = make_instance(tool, f"h{count}", workdir, settings_handlers(count), ours_python)
+            inst[(tool.key, "web")] = make_instance(tool, "web", workdir, settings_web(False), ours_python)
+            inst[(tool.key, "webpre")] = make_instance(tool, "webpre", workdir, settings_web(True), ours_python)
+        inst[("ours", "herder")] = make_instance(ours, "herder", workdir, settings_herder, ours_python)
+        first_update = {}
+        for (key, name), instance in inst.items():
+            tool = instance.tool
+            started = time.perf_counter()
+            tool.prepare(instance)
+            first_update[(key, name)] = time.perf_counter() - started
+
+        # -------- 1. CLI: floor, --help, status (4 services running), no-op update
+        log("starting the 4-service instances")
+        for tool in tools:
+            full = inst[(tool.key, "full")]
+            tool.check(full, "start", timeout=180)
+            tool.remember(full)
+            if not wait_http(full.port, 60):
+                raise RuntimeError(f"{tool.label}: the 4-service instance does not answer HTTP")
+        time.sleep(3)  # let celery and beat finish booting
+        for tool in tools:
+            tool.remember(inst[(tool.key, "full")])
+
+        def floor(tool):
+            return runner.run([tool.python, "-c", "pass"], home=tool.home)
+
+        def helps(tool):
+            return runner.run(tool.help_argv(), home=tool.home)
+
+        def status(tool):
+            return tool.run(inst[(tool.key, "full")], "status")
+
+        def noop_update(tool):
+            return tool.run(inst[(tool.key, "full")], "update")
+
+        for name, fn in (("python -c pass", floor), ("--help", helps), ("status", status), ("update no-op", noop_update)):
+            for tool in tools:  # warm-up, not counted
+                fn(tool)
+            raw[name] = interleaved(args.runs, tools, fn, name)
+        status_rows = {}
+        for tool in tools:
+            last = status(tool)
+            status_rows[tool.key] = {"rc": last["rc"], "out": last["out"].strip().splitlines(),
+                                     "processes_rendered": inst[(tool.key, "full")].rendered_processes()}
+        raw["status_output"] = status_rows
+        profile = profile_ours(ours, inst[("ours", "full")]) if args.profile else None
+        for tool in tools:
+            tool.shutdown(inst[(tool.key, "full")])
+
+        g, o = raw["python -c pass"]["gravity"], raw["python -c pass"]["ours"]
+        table.add("python -c pass (venv floor)", secs(g), secs(o))
+        table.add("--help", secs(raw["--help"]["gravity"]), secs(raw["--help"]["ours"]))
+        procs = {k: v["processes_rendered"] for k, v in status_rows.items()}
+        table.add("status, supervisord up, 4 services", secs(raw["status"]["gravity"]), secs(raw["status"]["ours"]),
+                  note=f"processes rendered: gravity {procs['gravity']}, ours {procs['ours']}; "
+                       f"exit codes {status_rows['gravity']['rc']}/{status_rows['ours']['rc']}")
+        table.add("update no-op, supervisord up", secs(raw["update no-op"]["gravity"]), secs(raw["update no-op"]["ours"]))
+        for label, name in (("--help", "--help"), ("status", "status"), ("update no-op", "update no-op")):
+            table.add(f"{label} / own python -c pass", secs(raw[name]["gravity"]) / secs(g), secs(raw[name]["ours"]) / secs(o),
+                      unit="x", ratio=False)
+
+        # -------- 2. update scaling with dynamic handlers (supervisord not running)
+        scaling = {}
+        for count in HANDLER_COUNTS:
+            def update_n(tool, count=count):
+                return tool.run(inst[(tool.key, f"h{count}")], "update")
+            for tool in tools:
+                update_n(tool)
+            scaling[count] = interleaved(args.runs, tools, update_n, f"update no-op, {count} handlers")
+        raw["update_handlers"] = {str(k): v for k, v in scaling.items()}
+        for count in HANDLER_COUNTS:
+            rendered = {t.key: inst[(t.key, f"h{count}")].rendered_processes() - 1 for t in tools}  # minus gunicorn
+            table.add(f"update no-op, {count} handler processes", secs(scaling[count]["gravity"]),
+                      secs(scaling[count]["ours"]),
+                      note=f"handler processes rendered: gravity {rendered['gravity']}, ours {rendered['ours']}")
+        for tool in tools:
+            t1, t100, t500 = (secs(scaling[c][tool.key]) for c in (1, 100, 500))
+            raw.setdefault("growth", {})[tool.key] = {
+                "ms_per_100_handlers": (t500 - t1) / 4.99 * 1000,
+                "growth_500_vs_100": (t500 - t1) / (t100 - t1) if t100 - t1 > 0.002 else None,
+            }
+        gr = raw["growth"]
+        table.add("update: ms per 100 handlers (1->500)", gr["gravity"]["ms_per_100_handlers"], gr["ours"]["ms_per_100_handlers"],
+                  unit="ms")
+        table.add("update: (t500-t1)/(t100-t1), linear ~5", gr["gravity"]["growth_500_vs_100"], gr["ours"]["growth_500_vs_100"],
+                  unit="x", ratio=False, note="" if None not in (gr["gravity"]["growth_500_vs_100"], gr["ours"]["growth_500_vs_100"])
+                  else "n/a: t100 - t1 below timer noise")
+        table.add("first update (writes files), 500 handlers", first_update[("gravity", "h500")],
+                  first_update[("ours", "h500")], note="single run; ours includes register")
+        for name in ("--help", "status", "update no-op"):
+            table.add(f"peak RSS {name}", rss_mib(raw[name]["gravity"]), rss_mib(raw[name]["ours"]), unit="MiB")
+        table.add("peak RSS update, 500 handlers", rss_mib(scaling[500]["gravity"]), rss_mib(scaling[500]["ours"]), unit="MiB")
+        table.add("peak RSS python -c pass", rss_mib(g), rss_mib(o), unit="MiB")
+
+        # -------- 3. start -> first HTTP 200, -> tool's exit ("ready")
+        def start(tool):
+            return measure_start(tool, inst[(tool.key, "web")])
+
+        raw["start"] = interleaved(long_runs, tools, start, "start")
+        for tool in tools:
+            tool.shutdown(inst[(tool.key, "web")])
+        for tool in tools:
+            for sample in raw["start"][tool.key]:
+                sample["exit_minus_first_200"] = (sample["exit_seconds"] - sample["first_200"]) if sample["first_200"] else None
+        sg, so = raw["start"]["gravity"], raw["start"]["ours"]
+        table.add("start -> first HTTP 200", secs(sg, "first_200"), secs(so, "first_200"))
+        table.add("start -> tool exits (its 'ready')", secs(sg, "exit_seconds"), secs(so, "exit_seconds"))
+        table.add("tool exit - first 200 (<0: exits unready)", secs(sg, "exit_minus_first_200"),
+                  secs(so, "exit_minus_first_200"), ratio=False,
+                  note="gravity does not wait for HTTP" if (secs(sg, "exit_minus_first_200") or 0) < 0 else "")
+        table.add("peak RSS start", rss_mib(sg), rss_mib(so), unit="MiB")
+
+        # -------- 4. graceful under a request loop
+        modes = [("preload false", "web"), ("preload true (Galaxy default)", "webpre"), ("unicornherder (ours)", "herder")]
+        raw["graceful"] = {}
+        for label, name in modes:
+            mode_tools = [t for t in tools if (t.key, name) in inst]
+            note = ""
+            if name == "herder":
+                commands = inst[("ours", "herder")].rendered_commands()
+                if not any("herder" in c for c in commands):
+                    table.add(f"graceful {label}: failed requests", "n/a", "n/a", unit="",
+                              note="ours renders no herder yet (plain gunicorn); gravity: unicornherder not installable")
+                    raw["graceful"][label] = {"skipped": "no herder in rendered command", "commands": commands}
+                    continue
+                note = "gravity: unicornherder not installable"
+            for tool in mode_tools:
+                tool.check(inst[(tool.key, name)], "start", timeout=180)
+                tool.remember(inst[(tool.key, name)])
+                settle(inst[(tool.key, name)])
+
+            def graceful(tool, name=name):
+                result = measure_graceful(tool, inst[(tool.key, name)])
+                settle(inst[(tool.key, name)], 0.5)
+                return result
+
+            samples = interleaved(long_runs, mode_tools, graceful, f"graceful {label}")
+            for tool in mode_tools:
+                tool.shutdown(inst[(tool.key, name)])
+            raw["graceful"][label] = samples
+            gs, os_ = samples.get("gravity"), samples.get("ours")
+
+            def total(s, key):
+                return sum(x[key] for x in s) if s else None
+
+            def worst(s):
+                return max(x["worst_latency"] for x in s) * 1000 if s else None
+
+            reloaded = {k: sum(1 for x in v if x["new_workers_after"] is not None) for k, v in samples.items()}
+            table.add(f"graceful {label}: failed / requests",
+                      f"{total(gs, 'failed')}/{total(gs, 'requests')}" if gs else "n/a",
+                      f"{total(os_, 'failed')}/{total(os_, 'requests')}", unit="", ratio=False,
+                      note=(note + "; " if note else "") + "reloads seen: " +
+                      ", ".join(f"{k} {v}/{len(samples[k])}" for k, v in reloaded.items()))
+            table.add(f"graceful {label}: worst latency", worst(gs), worst(os_), unit="ms")
+            table.add(f"graceful {label}: longest outage", max(x["longest_outage"] for x in gs) if gs else None,
+                      max(x["longest_outage"] for x in os_), ratio=False, note="failed requests back to back")
+            table.add(f"graceful {label}: median worst latency",
+                      median([x["worst_latency"] * 1000 for x in gs]) if gs else None,
+                      median([x["worst_latency"] * 1000 for x in os_]), unit="ms")
+            table.add(f"graceful {label}: command time", secs(gs) if gs else None, secs(os_))
+            table.add(f"graceful {label}: -> new workers answer", secs(gs, "new_workers_after") if gs else None,
+                      secs(os_, "new_workers_after"))
+
+        # -------- targets (issue 7)
+        st, sf = secs(raw["status"]["ours"]), secs(o)
+        targets = [
+            ("status >= 10x faster than gravity", secs(raw["status"]["gravity"]) / st >= 10),
+            ("status <= 3x own python -c pass", st / sf <= 3),
+            ("--help <= 3x own python -c pass", secs(raw["--help"]["ours"]) / sf <= 3),
+            ("peak RSS of status/--help/update <= 20 MiB",
+             max(rss_mib(raw[n]["ours"]) for n in ("--help", "status", "update no-op")) <= 20),
+            ("update no-op, 500 handlers <= 0.3 s", secs(scaling[500]["ours"]) <= 0.3),
+            ("start -> first 200 <= 0.5 s", (secs(so, "first_200") or 99) <= 0.5),
+            ("ready reported <= 0.3 s after first 200", 0 <= (secs(so, "exit_minus_first_200") or 99) <= 0.3),
+        ]
+        for label, _ in modes:
+            samples = raw["graceful"].get(label, {})
+            if isinstance(samples, dict) and samples.get("ours"):
+                targets.append((f"0 failed requests, graceful {label}", sum(x["failed"] for x in samples["ours"]) == 0))
+        if not any("herder" in c for c in inst[("ours", "herder")].rendered_commands()):
+            targets.append(("unicornherder mode measured", False))
+        handlers_rendered = inst[("ours", "h500")].rendered_processes() - 1
+        if handlers_rendered != 500:
+            targets.append((f"ours renders 500 handler processes (got {handlers_rendered})", False))
+
+        print()
+        print(f"galaxyctl vs gravity {meta['gravity_venv'].get('gravity')} — medians of {args.runs} A/B runs "
+              f"({long_runs} for start/graceful); {meta['cpus']} CPUs; tools run as {meta['run_as']}; "
+              f"gunicorn {meta['ours_venv'].get('gunicorn')}; python {meta['ours_venv'].get('python')}")
+        print(table.render())
+        print()
+        print("issue 7 targets (ours):")
+        for label, ok in targets:
+            print(f"  [{'ok' if ok else 'MISS'}] {label}")
+        result = {"meta": meta, "rows": table.rows, "targets": [{"target": t, "met": ok} for t, ok in targets], "raw": raw}
+        if profile:
+            result["profile_ours_status"] = prof = profile
+            print(f"\nours: 'status' imports (supervisord up, 4 services), total {prof['import_total_us'] / 1000:.1f} ms; top:")
+            for row in prof["top_imports"]:
+                print(f"  {row['cumulative_us'] / 1000:7.1f} ms  {row['module']}")
+            print("\nours: cProfile of 'status' (cumulative):")
+            print("\n".join(prof["cprofile"].splitlines()[:45]))
+        if args.json:
+            with open(args.json, "w") as handle:
+                json.dump(result, handle, indent=2, default=str)
+            log(f"wrote {args.json}")
+        return 0 if all(ok for _, ok in targets) else 1
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second Ctrl+C must not cut the clean-up short
+            signal.signal(sig, signal.SIG_IGN)
+        log("cleaning up")
+        for tool in tools:
+            for instance in tool.instances:
+                try:
+                    tool.shutdown(instance)
+                except Exception as exc:  # keep cleaning
+                    log(f"{tool.label} shutdown of {instance.name}: {exc}")
+        runner.close()
+        survivors = pids.stop_all()
+        if survivors:
+            log(f"had to signal leftover PIDs: {survivors}")
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if args.keep:
+            log(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
