@@ -13,7 +13,9 @@ SIGHUP: reload.  SIGTERM/SIGINT/SIGQUIT: graceful stop, exit 0.  The master died
 
 import argparse
 import ctypes
+import grp
 import os
+import pwd
 import signal
 import sys
 import time
@@ -142,7 +144,9 @@ def describe(status):
 class Herder:
     """One gunicorn, reloaded in place: the herder's PID is what supervisord sees throughout."""
 
-    def __init__(self, pidfile, command, bind=None, ready_path=READY_PATH, ready_timeout=300.0, stop_timeout=40.0):
+    def __init__(self, pidfile, command, bind=None, ready_path=READY_PATH, ready_timeout=300.0, stop_timeout=40.0,
+                 user=None, group=None):
+        self.user, self.group = user, group
         self.pidfile = os.path.abspath(pidfile)
         self.argv = list(command) + ["--pid", self.pidfile]
         binds = [bind] if bind else option_values(command, "-b", "--bind")
@@ -200,8 +204,8 @@ class Herder:
         for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
             signal.signal(sig, self._on_signal)
         try:
-            self.master = os.posix_spawnp(self.argv[0], self.argv, os.environ)
-        except OSError as exc:
+            self.master = spawn(self.argv, self.user, self.group)
+        except (OSError, KeyError) as exc:
             log(f"cannot start {self.argv[0]}: {exc}")
             return 1
         log(f"started gunicorn master {self.master}")
@@ -326,6 +330,26 @@ class Herder:
         return 0
 
 
+def spawn(argv, user=None, group=None):
+    """Start gunicorn; as ``user`` (with its groups) when given: the herder may run as root, Galaxy never."""
+    if not user:
+        return os.posix_spawnp(argv[0], argv, os.environ)
+    entry = pwd.getpwnam(user)
+    gid = grp.getgrnam(group).gr_gid if group else entry.pw_gid
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgid(gid)
+            os.initgroups(user, gid)
+            os.setuid(entry.pw_uid)
+            os.environ.update(HOME=entry.pw_dir, USER=user, LOGNAME=user)
+            os.execvpe(argv[0], argv, os.environ)
+        except OSError as exc:
+            print(f"herder: cannot start {argv[0]} as {user}: {exc}", file=sys.stderr, flush=True)
+        os._exit(127)
+    return pid
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m galaxyctl_libs.herder", description=__doc__.splitlines()[0],
                                      usage="%(prog)s --pidfile PATH [options] -- GUNICORN_EXE ARG...")
@@ -334,6 +358,8 @@ def parse_args(argv):
     parser.add_argument("--ready-path", default=READY_PATH, help="HTTP path that must answer < 500")
     parser.add_argument("--ready-timeout", type=float, default=300.0, help="seconds for a new master to serve")
     parser.add_argument("--stop-timeout", type=float, default=40.0, help="seconds for a master to stop")
+    parser.add_argument("--user", help="run gunicorn as this user (when the herder runs as root)")
+    parser.add_argument("--group", help="and this group (default: the user's)")
     split = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:split])
     args.command = argv[split + 1:]
@@ -344,7 +370,8 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else list(argv))
-    return Herder(args.pidfile, args.command, args.bind, args.ready_path, args.ready_timeout, args.stop_timeout).run()
+    return Herder(args.pidfile, args.command, args.bind, args.ready_path, args.ready_timeout, args.stop_timeout,
+                  args.user, args.group).run()
 
 
 if __name__ == "__main__":

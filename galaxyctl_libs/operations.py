@@ -15,7 +15,7 @@ from galaxyctl_libs import fsutil, health, jobconf
 from galaxyctl_libs import state as statemod
 from galaxyctl_libs import supervisor as sup
 from galaxyctl_libs.errors import GalaxyctlError, NotReadyError
-from galaxyctl_libs.services import GRACEFUL_HERDER, GRACEFUL_HUP, GRACEFUL_NONE, Instance, build_services
+from galaxyctl_libs.services import GRACEFUL_HERDER, GRACEFUL_HUP, GRACEFUL_NONE, Instance, build_services, pid_dir
 
 DEFAULT_READY_TIMEOUT = 120
 LOG_TAIL_LINES = 15
@@ -232,10 +232,13 @@ def _update_locked(state_dir, client=None):
                     )
     paths = sup.Paths(state_dir)
     files = sup.render_files(paths, services, log_dirs)
-    for log_dir in set(log_dirs.values()):
-        os.makedirs(log_dir, mode=0o755, exist_ok=True)
-        if any(i.run_as[0] for i in instances):
-            _chown_for(log_dir, next(i.run_as for i in instances if i.log_dir == log_dir))
+    for instance in instances:
+        os.makedirs(instance.log_dir, mode=0o755, exist_ok=True)
+        if instance.run_as[0]:
+            _chown_for(instance.log_dir, instance.run_as)
+            run_dir = pid_dir(instance)  # gunicorn, as the Galaxy user, writes its pid file here
+            os.makedirs(run_dir, mode=0o700, exist_ok=True)
+            _chown_for(run_dir, instance.run_as)
     changes = sup.reconcile(paths, files)
     applied = ((), (), ())
     client = client or sup.SupervisorClient(paths)

@@ -6,13 +6,14 @@ process manager renderer (supervisor.py) turns these into files; ``galaxyctl exe
 
 import functools
 import glob
+import hashlib
 import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from galaxyctl_libs.config import effective_preload
 
@@ -110,6 +111,15 @@ def gunicorn_version(gunicorn_exe):
     return (int(found.group(1)), int(found.group(2))) if found else None
 
 
+def pid_dir(instance):
+    """Where gunicorn writes its pid file: the supervisor dir, or (dropping to a Galaxy user, who
+    cannot enter the root-only state dir) a directory of its own under /run."""
+    if not instance.run_as[0]:
+        return os.path.join(instance.state_dir, "supervisor")
+    digest = hashlib.sha1(instance.state_dir.encode()).hexdigest()[:12]
+    return os.path.join("/run", "galaxyctl", digest)
+
+
 def _common(instance, section, service_type, service_name, argv, extra_env=(), **kwargs):
     """One Service with the settings every service shares (env, umask, timeouts, user)."""
     settings = instance.settings
@@ -181,16 +191,20 @@ def gunicorn_services(instance):
         argv += shlex.split(gunicorn.extra_args)
         name = _numbered("gunicorn", index, len(settings.gunicorn))
         graceful = GRACEFUL_HUP
-        if preload or settings.app_server == "unicornherder":
-            # HUP cannot reload preloaded code; our herder re-execs gunicorn with zero downtime instead
-            pidfile = os.path.join(instance.state_dir, "supervisor", f"{instance.name}_{name}.pid")
-            argv = [sys.executable, "-m", "galaxyctl_libs.herder", "--pidfile", pidfile, "--bind", gunicorn.bind,
-                    "--ready-path", prefix + "/api/version", "--ready-timeout", str(gunicorn.restart_timeout),
-                    "--stop-timeout", str(max(1, gunicorn.stop_timeout - 5)), "--"] + argv
+        herded = preload or settings.app_server == "unicornherder"
+        if herded:
+            # HUP cannot reload preloaded code; our herder re-execs gunicorn with zero downtime instead.
+            # It runs with galaxyctl's own interpreter and user, and starts gunicorn as the Galaxy user.
+            pidfile = os.path.join(pid_dir(instance), f"{instance.name}_{name}.pid")
+            herder = [sys.executable, "-m", "galaxyctl_libs.herder", "--pidfile", pidfile, "--bind", gunicorn.bind,
+                      "--ready-path", prefix + "/api/version", "--ready-timeout", str(gunicorn.restart_timeout),
+                      "--stop-timeout", str(max(1, gunicorn.stop_timeout - 5))]
+            user, group = instance.run_as
+            herder += (["--user", user] if user else []) + (["--group", group] if group else [])
+            argv = herder + ["--"] + argv
             graceful = GRACEFUL_HERDER
-        services.append(
-            _common(instance, gunicorn, "gunicorn", name, argv, graceful=graceful, bind=gunicorn.bind, url_prefix=prefix)
-        )
+        service = _common(instance, gunicorn, "gunicorn", name, argv, graceful=graceful, bind=gunicorn.bind, url_prefix=prefix)
+        services.append(replace(service, user=None, group=None) if herded else service)
     return services
 
 

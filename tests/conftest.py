@@ -143,6 +143,10 @@ class Galaxyctl:
         if pid:
             kill_pids([pid], timeout=30)  # supervisord stops its children on TERM
         kill_pids(pids)
+        import hashlib
+
+        run_dir = os.path.join("/run", "galaxyctl", hashlib.sha1(self.state_dir.encode()).hexdigest()[:12])
+        shutil.rmtree(run_dir, ignore_errors=True)  # pid files of services that ran as a Galaxy user
 
 
 @pytest.fixture

@@ -83,6 +83,23 @@ def test_gunicorn_runs_as_galaxy_user(gctl, demo_galaxy, user_venv, test_user):
 
 
 @ROOT_ONLY
+def test_preloaded_gunicorn_under_the_herder_runs_as_galaxy_user(gctl, demo_galaxy, user_venv, test_user):
+    """The herder (galaxyctl's own code) may run as root; the gunicorn it starts never does."""
+    config, port = demo_galaxy(gravity={"galaxy_user": test_user.pw_name, "virtualenv": user_venv,
+                                        "gunicorn": {"preload": True, "workers": 2}})
+    run_as_root_without_override(gctl, "register", config)
+    run_as_root_without_override(gctl, "start", "--timeout", "60")
+    herder = yaml.safe_load(gctl("status", "--json").stdout)["services"][0]["pid"]
+    [master] = children_of(herder)
+    assert uids(master) == {test_user.pw_uid} and len(children_of(master)) == 2
+    assert all(uids(pid) == {test_user.pw_uid} for pid in children_of(master))
+    run_as_root_without_override(gctl, "graceful", "--timeout", "60")
+    [new_master] = children_of(herder)
+    assert new_master != master and uids(new_master) == {test_user.pw_uid}
+    gctl("stop")
+
+
+@ROOT_ONLY
 def test_config_owner_is_the_default_user_and_root_is_refused(gctl, demo_galaxy, test_user):
     config, _ = demo_galaxy()
     run_as_root_without_override(gctl, "register", config)
