@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from galaxyctl_libs import exitcodes, fsutil, health
 from galaxyctl_libs import supervisor as sup
 from galaxyctl_libs.errors import GalaxyctlError
-from galaxyctl_libs.operations import read_only_targets, running_client, select_targets
+from galaxyctl_libs import targets as targets_mod
 
 
 # ---------------------------------------------------------------- status
@@ -38,16 +38,15 @@ class StatusReport:
 def status(state_dir, names=(), probe_web=True, timeout=5.0):
     """One row per service; LSB exit code: 0 all running, 3 something is not, 4 unknown."""
     try:
-        result = read_only_targets(state_dir)
+        targets = applied_targets(state_dir, names)
     except GalaxyctlError as exc:
         return StatusReport(False, None, (), exitcodes.LSB_UNKNOWN, exc.message)
-    targets = select_targets(result, names)
     if not targets:
         return StatusReport(False, None, (), exitcodes.LSB_NOT_RUNNING, "no Galaxy config is registered")
     client = sup.SupervisorClient(sup.Paths(state_dir))
     if not client.is_running():
         rows = tuple(
-            ServiceStatus(t.instance.name, t.service.service_name, t.program, "STOPPED", None, 0, "supervisord is not running")
+            ServiceStatus(t.instance_name, t.service.service_name, t.program, "STOPPED", None, 0, "supervisord is not running")
             for t in targets
         )
         return StatusReport(False, None, rows, exitcodes.LSB_NOT_RUNNING, f"supervisord is not running (state dir {state_dir})")
@@ -57,7 +56,7 @@ def status(state_dir, names=(), probe_web=True, timeout=5.0):
         key = target.program if ":" in target.program else f"{target.program}:{target.program}"
         info = infos.get(key)
         if info is None:
-            rows.append(ServiceStatus(target.instance.name, target.service.service_name, target.program, "UNKNOWN", None, 0,
+            rows.append(ServiceStatus(target.instance_name, target.service.service_name, target.program, "UNKNOWN", None, 0,
                                       "not loaded in supervisord; run 'galaxyctl update'"))
             continue
         uptime = int(info["now"] - info["start"]) if info["statename"] == sup.RUNNING and info["start"] else 0
@@ -68,7 +67,7 @@ def status(state_dir, names=(), probe_web=True, timeout=5.0):
                 probe = health.probe(endpoint, target.service.url_prefix + health.READY_PATH, timeout=timeout)
                 web = f"ok {probe.elapsed_ms:.0f}ms" if probe.ok else (probe.error or f"HTTP {probe.status}")
         rows.append(ServiceStatus(
-            target.instance.name, target.service.service_name, target.program, info["statename"],
+            target.instance_name, target.service.service_name, target.program, info["statename"],
             info["pid"] or None, uptime, info["description"], web,
         ))
     down = [r for r in rows if r.state not in (sup.RUNNING, sup.STARTING)]
@@ -92,8 +91,8 @@ def web_workers(state_dir, names=()):
     """Each web server's workers, busy or idle (gunicorn from /proc, uWSGI from its stats server)."""
     from galaxyctl_libs import workers as workersmod
 
-    targets = [t for t in select_targets(read_only_targets(state_dir), names) if t.service.bind or t.service.uwsgi_config]
-    client = running_client(state_dir)
+    targets = [t for t in applied_targets(state_dir, names) if t.service.bind or t.service.uwsgi_config]
+    client = sup.running_client(state_dir)
     if client is None:
         raise GalaxyctlError(f"supervisord is not running (state dir {state_dir})", exit_code=exitcodes.LSB_NOT_RUNNING)
     results = []
@@ -114,6 +113,16 @@ def web_workers(state_dir, names=()):
         except GalaxyctlError as exc:
             results.append(WebWorkers(target.program, target.service.service_type, info["pid"], (), exc.message))
     return results
+
+
+def applied_targets(state_dir, names=()):
+    """What supervisord was told to run (a small JSON record; no YAML, no config code on this path)."""
+    applied = targets_mod.load_applied(state_dir)
+    if applied is None:
+        from galaxyctl_libs.operations import resolved_targets
+
+        applied = resolved_targets(state_dir)
+    return targets_mod.select(applied, names)
 
 
 # ---------------------------------------------------------------- check (Nagios) and Prometheus
@@ -159,7 +168,7 @@ def check(state_dir, names=(), timeout=10.0, restart_window=300):
     ]
     web_ms = None
     if report.supervisord_running:
-        for target in select_targets(read_only_targets(state_dir), names):
+        for target in applied_targets(state_dir, names):
             if not target.service.bind:
                 continue
             endpoint = health.parse_bind(target.service.bind)

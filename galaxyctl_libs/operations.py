@@ -15,6 +15,8 @@ from galaxyctl_libs import fsutil, health, jobconf
 from galaxyctl_libs import state as statemod
 from galaxyctl_libs import supervisor as sup
 from galaxyctl_libs.errors import GalaxyctlError, NotReadyError
+from galaxyctl_libs import targets as targets_mod
+from galaxyctl_libs.targets import Target
 from galaxyctl_libs.services import GRACEFUL_HERDER, GRACEFUL_HUP, GRACEFUL_NONE, Instance, build_services, pid_dir
 
 DEFAULT_READY_TIMEOUT = 120
@@ -240,6 +242,8 @@ def _update_locked(state_dir, client=None):
             os.makedirs(run_dir, mode=0o700, exist_ok=True)
             _chown_for(run_dir, instance.run_as)
     changes = sup.reconcile(paths, files)
+    result_targets = all_targets(UpdateResult(tuple(instances), services, changes))
+    targets_mod.write_applied(state_dir, result_targets)
     applied = ((), (), ())
     client = client or sup.SupervisorClient(paths)
     if client.is_running():
@@ -267,37 +271,20 @@ def update(state_dir):
 # ---------------------------------------------------------------- choosing what to act on
 
 
-@dataclass(frozen=True)
-class Target:
-    instance: Instance
-    service: object  # services.Service
-    program: str  # the name supervisord knows it by (for XML-RPC)
-    log_file: str
-
-
-def select_targets(result, names=()):
-    """Services named by ``names`` (instance names and/or service names); all when empty."""
+def all_targets(result):
+    """Every service of an update result, with its supervisord name and log file."""
     grouped = len(result.services) > 1
     everything = []
     for instance in result.instances:
         for service in result.services[instance.name]:
             program = sup.program_names(service, grouped)[1]
-            everything.append(Target(instance, service, program, sup.log_file(service, instance.log_dir, grouped)))
-    if not names:
-        return everything
-    instance_names = {t.instance.name for t in everything}
-    wanted_instances = [n for n in names if n in instance_names]
-    wanted_services = [n for n in names if n not in instance_names]
-    pool = [t for t in everything if not wanted_instances or t.instance.name in wanted_instances]
-    if not wanted_services:
-        return pool
-    known = {t.service.service_name for t in pool}
-    unknown = [n for n in wanted_services if n not in known]
-    if unknown:
-        raise GalaxyctlError(
-            f"no instance or service named {', '.join(unknown)} (known: {', '.join(sorted(instance_names | known)) or 'none'})"
-        )
-    return [t for t in pool if t.service.service_name in wanted_services]
+            everything.append(Target(service, program, sup.log_file(service, instance.log_dir, grouped)))
+    return everything
+
+
+def select_targets(result, names=()):
+    """Services of ``result`` named by ``names`` (instance and/or service names); all when empty."""
+    return targets_mod.select(all_targets(result), names)
 
 
 # ---------------------------------------------------------------- lifecycle
@@ -461,21 +448,16 @@ def start(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progres
     )
 
 
-def running_client(state_dir):
-    client = sup.SupervisorClient(sup.Paths(state_dir))
-    return client if client.is_running() else None
-
-
 def stop(state_dir, names=()):
     """Stop services; when nothing is left running, supervisord exits too."""
     with operation_lock(state_dir):
         try:
-            programs = [t.program for t in select_targets(read_only_targets(state_dir), names)]
+            programs = [t.program for t in targets_mod.select(applied_targets(state_dir), names)]
         except GalaxyctlError:
             if names:
                 raise
             programs = None  # a broken config must not keep Galaxy from stopping: stop everything
-        client = running_client(state_dir)
+        client = sup.running_client(state_dir)
         if client is None:
             return LifecycleResult("stop", ())
         if programs is None:
@@ -539,7 +521,7 @@ def startup(state_dir, names=(), retries=2, timeout=DEFAULT_READY_TIMEOUT, progr
             progress(f"try {attempt - 1} failed ({failure.message}); restarting (try {attempt} of {retries + 1})")
         with operation_lock(state_dir):
             client = sup.SupervisorClient(sup.Paths(state_dir))
-            for target in select_targets(read_only_targets(state_dir), names):
+            for target in targets_mod.select(applied_targets(state_dir), names):
                 if target.service.bind or target.service.uwsgi_config:
                     client.kill_group(target.program)
         try:
@@ -573,7 +555,7 @@ def _wait_for_reload(client, target, timeout, progress):
 def shutdown(state_dir):
     """Stop everything and end supervisord."""
     with operation_lock(state_dir):
-        client = running_client(state_dir)
+        client = sup.running_client(state_dir)
         stopped = client.shutdown() if client is not None else False
     return LifecycleResult("shutdown", (), supervisord_stopped=stopped)
 
@@ -581,14 +563,18 @@ def shutdown(state_dir):
 # ---------------------------------------------------------------- read-only views
 
 
-def read_only_targets(state_dir):
-    """Targets from the persisted state, without touching files (status must not write)."""
+def resolved_targets(state_dir):
+    """Targets from the configs as they are now, without writing anything (for ``exec``)."""
     state = statemod.load_state(state_dir)
     resolved = resolve_all(state, enforce_user=False)
     services = {instance.name: build_services(instance) for _, instance, _, _ in resolved}
-    result = UpdateResult(tuple(i for _, i, _, _ in resolved), services, sup.Changes((), ()))
-    return result
+    return all_targets(UpdateResult(tuple(i for _, i, _, _ in resolved), services, sup.Changes((), ())))
 
+
+def applied_targets(state_dir):
+    """What the last update gave supervisord (status, stop, follow); the configs when never updated."""
+    applied = targets_mod.load_applied(state_dir)
+    return applied if applied is not None else resolved_targets(state_dir)
 
 
 # ---------------------------------------------------------------- exec, follow, show
@@ -596,7 +582,7 @@ def read_only_targets(state_dir):
 
 def find_targets(state_dir, instance_name=None, name=None):
     """Services to exec or print: all of an instance (or of everything), or the one named."""
-    targets = select_targets(read_only_targets(state_dir), [n for n in (instance_name,) if n])
+    targets = targets_mod.select(resolved_targets(state_dir), [n for n in (instance_name,) if n])
     if name:
         targets = [t for t in targets if t.service.service_name == name]
     if not targets:
@@ -626,5 +612,4 @@ def exec_service(target):
 
 
 def log_files(state_dir, names=()):
-    result = read_only_targets(state_dir)
-    return [t.log_file for t in select_targets(result, names)]
+    return [t.log_file for t in targets_mod.select(applied_targets(state_dir), names)]

@@ -13,22 +13,18 @@ import shlex
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from galaxyctl_libs.config import effective_preload
+from galaxyctl_libs.targets import (  # noqa: F401 - the service data lives with the targets
+    GRACEFUL_HERDER, GRACEFUL_HUP, GRACEFUL_NONE, Service,
+)
 
 GUNICORN_APP = "galaxy.webapps.galaxy.fast_factory:factory()"
 GUNICORN_WORKER = "galaxy.webapps.galaxy.workers.Worker"
 GUNICORN_CONFIG = "python:galaxy.web_stack.gunicorn_config"
 REPORTS_APP = "galaxy.webapps.reports.buildapp:app_factory()"
 NO_CONTROL_SOCKET_SINCE = (25, 1)  # gunicorn opens ~/.gunicorn control sockets from 25.1 on
-
-# How a service is restarted by ``graceful``.
-GRACEFUL_HUP = "hup"  # gunicorn without preload re-reads the app on SIGHUP, master stays
-GRACEFUL_RESTART = "restart"  # stop + start
-GRACEFUL_NONE = "none"  # left running (tusd: uploads must not be cut)
-GRACEFUL_HERDER = "herder"  # SIGHUP to our herder: new gunicorn master (new code), then the old one retires
-
 
 @dataclass(frozen=True)
 class Instance:
@@ -44,40 +40,6 @@ class Instance:
     log_dir: str
     run_as: tuple = (None, None)  # (user, group) when galaxyctl runs as root
     handlers: tuple = ()  # jobconf.Handler: static (job_conf) and dynamic (gravity.handlers)
-
-
-@dataclass(frozen=True)
-class Service:
-    instance_name: str
-    service_type: str
-    service_name: str
-    argv: tuple
-    environment: tuple  # ((name, value), ...) in order; values are literal
-    cwd: str
-    path_prepend: tuple = ()  # dirs put in front of the inherited PATH (the virtualenv's bin)
-    umask: str = "022"
-    start_timeout: int = 10
-    stop_timeout: int = 10
-    graceful: str = GRACEFUL_RESTART
-    bind: str = None  # where a web service answers HTTP (readiness), else None
-    url_prefix: str = ""
-    uwsgi_config: str = None  # for uWSGI: the file whose stats server tells readiness
-    user: str = None
-    group: str = None
-    config_type: str = "galaxy"
-    ignored: tuple = field(default=(), compare=False)  # settings accepted but without effect here
-
-    @property
-    def command_line(self):
-        return shlex.join(self.argv)
-
-    def full_environment(self, base_environ):
-        """The environment the service gets, given the environment it inherits."""
-        env = dict(base_environ)
-        if self.path_prepend:
-            env["PATH"] = os.pathsep.join(self.path_prepend + (env.get("PATH", os.defpath),))
-        env.update(self.environment)
-        return env
 
 
 def _bin_dir(instance):

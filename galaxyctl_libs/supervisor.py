@@ -353,3 +353,9 @@ class SupervisorClient:
             if pid is not None:
                 raise GalaxyctlError(f"supervisord (PID {pid}) did not exit within {timeout}s")
         return True
+
+
+def running_client(state_dir):
+    """A client for the state dir's supervisord when it is running, else None."""
+    client = SupervisorClient(Paths(state_dir))
+    return client if client.is_running() else None
