@@ -8,8 +8,6 @@ the exit code.  Heavy modules are imported inside the commands that need them, s
 import argparse
 import json
 import os
-import signal
-import subprocess
 import sys
 from dataclasses import asdict
 
@@ -248,6 +246,8 @@ def _add_start(sub):
 
 
 def cmd_start(args):
+    import signal
+
     from galaxyctl_libs import operations
 
     if args.foreground:
@@ -428,6 +428,8 @@ def cmd_follow(args):
 
 def _follow(args):
     """Follow the logs with tail -F until interrupted (KeyboardInterrupt propagates)."""
+    import subprocess
+
     from galaxyctl_libs import operations
 
     files = operations.log_files(_state_dir(args), args.names)
@@ -453,6 +455,8 @@ def _add_supervisorctl(sub):
 
 
 def cmd_supervisorctl(args):
+    import subprocess
+
     from galaxyctl_libs.supervisor import Paths
 
     paths = Paths(_state_dir(args))

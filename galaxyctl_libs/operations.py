@@ -339,7 +339,7 @@ def check_ports_free(client, targets):
             continue
         try:
             state = client.process_info(target.program)["statename"] if client.is_running() else sup.STOPPED
-        except (GalaxyctlError, sup.xmlrpc.client.Fault):
+        except (GalaxyctlError, sup.rpc.Fault):
             state = sup.STOPPED
         if state in sup.UP_STATES:
             continue

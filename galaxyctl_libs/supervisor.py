@@ -9,14 +9,11 @@ import errno
 import os
 import shlex
 import signal
-import socket
-import subprocess
 import sys
 import time
-import xmlrpc.client
 from dataclasses import dataclass
 
-from galaxyctl_libs import fsutil
+from galaxyctl_libs import fsutil, rpc
 from galaxyctl_libs.errors import GalaxyctlError
 
 HEADER = ";\n; Maintained by galaxyctl - CHANGES WILL BE OVERWRITTEN\n;\n"
@@ -196,28 +193,6 @@ def reconcile(paths, files):
 # ---------------------------------------------------------------- control
 
 
-class _UnixTransport(xmlrpc.client.Transport):
-    """XML-RPC over supervisord's unix socket."""
-
-    def __init__(self, path, timeout):
-        super().__init__()
-        self._path = path
-        self._timeout = timeout
-
-    def make_connection(self, host):
-        import http.client
-
-        path, timeout = self._path, self._timeout
-
-        class _Connection(http.client.HTTPConnection):
-            def connect(self):
-                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                self.sock.settimeout(timeout)
-                self.sock.connect(path)
-
-        return _Connection("localhost")
-
-
 class SupervisorClient:
     """Start, query and drive the one supervisord of a state dir."""
 
@@ -228,19 +203,13 @@ class SupervisorClient:
                 f"state dir path too long for supervisord's unix socket ({paths.socket}); use a shorter --state-dir"
             )
         self.timeout = timeout
-        # stopping waits for the service's stopwaitsecs inside supervisord: those calls get longer
-        self._proxies = {
-            slow: xmlrpc.client.ServerProxy(
-                "http://localhost/RPC2", transport=_UnixTransport(paths.socket, limit), allow_none=True
-            )
-            for slow, limit in ((False, timeout), (True, slow_timeout))
-        }
+        self.slow_timeout = slow_timeout  # stopping waits inside supervisord for the service's stopwaitsecs
 
     def call(self, method, *args, slow=False):
         """One XML-RPC call; supervisord not answering is a user-facing error, not a traceback."""
         try:
-            return getattr(self._proxies[slow].supervisor, method)(*args)
-        except (OSError, xmlrpc.client.ProtocolError) as exc:
+            return rpc.call(self.paths.socket, f"supervisor.{method}", args, self.slow_timeout if slow else self.timeout)
+        except OSError as exc:
             raise GalaxyctlError(f"supervisord ({self.paths.socket}) did not answer {method}: {exc}") from None
 
     def pid(self):
@@ -258,7 +227,7 @@ class SupervisorClient:
             return False
         try:
             return self.call("getState")["statename"] == "RUNNING"
-        except (GalaxyctlError, xmlrpc.client.Fault):
+        except (GalaxyctlError, rpc.Fault):
             return False
 
     def start_supervisord(self, timeout=30):
@@ -268,6 +237,8 @@ class SupervisorClient:
         for stale in (self.paths.socket, self.paths.pidfile):
             if self.pid() is None:
                 fsutil.remove_file(stale)
+        import subprocess
+
         argv = [sys.executable, "-m", "supervisor.supervisord", "-c", self.paths.conf]
         result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=self.paths.root)
         if result.returncode != 0:
@@ -304,7 +275,7 @@ class SupervisorClient:
         """Call, tolerating the faults that mean 'already in that state'."""
         try:
             return self.call(method, *args, slow=slow)
-        except xmlrpc.client.Fault as fault:
+        except rpc.Fault as fault:
             if fault.faultString.split(":")[0] in ("BAD_NAME", "NOT_RUNNING", "ALREADY_STARTED", "ALREADY_ADDED", "STILL_RUNNING"):
                 return None
             raise
@@ -337,7 +308,7 @@ class SupervisorClient:
         pid = self.pid()
         try:
             self.call("shutdown")
-        except (GalaxyctlError, xmlrpc.client.Fault):
+        except (GalaxyctlError, rpc.Fault):
             if pid is None:
                 return False
             os.kill(pid, signal.SIGTERM)

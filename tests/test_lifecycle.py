@@ -47,8 +47,8 @@ def test_whole_lifecycle(gctl, demo_galaxy):
     gctl("graceful", "--timeout", "60")
     assert wait_for(lambda: http_get(url)[1]["version_minor"] == "2", timeout=30)
     assert gunicorn_master(gctl) == master
-    new_workers = set(children_of(master))
-    assert new_workers and not (new_workers & workers)
+    # old workers finish their requests and exit; new ones took their place
+    assert wait_for(lambda: set(children_of(master)) and not (set(children_of(master)) & workers), timeout=30)
 
     # restart: a new master
     gctl("restart", "--timeout", "60")

@@ -1,0 +1,142 @@
+"""A small XML-RPC client for supervisord's unix socket.
+
+``xmlrpc.client`` drags in ``http.client``, ``email`` and ``ssl`` (about 30 ms and several MB on every
+``galaxyctl status`` run from cron).  supervisord's API needs only strings, integers, booleans,
+arrays and structs, over HTTP/1.0 on a local socket: this module speaks exactly that, parsing
+replies with the C expat parser.
+"""
+
+import socket
+from xml.parsers import expat
+
+
+def escape(text):
+    """XML-escape text (xml.sax.saxutils would import urllib and http.client)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+class Fault(Exception):
+    """An XML-RPC fault from supervisord (``faultString`` is e.g. ``'BAD_NAME: gunicorn'``)."""
+
+    def __init__(self, code, string):
+        super().__init__(f"{code}: {string}")
+        self.faultCode = code
+        self.faultString = string
+
+
+class ProtocolError(OSError):
+    """The reply was not an XML-RPC response we understand."""
+
+
+def _param(value):
+    if isinstance(value, bool):
+        return f"<boolean>{int(value)}</boolean>"
+    if isinstance(value, int):
+        return f"<int>{value}</int>"
+    if isinstance(value, str):
+        return f"<string>{escape(value)}</string>"
+    raise TypeError(f"unsupported XML-RPC parameter {value!r}")
+
+
+def request_body(method, params):
+    values = "".join(f"<param><value>{_param(p)}</value></param>" for p in params)
+    return (f"<?xml version='1.0'?><methodCall><methodName>{escape(method)}</methodName>"
+            f"<params>{values}</params></methodCall>").encode("utf-8")
+
+
+class _Struct:
+    __slots__ = ("items", "key")
+
+    def __init__(self):
+        self.items, self.key = {}, None
+
+
+_SCALARS = {
+    "int": int, "i4": int, "i8": int, "double": float, "string": str,
+    "boolean": lambda text: text.strip() == "1", "nil": lambda text: None,
+}
+
+
+def parse_response(body):
+    """The value of a methodResponse, or raise Fault."""
+    stack = [[]]  # the open containers: a list for params/arrays, a _Struct for structs
+    text = []
+    typed = [True]  # False while inside a <value> that has no type element yet (a bare string)
+    fault = [False]
+
+    def put(value):
+        top = stack[-1]
+        if isinstance(top, _Struct):
+            top.items[top.key] = value
+        else:
+            top.append(value)
+
+    def start(tag, _attrs):
+        text.clear()
+        if tag == "value":
+            typed[0] = False
+        elif tag == "array":
+            stack.append([])
+            typed[0] = True
+        elif tag == "struct":
+            stack.append(_Struct())
+            typed[0] = True
+        elif tag in _SCALARS:
+            typed[0] = True
+        elif tag == "fault":
+            fault[0] = True
+
+    def end(tag):
+        content = "".join(text)
+        text.clear()
+        if tag in _SCALARS:
+            put(_SCALARS[tag](content))
+        elif tag == "name":
+            stack[-1].key = content
+        elif tag == "array":
+            put(stack.pop())
+        elif tag == "struct":
+            put(stack.pop().items)
+        elif tag == "value" and not typed[0]:
+            put(content)
+            typed[0] = True
+
+    parser = expat.ParserCreate("utf-8")
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.CharacterDataHandler = text.append
+    try:
+        parser.Parse(body, True)
+    except (expat.ExpatError, ValueError, AttributeError) as exc:
+        raise ProtocolError(f"unreadable XML-RPC reply: {exc}") from None
+    values = stack[0]
+    if fault[0]:
+        detail = values[0] if values and isinstance(values[0], dict) else {}
+        raise Fault(detail.get("faultCode"), detail.get("faultString", ""))
+    if not values:
+        raise ProtocolError("empty XML-RPC reply")
+    return values[0]
+
+
+def call(socket_path, method, params=(), timeout=30.0):
+    """POST one call to the XML-RPC server on a unix socket and return its value."""
+    body = request_body(method, params)
+    head = (f"POST /RPC2 HTTP/1.0\r\nHost: localhost\r\nContent-Type: text/xml\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode("ascii")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(socket_path)
+        sock.sendall(head + body)
+        chunks = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    reply = b"".join(chunks)
+    header, _, payload = reply.partition(b"\r\n\r\n")
+    status = header.split(b"\r\n", 1)[0].split()
+    if len(status) < 2 or status[1] != b"200":
+        first_line = header.split(b"\r\n", 1)[0].decode("latin-1")
+        raise ProtocolError(f"supervisord answered {first_line!r}")
+    return parse_response(payload)
