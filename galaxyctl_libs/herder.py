@@ -21,6 +21,7 @@ import sys
 import time
 
 from galaxyctl_libs.health import READY_PATH, parse_bind, probe
+from galaxyctl_libs.procfs import alive, children_map, descendants
 
 PR_SET_CHILD_SUBREAPER = 36
 TICK = 0.1
@@ -30,39 +31,6 @@ STRAY_TIMEOUT = 5.0
 
 def log(message):
     print(f"herder: {message}", file=sys.stderr, flush=True)
-
-
-def _stat(pid):
-    """(state, ppid) from /proc, or None when gone: works for processes that are not our children."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-        return fields[0], int(fields[1])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def alive(pid):
-    info = _stat(pid) if pid else None
-    return info is not None and info[0] not in ("Z", "X")  # a zombie has exited
-
-
-def children_map():
-    tree = {}
-    for entry in os.listdir("/proc"):
-        info = _stat(entry) if entry.isdigit() else None
-        if info:
-            tree.setdefault(info[1], []).append(int(entry))
-    return tree
-
-
-def descendants(pid):
-    tree, found, todo = children_map(), [], [pid]
-    while todo:
-        kids = tree.get(todo.pop(), [])
-        found += kids
-        todo += kids
-    return found
 
 
 def read_pid(path):

@@ -14,6 +14,7 @@ import socket
 import subprocess
 
 from galaxyctl_libs.errors import GalaxyctlError
+from galaxyctl_libs.procfs import parent_pid
 
 __all__ = [
     "listening_pids",
@@ -108,18 +109,6 @@ def master_pid(pids):
     if roots:
         return min(roots)
     return min(pids) if pids else None
-
-
-def parent_pid(pid):
-    """The PPid of ``pid`` from /proc/PID/status, or None when it vanished or is unreadable."""
-    try:
-        with open(os.path.join(PROC, str(pid), "status"), encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("PPid:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
 
 
 # -- lsof ---------------------------------------------------------------------------------------

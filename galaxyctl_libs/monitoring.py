@@ -33,6 +33,7 @@ class StatusReport:
     services: tuple
     exit_code: int
     message: str = ""
+    storage_missing: tuple = ()  # required mount points that are not mounted
 
 
 def status(state_dir, names=(), probe_web=True, timeout=5.0):
@@ -72,7 +73,9 @@ def status(state_dir, names=(), probe_web=True, timeout=5.0):
         ))
     down = [r for r in rows if r.state not in (sup.RUNNING, sup.STARTING)]
     code = exitcodes.LSB_NOT_RUNNING if down else exitcodes.LSB_RUNNING
-    return StatusReport(True, client.pid(), tuple(rows), code)
+    missing = missing_storage(state_dir)
+    message = f"required storage not mounted: {', '.join(missing)}" if missing else ""
+    return StatusReport(True, client.pid(), tuple(rows), code, message, missing)
 
 
 # ---------------------------------------------------------------- workers
@@ -115,14 +118,28 @@ def web_workers(state_dir, names=()):
     return results
 
 
-def applied_targets(state_dir, names=()):
+def applied(state_dir):
     """What supervisord was told to run (a small JSON record; no YAML, no config code on this path)."""
-    applied = targets_mod.load_applied(state_dir)
-    if applied is None:
+    record = targets_mod.load_applied(state_dir)
+    if record is None:
         from galaxyctl_libs.operations import resolved_targets
 
-        applied = resolved_targets(state_dir)
-    return targets_mod.select(applied, names)
+        record = targets_mod.Applied(resolved_targets(state_dir))
+    return record
+
+
+def applied_targets(state_dir, names=()):
+    return targets_mod.select(applied(state_dir).targets, names)
+
+
+def missing_storage(state_dir):
+    """Required mount points (``gravity.storage.required``) that are not mounted."""
+    required = applied(state_dir).required_storage
+    if not required:
+        return ()
+    from galaxyctl_libs.storage import is_mounted
+
+    return tuple(path for path in required if not is_mounted(path))
 
 
 # ---------------------------------------------------------------- check (Nagios) and Prometheus
@@ -162,6 +179,7 @@ def check(state_dir, names=(), timeout=10.0, restart_window=300):
     critical = [f"{r.program} {r.state}" for r in report.services if r not in running]
     if not report.supervisord_running:
         critical = ["supervisord is not running"]
+    critical += [f"required storage {path} not mounted" for path in missing_storage(state_dir)]
     warnings = [
         f"{r.program} {'starting' if r.state == sup.STARTING else f'up {r.uptime_seconds}s'}"
         for r in running if restart_window > 0 and (r.state == sup.STARTING or r.uptime_seconds < restart_window)

@@ -243,7 +243,8 @@ def _update_locked(state_dir, client=None):
             _chown_for(run_dir, instance.run_as)
     changes = sup.reconcile(paths, files)
     result_targets = all_targets(UpdateResult(tuple(instances), services, changes))
-    targets_mod.write_applied(state_dir, result_targets)
+    required = sorted({path for i in instances for path in instance_storage(i).required})
+    targets_mod.write_applied(state_dir, result_targets, required)
     applied = ((), (), ())
     client = client or sup.SupervisorClient(paths)
     if client.is_running():
@@ -433,9 +434,16 @@ def _prepare(state_dir, names, auto_cwd=None):
 
 
 def start(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progress=None, auto_cwd=None):
-    """Update, start supervisord if needed (it starts every service), start what is stopped, wait."""
+    """Update, start supervisord if needed (it starts every service), start what is stopped, wait.
+
+    Refuses while storage the config marks as required is not mounted: Galaxy would write its
+    datasets to the empty mount point on the root disk."""
+    from galaxyctl_libs import storage
+
     with operation_lock(state_dir):
         result, targets = _prepare(state_dir, names, auto_cwd)
+        for instance in {t.instance_name for t in targets}:
+            storage.check_required(instance_storage(next(i for i in result.instances if i.name == instance)))
         client = sup.SupervisorClient(sup.Paths(state_dir))
         check_ports_free(client, targets)
         started_supervisord = client.start_supervisord()
@@ -574,7 +582,37 @@ def resolved_targets(state_dir):
 def applied_targets(state_dir):
     """What the last update gave supervisord (status, stop, follow); the configs when never updated."""
     applied = targets_mod.load_applied(state_dir)
-    return applied if applied is not None else resolved_targets(state_dir)
+    return applied.targets if applied is not None else resolved_targets(state_dir)
+
+
+# ---------------------------------------------------------------- storage (LUKS, Onedata, required mounts)
+
+
+def instance_storage(instance):
+    """The storage settings of one instance (``gravity.luks``, ``onedata``, ``storage``)."""
+    from galaxyctl_libs import storage
+
+    return storage.parse_storage(instance.settings, instance.config_path)
+
+
+def storage_of(state_dir, instance_name=None):
+    """(StorageConfig, Instance) of the named instance, or of the only one registered."""
+    state = statemod.load_state(state_dir)
+    resolved = [instance for _, instance, _, _ in resolve_all(state, enforce_user=False)]
+    if instance_name:
+        resolved = [i for i in resolved if i.name == instance_name]
+    if len(resolved) != 1:
+        names = ", ".join(sorted(i.name for i in resolved)) or "none registered"
+        raise GalaxyctlError(f"name the instance with --instance ({names})")
+    return instance_storage(resolved[0]), resolved[0]
+
+
+def galaxy_running(state_dir):
+    """Is any service up in this state dir's supervisord?  (Closing a volume under Galaxy is refused.)"""
+    client = sup.running_client(state_dir)
+    if client is None:
+        return False
+    return any(p["statename"] in sup.UP_STATES + (sup.STOPPING,) for p in client.all_processes().values())
 
 
 # ---------------------------------------------------------------- exec, follow, show

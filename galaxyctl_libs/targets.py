@@ -88,25 +88,37 @@ def select(targets, names=()):
     return [t for t in pool if t.service.service_name in wanted_services]
 
 
-def write_applied(state_dir, targets):
+@dataclass(frozen=True)
+class Applied:
+    """What the last update gave supervisord, and the mount points Galaxy needs (for status/check)."""
+
+    targets: list
+    required_storage: tuple = ()
+
+
+def write_applied(state_dir, targets, required_storage=()):
     """Record what supervisord was given (only rewritten when it changed)."""
-    data = [{"program": t.program, "log_file": t.log_file, "service": asdict(t.service)} for t in targets]
+    data = {
+        "targets": [{"program": t.program, "log_file": t.log_file, "service": asdict(t.service)} for t in targets],
+        "required_storage": list(required_storage),
+    }
     fsutil.write_if_changed(os.path.join(state_dir, APPLIED_FILE), json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
 def load_applied(state_dir):
-    """The targets of the last update, or None when there is no usable record (then resolve configs)."""
+    """The record of the last update, or None when there is no usable one (then resolve configs)."""
     text = fsutil.read_text(os.path.join(state_dir, APPLIED_FILE))
     if text is None:
         return None
     try:
         data = json.loads(text)
-        return [
+        targets = [
             Target(Service(**{k: tuple(map(_tuple, v)) if isinstance(v, list) else v for k, v in item["service"].items()}),
                    item["program"], item["log_file"])
-            for item in data
+            for item in data["targets"]
         ]
-    except (ValueError, TypeError, KeyError):
+        return Applied(targets, tuple(data.get("required_storage", ())))
+    except (ValueError, TypeError, KeyError, AttributeError):
         return None  # an old or damaged record: the caller falls back to the configs
 
 

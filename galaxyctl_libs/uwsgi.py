@@ -17,6 +17,7 @@ import yaml
 
 from galaxyctl_libs import listeners
 from galaxyctl_libs.errors import GalaxyctlError
+from galaxyctl_libs.procfs import rss_bytes
 
 __all__ = [
     "UwsgiAddress", "UwsgiConfig", "UwsgiWorker", "UwsgiSocket", "UwsgiStatsServer",
@@ -398,7 +399,7 @@ class UwsgiStatsServer:
         result = []
         for item in stats.get("workers") or ():
             pid = int(item.get("pid") or 0)
-            rss = int(item.get("rss") or 0) or _proc_rss(pid)
+            rss = int(item.get("rss") or 0) or rss_bytes(pid)
             result.append(UwsgiWorker(id=int(item.get("id") or 0), pid=pid, status=str(item.get("status", "")),
                                       requests=int(item.get("requests") or 0), rss=rss,
                                       accepting=bool(item.get("accepting"))))
@@ -456,15 +457,3 @@ class UwsgiStatsServer:
     GetStatsJson = get_stats_json
     CheckUwsgiWorkers = workers_accepting
     GetBusyList = get_busy_list
-
-
-def _proc_rss(pid):
-    """VmRSS of ``pid`` in bytes, 0 when unknown (uWSGI reports rss only with memory-report)."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return 0
-    return 0
