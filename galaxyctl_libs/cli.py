@@ -400,11 +400,7 @@ def _add_startup(sub):
 def cmd_startup(args):
     from galaxyctl_libs import operations
 
-    progress = _Progress()
-    try:
-        result = operations.startup(_state_dir(args), args.names, args.retries, args.timeout, progress, os.getcwd())
-    finally:
-        progress.done()
+    result = _run_waiting(operations.startup, args, auto_cwd=os.getcwd(), retries=args.retries)
     _print_lifecycle(result, "started")
     return exitcodes.SUCCESS
 

@@ -518,8 +518,9 @@ def graceful(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, prog
     return LifecycleResult("graceful", tuple(t.program for t in acted), tuple(ready), started_supervisord, warnings=result.warnings)
 
 
-def startup(state_dir, names=(), retries=2, timeout=DEFAULT_READY_TIMEOUT, progress=None, auto_cwd=None):
-    """The seed's first start: start and wait; a start that gets stuck is restarted, ``retries`` times."""
+def startup(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progress=None, auto_cwd=None, retries=2):
+    """The seed's first start: start and wait; a start that gets stuck is restarted, ``retries`` times.
+    (It always waits: judging a start is the point; ``wait`` is accepted for a uniform signature.)"""
     try:
         return start(state_dir, names, True, timeout, progress, auto_cwd)
     except NotReadyError as first:

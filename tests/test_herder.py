@@ -10,7 +10,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,60 +34,7 @@ pytestmark = [
 ]
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _stat(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-        return fields[0], int(fields[1])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def alive(pid):
-    info = _stat(pid)
-    return info is not None and info[0] != "Z"
-
-
-def children_of(pid):
-    return [int(e) for e in os.listdir("/proc") if e.isdigit() and (_stat(e) or ("", 0))[1] == pid]
-
-
-def descendants_of(pid):
-    found, todo = [], [pid]
-    while todo:
-        kids = children_of(todo.pop())
-        found += kids
-        todo += kids
-    return found
-
-
-def wait_for(predicate, timeout, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
-
-
-def kill_pids(pids, timeout=10):
-    """SIGTERM, a bounded wait, then SIGKILL; by PID only."""
-    pids = [pid for pid in pids if pid and alive(pid)]
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        if wait_for(lambda: not any(alive(p) for p in pids), timeout):
-            return
+from conftest import alive, children_of, descendants_of, free_port, kill_pids, wait_for  # noqa: E402
 
 
 def read_pid(path):
