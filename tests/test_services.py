@@ -6,7 +6,6 @@ import shutil
 import sys
 import time
 
-import pytest
 import yaml
 
 from conftest import CORPUS, alive, wait_for
