@@ -82,6 +82,17 @@ def pid_dir(instance):
     return os.path.join("/run", "galaxyctl", digest)
 
 
+def beat_dir(instance):
+    """Where celery-beat keeps its schedule: the state dir (gravity's place), or, when Galaxy runs as
+    another user who cannot enter the root-only state dir, Galaxy's data_dir (else the pid dir)."""
+    if not instance.run_as[0]:
+        return instance.state_dir
+    data_dir = instance.galaxy.get("data_dir")
+    if isinstance(data_dir, str) and data_dir:
+        return os.path.join(os.path.dirname(instance.galaxy_config_file), data_dir)
+    return pid_dir(instance)
+
+
 def _common(instance, section, service_type, service_name, argv, extra_env=(), **kwargs):
     """One Service with the settings every service shares (env, umask, timeouts, user)."""
     settings = instance.settings
@@ -180,9 +191,8 @@ def celery_services(instance):
         argv += shlex.split(celery.extra_args)
         services.append(_common(instance, celery, "celery", "celery", argv))
     if celery.enable_beat:
-        schedule = os.path.join(instance.state_dir, "celery-beat-schedule")
-        if instance.name != "_default_":
-            schedule = os.path.join(instance.state_dir, f"{instance.name}-celery-beat-schedule")
+        name = "celery-beat-schedule" if instance.name == "_default_" else f"{instance.name}-celery-beat-schedule"
+        schedule = os.path.join(beat_dir(instance), name)
         argv = [exe, "--app", "galaxy.celery", "beat", "--loglevel", celery.loglevel, "--schedule", schedule]
         services.append(_common(instance, celery, "celery-beat", "celery-beat", argv))
     return services

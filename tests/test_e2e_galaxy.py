@@ -1,0 +1,311 @@
+"""End to end: a real Galaxy from PyPI (galaxy-web-apps) under galaxyctl.
+
+Slow (a first start creates Galaxy's database: ~50 s on 2 cores) and needs the Galaxy venv, so it is
+marked ``e2e``: ``pytest -m e2e tests/test_e2e_galaxy.py``.
+
+The venv is keyed by the pinned version and reused between local runs:
+
+- ``GALAXYCTL_E2E_VENV=/path``: use (or build) exactly that venv. CI points it at a fresh path so
+  it is built from PyPI every run.
+- otherwise ``$GALAXYCTL_E2E_CACHE/galaxy-VERSION``, where the cache is ``/work/cache`` when that
+  directory exists, else ``$XDG_CACHE_HOME/galaxyctl-e2e`` (``~/.cache/galaxyctl-e2e``).
+
+Galaxy runs with the config ``scripts/galaxy-quickstart`` writes (imported from it), with galaxyctl
+from this checkout and ``gravity.virtualenv`` pointing at the Galaxy venv. As root, the services run
+as root (``--allow-root``) unless ``GALAXYCTL_E2E_USER`` names the user to run them as
+(``gravity.galaxy_user``).
+
+Every process is stopped by PID at the end, whatever happened.
+"""
+
+import fcntl
+import glob
+import importlib.machinery
+import importlib.util
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import REPO, Galaxyctl, alive, descendants_of, free_port, kill_pids, wait_for
+
+pytestmark = pytest.mark.e2e
+
+GALAXY_VERSION = "26.1.2"
+INSTALL_TIMEOUT = 1800
+START_TIMEOUT = 240  # galaxyctl start/graceful --timeout; the subprocess gets a minute more
+SETTLE_TIMEOUT = 120  # celery and the handler reach RUNNING after their startsecs
+API_KEY = "galaxyctl-e2e-bootstrap-key-0123456789"
+COMPLETE_MARKER = ".galaxyctl-e2e-complete"
+
+
+def _load_quickstart():
+    path = os.path.join(REPO, "scripts", "galaxy-quickstart")
+    loader = importlib.machinery.SourceFileLoader("galaxy_quickstart", path)
+    spec = importlib.util.spec_from_loader("galaxy_quickstart", loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+quickstart = _load_quickstart()
+
+
+# ---------------------------------------------------------------- the Galaxy venv (cached by version)
+
+
+def _cache_root():
+    if os.environ.get("GALAXYCTL_E2E_CACHE"):
+        return os.environ["GALAXYCTL_E2E_CACHE"]
+    if os.path.isdir("/work/cache"):
+        return "/work/cache"
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return os.path.join(base, "galaxyctl-e2e")
+
+
+def _venv_path():
+    return os.environ.get("GALAXYCTL_E2E_VENV") or os.path.join(_cache_root(), f"galaxy-{GALAXY_VERSION}")
+
+
+def _venv_ok(venv):
+    if not os.path.exists(os.path.join(venv, "bin", "python")):
+        return False
+    try:
+        return quickstart.installed_version(venv, quickstart.GALAXY_PACKAGE) == GALAXY_VERSION
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def _build_venv(venv, python):
+    if os.path.exists(venv):
+        shutil.rmtree(venv)  # a broken or partial build, or another version
+    subprocess.run([python, "-m", "venv", venv], check=True, timeout=300)
+    log = venv + ".install.log"
+    started = time.monotonic()
+    quickstart.run_with_progress(
+        [os.path.join(venv, "bin", "python"), "-m", "pip", "--disable-pip-version-check", "install",
+         f"{quickstart.GALAXY_PACKAGE}=={GALAXY_VERSION}"],
+        "installing Galaxy for the e2e test", log, timeout=INSTALL_TIMEOUT,
+    )
+    with open(os.path.join(venv, COMPLETE_MARKER), "w") as handle:
+        handle.write(f"{GALAXY_VERSION} installed in {time.monotonic() - started:.0f}s\n")
+
+
+@pytest.fixture(scope="session")
+def galaxy_venv():
+    venv = os.path.abspath(_venv_path())
+    user = os.environ.get("GALAXYCTL_E2E_USER")
+    os.makedirs(os.path.dirname(venv), exist_ok=True)
+    with open(venv + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time (parallel runs, xdist)
+        if not _venv_ok(venv):
+            python = quickstart.choose_python(None, user) if user else sys.executable
+            try:
+                _build_venv(venv, python)
+            except quickstart.QuickstartError as exc:
+                pytest.fail(str(exc))
+    return venv
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _run_as():
+    """(user or None, galaxyctl env additions)."""
+    user = os.environ.get("GALAXYCTL_E2E_USER")
+    if user:
+        pwd.getpwnam(user)  # fail early and clearly if it does not exist
+    return user
+
+
+def _http(url, method="GET", data=None, key=None, timeout=10):
+    headers = {"content-type": "application/json"}
+    if key:
+        headers["x-api-key"] = key
+    body = json.dumps(data).encode() if data is not None else None
+    request = urllib.request.Request(url, method=method, data=body, headers=headers)
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return response.status, json.loads(response.read() or b"null")
+
+
+def _version(base):
+    try:
+        return _http(base + "/api/version")
+    except (OSError, urllib.error.URLError, ValueError):
+        return None, None
+
+
+def _status(gctl):
+    result = gctl("status", "--json", check=False, timeout=60)
+    report = json.loads(result.stdout)
+    return result.returncode, {row["service"]: row for row in report["services"]}
+
+
+def _all_running(gctl):
+    code, rows = _status(gctl)
+    return rows if code == 0 and rows and all(r["state"] == "RUNNING" for r in rows.values()) else None
+
+
+def _cmdline(pid):
+    with open(f"/proc/{pid}/cmdline", "rb") as handle:
+        return [part.decode() for part in handle.read().split(b"\0") if part]
+
+
+def _tail(path, lines=8):
+    try:
+        with open(path, errors="replace") as handle:
+            return "\n".join(handle.read().splitlines()[-lines:])
+    except OSError as exc:
+        return str(exc)
+
+
+def _rss_kb(pid):
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _run_a_job(base):
+    """Create a user and upload pasted text: the job must be grabbed by the handler and finish ok."""
+    _, user = _http(base + "/api/users", "POST",
+                    {"username": "e2e", "email": "e2e@example.org", "password": "e2e-password-123"}, key=API_KEY)
+    _, user_key = _http(base + f"/api/users/{user['id']}/api_key", "POST", key=API_KEY)
+    _, history = _http(base + "/api/histories", "POST", {"name": "e2e"}, key=user_key)
+    _, fetched = _http(base + "/api/tools/fetch", "POST", {
+        "history_id": history["id"],
+        "targets": [{"destination": {"type": "hdas"},
+                     "elements": [{"src": "pasted", "paste_content": "hello galaxyctl\n", "ext": "txt"}]}],
+    }, key=user_key, timeout=60)
+    job_id = fetched["jobs"][0]["id"]
+
+    def finished():
+        state = _http(base + f"/api/jobs/{job_id}", key=API_KEY)[1]["state"]
+        return state if state in ("ok", "error", "failed", "deleted") else None
+
+    return wait_for(finished, timeout=180, interval=1)
+
+
+# ---------------------------------------------------------------- the test
+
+
+def test_real_galaxy_under_galaxyctl(galaxy_venv, record_property):
+    user = _run_as()
+    root = tempfile.mkdtemp(prefix="gxe2e")  # short: supervisor's unix socket path is limited
+    os.chmod(root, 0o755)
+    for sub in ("config", "data", "logs"):
+        os.makedirs(os.path.join(root, sub))
+    port = free_port()
+    config = os.path.join(root, "config", "galaxy.yml")
+    with open(config, "w") as handle:
+        handle.write(quickstart.render_config(
+            root, "127.0.0.1", port, user=user, virtualenv=galaxy_venv, state_dir=os.path.join(root, "state"),
+            extra_galaxy={"bootstrap_admin_api_key": API_KEY, "admin_users": "e2e@example.org"},
+        ))
+    # as the quickstart does: create the database first (all services start at once; on an empty
+    # database the web server races the others and exits with NoVersionTableError)
+    started = time.monotonic()
+    quickstart.create_database(galaxy_venv, config, os.path.join(root, "logs", "create-db.log"))
+    figures_db = round(time.monotonic() - started, 1)
+    if user:
+        for sub in ("data", "logs"):
+            quickstart.chown_tree(os.path.join(root, sub), user)
+    base = f"http://127.0.0.1:{port}"
+    gctl = Galaxyctl(os.path.join(root, "state"))
+    figures = {"create_db_s": figures_db}
+    service_pids = set()
+    try:
+        gctl("register", config)
+
+        # start: galaxyctl waits until the web server answers HTTP
+        started = time.monotonic()
+        result = gctl("start", "--timeout", str(START_TIMEOUT), timeout=START_TIMEOUT + 60)
+        figures["start_to_ready_s"] = round(time.monotonic() - started, 1)
+        assert "ready on" in result.stdout, result.stdout
+        status, body = _version(base)
+        assert status == 200 and body["version_major"] == GALAXY_VERSION.rsplit(".", 1)[0], body
+
+        # status: every service RUNNING (celery and the handler after their startsecs)
+        rows = wait_for(lambda: _all_running(gctl), timeout=SETTLE_TIMEOUT, interval=2)
+        assert rows, _status(gctl)
+        handlers = [name for name in rows if name.startswith("handler")]
+        assert {"gunicorn", "celery", "celery-beat"} <= set(rows) and len(handlers) == 1, sorted(rows)
+        gctl.remember()
+        service_pids.update(row["pid"] for row in rows.values())
+        for pid in list(service_pids):
+            service_pids.update(descendants_of(pid))
+
+        # celery beat really works once it has written its schedule (supervisord calls it RUNNING
+        # after startsecs, before beat has even opened the file)
+        beat_argv = _cmdline(rows["celery-beat"]["pid"])
+        schedule = beat_argv[beat_argv.index("--schedule") + 1]
+        assert wait_for(lambda: glob.glob(glob.escape(schedule) + "*"), timeout=SETTLE_TIMEOUT, interval=1), (
+            f"celery beat never wrote {schedule}: " + _tail(os.path.join(root, "logs", "celery-beat.log")))
+        assert _all_running(gctl), _status(gctl)
+
+        # the handler is a galaxy-main with its --server-name (and pools) on the command line
+        handler_argv = _cmdline(rows[handlers[0]]["pid"])
+        assert f"--server-name={handlers[0]}" in handler_argv, handler_argv
+        assert os.path.basename(handler_argv[1]) == "galaxy-main" or "galaxy-main" in handler_argv[0], handler_argv
+        assert "--attach-to-pool=job-handlers" in handler_argv, handler_argv
+        if user:
+            uid = pwd.getpwnam(user).pw_uid
+            # Galaxy's own processes (the venv's interpreter); galaxyctl's gunicorn herder may stay root
+            owners = {f"{row['service']} {pid}": os.stat(f"/proc/{pid}").st_uid for row in rows.values()
+                      for pid in [row["pid"]] + descendants_of(row["pid"])
+                      if _cmdline(pid)[0].startswith(galaxy_venv + os.sep)}
+            assert owners and set(owners.values()) == {uid}, owners
+
+        # RSS per service (gunicorn: master and its workers)
+        for name, row in rows.items():
+            figures[f"rss_mb_{name}"] = round(_rss_kb(row["pid"]) / 1024)
+            children = descendants_of(row["pid"])
+            if children:
+                figures[f"rss_mb_{name}_children"] = round(sum(_rss_kb(c) for c in children) / 1024)
+
+        # a real job: grabbed by the dynamic handler (db-transaction-isolation on sqlite), not the web process
+        job_started = time.monotonic()
+        assert _run_a_job(base) == "ok"
+        figures["upload_job_s"] = round(time.monotonic() - job_started, 1)
+        with open(os.path.join(root, "logs", f"{handlers[0]}.log"), errors="replace") as handle:
+            assert "Grabbed Job(s)" in handle.read()
+
+        # graceful: Galaxy answers again afterwards, everything running
+        started = time.monotonic()
+        gctl("graceful", "--timeout", str(START_TIMEOUT), timeout=START_TIMEOUT + 180)
+        figures["graceful_s"] = round(time.monotonic() - started, 1)
+        assert _version(base)[0] == 200
+        rows = wait_for(lambda: _all_running(gctl), timeout=SETTLE_TIMEOUT, interval=2)
+        assert rows, _status(gctl)
+        gctl.remember()
+        service_pids.update(row["pid"] for row in rows.values())
+
+        # stop: services down, supervisord exits; status says "not running" (LSB 3)
+        supervisord = gctl.supervisord_pid()
+        started = time.monotonic()
+        gctl("stop", timeout=300)
+        figures["stop_s"] = round(time.monotonic() - started, 1)
+        assert _status(gctl)[0] == 3
+        assert _version(base)[0] is None
+        gctl("shutdown", timeout=120)
+        leftover = wait_for(lambda: not any(alive(p) for p in service_pids | gctl.seen_pids | {supervisord}),
+                            timeout=30, interval=0.2)
+        assert leftover, [p for p in service_pids | gctl.seen_pids if alive(p)]
+    finally:
+        record_property("figures", figures)
+        print("\ne2e figures:", json.dumps(figures, sort_keys=True))
+        gctl.cleanup()
+        kill_pids(sorted(service_pids), timeout=30)
+        shutil.rmtree(root, ignore_errors=True)
