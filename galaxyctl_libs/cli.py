@@ -248,12 +248,12 @@ def _add_start(sub):
 def cmd_start(args):
     import signal
 
-    from galaxyctl_libs import operations
+    from galaxyctl_libs import lifecycle
 
     if args.foreground:
         signal.signal(signal.SIGTERM, _raise_interrupt)  # a service manager's stop = Ctrl+C
     try:
-        result = _run_waiting(operations.start, args, auto_cwd=os.getcwd())
+        result = _run_waiting(lifecycle.start, args, auto_cwd=os.getcwd())
         _print_lifecycle(result, "started")
         for log_dir in result.log_dirs:
             print(f"Log files are in {log_dir}", flush=True)
@@ -264,7 +264,7 @@ def cmd_start(args):
             raise
     if args.foreground:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # finish the shutdown whatever comes
-        operations.shutdown(_state_dir(args))
+        lifecycle.shutdown(_state_dir(args))
         print("Shut down", flush=True)
     return exitcodes.SUCCESS
 
@@ -282,23 +282,23 @@ def _add_simple(sub, name, helptext, func, waits=False):
 
 
 def cmd_stop(args):
-    from galaxyctl_libs import operations
+    from galaxyctl_libs import lifecycle
 
-    _print_lifecycle(operations.stop(_state_dir(args), args.names), "stopped")
+    _print_lifecycle(lifecycle.stop(_state_dir(args), args.names), "stopped")
     return exitcodes.SUCCESS
 
 
 def cmd_restart(args):
-    from galaxyctl_libs import operations
+    from galaxyctl_libs import lifecycle
 
-    _print_lifecycle(_run_waiting(operations.restart, args), "restarted")
+    _print_lifecycle(_run_waiting(lifecycle.restart, args), "restarted")
     return exitcodes.SUCCESS
 
 
 def cmd_graceful(args):
-    from galaxyctl_libs import operations
+    from galaxyctl_libs import lifecycle
 
-    _print_lifecycle(_run_waiting(operations.graceful, args), "reloaded")
+    _print_lifecycle(_run_waiting(lifecycle.graceful, args), "reloaded")
     return exitcodes.SUCCESS
 
 
@@ -308,9 +308,9 @@ def _add_shutdown(sub):
 
 
 def cmd_shutdown(args):
-    from galaxyctl_libs import operations
+    from galaxyctl_libs import lifecycle
 
-    result = operations.shutdown(_state_dir(args))
+    result = lifecycle.shutdown(_state_dir(args))
     print("Shut down" if result.supervisord_stopped else "supervisord was not running")
     return exitcodes.SUCCESS
 
@@ -398,9 +398,9 @@ def _add_startup(sub):
 
 
 def cmd_startup(args):
-    from galaxyctl_libs import operations
+    from galaxyctl_libs import lifecycle
 
-    result = _run_waiting(operations.startup, args, auto_cwd=os.getcwd(), retries=args.retries)
+    result = _run_waiting(lifecycle.startup, args, auto_cwd=os.getcwd(), retries=args.retries)
     _print_lifecycle(result, "started")
     return exitcodes.SUCCESS
 

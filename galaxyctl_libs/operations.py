@@ -1,23 +1,22 @@
-"""The verbs: register, update, start, stop, graceful, status… composed from the layers below.
+"""The verbs on configuration: register, update (configs → supervisor files), and what they resolve to.
 
-Each takes the state dir (and, where it controls processes, builds a SupervisorClient from it) and
-returns data; the CLI renders it.  Long waits report through a ``progress`` callback.
+Starting and stopping are in lifecycle.py, status and health in monitoring.py.
+Each takes the state dir and returns data; the CLI renders it.
 """
 
 import os
 import pwd
 import shlex
-import time
 from dataclasses import dataclass
 
 from galaxyctl_libs import config as configmod
-from galaxyctl_libs import fsutil, health, jobconf
+from galaxyctl_libs import fsutil, jobconf
 from galaxyctl_libs import state as statemod
 from galaxyctl_libs import supervisor as sup
-from galaxyctl_libs.errors import GalaxyctlError, NotReadyError
+from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs import targets as targets_mod
 from galaxyctl_libs.targets import Target
-from galaxyctl_libs.services import GRACEFUL_HERDER, GRACEFUL_HUP, GRACEFUL_NONE, Instance, build_services, pid_dir
+from galaxyctl_libs.services import Instance, build_services, pid_dir
 
 DEFAULT_READY_TIMEOUT = 120
 LOG_TAIL_LINES = 15
@@ -214,7 +213,7 @@ class UpdateResult:
     warnings: tuple = ()
 
 
-def _update_locked(state_dir, client=None):
+def update_locked(state_dir, client=None):
     with statemod.locked_state(state_dir) as state:
         resolved = resolve_all(state)
         services, log_dirs, warnings, instances = {}, {}, [], []
@@ -266,7 +265,7 @@ def _chown_for(path, user_group):
 
 def update(state_dir):
     with operation_lock(state_dir):
-        return _update_locked(state_dir)
+        return update_locked(state_dir)
 
 
 # ---------------------------------------------------------------- choosing what to act on
@@ -286,287 +285,6 @@ def all_targets(result):
 def select_targets(result, names=()):
     """Services of ``result`` named by ``names`` (instance and/or service names); all when empty."""
     return targets_mod.select(all_targets(result), names)
-
-
-# ---------------------------------------------------------------- lifecycle
-
-
-@dataclass(frozen=True)
-class ReadyResult:
-    program: str
-    bind: str
-    ok: bool
-    seconds: float
-    detail: str = ""
-
-
-def tail(path, lines=LOG_TAIL_LINES):
-    """The last lines of a log file (empty when there is none)."""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - 64 * 1024))
-            data = handle.read().decode("utf-8", "replace")
-    except OSError:
-        return []
-    return data.splitlines()[-lines:]
-
-
-def _port_holder(endpoint):
-    """'PID N (command)' of whoever listens on the endpoint's TCP port, or ''."""
-    if endpoint is None or endpoint.unix_path:
-        return ""
-    from galaxyctl_libs import listeners
-
-    try:
-        pid = listeners.listening_master_pid(endpoint.port)
-    except GalaxyctlError:
-        return ""
-    if pid is None:
-        return ""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            command = handle.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
-    except OSError:
-        command = "?"
-    return f"PID {pid} ({command[:80]})"
-
-
-def check_ports_free(client, targets):
-    """Before starting web services that are down: a port someone else holds is a clear error now."""
-    for target in targets:
-        if not target.service.bind:
-            continue
-        try:
-            state = client.process_info(target.program)["statename"] if client.is_running() else sup.STOPPED
-        except (GalaxyctlError, sup.rpc.Fault):
-            state = sup.STOPPED
-        if state in sup.UP_STATES:
-            continue
-        holder = _port_holder(health.parse_bind(target.service.bind))
-        if holder:
-            raise GalaxyctlError(
-                f"cannot start {target.program}: {target.service.bind} is already in use by {holder}"
-            )
-
-
-def wait_ready(client, targets, timeout, progress=None):
-    """Wait until every web service among ``targets`` answers HTTP; raise with the log tail if not."""
-    results = []
-    deadline = time.monotonic() + timeout
-    for target in targets:
-        if target.service.uwsgi_config:
-            results.append(_wait_uwsgi(target, max(0.0, deadline - time.monotonic()), progress))
-            continue
-        endpoint = target.service.bind and health.parse_bind(target.service.bind)
-        if not endpoint:
-            continue
-        started = time.monotonic()
-
-        def still_starting(target=target, endpoint=endpoint):
-            state = client.process_info(target.program)["statename"]
-            if state in (sup.FATAL, sup.EXITED, sup.STOPPED):
-                return f"{target.program} is {state}"
-            if state == sup.BACKOFF:
-                holder = _port_holder(endpoint)
-                return f"{target.service.bind} is already in use by {holder}" if holder else ""
-            return ""
-
-        def report(elapsed, result, target=target):
-            if progress:
-                progress(f"waiting for {target.program} on {target.service.bind}: {elapsed:.0f}s ({result.error or result.status})")
-
-        result = health.wait_ready(
-            endpoint, max(0.0, deadline - time.monotonic()), path=target.service.url_prefix + health.READY_PATH,
-            progress=report, still_starting=still_starting,
-        )
-        seconds = time.monotonic() - started
-        if not result.ok:
-            reason = result.error or f"HTTP {result.status}"
-            raise NotReadyError(
-                f"{target.program} did not become ready after {seconds:.0f}s: {reason}",
-                details=[f"last lines of {target.log_file}:"] + ["  " + line for line in tail(target.log_file)],
-            )
-        results.append(ReadyResult(target.program, target.service.bind, True, seconds))
-    return results
-
-
-def _wait_uwsgi(target, timeout, progress):
-    """uWSGI is ready when its stats server shows a worker accepting requests."""
-    from galaxyctl_libs.uwsgi import UwsgiStatsServer
-
-    started = time.monotonic()
-    stats = UwsgiStatsServer(timeout=timeout, fname=target.service.uwsgi_config)
-
-    def report(seconds_left):
-        if progress:
-            progress(f"waiting for {target.program} (stats server {stats.address}): {time.monotonic() - started:.0f}s")
-
-    try:
-        stats.wait_until_accepting(progress=report)
-    except GalaxyctlError as exc:
-        raise NotReadyError(
-            f"{target.program} did not become ready: {exc.message}",
-            details=[f"last lines of {target.log_file}:"] + ["  " + line for line in tail(target.log_file)],
-        ) from None
-    return ReadyResult(target.program, str(stats.address), True, time.monotonic() - started)
-
-
-@dataclass(frozen=True)
-class LifecycleResult:
-    action: str
-    programs: tuple
-    ready: tuple = ()
-    supervisord_started: bool = False
-    supervisord_stopped: bool = False
-    warnings: tuple = ()
-    log_dirs: tuple = ()
-
-
-def _prepare(state_dir, names, auto_cwd=None):
-    if auto_cwd is not None:
-        auto_register(state_dir, auto_cwd)
-    result = _update_locked(state_dir)
-    if not result.instances:
-        raise GalaxyctlError("no Galaxy config is registered: run 'galaxyctl register /path/to/galaxy.yml'")
-    return result, select_targets(result, names)
-
-
-def start(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progress=None, auto_cwd=None):
-    """Update, start supervisord if needed (it starts every service), start what is stopped, wait.
-
-    Refuses while storage the config marks as required is not mounted: Galaxy would write its
-    datasets to the empty mount point on the root disk."""
-    from galaxyctl_libs import storage
-
-    with operation_lock(state_dir):
-        result, targets = _prepare(state_dir, names, auto_cwd)
-        for instance in {t.instance_name for t in targets}:
-            storage.check_required(instance_storage(next(i for i in result.instances if i.name == instance)))
-        client = sup.SupervisorClient(sup.Paths(state_dir))
-        check_ports_free(client, targets)
-        started_supervisord = client.start_supervisord()
-        for target in targets:
-            client.start(target.program)
-    ready = wait_ready(client, targets, timeout, progress) if wait else ()
-    return LifecycleResult(
-        "start", tuple(t.program for t in targets), tuple(ready), started_supervisord,
-        warnings=result.warnings, log_dirs=tuple(sorted({i.log_dir for i in result.instances})),
-    )
-
-
-def stop(state_dir, names=()):
-    """Stop services; when nothing is left running, supervisord exits too."""
-    with operation_lock(state_dir):
-        try:
-            programs = [t.program for t in targets_mod.select(applied_targets(state_dir), names)]
-        except GalaxyctlError:
-            if names:
-                raise
-            programs = None  # a broken config must not keep Galaxy from stopping: stop everything
-        client = sup.running_client(state_dir)
-        if client is None:
-            return LifecycleResult("stop", ())
-        if programs is None:
-            programs = sorted(client.all_processes())
-        for program in programs:
-            client.stop(program)
-        still_up = [p for p in client.all_processes().values() if p["statename"] in sup.UP_STATES + (sup.STOPPING,)]
-        stopped = False
-        if not still_up:
-            stopped = client.shutdown()
-    return LifecycleResult("stop", tuple(programs), supervisord_stopped=stopped)
-
-
-def restart(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progress=None):
-    """Stop and start services (supervisord is started first if it was down)."""
-    with operation_lock(state_dir):
-        result, targets = _prepare(state_dir, names)
-        client = sup.SupervisorClient(sup.Paths(state_dir))
-        started_supervisord = client.start_supervisord()
-        if not started_supervisord:
-            for target in targets:
-                client.stop(target.program)
-            check_ports_free(client, targets)
-            for target in targets:
-                client.start(target.program)
-    ready = wait_ready(client, targets, timeout, progress) if wait else ()
-    return LifecycleResult("restart", tuple(t.program for t in targets), tuple(ready), started_supervisord, warnings=result.warnings)
-
-
-def graceful(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progress=None):
-    """Reload with the least interruption each service allows (HUP, else restart; tusd left alone)."""
-    with operation_lock(state_dir):
-        result, targets = _prepare(state_dir, names)
-        client = sup.SupervisorClient(sup.Paths(state_dir))
-        started_supervisord = client.start_supervisord()
-        acted = []
-        for target in targets:
-            method = target.service.graceful
-            if started_supervisord or method == GRACEFUL_NONE:
-                continue
-            if method in (GRACEFUL_HUP, GRACEFUL_HERDER) and client.process_info(target.program)["statename"] in sup.UP_STATES[:2]:
-                client.signal(target.program, "HUP")
-                if method == GRACEFUL_HERDER:
-                    _wait_for_reload(client, target, timeout, progress)
-            else:
-                client.stop(target.program)
-                client.start(target.program)
-            acted.append(target)
-    ready = wait_ready(client, targets, timeout, progress) if wait else ()
-    return LifecycleResult("graceful", tuple(t.program for t in acted), tuple(ready), started_supervisord, warnings=result.warnings)
-
-
-def startup(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progress=None, auto_cwd=None, retries=2):
-    """The seed's first start: start and wait; a start that gets stuck is restarted, ``retries`` times.
-    (It always waits: judging a start is the point; ``wait`` is accepted for a uniform signature.)"""
-    try:
-        return start(state_dir, names, True, timeout, progress, auto_cwd)
-    except NotReadyError as first:
-        failure = first
-    for attempt in range(2, retries + 2):
-        if progress:
-            progress(f"try {attempt - 1} failed ({failure.message}); restarting (try {attempt} of {retries + 1})")
-        with operation_lock(state_dir):
-            client = sup.SupervisorClient(sup.Paths(state_dir))
-            for target in targets_mod.select(applied_targets(state_dir), names):
-                if target.service.bind or target.service.uwsgi_config:
-                    client.kill_group(target.program)
-        try:
-            return restart(state_dir, names, True, timeout, progress)
-        except NotReadyError as exc:
-            failure = exc
-    raise NotReadyError(f"Galaxy did not start after {retries + 1} tries: {failure.message}", details=failure.details)
-
-
-def _wait_for_reload(client, target, timeout, progress):
-    """After HUP, the herder starts a new master and retires the old one once the new one serves:
-    wait (bounded) until the master under the herder has changed, so a rolling list goes one by one."""
-    from galaxyctl_libs import workers as workersmod
-
-    herder = client.process_info(target.program)["pid"]
-    before = workersmod.gunicorn_master(herder)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        current = workersmod.gunicorn_master(herder)
-        if current and current != before and len(workersmod.children(herder)) == 1:
-            return
-        if client.process_info(target.program)["pid"] != herder:
-            return  # the herder itself was restarted by supervisord: wait_ready judges the result
-        if progress:
-            progress(f"reloading {target.program}: {deadline - time.monotonic():.0f}s left")
-        time.sleep(0.2)
-    raise NotReadyError(f"{target.program} did not finish its reload within {timeout:.0f}s",
-                        details=[f"last lines of {target.log_file}:"] + ["  " + line for line in tail(target.log_file)])
-
-
-def shutdown(state_dir):
-    """Stop everything and end supervisord."""
-    with operation_lock(state_dir):
-        client = sup.running_client(state_dir)
-        stopped = client.shutdown() if client is not None else False
-    return LifecycleResult("shutdown", (), supervisord_stopped=stopped)
 
 
 # ---------------------------------------------------------------- read-only views
