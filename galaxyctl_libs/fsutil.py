@@ -9,7 +9,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import tempfile
 
 from galaxyctl_libs.errors import GalaxyctlError
 
@@ -38,6 +37,8 @@ def read_text(path):
 
 def atomic_write(path, content, mode=0o600):
     """Replace ``path`` with ``content`` atomically: readers see the old file or the new, whole."""
+    import tempfile  # here, not at import: it pulls in random/hashlib, ~4 ms on every status run
+
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     try:
