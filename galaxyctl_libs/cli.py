@@ -6,10 +6,8 @@ the exit code.  Heavy modules are imported inside the commands that need them, s
 """
 
 import argparse
-import json
 import os
 import sys
-from dataclasses import asdict
 
 from galaxyctl_libs import exitcodes
 from galaxyctl_libs.errors import GalaxyctlError
@@ -174,6 +172,9 @@ def _add_show(sub):
 
 
 def cmd_show(args):
+    import json
+    from dataclasses import asdict
+
     from galaxyctl_libs import operations, state
 
     current = state.load_state(_state_dir(args))

@@ -4,13 +4,20 @@ Kept apart from cli.py (registration, lifecycle, entry points) only for size; ea
 still ``cmd_x(args) -> int`` beside ``_add_x(subparsers)``, and cli.main prints errors.
 """
 
-import json
 import sys
-from dataclasses import asdict
 
 from galaxyctl_libs import exitcodes
 from galaxyctl_libs.cli import _names_argument, _state_dir
 from galaxyctl_libs.errors import GalaxyctlError
+
+
+def _json(result):
+    """A result (or list of results) as JSON: one asdict, imported only when --json asks for it."""
+    import json
+    from dataclasses import asdict
+
+    data = [asdict(item) for item in result] if isinstance(result, list) else asdict(result)
+    return json.dumps(data, indent=2)
 
 
 def _add_status(sub):
@@ -27,7 +34,7 @@ def cmd_status(args):
 
     report = monitoring.status(_state_dir(args), args.names, timeout=args.timeout)
     if args.json:
-        print(json.dumps(asdict(report), indent=2))
+        print(_json(report))
         return report.exit_code
     if report.message:
         print(report.message)
@@ -51,7 +58,7 @@ def cmd_workers(args):
 
     results = monitoring.web_workers(_state_dir(args), args.names)
     if args.json:
-        print(json.dumps([asdict(r) for r in results], indent=2))
+        print(_json(results))
         return exitcodes.SUCCESS
     for result in results:
         print(f"{result.program} ({result.server}, master {result.master_pid or '-'}){': ' + result.error if result.error else ''}")
