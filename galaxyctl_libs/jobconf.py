@@ -9,7 +9,6 @@ read follows Galaxy (``JobConfiguration``).
 import os
 import re
 import string
-import xml.etree.ElementTree as ElementTree
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
@@ -140,7 +139,7 @@ def load_job_handlers(galaxy_section, galaxy_config_file, gravity_handlers, *, g
             notes.append(note)
         if path is not None and ".xml" in os.path.basename(path).lower():  # so job_conf.xml.sample_basic is XML
             source = "job_conf.xml"
-            static, assign = _from_xml(_read(path, lambda fh: ElementTree.parse(fh).getroot()), path)
+            static, assign = _from_xml(_read(path, _parse_xml), path)
         elif path is not None:
             source = "job_conf.yml"
             static, assign = _from_dict(_read(path, yaml.safe_load), path, "", source)
@@ -170,6 +169,12 @@ def _job_config_path(galaxy, config_file, config_dir):
     return (found[0] if found else None), None
 
 
+def _parse_xml(handle):
+    import xml.etree.ElementTree as ElementTree
+
+    return ElementTree.parse(handle).getroot()
+
+
 def _read(path, parse):
     """Parse a job conf file; every failure becomes one line naming the file (and line:column)."""
     try:
@@ -177,8 +182,8 @@ def _read(path, parse):
             return parse(fh)
     except OSError as exc:
         raise GalaxyctlError(f"{path}: cannot read job configuration: {exc.strerror or exc}") from exc
-    except ElementTree.ParseError as exc:
-        line, column = exc.position
+    except SyntaxError as exc:  # ElementTree.ParseError (imported only when a job_conf.xml is read)
+        line, column = getattr(exc, "position", (0, 0))
         raise GalaxyctlError(f"{path}:{line}:{column + 1}: invalid XML: {str(exc).split(': line ')[0]}") from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
