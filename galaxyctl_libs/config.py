@@ -313,14 +313,13 @@ def _build(cls, raw, where, warnings):
 
 def parse_gravity(raw, source, warnings=None):
     """Validate a raw ``gravity:`` mapping; errors name ``source`` (a file) and the key path."""
-    collected = [] if warnings is None else warnings
+    collected = []
     try:
         settings = _build(GravitySettings, _with_legacy_bind(raw), "gravity", collected)
     except GalaxyctlError as exc:
         raise GalaxyctlError(f"{source}: {exc.message}") from None
-    if warnings is None:
-        return settings
-    warnings[:] = [f"{source}: {w}" for w in collected]
+    if warnings is not None:
+        warnings.extend(f"{source}: {w}" for w in collected)
     return settings
 
 

@@ -8,7 +8,7 @@ import os
 import time
 from dataclasses import dataclass
 
-from galaxyctl_libs import health
+from galaxyctl_libs import health, procfs
 from galaxyctl_libs import supervisor as sup
 from galaxyctl_libs import targets as targets_mod
 from galaxyctl_libs.errors import GalaxyctlError, NotReadyError
@@ -53,21 +53,18 @@ def _port_holder(endpoint):
         return ""
     if pid is None:
         return ""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            command = handle.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
-    except OSError:
-        command = "?"
+    command = " ".join(procfs.cmdline(pid)) or "?"
     return f"PID {pid} ({command[:80]})"
 
 
 def check_ports_free(client, targets):
     """Before starting web services that are down: a port someone else holds is a clear error now."""
+    running = client.is_running()
     for target in targets:
         if not target.service.bind:
             continue
         try:
-            state = client.process_info(target.program)["statename"] if client.is_running() else sup.STOPPED
+            state = client.process_info(target.program)["statename"] if running else sup.STOPPED
         except (GalaxyctlError, sup.rpc.Fault):
             state = sup.STOPPED
         if state in sup.UP_STATES:

@@ -39,18 +39,28 @@ class StatusReport:
 def status(state_dir, names=(), probe_web=True, timeout=5.0):
     """One row per service; LSB exit code: 0 all running, 3 something is not, 4 unknown."""
     try:
-        targets = applied_targets(state_dir, names)
+        record = applied(state_dir)
+    except GalaxyctlError as exc:
+        return StatusReport(False, None, (), exitcodes.LSB_UNKNOWN, exc.message)
+    return _status(state_dir, record, names, probe_web, timeout)
+
+
+def _status(state_dir, record, names, probe_web, timeout):
+    try:
+        targets = targets_mod.select(record.targets, names)
     except GalaxyctlError as exc:
         return StatusReport(False, None, (), exitcodes.LSB_UNKNOWN, exc.message)
     if not targets:
         return StatusReport(False, None, (), exitcodes.LSB_NOT_RUNNING, "no Galaxy config is registered")
+    missing = missing_storage(record)
     client = sup.SupervisorClient(sup.Paths(state_dir))
     if not client.is_running():
         rows = tuple(
             ServiceStatus(t.instance_name, t.service.service_name, t.program, "STOPPED", None, 0, "supervisord is not running")
             for t in targets
         )
-        return StatusReport(False, None, rows, exitcodes.LSB_NOT_RUNNING, f"supervisord is not running (state dir {state_dir})")
+        message = f"supervisord is not running (state dir {state_dir})"
+        return StatusReport(False, None, rows, exitcodes.LSB_NOT_RUNNING, message, missing)
     infos = client.all_processes()
     rows = []
     for target in targets:
@@ -61,21 +71,24 @@ def status(state_dir, names=(), probe_web=True, timeout=5.0):
                                       "not loaded in supervisord; run 'galaxyctl update'"))
             continue
         uptime = int(info["now"] - info["start"]) if info["statename"] == sup.RUNNING and info["start"] else 0
-        web = ""
-        if probe_web and target.service.bind and info["statename"] in sup.UP_STATES:
-            endpoint = health.parse_bind(target.service.bind)
-            if endpoint:
-                probe = health.probe(endpoint, target.service.url_prefix + health.READY_PATH, timeout=timeout)
-                web = f"ok {probe.elapsed_ms:.0f}ms" if probe.ok else (probe.error or f"HTTP {probe.status}")
+        probe = _probe_web(target.service, timeout) if probe_web and info["statename"] in sup.UP_STATES else None
+        web = "" if probe is None else f"ok {probe.elapsed_ms:.0f}ms" if probe.ok else (probe.error or f"HTTP {probe.status}")
         rows.append(ServiceStatus(
             target.instance_name, target.service.service_name, target.program, info["statename"],
             info["pid"] or None, uptime, info["description"], web,
         ))
     down = [r for r in rows if r.state not in (sup.RUNNING, sup.STARTING)]
     code = exitcodes.LSB_NOT_RUNNING if down else exitcodes.LSB_RUNNING
-    missing = missing_storage(state_dir)
     message = f"required storage not mounted: {', '.join(missing)}" if missing else ""
     return StatusReport(True, client.pid(), tuple(rows), code, message, missing)
+
+
+def _probe_web(service, timeout):
+    """One probe of a web service's readiness URL; None for services that serve no HTTP (or fd:// binds)."""
+    endpoint = health.parse_bind(service.bind) if service.bind else None
+    if endpoint is None:
+        return None
+    return health.probe(endpoint, service.url_prefix + health.READY_PATH, timeout=timeout)
 
 
 # ---------------------------------------------------------------- workers
@@ -92,9 +105,13 @@ class WebWorkers:
 
 def web_workers(state_dir, names=()):
     """Each web server's workers, busy or idle (gunicorn from /proc, uWSGI from its stats server)."""
+    return _web_workers(state_dir, applied_targets(state_dir, names))
+
+
+def _web_workers(state_dir, targets):
     from galaxyctl_libs import workers as workersmod
 
-    targets = [t for t in applied_targets(state_dir, names) if t.service.bind or t.service.uwsgi_config]
+    targets = [t for t in targets if t.service.bind or t.service.uwsgi_config]
     client = sup.running_client(state_dir)
     if client is None:
         raise GalaxyctlError(f"supervisord is not running (state dir {state_dir})", exit_code=exitcodes.LSB_NOT_RUNNING)
@@ -132,9 +149,9 @@ def applied_targets(state_dir, names=()):
     return targets_mod.select(applied(state_dir).targets, names)
 
 
-def missing_storage(state_dir):
-    """Required mount points (``gravity.storage.required``) that are not mounted."""
-    required = applied(state_dir).required_storage
+def missing_storage(record):
+    """Required mount points (``gravity.storage.required`` of an Applied record) that are not mounted."""
+    required = record.required_storage
     if not required:
         return ()
     from galaxyctl_libs.storage import is_mounted
@@ -172,34 +189,36 @@ class CheckResult:
 def check(state_dir, names=(), timeout=10.0, restart_window=300):
     """Nagios-style health: CRITICAL when a service is down or the web does not answer in ``timeout``;
     WARNING when every worker is busy or a service (re)started less than ``restart_window`` s ago."""
-    report = status(state_dir, names, probe_web=False)
+    try:
+        record = applied(state_dir)  # read once: status, probes and workers all work from it
+    except GalaxyctlError as exc:
+        return CheckResult(exitcodes.NAGIOS_UNKNOWN, exc.message, 0, 0, None, 0, 0)
+    report = _status(state_dir, record, names, False, timeout)
     if report.exit_code == exitcodes.LSB_UNKNOWN or not report.services:
         return CheckResult(exitcodes.NAGIOS_UNKNOWN, report.message or "nothing registered", 0, 0, None, 0, 0)
     running = [r for r in report.services if r.state in (sup.RUNNING, sup.STARTING)]
     critical = [f"{r.program} {r.state}" for r in report.services if r not in running]
     if not report.supervisord_running:
         critical = ["supervisord is not running"]
-    critical += [f"required storage {path} not mounted" for path in missing_storage(state_dir)]
+    critical += [f"required storage {path} not mounted" for path in report.storage_missing]
     warnings = [
         f"{r.program} {'starting' if r.state == sup.STARTING else f'up {r.uptime_seconds}s'}"
         for r in running if restart_window > 0 and (r.state == sup.STARTING or r.uptime_seconds < restart_window)
     ]
     web_ms = None
+    targets = targets_mod.select(record.targets, names)
     if report.supervisord_running:
-        for target in applied_targets(state_dir, names):
-            if not target.service.bind:
+        for target in targets:
+            result = _probe_web(target.service, timeout)
+            if result is None:
                 continue
-            endpoint = health.parse_bind(target.service.bind)
-            if endpoint is None:
-                continue
-            result = health.probe(endpoint, target.service.url_prefix + health.READY_PATH, timeout=timeout)
             if result.ok:
                 web_ms = max(web_ms or 0.0, result.elapsed_ms)
             else:
                 critical.append(f"{target.program} web not answering ({result.error or result.status})")
     busy = total = 0
     if report.supervisord_running:
-        for web in web_workers(state_dir, names):
+        for web in _web_workers(state_dir, targets):
             total += len(web.workers)
             busy += sum(1 for w in web.workers if w.status == "busy")
         if total and busy == total:

@@ -7,7 +7,7 @@ Each takes the state dir and returns data; the CLI renders it.
 import os
 import pwd
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from galaxyctl_libs import config as configmod
 from galaxyctl_libs import fsutil, jobconf
@@ -74,7 +74,7 @@ def resolve(record, state_dir, enforce_user=True):
     settings = configmod.parse_gravity(attribs, record.path)
     if settings.process_manager not in (None, "supervisor"):
         warning = f"{record.path}: gravity.process_manager: {settings.process_manager} is not supported, using supervisor"
-        loaded = configmod.GalaxyConfig(**{**loaded.__dict__, "warnings": loaded.warnings + (warning,)})
+        loaded = replace(loaded, warnings=loaded.warnings + (warning,))
     name = settings.instance_name if "instance_name" in loaded.gravity_raw else record.instance_name
     galaxy_root = configmod.find_galaxy_root(record.path, settings)
     job_config = jobconf.load_job_handlers(
@@ -83,7 +83,7 @@ def resolve(record, state_dir, enforce_user=True):
     )
     warning = jobconf.assignment_warning(job_config)
     if warning:
-        loaded = configmod.GalaxyConfig(**{**loaded.__dict__, "warnings": loaded.warnings + (warning,)})
+        loaded = replace(loaded, warnings=loaded.warnings + (warning,))
     config_dir = os.path.dirname(record.path)
     log_dir = settings.log_dir and os.path.join(config_dir, settings.log_dir)
     instance = Instance(

@@ -234,8 +234,8 @@ class SupervisorClient:
         """Start supervisord (daemonizing) and wait until it answers; stale pid/socket files are fine."""
         if self.is_running():
             return False
-        for stale in (self.paths.socket, self.paths.pidfile):
-            if self.pid() is None:
+        if self.pid() is None:  # left by a supervisord that died: clear them for the new one
+            for stale in (self.paths.socket, self.paths.pidfile):
                 fsutil.remove_file(stale)
         import subprocess
 
