@@ -25,44 +25,18 @@ if not os.path.isdir(CORPUS):  # CI clones the repo elsewhere; the corpus may be
 
 sys.path.insert(0, REPO)
 
+from galaxyctl_libs import procfs  # noqa: E402 - after the path set-up above
+
+# process helpers the tests share: the library's own /proc readers
+alive = procfs.alive
+children_of = procfs.children
+descendants_of = procfs.descendants
+
 
 def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def children_of(pid):
-    """Direct children of ``pid`` (from /proc)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(entry))
-    return found
-
-
-def descendants_of(pid):
-    result, todo = [], [pid]
-    while todo:
-        for child in children_of(todo.pop()):
-            result.append(child)
-            todo.append(child)
-    return result
-
-
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def kill_pids(pids, timeout=10):

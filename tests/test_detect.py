@@ -11,6 +11,7 @@ import time
 import pytest
 
 from galaxyctl_libs.detect import DetectGalaxyCommands, GalaxyCommands, detect_galaxy_commands
+from galaxyctl_libs import procfs
 from galaxyctl_libs.errors import GalaxyctlError
 
 BIN = os.path.dirname(sys.executable)
@@ -114,16 +115,8 @@ def test_detected_supervisor_commands_drive_a_real_supervisord(paths):
             daemon.kill()
             daemon.wait(timeout=5)
         for pid in children:  # supervisord stops its programs; make sure, by PID (if still ours)
-            if "time.sleep(120)" in _cmdline(pid):
+            if "time.sleep(120)" in " ".join(procfs.cmdline(pid)):
                 os.kill(pid, signal.SIGKILL)
-
-
-def _cmdline(pid):
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return handle.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def _run(argv):

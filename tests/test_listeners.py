@@ -17,6 +17,7 @@ import time
 import pytest
 
 from galaxyctl_libs import listeners
+from galaxyctl_libs import procfs
 from galaxyctl_libs.errors import GalaxyctlError
 
 HAVE_LSOF = shutil.which("lsof") is not None
@@ -64,7 +65,7 @@ def _read_line(proc, timeout=10):
 
 def _stop(pids, timeout=5, marker="prefork.py"):
     """SIGTERM each PID, then SIGKILL what is left after a bounded wait (only if still ours)."""
-    pids = [pid for pid in pids if marker in _cmdline(pid)]
+    pids = [pid for pid in pids if marker in " ".join(procfs.cmdline(pid))]
     for pid in pids:
         try:
             os.kill(pid, signal.SIGTERM)
@@ -72,29 +73,13 @@ def _stop(pids, timeout=5, marker="prefork.py"):
             pass
     deadline = time.monotonic() + timeout
     for pid in pids:
-        while time.monotonic() < deadline and _alive(pid):
+        while time.monotonic() < deadline and procfs.alive(pid):
             time.sleep(0.05)
-        if _alive(pid):
+        if procfs.alive(pid):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-
-
-def _cmdline(pid):
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return handle.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 class Server:

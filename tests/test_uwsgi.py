@@ -18,6 +18,7 @@ import urllib.request
 import pytest
 
 from galaxyctl_libs import listeners
+from galaxyctl_libs import procfs
 from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.uwsgi import (UwsgiAddress, UwsgiSocket, UwsgiStatsServer, UwsgiWorker, parse_address,
                                   read_uwsgi_config)
@@ -60,14 +61,6 @@ def _children(pid):
     return found
 
 
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _stop_uwsgi(proc, timeout=10):
     """SIGTERM the master (--die-on-term), then SIGKILL it and any child left, all by PID."""
     children = _children(proc.pid)
@@ -80,18 +73,10 @@ def _stop_uwsgi(proc, timeout=10):
         proc.wait(timeout=5)
     deadline = time.monotonic() + 3
     for pid in children:
-        while _alive(pid) and time.monotonic() < deadline:
+        while procfs.alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if _alive(pid) and UWSGI in _cmdline(pid):  # still one of ours, not a recycled PID
+        if procfs.alive(pid) and UWSGI in " ".join(procfs.cmdline(pid)):  # still one of ours, not a recycled PID
             os.kill(pid, signal.SIGKILL)
-
-
-def _cmdline(pid):
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return handle.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
 
 
 class Uwsgi:
