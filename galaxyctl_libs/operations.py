@@ -14,6 +14,7 @@ from galaxyctl_libs import fsutil, jobconf
 from galaxyctl_libs import state as statemod
 from galaxyctl_libs import supervisor as sup
 from galaxyctl_libs.errors import GalaxyctlError
+from galaxyctl_libs.rootpolicy import run_as
 from galaxyctl_libs import targets as targets_mod
 from galaxyctl_libs.targets import Target
 from galaxyctl_libs.services import Instance, build_services, pid_dir
@@ -31,37 +32,6 @@ def operation_lock(state_dir):
     """Serialise galaxyctl runs on one state dir (cron + an admin): one lock for state and supervisor."""
     fsutil.ensure_private_dir(state_dir)
     return fsutil.exclusive_lock(os.path.join(state_dir, OPERATION_LOCK_FILE))
-
-
-ALLOW_ROOT_ENV = "GALAXYCTL_ALLOW_ROOT"  # "1": the admin explicitly accepts running Galaxy as root
-
-
-def run_as(settings, config_path, environ=None):
-    """Who Galaxy's processes run as: never root by accident.  (None, None) means "as galaxyctl".
-
-    As root: ``galaxy_user`` if set, else the config file's owner if not root, else refuse, unless
-    the admin set ``GALAXYCTL_ALLOW_ROOT=1`` (``galaxyctl --allow-root``).
-    """
-    environ = os.environ if environ is None else environ
-    if os.geteuid() != 0:
-        return None, None
-    if settings.galaxy_user:
-        try:
-            entry = pwd.getpwnam(settings.galaxy_user)
-        except KeyError:
-            raise GalaxyctlError(f"{config_path}: gravity.galaxy_user: no such user {settings.galaxy_user!r}") from None
-        if entry.pw_uid == 0:
-            raise GalaxyctlError(f"{config_path}: gravity.galaxy_user: refusing to run Galaxy as root")
-        return settings.galaxy_user, settings.galaxy_group
-    owner = os.stat(config_path).st_uid
-    if owner != 0:
-        return pwd.getpwuid(owner).pw_name, settings.galaxy_group
-    if environ.get(ALLOW_ROOT_ENV) == "1":
-        return None, None
-    raise GalaxyctlError(
-        f"refusing to run Galaxy as root: set gravity.galaxy_user in {config_path}, "
-        "or run galaxyctl as the Galaxy user (--allow-root overrides)"
-    )
 
 
 def resolve(record, state_dir, enforce_user=True):
