@@ -7,8 +7,6 @@ something.  Names are loaded lazily from their modules::
     from galaxyctl_libs import load_config, status
 """
 
-import importlib
-
 __version__ = "0.1.0"
 
 # public name -> module that defines it
@@ -18,7 +16,7 @@ _EXPORTS = {
     "parse_gravity": "config",
     "GravitySettings": "config",
     "load_state": "state",
-    "default_state_dir": "state",
+    "default_state_dir": "fsutil",
     "register": "operations",
     "deregister": "operations",
     "update": "operations",
@@ -45,6 +43,8 @@ def __getattr__(name):
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'galaxyctl_libs' has no attribute {name!r}")
+    import importlib  # here, not at the top: every galaxyctl run imports this package
+
     value = getattr(importlib.import_module(f"galaxyctl_libs.{module}"), name)
     globals()[name] = value
     return value

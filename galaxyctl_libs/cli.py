@@ -16,7 +16,7 @@ PROG = "galaxyctl"
 
 
 def _state_dir(args):
-    from galaxyctl_libs.state import default_state_dir
+    from galaxyctl_libs.fsutil import default_state_dir
 
     return os.path.abspath(args.state_dir) if args.state_dir else default_state_dir()
 
@@ -418,8 +418,73 @@ def cmd_exec(args):
 # ---------------------------------------------------------------- entry points
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, sized without ``shutil``: argparse makes one per ``add_argument``, and
+    the first would import shutil (with bz2, lzma and zlib) on every run just to ask for the width."""
+
+    def __init__(self, prog, **kwargs):
+        kwargs.setdefault("width", _terminal_columns() - 2)
+        super().__init__(prog, **kwargs)
+
+
+def _terminal_columns():
+    """$COLUMNS, else the terminal's width, else 80 (what shutil.get_terminal_size answers)."""
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
+class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def _commands():
+    """(name, adder) for every subcommand, in --help order; each adder registers its one subcommand."""
+    from galaxyctl_libs import cli_health
+
+    def simple(name, helptext, func, waits=False):
+        return name, lambda sub: _add_simple(sub, name, helptext, func, waits)
+
+    return (
+        ("register", _add_register), ("deregister", _add_deregister), ("list", _add_list),
+        ("instances", _add_instances), ("show", _add_show), ("rename", _add_rename), ("update", _add_update),
+        ("start", _add_start),
+        simple("stop", "stop services; supervisord exits when nothing is left running", cmd_stop),
+        simple("restart", "stop and start services, then wait until Galaxy answers", cmd_restart, waits=True),
+        simple("graceful", "reload services with the least interruption, then wait until Galaxy answers",
+               cmd_graceful, waits=True),
+        ("startup", _add_startup), ("shutdown", _add_shutdown), ("status", cli_health._add_status),
+        ("check", cli_health._add_check), ("workers", cli_health._add_workers), ("luks", cli_health._add_luks),
+        ("onedata", cli_health._add_onedata), ("follow", _add_follow), ("supervisorctl", _add_supervisorctl),
+        ("exec", _add_exec),
+    )
+
+
+def _command_word(argv):
+    """The subcommand named in ``argv`` (skipping the global options), or None."""
+    argv = iter(argv)
+    for word in argv:
+        if word == "--":
+            return None
+        if word.startswith("-"):
+            if "=" not in word and len(word) > 2 and "--state-dir".startswith(word):
+                next(argv, None)  # its value
+            continue
+        return word
+    return None
+
+
+def build_parser(argv=None):
+    """The parser; given ``argv`` naming a subcommand, with only that one registered (a cron
+    ``status`` then builds one subparser instead of twenty-one).  --help and typos get them all."""
+    parser = _Parser(
         prog=PROG,
         description="Manage Galaxy's processes (gunicorn, celery, handlers, …) under supervisord, and check their health.",
     )
@@ -428,27 +493,21 @@ def build_parser():
                         help="as root, let Galaxy's services run as root when no galaxy_user is set (not recommended)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for add in (_add_register, _add_deregister, _add_list, _add_instances, _add_show, _add_rename, _add_update, _add_start):
-        add(sub)
-    _add_simple(sub, "stop", "stop services; supervisord exits when nothing is left running", cmd_stop)
-    _add_simple(sub, "restart", "stop and start services, then wait until Galaxy answers", cmd_restart, waits=True)
-    _add_simple(sub, "graceful", "reload services with the least interruption, then wait until Galaxy answers",
-                cmd_graceful, waits=True)
-    from galaxyctl_libs import cli_health
-
-    for add in (_add_startup, _add_shutdown, cli_health._add_status, cli_health._add_check, cli_health._add_workers,
-                cli_health._add_luks, cli_health._add_onedata, _add_follow, _add_supervisorctl, _add_exec):
+    commands = _commands()
+    wanted = _command_word(argv) if argv is not None else None
+    chosen = [add for name, add in commands if name == wanted]
+    for add in chosen or [add for _, add in commands]:
         add(sub)
     return parser
 
 
 def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     if args.allow_root:
-        from galaxyctl_libs.operations import ALLOW_ROOT_ENV
+        from galaxyctl_libs.rootpolicy import ALLOW_ROOT_ENV
 
-        os.environ[ALLOW_ROOT_ENV] = "1"  # our own process environment: read by operations.run_as
+        os.environ[ALLOW_ROOT_ENV] = "1"  # our own process environment: read by rootpolicy.run_as
     try:
         return args.func(args)
     except GalaxyctlError as exc:

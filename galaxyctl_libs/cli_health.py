@@ -12,12 +12,12 @@ from galaxyctl_libs.errors import GalaxyctlError
 
 
 def _json(result):
-    """A result (or list of results) as JSON: one asdict, imported only when --json asks for it."""
+    """A result (or list of results) as JSON; json is imported only when --json asks for it."""
     import json
-    from dataclasses import asdict
 
-    data = [asdict(item) for item in result] if isinstance(result, list) else asdict(result)
-    return json.dumps(data, indent=2)
+    from galaxyctl_libs.records import asdict
+
+    return json.dumps(asdict(result), indent=2)
 
 
 def _add_status(sub):

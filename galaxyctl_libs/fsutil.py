@@ -1,16 +1,24 @@
-"""Atomic, locked file writes and private directories.
+"""Atomic, locked file writes, private directories, and where the state dir is by default.
 
 Every file galaxyctl owns is replaced whole (temp file, fsync, rename, fsync of the directory) so a
 crash leaves the old or the new content, never a mix; state changes happen under an exclusive
 ``flock`` so a cron run and an admin's run serialise instead of losing each other's writes.
 """
 
-import contextlib
 import errno
 import fcntl
 import os
 
 from galaxyctl_libs.errors import GalaxyctlError
+
+
+def default_state_dir(environ=None):
+    """``$GRAVITY_STATE_DIR``, else ``$XDG_CONFIG_HOME/galaxy-gravity`` (``~/.config`` by default)."""
+    environ = os.environ if environ is None else environ
+    if environ.get("GRAVITY_STATE_DIR"):
+        return os.path.abspath(os.path.expanduser(environ["GRAVITY_STATE_DIR"]))
+    config_home = environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.abspath(os.path.join(config_home, "galaxy-gravity"))
 
 
 def ensure_private_dir(path, mode=0o700):
@@ -35,8 +43,12 @@ def read_text(path):
         raise GalaxyctlError(f"cannot read {path}: {exc.strerror}") from None
 
 
-def atomic_write(path, content, mode=0o600):
-    """Replace ``path`` with ``content`` atomically: readers see the old file or the new, whole."""
+def atomic_write(path, content, mode=0o600, sync_dir=True):
+    """Replace ``path`` with ``content`` atomically: readers see the old file or the new, whole.
+
+    ``sync_dir=False`` leaves the directory's fsync (which makes the rename itself durable) to the
+    caller: writing many files, one ``fsync_dir`` per directory at the end does for them all.
+    """
     import tempfile  # here, not at import: it pulls in random/hashlib, ~4 ms on every status run
 
     directory = os.path.dirname(os.path.abspath(path))
@@ -49,31 +61,74 @@ def atomic_write(path, content, mode=0o600):
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.unlink(tmp)
+        except FileNotFoundError:
+            pass
         raise
-    _fsync_dir(directory)
+    if sync_dir:
+        fsync_dir(directory)
 
 
-def write_if_changed(path, content, mode=0o600):
+def write_if_changed(path, content, mode=0o600, sync_dir=True):
     """Write ``path`` only when its content differs; returns True when it wrote."""
     if read_text(path) == content:
         return False
-    atomic_write(path, content, mode=mode)
+    atomic_write(path, content, mode=mode, sync_dir=sync_dir)
     return True
 
 
-def remove_file(path):
+PARALLEL_WRITERS = 8  # threads for write_many_if_changed
+PARALLEL_FROM = 16  # fewer changed files than this are written in turn
+
+
+def write_many_if_changed(files, mode=0o600):
+    """``write_if_changed`` for many files (``{path: content}``); returns the paths written, sorted.
+
+    Each file is still written atomically with its fsync, but the fsyncs run on a few threads (the
+    file system merges concurrent flushes: 500 handler files take about half the time), and each
+    directory is fsynced once at the end instead of once per file.
+    """
+    changed = sorted(path for path, content in files.items() if read_text(path) != content)
+    errors = []
+
+    def write(paths):
+        try:
+            for path in paths:
+                atomic_write(path, files[path], mode=mode, sync_dir=False)
+        except BaseException as exc:  # re-raised below, in the caller's thread
+            errors.append(exc)
+
+    if len(changed) < PARALLEL_FROM:
+        write(changed)
+    else:
+        import threading
+
+        threads = [threading.Thread(target=write, args=(changed[i::PARALLEL_WRITERS],)) for i in range(PARALLEL_WRITERS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    if errors:
+        raise errors[0]
+    for directory in sorted({os.path.dirname(os.path.abspath(path)) for path in changed}):
+        fsync_dir(directory)
+    return changed
+
+
+def remove_file(path, sync_dir=True):
     """Remove ``path``; returns True when something was removed."""
     try:
         os.unlink(path)
     except FileNotFoundError:
         return False
-    _fsync_dir(os.path.dirname(os.path.abspath(path)))
+    if sync_dir:
+        fsync_dir(os.path.dirname(os.path.abspath(path)))
     return True
 
 
-def _fsync_dir(directory):
+def fsync_dir(directory):
+    """Make renames and removals in ``directory`` durable (quietly skipped where unsupported)."""
     try:
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
@@ -87,16 +142,34 @@ def _fsync_dir(directory):
         os.close(fd)
 
 
-@contextlib.contextmanager
-def exclusive_lock(lock_path):
-    """Hold an exclusive ``flock`` on ``lock_path`` for the ``with`` block (blocks until free)."""
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise GalaxyctlError(f"cannot open lock file {lock_path}: {exc.strerror}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+class exclusive_lock:  # noqa: N801 - used as a function: ``with exclusive_lock(path):``
+    """Hold an exclusive ``flock`` on ``lock_path`` for the ``with`` block (blocks until free).
+
+    A class rather than ``contextlib.contextmanager``: contextlib is an import every status run
+    would pay for (this module is on that path) without using it.
+    """
+
+    def __init__(self, lock_path):
+        self.lock_path = lock_path
+        self.fd = None
+
+    def __enter__(self):
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise GalaxyctlError(f"cannot open lock file {self.lock_path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc_info):
+        fd, self.fd = self.fd, None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+        return False

@@ -4,16 +4,16 @@ A bound port is not readiness (Galaxy binds ~40 s before it answers), so readine
 response below 500 from ``/api/version``.
 """
 
-import socket
 import time
-from dataclasses import dataclass
+
+from galaxyctl_libs import netio
+from galaxyctl_libs.records import Record
 
 READY_PATH = "/api/version"
 MAX_REPLY = 1 << 20  # never read more than this of an answer
 
 
-@dataclass(frozen=True)
-class Endpoint:
+class Endpoint(Record):
     """Where to connect for a bind string: TCP host/port, or a unix socket path."""
 
     host: str = None
@@ -45,8 +45,7 @@ def parse_bind(bind):
     return Endpoint(host=wildcard.get(host, host), port=port)
 
 
-@dataclass(frozen=True)
-class ProbeResult:
+class ProbeResult(Record):
     ok: bool
     status: int  # HTTP status, or None when no response
     elapsed_ms: float
@@ -63,20 +62,10 @@ def probe(endpoint, path=READY_PATH, timeout=5.0):
     request = f"GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: galaxyctl\r\nConnection: close\r\n\r\n"
     try:
         if endpoint.unix_path:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(timeout)
-            sock.connect(endpoint.unix_path)
+            sock = netio.connect_unix(endpoint.unix_path, timeout)
         else:
-            sock = socket.create_connection((endpoint.host, endpoint.port), timeout=timeout)
-        with sock:
-            sock.sendall(request.encode("latin-1"))
-            reply = b""
-            while len(reply) < MAX_REPLY:
-                sock.settimeout(max(0.01, deadline - time.monotonic()))
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                reply += chunk
+            sock = netio.connect_tcp(endpoint.host, endpoint.port, timeout)
+        reply = netio.exchange(sock, request.encode("latin-1"), deadline, MAX_REPLY)
     except OSError as exc:
         return ProbeResult(False, None, (time.monotonic() - started) * 1000, str(exc) or type(exc).__name__)
     elapsed = (time.monotonic() - started) * 1000

@@ -11,7 +11,6 @@ import re
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple
 
 import yaml
 
@@ -32,19 +31,19 @@ class Handler:
 
     server_name: str
     source: str  # job_conf.yml | job_conf.xml | job_config | gravity.handlers
-    pools: Tuple[str, ...] = ()
-    environment: Tuple[Tuple[str, str], ...] = ()  # ordered (name, value) pairs
-    options: Tuple[Tuple[str, Any], ...] = field(default=(), hash=False)  # other gravity.handlers keys, unchecked
+    pools: tuple = ()
+    environment: tuple = ()  # ordered (name, value) pairs
+    options: tuple = field(default=(), hash=False)  # other gravity.handlers keys, unchecked
 
     @property
     def dynamic(self) -> bool:
         return self.source == "gravity.handlers"
 
     @property
-    def env(self) -> Dict[str, str]:
+    def env(self) -> dict:
         return dict(self.environment)
 
-    def attach_to_pool_args(self) -> Tuple[str, ...]:
+    def attach_to_pool_args(self) -> tuple:
         """The pool options as gravity writes them."""
         return tuple(f"--attach-to-pool={pool}" for pool in self.pools)
 
@@ -53,20 +52,20 @@ class Handler:
 class JobConfig:
     """Every handler to run, plus what decides whether dynamic ones will get jobs."""
 
-    handlers: Tuple[Handler, ...] = ()
-    assign_methods: Tuple[str, ...] = ()  # lower-cased, in the order Galaxy tries them
-    source: Optional[str] = None  # job_conf.yml | job_conf.xml | job_config | None (no job configuration)
-    source_path: Optional[str] = None  # the job conf file, or galaxy.yml for inline job_config
+    handlers: tuple = ()
+    assign_methods: tuple = ()  # lower-cased, in the order Galaxy tries them
+    source: str = None  # job_conf.yml | job_conf.xml | job_config | None (no job configuration)
+    source_path: str = None  # the job conf file, or galaxy.yml for inline job_config
     database_is_sqlite: bool = True
     config_dir: str = ""
-    notes: Tuple[str, ...] = ()  # things worth telling the admin, e.g. a job_config_file that does not exist
+    notes: tuple = ()  # things worth telling the admin, e.g. a job_config_file that does not exist
 
     @property
-    def static_handlers(self) -> Tuple[Handler, ...]:
+    def static_handlers(self) -> tuple:
         return tuple(h for h in self.handlers if not h.dynamic)
 
     @property
-    def dynamic_handlers(self) -> Tuple[Handler, ...]:
+    def dynamic_handlers(self) -> tuple:
         return tuple(h for h in self.handlers if h.dynamic)
 
     @property
@@ -82,7 +81,14 @@ class JobConfig:
         return f"handling.assign (there is no job configuration: create {where} or set galaxy.job_config)"
 
 
-def assignment_warning(job_config: JobConfig) -> Optional[str]:
+def _name_list(names, shown=4):
+    """``a, b, c`` or, for many, ``a, b, c, … z (500 handlers)``: one warning line stays readable."""
+    if len(names) <= shown + 1:
+        return ", ".join(names)
+    return f"{', '.join(names[:shown - 1])}, … {names[-1]} ({len(names)} handlers)"
+
+
+def assignment_warning(job_config):
     """One line when dynamic handlers would get no jobs (or unsafe locking), else None.
 
     Galaxy tries the methods in order; only db-skip-locked and db-transaction-isolation let
@@ -92,7 +98,7 @@ def assignment_warning(job_config: JobConfig) -> Optional[str]:
     dynamic = job_config.dynamic_handlers
     if not dynamic:
         return None
-    names, setting = ", ".join(h.server_name for h in dynamic), job_config.assign_setting
+    names, setting = _name_list([h.server_name for h in dynamic]), job_config.assign_setting
     methods, sqlite = job_config.assign_methods, job_config.database_is_sqlite
     first = next((m for m in methods if m in DYNAMIC_ASSIGN_METHODS + ("mem-self", "db-self")), None)
     if first == "db-transaction-isolation" or (first == "db-skip-locked" and not sqlite):

@@ -3,19 +3,17 @@
 Everything here only looks: nothing is written except the Prometheus textfile an admin asks for.
 """
 
-from dataclasses import dataclass
-
 from galaxyctl_libs import exitcodes, fsutil, health
 from galaxyctl_libs import supervisor as sup
 from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs import targets as targets_mod
+from galaxyctl_libs.records import Record
 
 
 # ---------------------------------------------------------------- status
 
 
-@dataclass(frozen=True)
-class ServiceStatus:
+class ServiceStatus(Record):
     instance: str
     service: str
     program: str
@@ -26,8 +24,7 @@ class ServiceStatus:
     web: str = ""  # for web services: "ok 12ms", or why not
 
 
-@dataclass(frozen=True)
-class StatusReport:
+class StatusReport(Record):
     supervisord_running: bool
     supervisord_pid: int
     services: tuple
@@ -54,14 +51,14 @@ def _status(state_dir, record, names, probe_web, timeout):
         return StatusReport(False, None, (), exitcodes.LSB_NOT_RUNNING, "no Galaxy config is registered")
     missing = missing_storage(record)
     client = sup.SupervisorClient(sup.Paths(state_dir))
-    if not client.is_running():
+    infos = client.running_processes()
+    if infos is None:
         rows = tuple(
             ServiceStatus(t.instance_name, t.service.service_name, t.program, "STOPPED", None, 0, "supervisord is not running")
             for t in targets
         )
         message = f"supervisord is not running (state dir {state_dir})"
         return StatusReport(False, None, rows, exitcodes.LSB_NOT_RUNNING, message, missing)
-    infos = client.all_processes()
     rows = []
     for target in targets:
         key = target.program if ":" in target.program else f"{target.program}:{target.program}"
@@ -94,8 +91,7 @@ def _probe_web(service, timeout):
 # ---------------------------------------------------------------- workers
 
 
-@dataclass(frozen=True)
-class WebWorkers:
+class WebWorkers(Record):
     program: str
     server: str
     master_pid: int
@@ -162,8 +158,7 @@ def missing_storage(record):
 # ---------------------------------------------------------------- check (Nagios) and Prometheus
 
 
-@dataclass(frozen=True)
-class CheckResult:
+class CheckResult(Record):
     code: int  # Nagios: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN
     summary: str
     services_running: int

@@ -6,8 +6,9 @@ arrays and structs, over HTTP/1.0 on a local socket: this module speaks exactly 
 replies with the C expat parser.
 """
 
-import socket
 from xml.parsers import expat
+
+from galaxyctl_libs import netio
 
 
 def escape(text):
@@ -123,17 +124,7 @@ def call(socket_path, method, params=(), timeout=30.0):
     body = request_body(method, params)
     head = (f"POST /RPC2 HTTP/1.0\r\nHost: localhost\r\nContent-Type: text/xml\r\n"
             f"Content-Length: {len(body)}\r\n\r\n").encode("ascii")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(socket_path)
-        sock.sendall(head + body)
-        chunks = []
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    reply = b"".join(chunks)
+    reply = netio.exchange(netio.connect_unix(socket_path, timeout), head + body)
     header, _, payload = reply.partition(b"\r\n\r\n")
     status = header.split(b"\r\n", 1)[0].split()
     if len(status) < 2 or status[1] != b"200":

@@ -5,17 +5,14 @@ process manager renderer (supervisor.py) turns these into files; ``galaxyctl exe
 """
 
 import functools
-import glob
-import hashlib
 import os
 import re
 import shlex
-import shutil
-import subprocess
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from galaxyctl_libs.config import effective_preload
+from galaxyctl_libs.records import replace
 from galaxyctl_libs.targets import (  # noqa: F401 - the service data lives with the targets
     GRACEFUL_HERDER, GRACEFUL_HUP, GRACEFUL_NONE, Service,
 )
@@ -54,17 +51,23 @@ def find_executable(instance, name):
     for directory in candidates:
         if directory and os.access(os.path.join(directory, name), os.X_OK):
             return os.path.join(directory, name)
+    import shutil  # here, like the imports below: update pays only for what a config needs
+
     return shutil.which(name) or name
 
 
 @functools.lru_cache(maxsize=None)
 def gunicorn_version(gunicorn_exe):
     """The gunicorn version installed next to ``gunicorn_exe``: from its dist-info, else by asking it."""
+    import glob
+
     prefix = os.path.dirname(os.path.dirname(os.path.realpath(gunicorn_exe))) if os.path.isabs(gunicorn_exe) else ""
     for info in glob.glob(os.path.join(prefix, "lib", "python3*", "site-packages", "gunicorn-*.dist-info")) if prefix else ():
         found = re.match(r"gunicorn-(\d+)\.(\d+)", os.path.basename(info))
         if found:
             return int(found.group(1)), int(found.group(2))
+    import subprocess
+
     try:
         out = subprocess.run([gunicorn_exe, "--version"], capture_output=True, text=True, timeout=20).stdout
     except (OSError, subprocess.SubprocessError):
@@ -78,6 +81,8 @@ def pid_dir(instance):
     cannot enter the root-only state dir) a directory of its own under /run."""
     if not instance.run_as[0]:
         return os.path.join(instance.state_dir, "supervisor")
+    import hashlib  # loads OpenSSL: only for a Galaxy user
+
     digest = hashlib.sha1(instance.state_dir.encode()).hexdigest()[:12]
     return os.path.join("/run", "galaxyctl", digest)
 

@@ -11,19 +11,11 @@ import os
 from dataclasses import dataclass, field
 
 from galaxyctl_libs import fsutil
+from galaxyctl_libs.fsutil import default_state_dir  # noqa: F401 - part of the state API
 from galaxyctl_libs.errors import GalaxyctlError
 
 STATE_FILE = "configstate.yaml"
 LOCK_FILE = ".configstate.lock"  # guards configstate.yaml reads-modify-writes
-
-
-def default_state_dir(environ=None):
-    """``$GRAVITY_STATE_DIR``, else ``$XDG_CONFIG_HOME/galaxy-gravity`` (``~/.config`` by default)."""
-    environ = os.environ if environ is None else environ
-    if environ.get("GRAVITY_STATE_DIR"):
-        return os.path.abspath(os.path.expanduser(environ["GRAVITY_STATE_DIR"]))
-    config_home = environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return os.path.abspath(os.path.join(config_home, "galaxy-gravity"))
 
 
 @dataclass

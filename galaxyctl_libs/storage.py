@@ -7,7 +7,6 @@ log or a message: the LUKS passphrase goes to cryptsetup's stdin, the Onedata to
 environment.  Nothing runs at import; every command is an argv list with a deadline.
 """
 
-import configparser
 import grp
 import os
 import pwd
@@ -194,6 +193,8 @@ def read_cryptdev_ini(path, where=""):
     """The ``[luks]`` section of Laniakea's luks-cryptdev.ini in our key names (``cryptdev`` or the
     basename of ``mapper`` -> name, ``mountpoint`` -> mount_point); other sections are ignored.
     ``where`` prefixes errors (the galaxy.yml key that names the file)."""
+    import configparser  # only for the one file it reads
+
     parser = configparser.RawConfigParser()
     try:
         with open(path, encoding="utf-8") as handle:

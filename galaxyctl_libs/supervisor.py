@@ -7,14 +7,12 @@ stale; ``SupervisorClient.apply_changes`` makes the running supervisord pick the
 
 import errno
 import os
-import shlex
-import signal
 import sys
 import time
-from dataclasses import dataclass
 
 from galaxyctl_libs import fsutil, rpc
 from galaxyctl_libs.errors import GalaxyctlError
+from galaxyctl_libs.records import Record
 
 HEADER = ";\n; Maintained by galaxyctl - CHANGES WILL BE OVERWRITTEN\n;\n"
 MAX_SOCKET_PATH = 100  # AF_UNIX paths are limited to 107 bytes
@@ -26,8 +24,7 @@ STOPPED, STARTING, RUNNING, BACKOFF, STOPPING, EXITED, FATAL, UNKNOWN = (
 UP_STATES = (STARTING, RUNNING, BACKOFF)
 
 
-@dataclass(frozen=True)
-class Paths:
+class Paths(Record):
     """Where supervisord's files live for one state dir."""
 
     state_dir: str
@@ -70,6 +67,8 @@ def _quote(value, what):
 
 def _quote_arg(arg, what):
     """One argv element for supervisor's ``command=`` (split with shlex, so quote like a shell)."""
+    import shlex  # here: status never renders, and shlex compiles a regex on import
+
     return _quote(shlex.quote(str(arg)), what)
 
 
@@ -159,8 +158,7 @@ def render_files(paths, instances_services, log_dirs):
     return files
 
 
-@dataclass(frozen=True)
-class Changes:
+class Changes(Record):
     written: tuple
     removed: tuple
 
@@ -173,20 +171,24 @@ def reconcile(paths, files):
     fsutil.ensure_private_dir(paths.state_dir)
     fsutil.ensure_private_dir(paths.root)
     fsutil.ensure_private_dir(paths.conf_dir)
-    written = []
-    for path, content in sorted(files.items()):
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        if fsutil.write_if_changed(path, content, mode=0o600):
-            written.append(path)
+    for directory in sorted({os.path.dirname(path) for path in files}):
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+    written = fsutil.write_many_if_changed(files, mode=0o600)
+    touched = set()  # directories to fsync once at the end, not once per removed file
     removed = []
     for dirpath, dirnames, filenames in os.walk(paths.conf_dir, topdown=False):
         for filename in filenames:
             path = os.path.join(dirpath, filename)
             if filename.endswith(".conf") and path not in files:
-                fsutil.remove_file(path)
+                fsutil.remove_file(path, sync_dir=False)
                 removed.append(path)
+                touched.add(dirpath)
         if dirpath != paths.conf_dir and not os.listdir(dirpath):
             os.rmdir(dirpath)
+            touched.discard(dirpath)
+            touched.add(os.path.dirname(dirpath))
+    for directory in sorted(touched):
+        fsutil.fsync_dir(directory)
     return Changes(tuple(written), tuple(removed))
 
 
@@ -255,6 +257,16 @@ class SupervisorClient:
         """``getAllProcessInfo`` keyed by ``group:name``."""
         return {f"{p['group']}:{p['name']}": p for p in self.call("getAllProcessInfo")}
 
+    def running_processes(self):
+        """``all_processes()`` if supervisord runs and answers, else None: one round trip for status
+        (a supervisord shutting down answers with a fault)."""
+        if not os.path.exists(self.paths.socket):
+            return None
+        try:
+            return self.all_processes()
+        except (GalaxyctlError, rpc.Fault):
+            return None
+
     def process_info(self, name):
         return self.call("getProcessInfo", name)
 
@@ -293,10 +305,12 @@ class SupervisorClient:
     def kill_group(self, name):
         """SIGKILL a service's whole process group (supervisord makes each child a group leader):
         for a start that is stuck, where there is nothing to drain and a graceful stop only waits."""
+        from signal import SIGKILL
+
         pid = self.process_info(name)["pid"]
         if pid:
             try:
-                os.killpg(pid, signal.SIGKILL)
+                os.killpg(pid, SIGKILL)
             except ProcessLookupError:
                 pass
 
@@ -305,13 +319,15 @@ class SupervisorClient:
 
     def shutdown(self, timeout=60):
         """Stop every process and end supervisord; wait (bounded) until it is gone."""
+        from signal import SIGTERM
+
         pid = self.pid()
         try:
             self.call("shutdown")
         except (GalaxyctlError, rpc.Fault):
             if pid is None:
                 return False
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, SIGTERM)
         deadline = time.monotonic() + timeout
         while pid is not None and time.monotonic() < deadline:
             try:

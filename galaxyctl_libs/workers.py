@@ -5,13 +5,13 @@ listening socket is shared by all workers, but an accepted connection lives only
 that accepted it, so matching socket inodes tells who is serving whom right now.
 """
 
-from dataclasses import dataclass
 
 from galaxyctl_libs import listeners
 from galaxyctl_libs.procfs import alive, children, cmdline, cpu_seconds, rss_bytes
+from galaxyctl_libs.records import Record
 
-@dataclass(frozen=True)
-class WorkerInfo:
+
+class WorkerInfo(Record):
     pid: int
     status: str  # "busy" / "idle" (uWSGI may also report "cheap", "pause", "sig"…)
     connections: int  # client connections being served now (gunicorn); None for uWSGI
