@@ -82,7 +82,9 @@ def wait_ready(endpoint, timeout, path=READY_PATH, progress=None, still_starting
     """Probe until ok or ``timeout`` seconds pass; ``still_starting()`` returning a reason stops early.
 
     ``progress(elapsed_seconds, last_result)`` is called after each failed probe (the CLI draws a
-    live line from it).  Returns the last ProbeResult.
+    live line from it).  Returns the last ProbeResult.  Probes come every 50 ms at first, slowing
+    to ``interval`` over two seconds: a quick start is reported at once, a 40 s Galaxy start is not
+    polled needlessly often.
     """
     deadline = time.monotonic() + timeout
     started = time.monotonic()
@@ -98,4 +100,5 @@ def wait_ready(endpoint, timeout, path=READY_PATH, progress=None, still_starting
             progress(time.monotonic() - started, result)
         if time.monotonic() >= deadline:
             return result
-        time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+        pause = min(interval, 0.05 + (time.monotonic() - started) / 10)
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
