@@ -70,11 +70,11 @@ def atomic_write(path, content, mode=0o600, sync_dir=True):
         fsync_dir(directory)
 
 
-def write_if_changed(path, content, mode=0o600, sync_dir=True):
+def write_if_changed(path, content, mode=0o600):
     """Write ``path`` only when its content differs; returns True when it wrote."""
     if read_text(path) == content:
         return False
-    atomic_write(path, content, mode=mode, sync_dir=sync_dir)
+    atomic_write(path, content, mode=mode)
     return True
 
 

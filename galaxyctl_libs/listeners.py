@@ -9,9 +9,7 @@ admins trust); otherwise, or when it fails, the kernel tables under ``/proc`` ar
 import ipaddress
 import os
 import re
-import shutil
 import socket
-import subprocess
 
 from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.procfs import parent_pid
@@ -116,6 +114,8 @@ def master_pid(pids):
 def _lsof_path(use_lsof):
     if use_lsof is False:
         return None
+    import shutil  # here and below: `check` reads /proc for workers and never runs lsof
+
     path = shutil.which("lsof")
     if use_lsof and not path:
         raise GalaxyctlError("lsof is not installed (or not on PATH)")
@@ -126,6 +126,8 @@ def _lsof_tcp(lsof, port, hosts):
     """PIDs from lsof, or None when lsof could not answer (then /proc is read instead)."""
     argv = [lsof, "-nP", "-iTCP:%d" % port, "-sTCP:LISTEN"]
     argv += ["-t"] if hosts is None else ["-F", "pn"]
+    import subprocess
+
     try:
         proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, timeout=LSOF_TIMEOUT, check=False)

@@ -224,13 +224,19 @@ class SupervisorClient:
             return None
         return pid
 
-    def is_running(self):
+    def _answer_if_running(self, method):
+        """supervisord's answer to ``method``, or None when it is not running or not answering
+        (a supervisord shutting down answers with a fault)."""
         if not os.path.exists(self.paths.socket):
-            return False
+            return None
         try:
-            return self.call("getState")["statename"] == "RUNNING"
+            return self.call(method)
         except (GalaxyctlError, rpc.Fault):
-            return False
+            return None
+
+    def is_running(self):
+        state = self._answer_if_running("getState")
+        return state is not None and state["statename"] == "RUNNING"
 
     def start_supervisord(self, timeout=30):
         """Start supervisord (daemonizing) and wait until it answers; stale pid/socket files are fine."""
@@ -255,17 +261,12 @@ class SupervisorClient:
 
     def all_processes(self):
         """``getAllProcessInfo`` keyed by ``group:name``."""
-        return {f"{p['group']}:{p['name']}": p for p in self.call("getAllProcessInfo")}
+        return _by_group_and_name(self.call("getAllProcessInfo"))
 
     def running_processes(self):
-        """``all_processes()`` if supervisord runs and answers, else None: one round trip for status
-        (a supervisord shutting down answers with a fault)."""
-        if not os.path.exists(self.paths.socket):
-            return None
-        try:
-            return self.all_processes()
-        except (GalaxyctlError, rpc.Fault):
-            return None
+        """``all_processes()`` if supervisord runs and answers, else None: one round trip for status."""
+        infos = self._answer_if_running("getAllProcessInfo")
+        return None if infos is None else _by_group_and_name(infos)
 
     def process_info(self, name):
         return self.call("getProcessInfo", name)
@@ -340,6 +341,10 @@ class SupervisorClient:
             if pid is not None:
                 raise GalaxyctlError(f"supervisord (PID {pid}) did not exit within {timeout}s")
         return True
+
+
+def _by_group_and_name(infos):
+    return {f"{p['group']}:{p['name']}": p for p in infos}
 
 
 def running_client(state_dir):
