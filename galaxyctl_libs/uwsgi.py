@@ -9,13 +9,12 @@ the PEP 8 names are primary and the CamelCase ones are aliases.  Settings come f
 import dataclasses
 import json
 import os
-import socket
 import time
 from typing import Optional, Tuple
 
 import yaml
 
-from galaxyctl_libs import listeners
+from galaxyctl_libs import listeners, netio
 from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.procfs import rss_bytes
 
@@ -357,30 +356,16 @@ class UwsgiStatsServer:
     def _read_once(self, address, deadline):
         wait = max(deadline - time.monotonic(), 0.05)
         if address.kind == "unix":
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                sock.settimeout(wait)
-                sock.connect(address.path)
-            except BaseException:
-                sock.close()
-                raise
+            sock = netio.connect_unix(address.path, wait)
         else:
-            sock = socket.create_connection((address.connect_host, address.port), timeout=wait)
-        with sock:
-            if self.stats_http:
-                host = address.connect_host if address.kind == "tcp" else "localhost"
-                sock.sendall(f"GET / HTTP/1.0\r\nHost: {host}\r\nAccept: application/json\r\n\r\n".encode())
-            chunks, size = [], 0
-            while True:
-                sock.settimeout(max(deadline - time.monotonic(), 0.05))
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
-                if size > _MAX_STATS_BYTES:
-                    raise ValueError("stats answer too large")
-        data = b"".join(chunks)
+            sock = netio.connect_tcp(address.connect_host, address.port, wait)
+        request = b""  # the plain stats server talks first
+        if self.stats_http:
+            host = address.connect_host if address.kind == "tcp" else "localhost"
+            request = f"GET / HTTP/1.0\r\nHost: {host}\r\nAccept: application/json\r\n\r\n".encode()
+        data = netio.exchange(sock, request, deadline, limit=_MAX_STATS_BYTES + 1)
+        if len(data) > _MAX_STATS_BYTES:
+            raise ValueError("stats answer too large")
         if self.stats_http:
             head, sep, data = data.partition(b"\r\n\r\n")
             status = head.split(b"\r\n", 1)[0].split()

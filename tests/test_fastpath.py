@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -164,10 +165,14 @@ def test_record_replace_and_asdict():
 # ---------------------------------------------------------------- netio and the probe
 
 
-class _OneShotHTTP:
-    """A real listener that answers each connection with a fixed HTTP reply (then closes)."""
+HTTP_REPLY = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n" + b"x" * 200000
 
-    def __init__(self, family, address):
+
+class _OneShotHTTP:
+    """A real listener that answers each connection with a fixed reply (then closes)."""
+
+    def __init__(self, family, address, reply=HTTP_REPLY):
+        self.reply = reply
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.bind(address)
         self.sock.listen(8)
@@ -181,7 +186,7 @@ class _OneShotHTTP:
                 conn, _ = self.sock.accept()
                 with conn:
                     conn.recv(4096)
-                    conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n" + b"x" * 200000)
+                    conn.sendall(self.reply)
         except OSError:
             return
 
@@ -194,8 +199,8 @@ class _OneShotHTTP:
 def http_server():
     servers = []
 
-    def make(family, address):
-        server = _OneShotHTTP(family, address)
+    def make(family, address, reply=HTTP_REPLY):
+        server = _OneShotHTTP(family, address, reply)
         servers.append(server)
         return server.sock.getsockname()
 
@@ -240,6 +245,23 @@ def test_exchange_respects_limit_and_closes(http_server):
     reply = netio.exchange(sock, b"GET / HTTP/1.0\r\n\r\n", limit=1000)
     assert reply.startswith(b"HTTP/1.0 200") and len(reply) < 200000
     assert sock.fileno() == -1  # closed
+
+
+def test_uwsgi_stats_read_through_netio_and_size_bound(http_server, monkeypatch):
+    """The uWSGI stats reader shares netio's exchange: an HTTP stats answer is parsed, and one
+    larger than the bound is refused (the bound is lowered so the test need not send 64 MiB)."""
+    from galaxyctl_libs import uwsgi
+
+    document = b'{"pid": 42, "workers": []}'
+    _, port = http_server(socket.AF_INET, ("127.0.0.1", 0), b"HTTP/1.0 200 OK\r\n\r\n" + document)
+    stats = uwsgi.UwsgiStatsServer("127.0.0.1", port, timeout=5, stats_http=True)
+    assert stats.get_uwsgi_stats_server() == {"pid": 42, "workers": []}
+    monkeypatch.setattr(uwsgi, "_MAX_STATS_BYTES", 10)
+    oversized = uwsgi.UwsgiStatsServer("127.0.0.1", port, timeout=0.5, stats_http=True)
+    with pytest.raises(ValueError, match="stats answer too large"):  # one read; the public call retries it
+        oversized._read_once(oversized._address(), time.monotonic() + 5)
+    with pytest.raises(GalaxyctlError, match="did not answer within 0.5s"):
+        oversized.get_uwsgi_stats_server()
 
 
 # ---------------------------------------------------------------- batched writes and the lock
