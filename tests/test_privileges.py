@@ -18,7 +18,7 @@ import uuid
 import pytest
 import yaml
 
-from conftest import GALAXYCTL, children_of, kill_pids
+from conftest import GALAXYCTL, children_of, kill_pids, wait_for
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="privilege drop needs root")
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -61,6 +61,13 @@ def uids(pid):
     return set()
 
 
+def workers_of(master, count, timeout=30):
+    """The master's children once there are ``count`` (bounded wait): "ready" means the first worker
+    answered, and gunicorn spawns the next ones after a random pause of up to 0.1 s each."""
+    wait_for(lambda: len(children_of(master)) == count, timeout=timeout)
+    return children_of(master)
+
+
 @ROOT_ONLY
 def test_gunicorn_runs_as_galaxy_user(gctl, demo_galaxy, user_venv, test_user):
     config, port = demo_galaxy(gravity={
@@ -70,7 +77,7 @@ def test_gunicorn_runs_as_galaxy_user(gctl, demo_galaxy, user_venv, test_user):
     out = run_as_root_without_override(gctl, "start", "--timeout", "60").stdout
     assert "gunicorn: ready" in out
     master = yaml.safe_load(gctl("status", "--json").stdout)["services"][0]["pid"]
-    workers = children_of(master)
+    workers = workers_of(master, 2)
     assert len(workers) == 2
     for pid in [master] + workers:
         assert uids(pid) == {test_user.pw_uid}
@@ -91,7 +98,7 @@ def test_preloaded_gunicorn_under_the_herder_runs_as_galaxy_user(gctl, demo_gala
     run_as_root_without_override(gctl, "start", "--timeout", "60")
     herder = yaml.safe_load(gctl("status", "--json").stdout)["services"][0]["pid"]
     [master] = children_of(herder)
-    assert uids(master) == {test_user.pw_uid} and len(children_of(master)) == 2
+    assert uids(master) == {test_user.pw_uid} and len(workers_of(master, 2)) == 2
     assert all(uids(pid) == {test_user.pw_uid} for pid in children_of(master))
     run_as_root_without_override(gctl, "graceful", "--timeout", "60")
     [new_master] = children_of(herder)
