@@ -356,13 +356,17 @@ def _follow(args):
 
     from galaxyctl_libs import operations
 
+    from galaxyctl_libs.rootpolicy import subprocess_credentials
+    from galaxyctl_libs.targets import load_applied
+
     files = operations.log_files(_state_dir(args), args.names)
     if not files:
         raise GalaxyctlError("no services, no log files to follow")
-    for path in files:
-        if not os.path.exists(path):
-            open(path, "a").close()
-    tail = subprocess.Popen(["tail", "-n", "20", "-F", *files])
+    applied = load_applied(_state_dir(args))
+    # as root, the logs are the Galaxy user's files: read them as that user (a link there to a
+    # root-only file shows nothing); tail -F waits for files that do not exist yet
+    credentials = subprocess_credentials(*applied.run_as) if applied is not None else {}
+    tail = subprocess.Popen(["tail", "-n", "20", "-F", *files], **credentials)
     try:
         tail.wait()
     finally:
@@ -381,13 +385,15 @@ def _add_supervisorctl(sub):
 def cmd_supervisorctl(args):
     import subprocess
 
-    from galaxyctl_libs.supervisor import Paths
+    from galaxyctl_libs.rootpolicy import subprocess_credentials
+    from galaxyctl_libs.supervisor import client_for
+    from galaxyctl_libs.targets import load_applied
 
-    paths = Paths(_state_dir(args))
-    if not os.path.exists(paths.conf):
-        raise GalaxyctlError(f"no supervisord configuration in {paths.root}: run 'galaxyctl update' first")
-    argv = [sys.executable, "-m", "supervisor.supervisorctl", "-c", paths.conf, *args.arguments]
-    return subprocess.run(argv).returncode
+    client = client_for(_state_dir(args), load_applied(_state_dir(args)))
+    if not os.path.exists(client.paths.conf):
+        raise GalaxyctlError(f"no supervisord configuration in {client.paths.root}: run 'galaxyctl update' first")
+    argv = [sys.executable, "-m", "supervisor.supervisorctl", "-c", client.paths.conf, *args.arguments]
+    return subprocess.run(argv, **subprocess_credentials(*client.run_as)).returncode
 
 
 def _add_exec(sub):
@@ -509,6 +515,10 @@ def main(argv=None):
 
         os.environ[ALLOW_ROOT_ENV] = "1"  # our own process environment: read by rootpolicy.run_as
     try:
+        if os.geteuid() == 0:
+            from galaxyctl_libs.rootpolicy import enter
+
+            enter(_state_dir(args), needs_root=_needs_root(args))
         return args.func(args)
     except GalaxyctlError as exc:
         print(f"{PROG}: error: {exc.message}", file=sys.stderr)
@@ -518,6 +528,14 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+
+
+# Commands that act as root (cryptsetup, mount, oneclient): refused on a state dir a user owns.
+ROOT_ACTIONS = {"luks": ("open", "close"), "onedata": ("mount", "umount")}
+
+
+def _needs_root(args):
+    return getattr(args, "action", None) in ROOT_ACTIONS.get(args.command, ())
 
 
 def galaxy_main(argv=None):

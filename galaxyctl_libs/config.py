@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 import yaml
 
 from galaxyctl_libs.errors import GalaxyctlError
+from galaxyctl_libs.rootpolicy import check_root_controlled
 
 DEFAULT_INSTANCE_NAME = "_default_"
 APP_SERVERS = ("gunicorn", "unicornherder", "uwsgi")
@@ -171,7 +172,9 @@ _IncludeLoader.add_constructor("!include", _construct_include)
 
 
 def load_yaml_file(path, include_chain=()):
-    """Parse a YAML file; syntax errors become one line naming file, line and column."""
+    """Parse a YAML file; syntax errors become one line naming file, line and column.  As root, only a
+    file that root alone can change is read (rootpolicy: what steers root must be root's)."""
+    check_root_controlled(path, "config file")
     try:
         with open(path, encoding="utf-8") as handle:
             loader = _IncludeLoader(handle)
@@ -401,6 +404,7 @@ def _load_ini(path):
 
     from galaxyctl_libs.uwsgi import read_uwsgi_config
 
+    check_root_controlled(path, "config file")
     read_uwsgi_config(path)  # a broken [uwsgi] section fails here, naming the file
     parser = configparser.ConfigParser(interpolation=None, strict=False)
     try:

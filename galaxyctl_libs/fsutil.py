@@ -32,6 +32,17 @@ def ensure_private_dir(path, mode=0o700):
     return path
 
 
+def make_dirs(path, mode=0o755, what="directory"):
+    """``os.makedirs`` that reports a failure (a file in the way, read-only, no permission) in one line."""
+    try:
+        os.makedirs(path, mode=mode, exist_ok=True)
+    except OSError as exc:
+        raise GalaxyctlError(f"{what}: cannot create {path}: {exc.strerror}") from None
+    if not os.path.isdir(path):
+        raise GalaxyctlError(f"{what}: {path} is not a directory")
+    return path
+
+
 def read_text(path):
     """Return the file's text, or None when it does not exist."""
     try:

@@ -183,6 +183,9 @@ def _parse_xml(handle):
 
 def _read(path, parse):
     """Parse a job conf file; every failure becomes one line naming the file (and line:column)."""
+    from galaxyctl_libs.rootpolicy import check_root_controlled
+
+    check_root_controlled(path, "job configuration")
     try:
         with open(path, "rb") as fh:
             return parse(fh)

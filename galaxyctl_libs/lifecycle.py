@@ -169,7 +169,7 @@ def start(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progres
         result, targets = _prepare(state_dir, names, auto_cwd)
         for instance in {t.instance_name for t in targets}:
             storage.check_required(instance_storage(next(i for i in result.instances if i.name == instance)))
-        client = sup.SupervisorClient(sup.Paths(state_dir))
+        client = result.client
         check_ports_free(client, targets)
         started_supervisord = client.start_supervisord()
         for target in targets:
@@ -208,7 +208,7 @@ def restart(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progr
     """Stop and start services (supervisord is started first if it was down)."""
     with operation_lock(state_dir):
         result, targets = _prepare(state_dir, names)
-        client = sup.SupervisorClient(sup.Paths(state_dir))
+        client = result.client
         started_supervisord = client.start_supervisord()
         if not started_supervisord:
             for target in targets:
@@ -224,7 +224,7 @@ def graceful(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, prog
     """Reload with the least interruption each service allows (HUP, else restart; tusd left alone)."""
     with operation_lock(state_dir):
         result, targets = _prepare(state_dir, names)
-        client = sup.SupervisorClient(sup.Paths(state_dir))
+        client = result.client
         started_supervisord = client.start_supervisord()
         acted = []
         for target in targets:
@@ -254,7 +254,7 @@ def startup(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progr
         if progress:
             progress(f"try {attempt - 1} failed ({failure.message}); restarting (try {attempt} of {retries + 1})")
         with operation_lock(state_dir):
-            client = sup.SupervisorClient(sup.Paths(state_dir))
+            client = sup.client_for(state_dir, targets_mod.load_applied(state_dir))
             for target in targets_mod.select(applied_targets(state_dir), names):
                 if target.service.bind or target.service.uwsgi_config:
                     client.kill_group(target.program)

@@ -50,7 +50,7 @@ def _status(state_dir, record, names, probe_web, timeout):
     if not targets:
         return StatusReport(False, None, (), exitcodes.LSB_NOT_RUNNING, "no Galaxy config is registered")
     missing = missing_storage(record)
-    client = sup.SupervisorClient(sup.Paths(state_dir))
+    client = sup.client_for(state_dir, record)
     infos = client.running_processes()
     if infos is None:
         rows = tuple(

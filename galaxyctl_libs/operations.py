@@ -5,7 +5,6 @@ Each takes the state dir and returns data; the CLI renders it.
 """
 
 import os
-import pwd
 import shlex
 from dataclasses import dataclass, replace
 
@@ -14,10 +13,11 @@ from galaxyctl_libs import fsutil, jobconf
 from galaxyctl_libs import state as statemod
 from galaxyctl_libs import supervisor as sup
 from galaxyctl_libs.errors import GalaxyctlError
-from galaxyctl_libs.rootpolicy import run_as
+from galaxyctl_libs import services as services_mod
+from galaxyctl_libs.rootpolicy import as_user, run_as
 from galaxyctl_libs import targets as targets_mod
 from galaxyctl_libs.targets import Target
-from galaxyctl_libs.services import Instance, build_services, pid_dir
+from galaxyctl_libs.services import Instance, build_services
 
 DEFAULT_READY_TIMEOUT = 120
 LOG_TAIL_LINES = 15
@@ -55,7 +55,10 @@ def resolve(record, state_dir, enforce_user=True):
     if warning:
         loaded = replace(loaded, warnings=loaded.warnings + (warning,))
     config_dir = os.path.dirname(record.path)
+    user = run_as(settings, record.path) if enforce_user else (None, None)
     log_dir = settings.log_dir and os.path.join(config_dir, settings.log_dir)
+    if not log_dir and user[0]:
+        log_dir = _galaxy_user_log_dir(record.path, loaded, galaxy_root)
     instance = Instance(
         name=name,
         config_path=record.path,
@@ -66,9 +69,23 @@ def resolve(record, state_dir, enforce_user=True):
         handlers=job_config.handlers,
         state_dir=state_dir,
         log_dir=log_dir or os.path.join(state_dir, "log"),
-        run_as=run_as(settings, record.path) if enforce_user else (None, None),
+        run_as=user,
     )
     return instance, attribs, loaded.warnings
+
+
+def _galaxy_user_log_dir(config_path, loaded, galaxy_root):
+    """As root with a Galaxy user and no log_dir: ``DATA_DIR/gravity/log`` (gravity 1.x's place),
+    which that user can write; the root-only state dir is out of its reach."""
+    data_dir = loaded.galaxy.get("data_dir")
+    if isinstance(data_dir, str) and data_dir:
+        return os.path.join(os.path.dirname(loaded.galaxy_config_file), data_dir, "gravity", "log")
+    if galaxy_root:
+        return os.path.join(galaxy_root, "database", "gravity", "log")
+    raise GalaxyctlError(
+        f"{config_path}: set gravity.log_dir (or galaxy.data_dir): as root the services' logs go where the Galaxy "
+        "user can write, by default DATA_DIR/gravity/log"
+    )
 
 
 def resolve_all(state, enforce_user=True):
@@ -181,6 +198,7 @@ class UpdateResult:
     changes: object  # supervisor.Changes
     applied: tuple = ((), (), ())  # (added, changed, removed) groups in the running supervisord
     warnings: tuple = ()
+    client: object = None  # supervisor.SupervisorClient for this state dir's supervisord
 
 
 def update_locked(state_dir, client=None):
@@ -201,36 +219,57 @@ def update_locked(state_dir, client=None):
                     warnings.append(
                         f"{record.path}: {', '.join(service.ignored)} for {service.service_name} ignored under supervisor"
                     )
-    paths = sup.Paths(state_dir)
+    run_as = _one_galaxy_user(instances)
+    paths = sup.Paths(state_dir, services_mod.supervisor_dir(instances[0]) if run_as[0] else None)
     files = sup.render_files(paths, services, log_dirs)
-    for instance in instances:
-        os.makedirs(instance.log_dir, mode=0o755, exist_ok=True)
-        if instance.run_as[0]:
-            _chown_for(instance.log_dir, instance.run_as)
-            run_dir = pid_dir(instance)  # gunicorn, as the Galaxy user, writes its pid file here
-            os.makedirs(run_dir, mode=0o700, exist_ok=True)
-            _chown_for(run_dir, instance.run_as)
-    changes = sup.reconcile(paths, files)
+    if run_as[0]:
+        _make_runtime_dir(paths.root, *run_as)
+    with as_user(*run_as):  # rootpolicy rule 3: the Galaxy user's files are written as that user
+        for instance in instances:
+            fsutil.make_dirs(instance.log_dir, what="log_dir")
+        changes = sup.reconcile(paths, files)
     result_targets = all_targets(UpdateResult(tuple(instances), services, changes))
     required = sorted({path for i in instances for path in instance_storage(i).required})
-    targets_mod.write_applied(state_dir, result_targets, required)
+    targets_mod.write_applied(state_dir, result_targets, required, paths.root if run_as[0] else None, run_as)
     applied = ((), (), ())
-    client = client or sup.SupervisorClient(paths)
+    client = client or sup.SupervisorClient(paths, run_as=run_as)
     if client.is_running():
         applied = tuple(tuple(groups) for groups in client.apply_changes())
-    return UpdateResult(tuple(instances), services, changes, applied, tuple(warnings))
+    return UpdateResult(tuple(instances), services, changes, applied, tuple(warnings), client)
 
 
-def _chown_for(path, user_group):
-    user, group = user_group
-    if user:
-        entry = pwd.getpwnam(user)
-        gid = entry.pw_gid
-        if group:
-            import grp
+def _one_galaxy_user(instances):
+    """The (user, group) every instance runs as: one supervisord per state dir runs as one user."""
+    users = {instance.run_as for instance in instances}
+    if len(users) > 1:
+        listed = ", ".join(f"{i.name}: {i.run_as[0] or 'root'}" for i in instances)
+        raise GalaxyctlError(f"the instances of one state dir must run as one user ({listed}); use a state dir each")
+    return users.pop() if users else (None, None)
 
-            gid = grp.getgrnam(group).gr_gid
-        os.chown(path, entry.pw_uid, gid)
+
+def _make_runtime_dir(path, user, group):
+    """As root: /run/galaxyctl (root's) and in it the Galaxy user's runtime dir, which root creates
+    and hands over; an existing one must already be that user's (or root's, from an older run)."""
+    from galaxyctl_libs.rootpolicy import _ids, check_root_controlled
+
+    parent = os.path.dirname(path)
+    fsutil.make_dirs(parent, mode=0o755, what="runtime directory")
+    check_root_controlled(parent, "runtime directory")
+    entry, gid, _ = _ids(user, group)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        owner = os.fstat(fd).st_uid
+        if owner == 0:  # made by root just now, or by an older galaxyctl: only root can write the parent
+            os.fchown(fd, entry.pw_uid, gid)
+            os.fchmod(fd, 0o700)
+        elif owner != entry.pw_uid:
+            raise GalaxyctlError(f"{path} belongs to uid {owner}, not to the Galaxy user {user}: remove it")
+    finally:
+        os.close(fd)
 
 
 def update(state_dir):
@@ -260,10 +299,10 @@ def select_targets(result, names=()):
 # ---------------------------------------------------------------- read-only views
 
 
-def resolved_targets(state_dir):
+def resolved_targets(state_dir, enforce_user=False):
     """Targets from the configs as they are now, without writing anything (for ``exec``)."""
     state = statemod.load_state(state_dir)
-    resolved = resolve_all(state, enforce_user=False)
+    resolved = resolve_all(state, enforce_user=enforce_user)
     services = {instance.name: build_services(instance) for _, instance, _, _ in resolved}
     return all_targets(UpdateResult(tuple(i for _, i, _, _ in resolved), services, sup.Changes((), ())))
 
@@ -309,7 +348,7 @@ def galaxy_running(state_dir):
 
 def find_targets(state_dir, instance_name=None, name=None):
     """Services to exec or print: all of an instance (or of everything), or the one named."""
-    targets = targets_mod.select(resolved_targets(state_dir), [n for n in (instance_name,) if n])
+    targets = targets_mod.select(resolved_targets(state_dir, enforce_user=True), [n for n in (instance_name,) if n])
     if name:
         targets = [t for t in targets if t.service.service_name == name]
     if not targets:
@@ -332,6 +371,10 @@ def exec_description(target, environ=None):
 def exec_service(target):
     """Replace this process with the service (the foreground way a service manager would run it)."""
     service = target.service
+    if service.user and os.geteuid() == 0:
+        from galaxyctl_libs.rootpolicy import become
+
+        become(service.user, service.group)  # exec drops privileges like every other path
     os.chdir(service.cwd)
     os.umask(int(service.umask, 8))
     env = service.full_environment(os.environ)

@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 
 from galaxyctl_libs.config import effective_preload
-from galaxyctl_libs.records import replace
+from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.targets import (  # noqa: F401 - the service data lives with the targets
     GRACEFUL_HERDER, GRACEFUL_HUP, GRACEFUL_NONE, Service,
 )
@@ -45,10 +45,27 @@ def _bin_dir(instance):
     return None
 
 
-def find_executable(instance, name):
-    """The virtualenv's copy if there is one, else galaxyctl's own venv, else PATH, else the bare name."""
-    candidates = [_bin_dir(instance), os.path.dirname(sys.executable)]
-    for directory in candidates:
+def find_executable(instance, name, python_tool=True):
+    """The virtualenv's copy if there is one, else galaxyctl's own venv, else PATH, else the bare name.
+
+    With ``gravity.virtualenv`` set, Galaxy's Python tools (gunicorn, celery, galaxy-main, uwsgi) come
+    from that venv only: a venv without them is an error, never a silent fall-back to galaxyctl's
+    own gunicorn running Galaxy with the wrong Python.  ``npx`` and ``tusd`` may come from PATH.
+    """
+    venv_bin = _bin_dir(instance)
+    if venv_bin and python_tool:
+        if not os.access(os.path.join(venv_bin, "python"), os.X_OK):
+            raise GalaxyctlError(
+                f"{instance.config_path}: gravity.virtualenv: {instance.settings.virtualenv} is not a virtualenv "
+                "(no bin/python)"
+            )
+        if not os.access(os.path.join(venv_bin, name), os.X_OK):
+            raise GalaxyctlError(
+                f"{instance.config_path}: gravity.virtualenv: {venv_bin} has no {name}; install it there "
+                "(pip install into Galaxy's virtualenv)"
+            )
+        return os.path.join(venv_bin, name)
+    for directory in (venv_bin, os.path.dirname(sys.executable)):
         if directory and os.access(os.path.join(directory, name), os.X_OK):
             return os.path.join(directory, name)
     import shutil  # here, like the imports below: update pays only for what a config needs
@@ -57,8 +74,9 @@ def find_executable(instance, name):
 
 
 @functools.lru_cache(maxsize=None)
-def gunicorn_version(gunicorn_exe):
-    """The gunicorn version installed next to ``gunicorn_exe``: from its dist-info, else by asking it."""
+def gunicorn_version(gunicorn_exe, user=None, group=None):
+    """The gunicorn version installed next to ``gunicorn_exe``: from its dist-info, else by asking it
+    (as ``user``: as root, a program of the Galaxy user's venv never runs with root's ids)."""
     import glob
 
     prefix = os.path.dirname(os.path.dirname(os.path.realpath(gunicorn_exe))) if os.path.isabs(gunicorn_exe) else ""
@@ -69,22 +87,38 @@ def gunicorn_version(gunicorn_exe):
     import subprocess
 
     try:
-        out = subprocess.run([gunicorn_exe, "--version"], capture_output=True, text=True, timeout=20).stdout
+        from galaxyctl_libs.rootpolicy import subprocess_credentials
+
+        out = subprocess.run([gunicorn_exe, "--version"], capture_output=True, text=True, timeout=20,
+                             stdin=subprocess.DEVNULL, **subprocess_credentials(user, group)).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     found = re.search(r"(\d+)\.(\d+)", out)
     return (int(found.group(1)), int(found.group(2))) if found else None
 
 
-def pid_dir(instance):
-    """Where gunicorn writes its pid file: the supervisor dir, or (dropping to a Galaxy user, who
-    cannot enter the root-only state dir) a directory of its own under /run."""
-    if not instance.run_as[0]:
-        return os.path.join(instance.state_dir, "supervisor")
+RUNTIME_ROOT = "/run/galaxyctl"
+
+
+def runtime_dir(state_dir):
+    """As root with a Galaxy user: the directory that user owns for supervisord (its files, socket,
+    pid file and log) and the gunicorn pid files.  The root-only state dir is not enterable by that
+    user, and root never writes where the Galaxy user can (rootpolicy, rule 3)."""
     import hashlib  # loads OpenSSL: only for a Galaxy user
 
-    digest = hashlib.sha1(instance.state_dir.encode()).hexdigest()[:12]
-    return os.path.join("/run", "galaxyctl", digest)
+    return os.path.join(RUNTIME_ROOT, hashlib.sha1(state_dir.encode()).hexdigest()[:12])
+
+
+def supervisor_dir(instance):
+    """Where supervisord's files live: STATE/supervisor, or the Galaxy user's runtime dir."""
+    if not instance.run_as[0]:
+        return os.path.join(instance.state_dir, "supervisor")
+    return runtime_dir(instance.state_dir)
+
+
+def pid_dir(instance):
+    """Where gunicorn writes its pid file: beside supervisord's files."""
+    return supervisor_dir(instance)
 
 
 def beat_dir(instance):
@@ -163,7 +197,7 @@ def gunicorn_services(instance):
         argv += ["--config", GUNICORN_CONFIG]
         if preload:
             argv.append("--preload")
-        version = gunicorn_version(exe)
+        version = gunicorn_version(exe, *instance.run_as)
         if version and version >= NO_CONTROL_SOCKET_SINCE:
             argv.append("--no-control-socket")
         argv += shlex.split(gunicorn.extra_args)
@@ -172,23 +206,21 @@ def gunicorn_services(instance):
         herded = preload or settings.app_server == "unicornherder"
         if herded:
             # HUP cannot reload preloaded code; our herder re-execs gunicorn with zero downtime instead.
-            # It runs with galaxyctl's own interpreter and user, and starts gunicorn as the Galaxy user.
+            # It runs with galaxyctl's own interpreter, as the same user as gunicorn (supervisord's).
             pidfile = os.path.join(pid_dir(instance), f"{instance.name}_{name}.pid")
             herder = [sys.executable, "-m", "galaxyctl_libs.herder", "--pidfile", pidfile, "--bind", gunicorn.bind,
                       "--ready-path", prefix + "/api/version", "--ready-timeout", str(gunicorn.restart_timeout),
                       "--stop-timeout", str(max(1, gunicorn.stop_timeout - 5))]
-            user, group = instance.run_as
-            herder += (["--user", user] if user else []) + (["--group", group] if group else [])
             argv = herder + ["--"] + argv
             graceful = GRACEFUL_HERDER
-        service = _common(instance, gunicorn, "gunicorn", name, argv, graceful=graceful, bind=gunicorn.bind, url_prefix=prefix)
-        services.append(replace(service, user=None, group=None) if herded else service)
+        services.append(_common(instance, gunicorn, "gunicorn", name, argv, graceful=graceful, bind=gunicorn.bind,
+                                url_prefix=prefix))
     return services
 
 
 def celery_services(instance):
     celery = instance.settings.celery
-    exe = find_executable(instance, "celery")
+    exe = find_executable(instance, "celery") if celery.enable or celery.enable_beat else None
     services = []
     if celery.enable:
         argv = [exe, "--app", "galaxy.celery", "worker", "--concurrency", str(celery.concurrency)]
@@ -208,7 +240,7 @@ def gx_it_proxy_services(instance):
     if not proxy.enable:
         return []
     sessions = instance.galaxy.get("interactivetools_map") or proxy.sessions
-    argv = [find_executable(instance, "npx"), "--yes", f"@galaxyproject/gx-it-proxy@{proxy.version}"]
+    argv = [find_executable(instance, "npx", python_tool=False), "--yes", f"@galaxyproject/gx-it-proxy@{proxy.version}"]
     argv += ["--ip", proxy.ip, "--port", str(proxy.port), "--sessions", sessions]
     if proxy.verbose:
         argv.append("--verbose")

@@ -195,6 +195,9 @@ def read_cryptdev_ini(path, where=""):
     ``where`` prefixes errors (the galaxy.yml key that names the file)."""
     import configparser  # only for the one file it reads
 
+    from galaxyctl_libs.rootpolicy import check_root_controlled
+
+    check_root_controlled(path, f"{where}file")
     parser = configparser.RawConfigParser()
     try:
         with open(path, encoding="utf-8") as handle:

@@ -13,6 +13,7 @@ import time
 from galaxyctl_libs import fsutil, rpc
 from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.records import Record
+from galaxyctl_libs.rootpolicy import as_user, subprocess_credentials
 
 HEADER = ";\n; Maintained by galaxyctl - CHANGES WILL BE OVERWRITTEN\n;\n"
 MAX_SOCKET_PATH = 100  # AF_UNIX paths are limited to 107 bytes
@@ -25,13 +26,15 @@ UP_STATES = (STARTING, RUNNING, BACKOFF)
 
 
 class Paths(Record):
-    """Where supervisord's files live for one state dir."""
+    """Where supervisord's files live for one state dir: ``STATE/supervisor``, or as root with a
+    Galaxy user, that user's runtime dir (``run_dir``; see services.runtime_dir)."""
 
     state_dir: str
+    run_dir: str = None
 
     @property
     def root(self):
-        return os.path.join(self.state_dir, "supervisor")
+        return self.run_dir or os.path.join(self.state_dir, "supervisor")
 
     @property
     def conf(self):
@@ -168,7 +171,6 @@ class Changes(Record):
 
 def reconcile(paths, files):
     """Write files whose content changed, remove program files nobody wants any more."""
-    fsutil.ensure_private_dir(paths.state_dir)
     fsutil.ensure_private_dir(paths.root)
     fsutil.ensure_private_dir(paths.conf_dir)
     for directory in sorted({os.path.dirname(path) for path in files}):
@@ -198,8 +200,9 @@ def reconcile(paths, files):
 class SupervisorClient:
     """Start, query and drive the one supervisord of a state dir."""
 
-    def __init__(self, paths, timeout=30, slow_timeout=600):
+    def __init__(self, paths, timeout=30, slow_timeout=600, run_as=(None, None)):
         self.paths = paths
+        self.run_as = tuple(run_as)  # (user, group) supervisord runs as; root talks to it as that user
         if len(paths.socket) > MAX_SOCKET_PATH:
             raise GalaxyctlError(
                 f"state dir path too long for supervisord's unix socket ({paths.socket}); use a shorter --state-dir"
@@ -210,16 +213,18 @@ class SupervisorClient:
     def call(self, method, *args, slow=False):
         """One XML-RPC call; supervisord not answering is a user-facing error, not a traceback."""
         try:
-            return rpc.call(self.paths.socket, f"supervisor.{method}", args, self.slow_timeout if slow else self.timeout)
+            with as_user(*self.run_as):  # the socket is in the Galaxy user's dir: connect with its ids
+                return rpc.call(self.paths.socket, f"supervisor.{method}", args, self.slow_timeout if slow else self.timeout)
         except OSError as exc:
             raise GalaxyctlError(f"supervisord ({self.paths.socket}) did not answer {method}: {exc}") from None
 
     def pid(self):
         """supervisord's PID if it is running (per its pid file), else None."""
         try:
-            with open(self.paths.pidfile) as handle:
-                pid = int(handle.read().strip())
-            os.kill(pid, 0)
+            with as_user(*self.run_as):  # a pid file the Galaxy user can write names only its processes
+                with open(self.paths.pidfile) as handle:
+                    pid = int(handle.read().strip())
+                os.kill(pid, 0)
         except (OSError, ValueError):
             return None
         return pid
@@ -248,7 +253,11 @@ class SupervisorClient:
         import subprocess
 
         argv = [sys.executable, "-m", "supervisor.supervisord", "-c", self.paths.conf]
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=self.paths.root)
+        credentials = subprocess_credentials(*self.run_as)  # supervisord runs as the Galaxy user, never root
+        if credentials:
+            self._check_galaxy_user_can_run(credentials)
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=self.paths.root,
+                                stdin=subprocess.DEVNULL, **credentials)
         if result.returncode != 0:
             detail = (result.stderr or result.stdout).strip().splitlines()
             raise GalaxyctlError(f"supervisord did not start: {detail[-1] if detail else 'exit code ' + str(result.returncode)}")
@@ -258,6 +267,23 @@ class SupervisorClient:
                 return True
             time.sleep(0.05)
         raise GalaxyctlError(f"supervisord did not answer on {self.paths.socket} within {timeout}s; see {self.paths.log}")
+
+    def _check_galaxy_user_can_run(self, credentials):
+        """supervisord and our herder run with galaxyctl's Python as the Galaxy user: say so clearly
+        when that user cannot run it (galaxyctl installed under /root, say)."""
+        import subprocess
+
+        probe = [sys.executable, "-c", "import supervisor.supervisord, galaxyctl_libs.herder"]
+        try:
+            ok = subprocess.run(probe, capture_output=True, timeout=60, cwd="/", stdin=subprocess.DEVNULL,
+                                **credentials).returncode == 0
+        except OSError:
+            ok = False
+        if not ok:
+            raise GalaxyctlError(
+                f"the Galaxy user {self.run_as[0]} cannot run galaxyctl's Python ({sys.executable}) with supervisor and "
+                "galaxyctl_libs: install galaxyctl where that user can read it (e.g. into Galaxy's virtualenv)"
+            )
 
     def all_processes(self):
         """``getAllProcessInfo`` keyed by ``group:name``."""
@@ -311,8 +337,9 @@ class SupervisorClient:
         pid = self.process_info(name)["pid"]
         if pid:
             try:
-                os.killpg(pid, SIGKILL)
-            except ProcessLookupError:
+                with as_user(*self.run_as):  # a PID from supervisord: only the Galaxy user's may be hit
+                    os.killpg(pid, SIGKILL)
+            except (ProcessLookupError, PermissionError):
                 pass
 
     def signal(self, name, signame):
@@ -328,7 +355,8 @@ class SupervisorClient:
         except (GalaxyctlError, rpc.Fault):
             if pid is None:
                 return False
-            os.kill(pid, SIGTERM)
+            with as_user(*self.run_as):
+                os.kill(pid, SIGTERM)
         deadline = time.monotonic() + timeout
         while pid is not None and time.monotonic() < deadline:
             try:
@@ -347,7 +375,19 @@ def _by_group_and_name(infos):
     return {f"{p['group']}:{p['name']}": p for p in infos}
 
 
-def running_client(state_dir):
+def client_for(state_dir, applied=None, **kwargs):
+    """The client for the state dir's supervisord, where and as whom the last update put it
+    (``applied``: a targets.Applied record, or None for the plain ``STATE/supervisor``)."""
+    run_dir = applied.supervisor_dir if applied is not None else None
+    run_as = applied.run_as if applied is not None else (None, None)
+    return SupervisorClient(Paths(state_dir, run_dir), run_as=run_as, **kwargs)
+
+
+def running_client(state_dir, applied=None):
     """A client for the state dir's supervisord when it is running, else None."""
-    client = SupervisorClient(Paths(state_dir))
+    if applied is None:
+        from galaxyctl_libs.targets import load_applied
+
+        applied = load_applied(state_dir)
+    client = client_for(state_dir, applied)
     return client if client.is_running() else None

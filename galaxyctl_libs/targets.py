@@ -94,17 +94,23 @@ class Applied(Record):
 
     targets: list
     required_storage: tuple = ()
+    supervisor_dir: str = None  # where supervisord's files are when not STATE/supervisor
+    run_as: tuple = (None, None)  # (user, group) supervisord runs as, when galaxyctl is root
 
 
-def write_applied(state_dir, targets, required_storage=()):
-    """Record what supervisord was given (only rewritten when it changed)."""
+def write_applied(state_dir, targets, required_storage=(), supervisor_dir=None, run_as=(None, None)):
+    """Record what supervisord was given (only rewritten when it changed).  It lives in the state
+    dir, which only galaxyctl's own user can change, so root can trust it (rootpolicy)."""
     # One target per line: readable, and json's C encoder (an ``indent`` would select the pure-Python
     # one, ~90 ms for 500 handlers on every update).
     lines = [json.dumps({"program": t.program, "log_file": t.log_file, "service": asdict(t.service)}, sort_keys=True)
              for t in targets]
-    text = (f'{{"required_storage": {json.dumps(list(required_storage))},\n "targets": [\n  '
+    text = (f'{{"required_storage": {json.dumps(list(required_storage))},\n'
+            f' "supervisor_dir": {json.dumps(supervisor_dir)}, "run_as": {json.dumps(list(run_as))},\n "targets": [\n  '
             + ",\n  ".join(lines) + "\n]}\n")
-    fsutil.write_if_changed(os.path.join(state_dir, APPLIED_FILE), text)
+    path = os.path.join(state_dir, APPLIED_FILE)
+    fsutil.ensure_private_dir(os.path.dirname(path))
+    fsutil.write_if_changed(path, text)
 
 
 def load_applied(state_dir):
@@ -119,7 +125,8 @@ def load_applied(state_dir):
                    item["program"], item["log_file"])
             for item in data["targets"]
         ]
-        return Applied(targets, tuple(data.get("required_storage", ())))
+        run_as = tuple(data.get("run_as") or (None, None))
+        return Applied(targets, tuple(data.get("required_storage", ())), data.get("supervisor_dir"), run_as)
     except (ValueError, TypeError, KeyError, AttributeError):
         return None  # an old or damaged record: the caller falls back to the configs
 

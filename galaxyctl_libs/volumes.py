@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 
 from galaxyctl_libs.errors import GalaxyctlError
+from galaxyctl_libs.rootpolicy import check_root_controlled
 from galaxyctl_libs.storage import MOUNTINFO, find_mount, missing_required
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ def _run(argv, timeout, data=None, env=None, secret=None):
     """Run ``argv`` (no shell) with a deadline; returns (returncode, output).  Output goes to a file,
     not a pipe: a daemonising child (oneclient) would hold a pipe open long after mounting."""
     log.debug("running %s", argv)  # argv never carries a secret
+    argv = [_trusted_program(argv[0])] + list(argv[1:])
     with tempfile.TemporaryFile() as out:
         stdin = {"input": data} if data is not None else {"stdin": subprocess.DEVNULL}
         try:
@@ -68,6 +70,18 @@ def _run(argv, timeout, data=None, env=None, secret=None):
     if secret:
         text = text.replace(secret, "***")
     return proc.returncode, text
+
+
+def _trusted_program(name):
+    """The program's path; as root, only a program that root alone can change (rootpolicy rule 2):
+    ``onedata.oneclient`` pointing at a script the Galaxy user can edit must not run as uid 0."""
+    import shutil
+
+    path = name if os.sep in name else shutil.which(name)
+    if path is None:
+        raise CommandNotFound(f"{name}: command not found")
+    check_root_controlled(path, "program")
+    return path
 
 
 def _failed(what, argv, code, text):
@@ -146,6 +160,7 @@ def luks_open(cfg, passphrase=None, key_file=None, commands=DEFAULT_COMMANDS, mo
             _must(what, argv + ["--key-file=-"], commands.action_timeout, data=data,
                   secret=data.decode("utf-8", "replace"))
         else:
+            check_root_controlled(key_file, "key file")
             _must(what, argv + ["--key-file", key_file], commands.action_timeout)
         opened = True
         log.info("opened LUKS volume %s as %s", cfg.device_path, cfg.name)
@@ -205,6 +220,7 @@ def _read_token(space, environ):
         if not token:
             raise GalaxyctlError(f"{what}: environment variable {space.token_env} is not set")
         return token
+    check_root_controlled(space.token_file, f"{what}: token file")
     try:
         with open(space.token_file, encoding="utf-8") as handle:
             token = handle.read().strip()

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
 
 import pytest
 
@@ -154,3 +155,101 @@ def demo_galaxy(short_tmp):
         return config, port
 
     return make
+
+
+# ---------------------------------------------------------------- root and a Galaxy user
+
+ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI is root)")
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+@pytest.fixture(scope="session")
+def user_venv():
+    """A venv from the system Python (the test's own interpreter may live where another user cannot
+    enter, e.g. /root/.pyenv) with gunicorn, supervisor and this checkout's galaxyctl installed:
+    as root with a Galaxy user, supervisord and the herder run with galaxyctl's Python as that user.
+    The venv is reused between local runs; galaxyctl is reinstalled every session."""
+    path = os.path.join(tempfile.gettempdir(), "galaxyctl-test-user-venv")
+    pip = os.path.join(path, "bin", "pip")
+    if not os.access(pip, os.X_OK):
+        shutil.rmtree(path, ignore_errors=True)
+        subprocess.run([SYSTEM_PYTHON, "-m", "venv", path], check=True, timeout=300)
+    subprocess.run([pip, "install", "-q", "gunicorn", "supervisor", "pyyaml"], check=True, timeout=600)
+    build = tempfile.mkdtemp(prefix="gxbuild")
+    try:  # from a copy: pip writes build files beside the sources
+        shutil.copytree(REPO, os.path.join(build, "src"), ignore=shutil.ignore_patterns(".venv", ".git", "*.egg-info", "build"))
+        subprocess.run([pip, "install", "-q", "--no-deps", "--force-reinstall", os.path.join(build, "src")],
+                       check=True, timeout=600)
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+    os.chmod(path, 0o755)
+    return path
+
+
+@pytest.fixture
+def test_user():
+    """A throw-away system user (the Galaxy user of a test), removed at the end."""
+    import pwd
+
+    name = "gxt" + uuid.uuid4().hex[:8]
+    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True, timeout=60)
+    try:
+        yield pwd.getpwnam(name)
+    finally:
+        subprocess.run(["userdel", name], timeout=60)
+
+
+def uids(pid):
+    """The real, effective, saved and filesystem uids of ``pid`` (as a set)."""
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith("Uid:"):
+                return set(int(x) for x in line.split()[1:])
+    return set()
+
+
+class UserGalaxyctl(Galaxyctl):
+    """galaxyctl from ``user_venv`` (so a Galaxy user can run its Python), as root without
+    --allow-root, or as ``as_user`` (a pwd entry) when given."""
+
+    def __init__(self, state_dir, venv, as_user=None):
+        super().__init__(state_dir)
+        self.exe = os.path.join(venv, "bin", "galaxyctl")
+        self.env.pop("GALAXYCTL_ALLOW_ROOT", None)
+        self.as_user = as_user
+
+    def __call__(self, *args, check=True, timeout=120, cwd=None, env=None, user=None):
+        user = user or self.as_user
+        argv = [self.exe, "--state-dir", self.state_dir, *args]
+        extra = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []} if user else {}
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=cwd or "/",
+                                env=env or self.env, stdin=subprocess.DEVNULL, **extra)
+        self.remember()
+        if check and result.returncode != 0:
+            raise AssertionError(f"galaxyctl {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def supervisord_pid(self):
+        """Also where a Galaxy user's supervisord keeps its pid file (/run/galaxyctl/ID)."""
+        import hashlib
+
+        run_dir = os.path.join("/run", "galaxyctl", hashlib.sha1(self.state_dir.encode()).hexdigest()[:12])
+        for pidfile in (self.supervisord_pidfile, os.path.join(run_dir, "supervisord.pid")):
+            try:
+                with open(pidfile) as handle:
+                    pid = int(handle.read().strip())
+            except (OSError, ValueError):
+                continue
+            if alive(pid):
+                return pid
+        return None
+
+
+@pytest.fixture
+def root_gctl(short_tmp, user_venv):
+    """galaxyctl as root without --allow-root, from the user venv; stops what it started by PID."""
+    runner = UserGalaxyctl(os.path.join(short_tmp, "state"), user_venv)
+    try:
+        yield runner
+    finally:
+        runner.cleanup()

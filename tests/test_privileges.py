@@ -1,64 +1,19 @@
 """Root on a locked-down host: Galaxy never runs as root, and concurrent or killed runs lose no state.
 
-The privilege tests need root (CI is root): they create a throw-away user and a venv built from the
-system Python (the test's own interpreter may live where that user cannot enter, e.g. /root/.pyenv).
+The privilege tests need root (CI is root): they create a throw-away user (conftest ``test_user``) and
+run galaxyctl from a venv of the system Python that user can run (conftest ``user_venv``).
 """
 
 import os
-import pwd
 import random
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 
-import pytest
 import yaml
 
-from conftest import GALAXYCTL, children_of, kill_pids, wait_for
-
-ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="privilege drop needs root")
-SYSTEM_PYTHON = "/usr/bin/python3"
-
-
-@pytest.fixture(scope="session")
-def user_venv():
-    """A venv with gunicorn that any user can run (reused between local runs)."""
-    path = os.path.join(tempfile.gettempdir(), "galaxyctl-test-user-venv")
-    gunicorn = os.path.join(path, "bin", "gunicorn")
-    if not os.access(gunicorn, os.X_OK):
-        shutil.rmtree(path, ignore_errors=True)
-        subprocess.run([SYSTEM_PYTHON, "-m", "venv", path], check=True, timeout=300)
-        subprocess.run([os.path.join(path, "bin", "pip"), "install", "-q", "gunicorn"], check=True, timeout=600)
-    os.chmod(path, 0o755)
-    return path
-
-
-@pytest.fixture
-def test_user():
-    name = "gxt" + uuid.uuid4().hex[:8]
-    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True, timeout=60)
-    try:
-        yield pwd.getpwnam(name)
-    finally:
-        subprocess.run(["userdel", name], timeout=60)
-
-
-def run_as_root_without_override(gctl, *args, check=True):
-    env = dict(gctl.env)
-    env.pop("GALAXYCTL_ALLOW_ROOT", None)
-    return gctl(*args, env=env, check=check)
-
-
-def uids(pid):
-    with open(f"/proc/{pid}/status") as handle:
-        for line in handle:
-            if line.startswith("Uid:"):
-                return set(int(x) for x in line.split()[1:])
-    return set()
+from conftest import GALAXYCTL, ROOT_ONLY, children_of, kill_pids, uids, wait_for
 
 
 def workers_of(master, count, timeout=30):
@@ -68,62 +23,72 @@ def workers_of(master, count, timeout=30):
     return children_of(master)
 
 
+def status_pid(runner, index=0):
+    return yaml.safe_load(runner("status", "--json").stdout)["services"][index]["pid"]
+
+
 @ROOT_ONLY
-def test_gunicorn_runs_as_galaxy_user(gctl, demo_galaxy, user_venv, test_user):
+def test_gunicorn_and_supervisord_run_as_galaxy_user(root_gctl, demo_galaxy, user_venv, test_user):
+    """As root: supervisord itself, gunicorn and its workers all run as galaxy_user; the services'
+    logs go to DATA_DIR/gravity/log, created by that user."""
     config, port = demo_galaxy(gravity={
         "galaxy_user": test_user.pw_name, "virtualenv": user_venv, "gunicorn": {"preload": False, "workers": 2},
     })
-    run_as_root_without_override(gctl, "register", config)
-    out = run_as_root_without_override(gctl, "start", "--timeout", "60").stdout
+    root_gctl("register", config)
+    out = root_gctl("start", "--timeout", "60").stdout
     assert "gunicorn: ready" in out
-    master = yaml.safe_load(gctl("status", "--json").stdout)["services"][0]["pid"]
+    master = status_pid(root_gctl)
     workers = workers_of(master, 2)
     assert len(workers) == 2
-    for pid in [master] + workers:
+    supervisord = root_gctl.supervisord_pid()
+    for pid in [supervisord, master] + workers:
         assert uids(pid) == {test_user.pw_uid}
-    conf = open(os.path.join(gctl.state_dir, "supervisor", "supervisord.conf.d", "_default_.d",
-                             "galaxy_gunicorn_gunicorn.conf")).read()
-    assert f"user = {test_user.pw_name}" in conf
-    log_dir = os.path.join(gctl.state_dir, "log")
+    log_dir = os.path.join(os.path.dirname(os.path.dirname(config)), "database", "gravity", "log")
     assert os.stat(log_dir).st_uid == test_user.pw_uid
-    gctl("stop")
+    assert os.stat(os.path.join(log_dir, "gunicorn.log")).st_uid == test_user.pw_uid
+    root_gctl("stop")
 
 
 @ROOT_ONLY
-def test_preloaded_gunicorn_under_the_herder_runs_as_galaxy_user(gctl, demo_galaxy, user_venv, test_user):
-    """The herder (galaxyctl's own code) may run as root; the gunicorn it starts never does."""
+def test_preloaded_gunicorn_under_the_herder_runs_as_galaxy_user(root_gctl, demo_galaxy, user_venv, test_user):
+    """The herder (galaxyctl's own code) runs as the Galaxy user too, and so does every master it starts."""
     config, port = demo_galaxy(gravity={"galaxy_user": test_user.pw_name, "virtualenv": user_venv,
                                         "gunicorn": {"preload": True, "workers": 2}})
-    run_as_root_without_override(gctl, "register", config)
-    run_as_root_without_override(gctl, "start", "--timeout", "60")
-    herder = yaml.safe_load(gctl("status", "--json").stdout)["services"][0]["pid"]
+    root_gctl("register", config)
+    root_gctl("start", "--timeout", "60")
+    herder = status_pid(root_gctl)
+    assert uids(herder) == {test_user.pw_uid}
     [master] = children_of(herder)
     assert uids(master) == {test_user.pw_uid} and len(workers_of(master, 2)) == 2
     assert all(uids(pid) == {test_user.pw_uid} for pid in children_of(master))
-    run_as_root_without_override(gctl, "graceful", "--timeout", "60")
+    root_gctl("graceful", "--timeout", "60")
     [new_master] = children_of(herder)
     assert new_master != master and uids(new_master) == {test_user.pw_uid}
-    gctl("stop")
+    root_gctl("stop")
 
 
 @ROOT_ONLY
-def test_config_owner_is_the_default_user_and_root_is_refused(gctl, demo_galaxy, test_user):
+def test_root_refuses_root_and_a_config_the_galaxy_user_can_change(root_gctl, demo_galaxy, test_user):
     config, _ = demo_galaxy()
-    run_as_root_without_override(gctl, "register", config)
-    refused = run_as_root_without_override(gctl, "update", check=False)
+    root_gctl("register", config)
+    refused = root_gctl("update", check=False)
     assert refused.returncode == 1
     assert refused.stderr.startswith("galaxyctl: error: refusing to run Galaxy as root: set gravity.galaxy_user in")
     assert len(refused.stderr.splitlines()) == 1
+    # the config's owner is no fallback any more: a config the Galaxy user can change is refused
     os.chown(config, test_user.pw_uid, test_user.pw_gid)
-    run_as_root_without_override(gctl, "update")
-    conf = open(os.path.join(gctl.state_dir, "supervisor", "supervisord.conf.d", "_default_.d",
-                             "galaxy_gunicorn_gunicorn.conf")).read()
-    assert f"user = {test_user.pw_name}" in conf
-    root_user = dict(yaml.safe_load(open(config)), gravity={"galaxy_user": "root"})
-    with open(config, "w") as handle:
-        yaml.safe_dump(root_user, handle)
-    refused = run_as_root_without_override(gctl, "update", check=False)
-    assert "gravity.galaxy_user: refusing to run Galaxy as root" in refused.stderr
+    refused = root_gctl("update", check=False)
+    assert refused.returncode == 1 and len(refused.stderr.splitlines()) == 1
+    assert f"config file {config}: file {config} is owned by {test_user.pw_name}" in refused.stderr
+    os.chown(config, 0, 0)
+    for gravity, message in (({"galaxy_user": "root"}, "gravity.galaxy_user: refusing to run Galaxy as root"),
+                             ({"galaxy_user": test_user.pw_name, "galaxy_group": "root"},
+                              "gravity.galaxy_group: refusing to run Galaxy in the group root")):
+        data = dict(yaml.safe_load(open(config)), gravity=gravity)
+        with open(config, "w") as handle:
+            yaml.safe_dump(data, handle)
+        refused = root_gctl("update", check=False)
+        assert refused.returncode == 1 and message in refused.stderr, refused.stderr
 
 
 # ---------------------------------------------------------------- concurrency and crashes

@@ -30,7 +30,7 @@ def write_config(directory, gravity, galaxy=None):
 def test_every_service_command_line(tmp_path):
     venv = str(tmp_path / "venv")
     os.makedirs(os.path.join(venv, "bin"))
-    for exe in ("gunicorn", "celery", "npx", "galaxy-main"):
+    for exe in ("python", "gunicorn", "celery", "npx", "galaxy-main"):
         path = os.path.join(venv, "bin", exe)
         with open(path, "w") as handle:
             handle.write("#!/bin/sh\n")
