@@ -1,9 +1,11 @@
-"""Shared fixtures: a demo Galaxy tree, a state dir, and a galaxyctl runner.
+"""Shared fixtures: a demo Galaxy tree, a state dir, a galaxyctl runner, and Galaxy's sample configs.
 
 Every process a test starts through galaxyctl lives under the state dir's supervisord; the
 ``galaxy`` fixture stops that supervisord and every descendant *by PID* at the end, even on failure.
 """
 
+import glob
+import importlib.metadata
 import json
 import os
 import shutil
@@ -15,14 +17,18 @@ import tempfile
 import time
 import urllib.request
 import uuid
+import zipfile
 
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GALAXYCTL = os.path.join(REPO, "galaxyctl")
-CORPUS = os.path.abspath(os.path.join(REPO, "..", "shared", "corpus", "galaxy-26.1"))
-if not os.path.isdir(CORPUS):  # CI clones the repo elsewhere; the corpus may be given explicitly
-    CORPUS = os.environ.get("GALAXYCTL_CORPUS", CORPUS)
+# Galaxy's sample configs (galaxy.yml.sample, job_conf.sample.yml, ...) as Galaxy ships them: the
+# galaxy-config package of the release the e2e test runs (setup.py's test extra installs it).
+GALAXY_CONFIG = "galaxy-config"
+GALAXY_CONFIG_VERSION = "26.1.2"
+SAMPLE_DIR = "galaxy/config/sample"
+SAMPLE_DOWNLOAD_TIMEOUT = 300
 
 sys.path.insert(0, REPO)
 
@@ -155,6 +161,69 @@ def demo_galaxy(short_tmp):
         return config, port
 
     return make
+
+
+def _installed_samples():
+    """galaxy/config/sample of the installed galaxy-config, if it is the pinned release."""
+    try:
+        dist = importlib.metadata.distribution(GALAXY_CONFIG)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    directory = str(dist.locate_file(SAMPLE_DIR))
+    if dist.version != GALAXY_CONFIG_VERSION or not os.path.isfile(os.path.join(directory, "galaxy.yml.sample")):
+        return None
+    return directory
+
+
+def _downloaded_samples(cache_dir):
+    """The samples out of the pinned galaxy-config wheel from PyPI, downloaded once into cache_dir.
+
+    For interpreters the test extra does not install it on (galaxy-config needs Python >= 3.10;
+    its samples are plain files) or venvs made without the extra.
+    """
+    target = os.path.join(cache_dir, "sample")
+    if os.path.isfile(os.path.join(target, "galaxy.yml.sample")):
+        return target
+    staging = tempfile.mkdtemp(dir=cache_dir, prefix="download-")
+    try:
+        argv = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps",
+                "--ignore-requires-python", "--only-binary=:all:", "--dest", staging,
+                f"{GALAXY_CONFIG}=={GALAXY_CONFIG_VERSION}"]
+        try:
+            result = subprocess.run(argv, capture_output=True, text=True, timeout=SAMPLE_DOWNLOAD_TIMEOUT,
+                                    stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{' '.join(argv)}: no answer in {SAMPLE_DOWNLOAD_TIMEOUT}s")
+        wheels = glob.glob(os.path.join(staging, "*.whl"))
+        if result.returncode != 0 or len(wheels) != 1:
+            pytest.fail(f"{' '.join(argv)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+        extracted = os.path.join(staging, "sample")
+        os.mkdir(extracted)
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            for name in wheel.namelist():
+                if os.path.dirname(name) == SAMPLE_DIR:
+                    with open(os.path.join(extracted, os.path.basename(name)), "wb") as handle:
+                        handle.write(wheel.read(name))
+        try:
+            os.rename(extracted, target)  # atomic; a concurrent run may have got there first
+        except OSError:
+            if not os.path.isfile(os.path.join(target, "galaxy.yml.sample")):
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+@pytest.fixture(scope="session")
+def galaxy_samples(request, tmp_path_factory):
+    """The directory holding Galaxy's sample configs (galaxy.yml.sample, job_conf.sample.yml, ...)."""
+    directory = _installed_samples()
+    if directory is None:
+        cache = getattr(request.config, "cache", None)  # .pytest_cache, unless -p no:cacheprovider
+        name = f"galaxy-config-{GALAXY_CONFIG_VERSION}"
+        cache_dir = cache.mkdir(name) if cache else tmp_path_factory.mktemp(name)
+        directory = _downloaded_samples(str(cache_dir))
+    return directory
 
 
 # ---------------------------------------------------------------- root and a Galaxy user

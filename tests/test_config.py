@@ -8,12 +8,10 @@ import sys
 import pytest
 import yaml
 
-from conftest import CORPUS, GALAXYCTL
+from conftest import GALAXYCTL
 from galaxyctl_libs import config, state
 from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.operations import resolve
-
-SAMPLE = os.path.join(CORPUS, "galaxy.yml.sample")
 
 
 def write(path, text):
@@ -23,10 +21,11 @@ def write(path, text):
     return path
 
 
-def test_corpus_sample_loads_with_documented_defaults():
-    loaded = config.load_config(SAMPLE)
+def test_corpus_sample_loads_with_documented_defaults(galaxy_samples):
+    sample = os.path.join(galaxy_samples, "galaxy.yml.sample")
+    loaded = config.load_config(sample)
     assert loaded.warnings == ()
-    settings = config.parse_gravity(loaded.gravity_raw, SAMPLE)
+    settings = config.parse_gravity(loaded.gravity_raw, sample)
     gunicorn = settings.gunicorn[0]
     assert (gunicorn.enable, gunicorn.bind, gunicorn.workers, gunicorn.timeout) == (True, "localhost:8080", 1, 300)
     assert (gunicorn.start_timeout, gunicorn.stop_timeout, gunicorn.restart_timeout) == (15, 65, 300)

@@ -7,8 +7,9 @@ The venv is keyed by the pinned version and reused between local runs:
 
 - ``GALAXYCTL_E2E_VENV=/path``: use (or build) exactly that venv. CI points it at a fresh path so
   it is built from PyPI every run.
-- otherwise ``$GALAXYCTL_E2E_CACHE/galaxy-VERSION``, where the cache is ``/work/cache`` when that
-  directory exists, else ``$XDG_CACHE_HOME/galaxyctl-e2e`` (``~/.cache/galaxyctl-e2e``).
+- otherwise ``$GALAXYCTL_E2E_CACHE/galaxy-VERSION``, where the cache is by default
+  ``galaxyctl-e2e-UID`` in the system temp dir (``/tmp/galaxyctl-e2e-0`` for root): outside the
+  checkout, which the Galaxy user may not be able to enter.
 
 Galaxy runs with the config ``scripts/galaxy-quickstart`` writes (imported from it), with galaxyctl
 from this checkout and ``gravity.virtualenv`` pointing at the Galaxy venv. As root, the services run
@@ -26,6 +27,7 @@ import json
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -65,10 +67,12 @@ quickstart = _load_quickstart()
 def _cache_root():
     if os.environ.get("GALAXYCTL_E2E_CACHE"):
         return os.environ["GALAXYCTL_E2E_CACHE"]
-    if os.path.isdir("/work/cache"):
-        return "/work/cache"
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    return os.path.join(base, "galaxyctl-e2e")
+    path = os.path.join(tempfile.gettempdir(), f"galaxyctl-e2e-{os.getuid()}")
+    os.makedirs(path, mode=0o755, exist_ok=True)
+    info = os.lstat(path)  # anyone may create names in /tmp: use it only if it is ours alone
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+        pytest.fail(f"{path} is not a directory that only this user can write to; set GALAXYCTL_E2E_CACHE")
+    return path
 
 
 def _venv_path():

@@ -11,14 +11,21 @@ import yaml
 from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.jobconf import DEFAULT_NAME_TEMPLATE, assignment_warning, load_job_handlers
 
-CORPUS = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "shared", "corpus", "galaxy-26.1")
-if not os.path.isdir(CORPUS):
-    CORPUS = "/work/shared/corpus/galaxy-26.1"
-SAMPLE_YML = os.path.join(CORPUS, "job_conf.sample.yml")
-SAMPLE_XML = os.path.join(CORPUS, "job_conf.xml.sample_basic")
 # handling.processes of job_conf.sample.yml (Galaxy 26.1)
 SAMPLE_YML_HANDLERS = ["handler0", "handler1", "sge_handler", "special_handler0", "special_handler1"]
 POSTGRES = "postgresql://galaxy@localhost/galaxy"
+
+
+@pytest.fixture
+def sample_yml(galaxy_samples):
+    """Galaxy's job_conf.sample.yml (from galaxy-config, see conftest)."""
+    return os.path.join(galaxy_samples, "job_conf.sample.yml")
+
+
+@pytest.fixture
+def sample_xml(galaxy_samples):
+    """Galaxy's job_conf.xml.sample_basic."""
+    return os.path.join(galaxy_samples, "job_conf.xml.sample_basic")
 
 
 @pytest.fixture
@@ -36,21 +43,21 @@ def names(job_config, **filters):
             if all(getattr(h, key) == value for key, value in filters.items())]
 
 
-def xml_with_handlers(handlers_xml):
-    """The corpus XML sample with a <handlers> block added, as an admin would."""
-    with open(SAMPLE_XML) as fh:
+def xml_with_handlers(sample_xml, handlers_xml):
+    """The XML sample with a <handlers> block added, as an admin would."""
+    with open(sample_xml) as fh:
         text = fh.read()
     return text.replace("</job_conf>", handlers_xml + "\n</job_conf>")
 
 
-# ---------------------------------------------------------------- static handlers, corpus samples
+# ---------------------------------------------------------------- static handlers, Galaxy's samples
 
 
-def test_sample_yml_next_to_galaxy_yml(galaxy_yml):
-    shutil.copy(SAMPLE_YML, galaxy_yml.parent / "job_conf.yml")
+def test_sample_yml_next_to_galaxy_yml(galaxy_yml, sample_yml):
+    shutil.copy(sample_yml, galaxy_yml.parent / "job_conf.yml")
     job_config = load_job_handlers({}, str(galaxy_yml), None)
     assert names(job_config) == SAMPLE_YML_HANDLERS
-    with open(SAMPLE_YML) as fh:  # the list above really is what the sample defines
+    with open(sample_yml) as fh:  # the list above really is what the sample defines
         assert list(yaml.safe_load(fh)["handling"]["processes"]) == SAMPLE_YML_HANDLERS
     assert job_config.source == "job_conf.yml"
     assert job_config.source_path == str(galaxy_yml.parent / "job_conf.yml")
@@ -59,30 +66,30 @@ def test_sample_yml_next_to_galaxy_yml(galaxy_yml):
     assert job_config.static_handlers == job_config.handlers and job_config.dynamic_handlers == ()
 
 
-def test_sample_yml_by_absolute_job_config_file(galaxy_yml):
-    job_config = load_job_handlers({"job_config_file": os.path.abspath(SAMPLE_YML)}, str(galaxy_yml), {})
+def test_sample_yml_by_absolute_job_config_file(galaxy_yml, sample_yml):
+    job_config = load_job_handlers({"job_config_file": os.path.abspath(sample_yml)}, str(galaxy_yml), {})
     assert names(job_config) == SAMPLE_YML_HANDLERS
-    assert job_config.source_path == os.path.abspath(SAMPLE_YML)
+    assert job_config.source_path == os.path.abspath(sample_yml)
 
 
-def test_sample_xml_basic_defines_no_handlers(galaxy_yml):
+def test_sample_xml_basic_defines_no_handlers(galaxy_yml, sample_xml):
     """job_conf.xml.sample_basic has plugins and destinations but no <handlers>."""
-    job_config = load_job_handlers({"job_config_file": os.path.abspath(SAMPLE_XML)}, str(galaxy_yml), None)
+    job_config = load_job_handlers({"job_config_file": os.path.abspath(sample_xml)}, str(galaxy_yml), None)
     assert job_config.handlers == ()
     assert job_config.source == "job_conf.xml"
     assert job_config.assign_methods == ()
 
 
-def test_sample_xml_as_default_job_conf_xml(galaxy_yml):
-    shutil.copy(SAMPLE_XML, galaxy_yml.parent / "job_conf.xml")
+def test_sample_xml_as_default_job_conf_xml(galaxy_yml, sample_xml):
+    shutil.copy(sample_xml, galaxy_yml.parent / "job_conf.xml")
     job_config = load_job_handlers(None, str(galaxy_yml), None)
     assert job_config.source == "job_conf.xml"
     assert job_config.source_path == str(galaxy_yml.parent / "job_conf.xml")
     assert job_config.handlers == ()
 
 
-def test_xml_handlers_assign_with_and_plugins(galaxy_yml):
-    (galaxy_yml.parent / "job_conf.xml").write_text(xml_with_handlers(
+def test_xml_handlers_assign_with_and_plugins(galaxy_yml, sample_xml):
+    (galaxy_yml.parent / "job_conf.xml").write_text(xml_with_handlers(sample_xml,
         '    <handlers assign_with="db-preassign, DB-Self" default="handlers">\n'
         '        <handler id="handler0" tags="handlers"/>\n'
         '        <handler id="handler1" tags="handlers,special"><plugin id="local"/></handler>\n'
@@ -95,15 +102,15 @@ def test_xml_handlers_assign_with_and_plugins(galaxy_yml):
     assert job_config.assign_methods == ("db-preassign", "db-self")
 
 
-def test_yml_preferred_over_xml_when_both_exist(galaxy_yml):
-    shutil.copy(SAMPLE_YML, galaxy_yml.parent / "job_conf.yml")
-    (galaxy_yml.parent / "job_conf.xml").write_text(xml_with_handlers('<handlers><handler id="x"/></handlers>'))
+def test_yml_preferred_over_xml_when_both_exist(galaxy_yml, sample_yml, sample_xml):
+    shutil.copy(sample_yml, galaxy_yml.parent / "job_conf.yml")
+    (galaxy_yml.parent / "job_conf.xml").write_text(xml_with_handlers(sample_xml, '<handlers><handler id="x"/></handlers>'))
     assert load_job_handlers({}, str(galaxy_yml), None).source == "job_conf.yml"
 
 
-def test_relative_job_config_file_resolves_against_config_dir(galaxy_yml):
+def test_relative_job_config_file_resolves_against_config_dir(galaxy_yml, sample_yml):
     (galaxy_yml.parent / "jobs").mkdir()
-    shutil.copy(SAMPLE_YML, galaxy_yml.parent / "jobs" / "my_jobs.yml")
+    shutil.copy(sample_yml, galaxy_yml.parent / "jobs" / "my_jobs.yml")
     job_config = load_job_handlers({"job_config_file": "jobs/my_jobs.yml"}, str(galaxy_yml), None)
     assert job_config.source_path == str(galaxy_yml.parent / "jobs" / "my_jobs.yml")
     assert names(job_config) == SAMPLE_YML_HANDLERS
@@ -111,7 +118,7 @@ def test_relative_job_config_file_resolves_against_config_dir(galaxy_yml):
     root = galaxy_yml.parent.parent
     other = root / "elsewhere"
     other.mkdir()
-    shutil.copy(SAMPLE_YML, other / "job_conf.yml")
+    shutil.copy(sample_yml, other / "job_conf.yml")
     job_config = load_job_handlers({"config_dir": "elsewhere"}, str(galaxy_yml), None, galaxy_root=str(root))
     assert job_config.source_path == str(other / "job_conf.yml")
 
@@ -160,9 +167,9 @@ def test_inline_job_config(galaxy_yml):
     assert job_config.assign_methods == ("db-transaction-isolation",)
 
 
-def test_inline_job_config_wins_over_job_config_file(galaxy_yml):
+def test_inline_job_config_wins_over_job_config_file(galaxy_yml, sample_yml):
     """As in Galaxy's JobConfiguration: an inline job_config is read even when job_config_file is set."""
-    galaxy = {"job_config_file": os.path.abspath(SAMPLE_YML),
+    galaxy = {"job_config_file": os.path.abspath(sample_yml),
               "job_config": {"handling": {"processes": {"inline0": None}}}}
     assert names(load_job_handlers(galaxy, str(galaxy_yml), None)) == ["inline0"]
 
@@ -199,8 +206,8 @@ def test_dynamic_handler_naming_follows_gravity(galaxy_yml):
     assert job_config.handlers[0].pools == () and job_config.handlers[0].attach_to_pool_args() == ()
 
 
-def test_static_and_dynamic_together(galaxy_yml):
-    shutil.copy(SAMPLE_YML, galaxy_yml.parent / "job_conf.yml")
+def test_static_and_dynamic_together(galaxy_yml, sample_yml):
+    shutil.copy(sample_yml, galaxy_yml.parent / "job_conf.yml")
     job_config = load_job_handlers({}, str(galaxy_yml), {"dyn": {"processes": 2, "pools": ["job-handlers"]}})
     assert names(job_config, source="job_conf.yml") == SAMPLE_YML_HANDLERS
     assert names(job_config, source="gravity.handlers") == ["dyn_0", "dyn_1"]
@@ -211,8 +218,8 @@ def test_static_and_dynamic_together(galaxy_yml):
         job_config.handlers = ()
 
 
-def test_duplicate_handler_name_between_static_and_dynamic(galaxy_yml):
-    shutil.copy(SAMPLE_YML, galaxy_yml.parent / "job_conf.yml")
+def test_duplicate_handler_name_between_static_and_dynamic(galaxy_yml, sample_yml):
+    shutil.copy(sample_yml, galaxy_yml.parent / "job_conf.yml")
     with pytest.raises(GalaxyctlError, match="'handler1' is defined twice.*job_conf.yml.*gravity.handlers"):
         load_job_handlers({}, str(galaxy_yml), {"handler1": {}})
 
@@ -220,13 +227,13 @@ def test_duplicate_handler_name_between_static_and_dynamic(galaxy_yml):
 # ---------------------------------------------------------------- assignment method warning
 
 
-def test_no_warning_without_dynamic_handlers(galaxy_yml):
-    shutil.copy(SAMPLE_YML, galaxy_yml.parent / "job_conf.yml")
+def test_no_warning_without_dynamic_handlers(galaxy_yml, sample_yml):
+    shutil.copy(sample_yml, galaxy_yml.parent / "job_conf.yml")
     assert assignment_warning(load_job_handlers({}, str(galaxy_yml), None)) is None
 
 
-def test_warning_unset_method_on_default_sqlite(galaxy_yml):
-    shutil.copy(SAMPLE_YML, galaxy_yml.parent / "job_conf.yml")
+def test_warning_unset_method_on_default_sqlite(galaxy_yml, sample_yml):
+    shutil.copy(sample_yml, galaxy_yml.parent / "job_conf.yml")
     message = assignment_warning(load_job_handlers({}, str(galaxy_yml), {"handler": {"processes": 2}}))
     assert "\n" not in message
     assert "handler_0, handler_1" in message
@@ -262,8 +269,8 @@ def test_warning_cases(galaxy_yml, connection, assign, warns):
     assert (message is not None) == warns
 
 
-def test_warning_on_sqlite_with_skip_locked_names_the_problem(galaxy_yml):
-    (galaxy_yml.parent / "job_conf.xml").write_text(xml_with_handlers('<handlers assign_with="db-skip-locked"/>'))
+def test_warning_on_sqlite_with_skip_locked_names_the_problem(galaxy_yml, sample_xml):
+    (galaxy_yml.parent / "job_conf.xml").write_text(xml_with_handlers(sample_xml, '<handlers assign_with="db-skip-locked"/>'))
     message = assignment_warning(load_job_handlers({}, str(galaxy_yml), {"handler": {}}))
     assert f"the assign_with attribute of <handlers> in {galaxy_yml.parent / 'job_conf.xml'}" in message
     assert "unavailable on a SQLite database (SQLite has no SKIP LOCKED)" in message
@@ -296,8 +303,8 @@ def test_broken_yaml_names_file_line_and_column(galaxy_yml):
     assert "\n" not in str(info.value)
 
 
-def test_xml_handler_without_id(galaxy_yml):
-    (galaxy_yml.parent / "job_conf.xml").write_text(xml_with_handlers('<handlers><handler tags="x"/></handlers>'))
+def test_xml_handler_without_id(galaxy_yml, sample_xml):
+    (galaxy_yml.parent / "job_conf.xml").write_text(xml_with_handlers(sample_xml, '<handlers><handler tags="x"/></handlers>'))
     with pytest.raises(GalaxyctlError, match=r"job_conf.xml: <handlers>: <handler> number 1 has no id"):
         load_job_handlers({}, str(galaxy_yml), None)
 
@@ -362,8 +369,8 @@ def test_wrong_types_in_galaxy_section(galaxy_yml, galaxy, message):
         load_job_handlers(galaxy, str(galaxy_yml), None)
 
 
-def test_never_prints(galaxy_yml, capsys):
-    shutil.copy(SAMPLE_YML, galaxy_yml.parent / "job_conf.yml")
+def test_never_prints(galaxy_yml, capsys, sample_yml):
+    shutil.copy(sample_yml, galaxy_yml.parent / "job_conf.yml")
     job_config = load_job_handlers({}, str(galaxy_yml), {"handler": {"processes": 2}})
     assert assignment_warning(job_config)
     assert capsys.readouterr() == ("", "")

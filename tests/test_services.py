@@ -8,7 +8,7 @@ import time
 
 import yaml
 
-from conftest import CORPUS, alive, wait_for
+from conftest import alive, wait_for
 from galaxyctl_libs import state
 from galaxyctl_libs.operations import resolve
 from galaxyctl_libs.services import build_services
@@ -91,16 +91,16 @@ def test_gunicorn_without_preload_is_gravitys_command_line_and_hups(tmp_path):
     assert "--preload" not in gunicorn.argv
 
 
-def test_static_handlers_from_corpus_job_conf_yml_and_xml(tmp_path):
+def test_static_handlers_from_corpus_job_conf_yml_and_xml(tmp_path, galaxy_samples):
     directory = str(tmp_path / "config")
     config = write_config(directory, {"celery": {"enable": False, "enable_beat": False}})
-    shutil.copy(os.path.join(CORPUS, "job_conf.sample.yml"), os.path.join(directory, "job_conf.yml"))
+    shutil.copy(os.path.join(galaxy_samples, "job_conf.sample.yml"), os.path.join(directory, "job_conf.yml"))
     services, _, _ = services_for(config)
     assert [n for n in services if n != "gunicorn"] == ["handler0", "handler1", "sge_handler", "special_handler0", "special_handler1"]
     assert services["handler0"].argv[-1] == "--server-name=handler0"
 
     os.unlink(os.path.join(directory, "job_conf.yml"))
-    with open(os.path.join(CORPUS, "job_conf.xml.sample_basic")) as handle:
+    with open(os.path.join(galaxy_samples, "job_conf.xml.sample_basic")) as handle:
         xml = handle.read()
     xml = xml.replace("</job_conf>", '<handlers assign_with="db-skip-locked"><handler id="main_handler"/></handlers>\n</job_conf>')
     with open(os.path.join(directory, "job_conf.xml"), "w") as handle:
