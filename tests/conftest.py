@@ -244,15 +244,21 @@ def user_venv():
         shutil.rmtree(path, ignore_errors=True)
         subprocess.run([SYSTEM_PYTHON, "-m", "venv", path], check=True, timeout=300)
     subprocess.run([pip, "install", "-q", "gunicorn", "supervisor", "pyyaml"], check=True, timeout=600)
-    build = tempfile.mkdtemp(prefix="gxbuild")
-    try:  # from a copy: pip writes build files beside the sources
-        shutil.copytree(REPO, os.path.join(build, "src"), ignore=shutil.ignore_patterns(".venv", ".git", "*.egg-info", "build"))
-        subprocess.run([pip, "install", "-q", "--no-deps", "--force-reinstall", os.path.join(build, "src")],
-                       check=True, timeout=600)
-    finally:
-        shutil.rmtree(build, ignore_errors=True)
+    install_checkout(path)
     os.chmod(path, 0o755)
     return path
+
+
+def install_checkout(venv):
+    """Install this checkout's galaxyctl (not editable: files any user can read) into ``venv``,
+    from a copy, since pip writes build files beside the sources."""
+    build = tempfile.mkdtemp(prefix="gxbuild")
+    try:
+        shutil.copytree(REPO, os.path.join(build, "src"), ignore=shutil.ignore_patterns(".venv*", ".git", "*.egg-info", "build"))
+        subprocess.run([os.path.join(venv, "bin", "python"), "-m", "pip", "install", "-q", "--no-deps",
+                        "--force-reinstall", os.path.join(build, "src")], check=True, timeout=600)
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
 
 
 @pytest.fixture

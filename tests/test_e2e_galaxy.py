@@ -14,7 +14,8 @@ The venv is keyed by the pinned version and reused between local runs:
 Galaxy runs with the config ``scripts/galaxy-quickstart`` writes (imported from it), with galaxyctl
 from this checkout and ``gravity.virtualenv`` pointing at the Galaxy venv. As root, the services run
 as root (``--allow-root``) unless ``GALAXYCTL_E2E_USER`` names the user to run them as
-(``gravity.galaxy_user``).
+(``gravity.galaxy_user``): then galaxyctl is installed into the Galaxy venv (as the quickstart does)
+and supervisord, the herder and every service run as that user.
 
 Every process is stopped by PID at the end, whatever happened.
 """
@@ -37,7 +38,7 @@ import urllib.request
 
 import pytest
 
-from conftest import REPO, Galaxyctl, alive, descendants_of, free_port, kill_pids, wait_for
+from conftest import REPO, Galaxyctl, UserGalaxyctl, alive, descendants_of, free_port, install_checkout, kill_pids, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -227,7 +228,11 @@ def test_real_galaxy_under_galaxyctl(galaxy_venv, record_property):
         for sub in ("data", "logs"):
             quickstart.chown_tree(os.path.join(root, sub), user)
     base = f"http://127.0.0.1:{port}"
-    gctl = Galaxyctl(os.path.join(root, "state"))
+    if user:  # as root with a Galaxy user, supervisord runs as that user with galaxyctl's Python:
+        install_checkout(galaxy_venv)  # galaxyctl in Galaxy's venv, as the quickstart installs it
+        gctl = UserGalaxyctl(os.path.join(root, "state"), galaxy_venv)
+    else:
+        gctl = Galaxyctl(os.path.join(root, "state"))
     figures = {"create_db_s": figures_db}
     service_pids = set()
     try:
@@ -266,11 +271,11 @@ def test_real_galaxy_under_galaxyctl(galaxy_venv, record_property):
         assert "--attach-to-pool=job-handlers" in handler_argv, handler_argv
         if user:
             uid = pwd.getpwnam(user).pw_uid
-            # Galaxy's own processes (the venv's interpreter); galaxyctl's gunicorn herder may stay root
-            owners = {f"{row['service']} {pid}": os.stat(f"/proc/{pid}").st_uid for row in rows.values()
-                      for pid in [row["pid"]] + descendants_of(row["pid"])
-                      if _cmdline(pid)[0].startswith(galaxy_venv + os.sep)}
-            assert owners and set(owners.values()) == {uid}, owners
+            # every process: supervisord, galaxyctl's gunicorn herder and all of Galaxy's
+            supervisord = gctl.supervisord_pid()
+            owners = {f"{_cmdline(pid)[:3]} {pid}": os.stat(f"/proc/{pid}").st_uid
+                      for pid in [supervisord] + descendants_of(supervisord)}
+            assert len(owners) > len(rows) and set(owners.values()) == {uid}, owners
 
         # RSS per service (gunicorn: master and its workers)
         for name, row in rows.items():
