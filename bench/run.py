@@ -49,7 +49,6 @@ Add ``bench/.venv-*/`` to ``.gitignore``.
 import argparse
 import http.client
 import json
-import marshal
 import os
 import platform
 import pwd
@@ -57,301 +56,20 @@ import re
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 
-BENCH = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(BENCH)
-GRAVITY_PIN = "gravity==1.2.4"
-HANDLER_COUNTS = (1, 10, 100, 500)
-CMD_TIMEOUT = 180
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/, for galaxybench
+
+from galaxybench.common import CMD_TIMEOUT, HANDLER_COUNTS, log, median  # noqa: E402
+from galaxybench.environments import choose_base_python, ensure_gravity_venv, ensure_ours_venv, venv_versions  # noqa: E402
+from galaxybench.processes import PidRegistry, Runner  # noqa: E402
+
 READY_PATH = "/api/version"
 MIB = 1024.0  # ru_maxrss is KiB on Linux
-
-
-def log(message):
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-# ---------------------------------------------------------------- running commands as the bench user
-
-
-# A tiny fork server (``python -I -S``, builtins only, ~7.5 MiB): ru_maxrss survives exec, so a child
-# forked from the bench itself (tens of MiB) would report the bench's high-water mark, not its own.
-SPAWNER = r"""
-import os, marshal, time
-def rd(n):
-    b = b""
-    while len(b) < n:
-        c = os.read(0, n - len(b))
-        if not c:
-            os._exit(0)
-        b += c
-    return b
-def wr(obj):
-    data = marshal.dumps(obj)
-    os.write(1, len(data).to_bytes(4, "big") + data)
-while True:
-    argv, env, cwd, uid, gid, out, err = marshal.loads(rd(int.from_bytes(rd(4), "big")))
-    t0 = time.perf_counter()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.setsid()
-            fd = os.open("/dev/null", os.O_RDONLY); os.dup2(fd, 0)
-            fd = os.open(out, os.O_WRONLY); os.dup2(fd, 1)
-            fd = os.open(err, os.O_WRONLY); os.dup2(fd, 2)
-            os.closerange(3, 4096)
-            if uid is not None:
-                os.setgroups([]); os.setgid(gid); os.setuid(uid)
-            os.chdir(cwd)
-            os.execve(argv[0], argv, env)
-        except BaseException as exc:
-            os.write(2, ("spawn failed: %r" % (exc,)).encode() + bytes([10]))
-        os._exit(127)
-    wr(pid)
-    _, status, ru = os.wait4(pid, 0)
-    wr((status, ru.ru_maxrss, time.perf_counter() - t0))
-"""
-
-
-class Runner:
-    """Runs commands (as ``user`` when the bench runs as root) and measures wall time and peak RSS."""
-
-    def __init__(self, user):
-        self.user = user
-        self.uid = self.gid = None
-        if os.geteuid() == 0:
-            entry = pwd.getpwnam(user)
-            if entry.pw_uid == 0:
-                raise SystemExit("bench: --user must not be root (gravity refuses to run as root)")
-            self.uid, self.gid = entry.pw_uid, entry.pw_gid
-        self.env_base = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
-        self._spawner = None
-        self._lock = threading.Lock()
-
-    def chown(self, path):
-        if self.uid is None:
-            return
-        for dirpath, dirnames, filenames in os.walk(path):
-            os.chown(dirpath, self.uid, self.gid)
-            for name in filenames:
-                os.lchown(os.path.join(dirpath, name), self.uid, self.gid)
-
-    def _spawn_server(self):
-        if self._spawner is None or self._spawner.poll() is not None:
-            self._spawner = subprocess.Popen([sys.executable, "-I", "-S", "-c", SPAWNER], stdin=subprocess.PIPE,
-                                             stdout=subprocess.PIPE, start_new_session=True)
-        return self._spawner
-
-    def _read(self, server):
-        def exactly(n):
-            data = b""
-            while len(data) < n:
-                chunk = server.stdout.read(n - len(data))
-                if not chunk:
-                    raise RuntimeError("bench: the spawn server died")
-                data += chunk
-            return data
-        return marshal.loads(exactly(int.from_bytes(exactly(4), "big")))
-
-    def close(self):
-        if self._spawner is not None and self._spawner.poll() is None:
-            self._spawner.stdin.close()
-            try:
-                self._spawner.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._spawner.kill()
-                self._spawner.wait(timeout=10)
-
-    def run(self, argv, home, cwd=None, timeout=CMD_TIMEOUT, extra_env=None):
-        """→ dict(rc, seconds, maxrss_kib, out, err).  Output goes to files: a daemon child may keep pipes open.
-
-        ``seconds`` is fork → ``wait4`` in the spawn server; ``maxrss_kib`` its ``ru_maxrss`` (the command and
-        the children it waited for)."""
-        env = dict(self.env_base, HOME=home, **(extra_env or {}))
-        argv = [shutil.which(argv[0]) or argv[0]] + list(argv[1:])
-        with self._lock, tempfile.NamedTemporaryFile() as out, tempfile.NamedTemporaryFile() as err:
-            if self.uid is not None:
-                os.chown(out.name, self.uid, self.gid)
-                os.chown(err.name, self.uid, self.gid)
-            server = self._spawn_server()
-            request = marshal.dumps((list(argv), env, cwd or home, self.uid, self.gid, out.name, err.name))
-            server.stdin.write(len(request).to_bytes(4, "big") + request)
-            server.stdin.flush()
-            pid = self._read(server)
-            timer = threading.Timer(timeout, _kill_quietly, (pid, signal.SIGKILL))
-            timer.start()
-            try:
-                status, maxrss, seconds = self._read(server)
-            finally:
-                timer.cancel()
-            return {
-                "rc": os.waitstatus_to_exitcode(status), "seconds": seconds, "maxrss_kib": maxrss,
-                "out": out.read().decode("utf-8", "replace"), "err": err.read().decode("utf-8", "replace"),
-            }
-
-    def check(self, argv, home, what, **kwargs):
-        result = self.run(argv, home, **kwargs)
-        if result["rc"] != 0:
-            raise RuntimeError(f"{what} failed (exit {result['rc']}): {argv}\n{result['out'][-2000:]}{result['err'][-2000:]}")
-        return result
-
-
-def _kill_quietly(pid, sig):
-    try:
-        os.kill(pid, sig)
-    except OSError:
-        pass
-
-
-# ---------------------------------------------------------------- PID bookkeeping (stop what we started)
-
-
-def _proc_start_time(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-        return int(fields[19]), int(fields[1])  # starttime, ppid
-    except (OSError, IndexError, ValueError):
-        return None, None
-
-
-class PidRegistry:
-    """Remembers (pid, start time) of supervisord and its descendants; stops survivors at the end."""
-
-    def __init__(self):
-        self.known = {}
-
-    def record_tree(self, root_pid):
-        if not root_pid:
-            return
-        children = {}
-        for name in os.listdir("/proc"):
-            if name.isdigit():
-                start, ppid = _proc_start_time(int(name))
-                if start is not None:
-                    children.setdefault(ppid, []).append((int(name), start))
-        start, _ = _proc_start_time(root_pid)
-        if start is None:
-            return
-        todo = [(root_pid, start)]
-        while todo:
-            pid, start = todo.pop()
-            self.known[pid] = start
-            todo.extend(children.get(pid, ()))
-
-    def alive(self):
-        return [pid for pid, start in self.known.items() if _proc_start_time(pid)[0] == start]
-
-    def stop_all(self, grace=5.0):
-        survivors = self.alive()
-        for pid in survivors:
-            _kill_quietly(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while survivors and time.monotonic() < deadline:
-            time.sleep(0.1)
-            survivors = self.alive()
-        for pid in survivors:
-            _kill_quietly(pid, signal.SIGKILL)
-        return survivors
-
-
-# ---------------------------------------------------------------- venvs
-
-
-def _usable_by_user(runner, python):
-    try:
-        return runner.run([python, "-c", "import venv, ensurepip"], home="/", timeout=30)["rc"] == 0
-    except OSError:
-        return False
-
-
-def choose_base_python(runner, requested):
-    candidates = [requested] if requested else [sys.executable, os.path.realpath(sys.executable), "/usr/bin/python3"]
-    for candidate in candidates:
-        if candidate and os.path.exists(candidate) and _usable_by_user(runner, candidate):
-            return candidate
-    raise SystemExit(f"bench: no Python interpreter usable by user {runner.user!r} among {candidates}; pass --base-python")
-
-
-def _pip(venv, *args):
-    argv = [os.path.join(venv, "bin", "python"), "-m", "pip", "install", "--quiet", "--use-pep517", *args]
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=900)
-    noise = re.compile(r"Location .* is ignored|^\s*$")
-    err = "\n".join(line for line in result.stderr.splitlines() if not noise.search(line))
-    return result.returncode, err
-
-
-def _venv_ok(runner, venv, probe):
-    python = os.path.join(venv, "bin", "python")
-    return os.path.exists(python) and runner.run([python, "-c", probe], home="/", timeout=60)["rc"] == 0
-
-
-def _make_venv(base_python, venv):
-    shutil.rmtree(venv, ignore_errors=True)
-    subprocess.run([base_python, "-m", "venv", venv], check=True, timeout=300)
-
-
-def ensure_gravity_venv(runner, base_python):
-    venv = os.path.join(BENCH, ".venv-gravity")
-    if not _venv_ok(runner, venv, "import gravity, gunicorn, celery"):
-        log(f"creating {venv}")
-        _make_venv(base_python, venv)
-        rc, err = _pip(venv, GRAVITY_PIN, "gunicorn", "celery")
-        if rc != 0:
-            log(f"{GRAVITY_PIN} did not install ({err.strip().splitlines()[-1:]}); trying the newest gravity")
-            rc, err = _pip(venv, "gravity", "gunicorn", "celery")
-            if rc != 0:
-                raise SystemExit(f"bench: gravity does not install:\n{err}")
-    return venv
-
-
-def _stage_checkout(dest):
-    """A copy of what ``pip install /work/main`` needs, so pip builds nothing inside the checkout."""
-    os.makedirs(dest)
-    for name in ("setup.py", "setup.cfg", "pyproject.toml", "MANIFEST.in", "README.rst", "galaxyctl", "LICENSE"):
-        source = os.path.join(REPO, name)
-        if os.path.isfile(source):
-            shutil.copy2(source, dest)
-    shutil.copytree(os.path.join(REPO, "galaxyctl_libs"), os.path.join(dest, "galaxyctl_libs"),
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    staged_readme = not os.path.exists(os.path.join(dest, "README.rst"))
-    if staged_readme:  # setup.py reads it; the other engineer writes it
-        with open(os.path.join(dest, "README.rst"), "w") as handle:
-            handle.write("galaxyctl\n=========\n")
-    return staged_readme
-
-
-def ensure_ours_venv(runner, base_python, workdir):
-    venv = os.path.join(BENCH, ".venv-ours")
-    if not _venv_ok(runner, venv, "import yaml, supervisor, gunicorn, celery"):
-        log(f"creating {venv}")
-        _make_venv(base_python, venv)
-        rc, err = _pip(venv, "pyyaml", "supervisor", "gunicorn", "celery")
-        if rc != 0:
-            raise SystemExit(f"bench: dependencies of ours do not install:\n{err}")
-    staged = os.path.join(workdir, "staged-checkout")
-    stub_readme = _stage_checkout(staged)
-    rc, err = _pip(venv, "--no-deps", "--force-reinstall", staged)
-    if rc != 0:
-        raise SystemExit(f"bench: pip install of the checkout failed:\n{err}")
-    return venv, stub_readme
-
-
-def venv_versions(venv):
-    code = ("import importlib.metadata as m, json, sys\n"
-            "out = {'python': sys.version.split()[0]}\n"
-            "for d in ('gravity', 'galaxyctl', 'gunicorn', 'celery', 'supervisor', 'pydantic'):\n"
-            "    try: out[d] = m.version(d)\n"
-            "    except Exception: pass\n"
-            "print(json.dumps(out))")
-    result = subprocess.run([os.path.join(venv, "bin", "python"), "-c", code], capture_output=True, text=True, timeout=60, cwd="/")
-    return json.loads(result.stdout or "{}")
 
 
 # ---------------------------------------------------------------- the two tools
@@ -542,11 +260,6 @@ def wait_http(port, timeout=60.0):
 
 
 # ---------------------------------------------------------------- measurements
-
-
-def median(values):
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
 
 
 def interleaved(runs, tools, measure, label):

@@ -1,0 +1,11 @@
+"""The pieces of ``bench/run.py`` (galaxyctl vs gravity, side by side), one concern per module.
+
+- ``common``: paths, shared constants, ``log`` and ``median``;
+- ``processes``: running commands as the bench user with wall time and peak RSS, and the PID
+  bookkeeping that stops every process the bench started;
+- ``environments``: the two venvs (gravity from PyPI, this checkout) and what they contain.
+
+The tools, the measurements and the table are still in ``run.py``.
+
+Standard library only: the bench runs from a bare interpreter, before either venv exists.
+"""

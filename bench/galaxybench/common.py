@@ -1,0 +1,20 @@
+"""Paths and constants every module of the bench shares, ``log`` and ``median``."""
+
+import os
+import statistics
+import sys
+
+BENCH = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # bench/, where the venvs live
+REPO = os.path.dirname(BENCH)
+HANDLER_COUNTS = (1, 10, 100, 500)
+CMD_TIMEOUT = 180
+
+
+def log(message):
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
