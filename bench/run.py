@@ -47,216 +47,25 @@ Add ``bench/.venv-*/`` to ``.gitignore``.
 """
 
 import argparse
-import http.client
 import json
 import os
 import platform
 import pwd
-import re
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/, for galaxybench
 
-from galaxybench.common import CMD_TIMEOUT, HANDLER_COUNTS, log, median  # noqa: E402
+from galaxybench.common import HANDLER_COUNTS, log, median  # noqa: E402
 from galaxybench.environments import choose_base_python, ensure_gravity_venv, ensure_ours_venv, venv_versions  # noqa: E402
+from galaxybench.measure import measure_graceful, measure_start, profile_ours, settle, wait_http  # noqa: E402
 from galaxybench.processes import PidRegistry, Runner  # noqa: E402
+from galaxybench.tools import Gravity, Ours, make_instance, settings_full, settings_handlers, settings_herder, settings_web  # noqa: E402
 
-READY_PATH = "/api/version"
 MIB = 1024.0  # ru_maxrss is KiB on Linux
-
-
-# ---------------------------------------------------------------- the two tools
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Instance:
-    """One demo Galaxy tree + config + state dir, for one tool."""
-
-    def __init__(self, tool, name, root, config, state_dir, port):
-        self.tool, self.name, self.root, self.config, self.state_dir, self.port = tool, name, root, config, state_dir, port
-
-    @property
-    def pidfile(self):
-        return os.path.join(self.state_dir, "supervisor", "supervisord.pid")
-
-    def supervisord_pid(self):
-        try:
-            with open(self.pidfile) as handle:
-                pid = int(handle.read().strip())
-            os.kill(pid, 0)
-            return pid
-        except (OSError, ValueError):
-            return None
-
-    def rendered_processes(self):
-        """How many processes the supervisor files ask for (``numprocs`` summed over programs)."""
-        total = 0
-        conf_dir = os.path.join(self.state_dir, "supervisor", "supervisord.conf.d")
-        for dirpath, _, filenames in os.walk(conf_dir):
-            for filename in filenames:
-                if not filename.endswith(".conf"):
-                    continue
-                with open(os.path.join(dirpath, filename)) as handle:
-                    text = handle.read()
-                for section in re.split(r"^\[", text, flags=re.M):
-                    if section.startswith("program:"):
-                        found = re.search(r"^numprocs\s*=\s*(\d+)", section, re.M)
-                        total += int(found.group(1)) if found else 1
-        return total
-
-    def rendered_commands(self):
-        commands = []
-        conf_dir = os.path.join(self.state_dir, "supervisor", "supervisord.conf.d")
-        for dirpath, _, filenames in os.walk(conf_dir):
-            for filename in sorted(filenames):
-                with open(os.path.join(dirpath, filename)) as handle:
-                    commands += re.findall(r"^command\s*=\s*(.*)$", handle.read(), re.M)
-        return commands
-
-
-class Tool:
-    def __init__(self, key, label, venv, runner, workdir, pids):
-        self.key, self.label, self.venv, self.runner, self.pids = key, label, venv, runner, pids
-        self.python = os.path.join(venv, "bin", "python")
-        self.script = os.path.join(venv, "bin", "galaxyctl")
-        self.home = os.path.join(workdir, f"home-{key}")
-        os.makedirs(self.home)
-        runner.chown(self.home)
-        self.instances = []
-
-    def argv(self, instance, *command):
-        raise NotImplementedError
-
-    def help_argv(self):
-        return [self.python, self.script, "--help"]
-
-    def run(self, instance, *command, timeout=CMD_TIMEOUT):
-        return self.runner.run(self.argv(instance, *command), home=self.home, timeout=timeout)
-
-    def check(self, instance, *command, timeout=CMD_TIMEOUT):
-        return self.runner.check(self.argv(instance, *command), self.home, f"{self.label} {' '.join(command)}",
-                                 timeout=timeout)
-
-    def prepare(self, instance):
-        """Register (ours) and write the supervisor files once."""
-        self.instances.append(instance)
-
-    def remember(self, instance):
-        self.pids.record_tree(instance.supervisord_pid())
-
-    def shutdown(self, instance):
-        self.remember(instance)
-        if instance.supervisord_pid():
-            self.run(instance, "shutdown", timeout=120)
-
-
-class Gravity(Tool):
-    def argv(self, instance, *command):
-        return [self.python, self.script, "--state-dir", instance.state_dir, "-c", instance.config, *command]
-
-    def prepare(self, instance):
-        super().prepare(instance)
-        self.check(instance, "update")
-
-
-class Ours(Tool):
-    def argv(self, instance, *command):
-        extra = ["--allow-root"] if self.runner.uid is None and os.geteuid() == 0 else []
-        return [self.python, self.script, "--state-dir", instance.state_dir, *extra, *command]
-
-    def prepare(self, instance):
-        super().prepare(instance)
-        self.check(instance, "register", instance.config)
-        self.check(instance, "update")
-
-
-def make_instance(tool, name, workdir, settings_fn, ours_python):
-    root = os.path.join(workdir, f"{tool.key}-{name}", "galaxy")
-    state_dir = os.path.join(workdir, f"{tool.key}-{name}", "state")
-    os.makedirs(state_dir)
-    port = free_port()
-    gravity = settings_fn(root, port, tool.venv)
-    code = ("import json, sys\nfrom galaxyctl_libs.demo import make_demo_galaxy\n"
-            "print(make_demo_galaxy(sys.argv[1], int(sys.argv[2]), gravity=json.loads(sys.argv[3])))")
-    config = subprocess.run([ours_python, "-c", code, root, str(port), json.dumps(gravity)],
-                            capture_output=True, text=True, check=True, timeout=60).stdout.strip()
-    tool.runner.chown(os.path.join(workdir, f"{tool.key}-{name}"))
-    return Instance(tool, name, root, config, state_dir, port)
-
-
-def _web(root, port, venv, preload=False, **extra):
-    env = {"PYTHONPATH": os.path.join(root, "lib")}  # gravity does not add it; ours does: same for both
-    settings = {
-        "galaxy_root": root,
-        "virtualenv": venv,
-        "gunicorn": {"bind": f"127.0.0.1:{port}", "preload": preload, "environment": env},
-        "celery": {"enable": False, "enable_beat": False},
-    }
-    settings.update(extra)
-    return settings
-
-
-def settings_full(root, port, venv):
-    env = {"PYTHONPATH": os.path.join(root, "lib")}
-    return _web(root, port, venv, celery={"enable": True, "enable_beat": True, "environment": env},
-                handlers={"handler": {"processes": 1}})
-
-
-def settings_handlers(count):
-    return lambda root, port, venv: _web(root, port, venv, handlers={"handler": {"processes": count}})
-
-
-def settings_web(preload):
-    return lambda root, port, venv: _web(root, port, venv, preload=preload)
-
-
-def settings_herder(root, port, venv):
-    return _web(root, port, venv, app_server="unicornherder")
-
-
-# ---------------------------------------------------------------- HTTP
-
-
-def get(port, timeout=5.0):
-    """(ok, status-or-error, worker pid or None, seconds)."""
-    started = time.perf_counter()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", READY_PATH)
-        response = conn.getresponse()
-        body = response.read()
-        pid = None
-        if response.status == 200:
-            try:
-                pid = json.loads(body).get("pid")
-            except ValueError:
-                pass
-        return response.status == 200, response.status, pid, time.perf_counter() - started
-    except (OSError, http.client.HTTPException) as exc:
-        return False, type(exc).__name__, None, time.perf_counter() - started
-    finally:
-        conn.close()
-
-
-def wait_http(port, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if get(port, timeout=2.0)[0]:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 # ---------------------------------------------------------------- measurements
@@ -271,94 +80,6 @@ def interleaved(runs, tools, measure, label):
     log(f"{label}: " + ", ".join(f"{t.key} {median([s['seconds'] for s in samples[t.key]]):.3f}s" for t in tools
                                     if all('seconds' in s for s in samples[t.key])))
     return samples
-
-
-def measure_start(tool, instance):
-    """From stopped (supervisord not running): → seconds to first HTTP 200 and to the tool's exit."""
-    tool.shutdown(instance)
-    if get(instance.port, timeout=0.5)[0]:
-        raise RuntimeError(f"port {instance.port} still answers after shutdown")
-    first = {}
-    stop = threading.Event()
-    t0 = time.perf_counter()
-
-    def poll():
-        while not stop.is_set() and time.perf_counter() - t0 < 120:
-            if get(instance.port, timeout=2.0)[0]:
-                first["seconds"] = time.perf_counter() - t0
-                return
-            time.sleep(0.005)
-
-    poller = threading.Thread(target=poll, daemon=True)
-    poller.start()
-    result = tool.run(instance, "start")  # the Runner's clock starts a hair after t0: same for both tools
-    exit_seconds = time.perf_counter() - t0
-    poller.join(timeout=120)
-    stop.set()
-    tool.remember(instance)
-    return {"seconds": exit_seconds, "exit_seconds": exit_seconds, "first_200": first.get("seconds"),
-            "rc": result["rc"], "maxrss_kib": result["maxrss_kib"]}
-
-
-def measure_graceful(tool, instance, min_requests=300, interval=0.01, tail_seconds=1.0, cap_seconds=120):
-    """A bounded request loop across ``graceful``: failures, worst latency, whether new workers answered."""
-    if not wait_http(instance.port, 60):
-        raise RuntimeError(f"{tool.label} {instance.name}: not answering before graceful")
-    records = []  # (t, ok, status, pid, latency)
-    stop = threading.Event()
-    t0 = time.perf_counter()
-
-    def loop():
-        while not stop.is_set() and time.perf_counter() - t0 < cap_seconds:
-            ok, status, pid, latency = get(instance.port, timeout=10.0)
-            records.append((time.perf_counter() - t0, ok, status, pid, latency))
-            time.sleep(interval)
-
-    worker = threading.Thread(target=loop, daemon=True)
-    worker.start()
-    deadline = time.monotonic() + 30
-    while len(records) < 50 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    before = {r[3] for r in records if r[1]}
-    launched = time.perf_counter() - t0
-    result = tool.run(instance, "graceful")
-    returned = time.perf_counter() - t0
-    new_seen = None
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        fresh = [r for r in records if r[0] > launched and r[1] and r[3] not in before]
-        if fresh:
-            new_seen = fresh[0][0] - launched
-            break
-        time.sleep(0.02)
-    # a tail after the reload, and at least min_requests in all (bounded by cap_seconds)
-    tail_until = time.perf_counter() + tail_seconds
-    while (time.perf_counter() < tail_until or len(records) < min_requests) and time.perf_counter() - t0 < cap_seconds:
-        time.sleep(0.02)
-    stop.set()
-    worker.join(timeout=15)
-    tool.remember(instance)
-    failed = [r for r in records if not r[1]]
-    outage, down_since = 0.0, None  # longest span from a failed request's start to the next good one's start
-    for done, ok, _, _, latency in records:
-        began = done - latency
-        if not ok and down_since is None:
-            down_since = began
-        elif ok and down_since is not None:
-            outage, down_since = max(outage, began - down_since), None
-    if down_since is not None:
-        outage = max(outage, records[-1][0] - down_since)
-    return {
-        "longest_outage": outage,
-        "seconds": returned - launched, "rc": result["rc"], "maxrss_kib": result["maxrss_kib"],
-        "requests": len(records), "failed": len(failed), "worst_latency": max((r[4] for r in records), default=None),
-        "new_workers_after": new_seen, "failure_kinds": sorted({str(r[2]) for r in failed}),
-    }
-
-
-def settle(instance, seconds=1.0):
-    wait_http(instance.port, 60)
-    time.sleep(seconds)
 
 
 # ---------------------------------------------------------------- the table
@@ -410,29 +131,6 @@ def rss_mib(samples):
 
 def secs(samples, key="seconds"):
     return median([s.get(key) for s in samples])
-
-
-# ---------------------------------------------------------------- profiling (ours)
-
-
-def profile_ours(tool, instance):
-    out = os.path.join(tool.home, "status.prof")
-    runner = tool.runner
-    imports = runner.run([tool.python, "-X", "importtime", tool.script, "--state-dir", instance.state_dir, "status"],
-                         home=tool.home)
-    rows = []
-    for line in imports["err"].splitlines():
-        found = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)", line)
-        if found:
-            rows.append((int(found.group(2)), int(found.group(1)), len(found.group(3)) // 2, found.group(4)))
-    total = sum(r[1] for r in rows)
-    top = sorted((r for r in rows if r[2] <= 2), reverse=True)[:15]
-    runner.run([tool.python, "-m", "cProfile", "-o", out, tool.script, "--state-dir", instance.state_dir, "status"],
-               home=tool.home)
-    stats = runner.run([tool.python, "-c", "import pstats, sys; pstats.Stats(sys.argv[1]).sort_stats('cumulative')"
-                        ".print_stats(25)", out], home=tool.home)
-    return {"import_total_us": total, "top_imports": [{"cumulative_us": c, "self_us": s, "module": m} for c, s, _, m in top],
-            "cprofile": stats["out"]}
 
 
 # ---------------------------------------------------------------- main

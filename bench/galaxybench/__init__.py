@@ -3,9 +3,13 @@
 - ``common``: paths, shared constants, ``log`` and ``median``;
 - ``processes``: running commands as the bench user with wall time and peak RSS, and the PID
   bookkeeping that stops every process the bench started;
-- ``environments``: the two venvs (gravity from PyPI, this checkout) and what they contain.
+- ``environments``: the two venvs (gravity from PyPI, this checkout) and what they contain;
+- ``tools``: gravity and ours as command lines, the demo Galaxy instances they manage, the
+  ``gravity:`` settings both get;
+- ``measure``: one sample of one tool: the HTTP probe, ``start`` to ready, ``graceful`` under a
+  request loop, a profile of ours' ``status``.
 
-The tools, the measurements and the table are still in ``run.py``.
+The scenarios (``main``) and the table are still in ``run.py``.
 
 Standard library only: the bench runs from a bare interpreter, before either venv exists.
 """
