@@ -8,6 +8,9 @@ BENCH = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # bench/, w
 REPO = os.path.dirname(BENCH)
 HANDLER_COUNTS = (1, 10, 100, 500)
 CMD_TIMEOUT = 180
+# (table label, instance name) of the graceful scenarios; "herder" is ours only
+GRACEFUL_MODES = (("preload false", "web"), ("preload true (Galaxy default)", "webpre"),
+                  ("unicornherder (ours)", "herder"))
 
 
 def log(message):
@@ -18,3 +21,7 @@ def median(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
 
+
+def secs(samples, key="seconds"):
+    """The median of ``key`` over samples (``None`` values left out)."""
+    return median([s.get(key) for s in samples])

@@ -9,10 +9,13 @@ execute (``--base-python``, else this interpreter if it can, else ``/usr/bin/pyt
 
 import json
 import os
+import platform
+import pwd
 import re
 import shutil
 import subprocess
 import sys
+import time
 
 from .common import BENCH, REPO, log
 
@@ -107,3 +110,13 @@ def venv_versions(venv):
     result = subprocess.run([os.path.join(venv, "bin", "python"), "-c", code], capture_output=True, text=True, timeout=60, cwd="/")
     return json.loads(result.stdout or "{}")
 
+
+def describe_run(runner, runs, long_runs, base_python, gravity_venv, ours_venv, stub_readme):
+    """The JSON's "meta": host, run counts, who the tools run as, the interpreters and package versions."""
+    return {
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"), "host": platform.node(), "cpus": os.cpu_count(),
+        "kernel": platform.release(), "runs": runs, "long_runs": long_runs,
+        "run_as": runner.user if runner.uid is not None else pwd.getpwuid(os.geteuid()).pw_name,
+        "base_python": base_python, "gravity_venv": venv_versions(gravity_venv), "ours_venv": venv_versions(ours_venv),
+        "ours_installed_with_stub_readme": stub_readme,
+    }

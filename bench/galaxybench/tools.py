@@ -1,4 +1,4 @@
-"""The two tools under test and the demo Galaxy instances they manage.
+"""The two tools under test, the demo Galaxy instances they manage, and the session around them.
 
 Each scenario gets its own demo Galaxy tree per tool (``galaxyctl_libs.demo.make_demo_galaxy``, the
 test fixtures' tree) with the *same* ``gravity:`` settings for both tools (only ports, roots and
@@ -9,10 +9,14 @@ venv's interpreter (``VENV/bin/python VENV/bin/galaxyctl``).
 import json
 import os
 import re
+import shutil
+import signal
 import socket
 import subprocess
+import tempfile
 
-from .common import CMD_TIMEOUT
+from .common import CMD_TIMEOUT, log
+from .processes import PidRegistry, Runner
 
 def free_port():
     with socket.socket() as sock:
@@ -164,3 +168,58 @@ def settings_web(preload):
 def settings_herder(root, port, venv):
     return _web(root, port, venv, app_server="unicornherder")
 
+
+# ---------------------------------------------------------------- the session (stop everything at the end)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt()
+
+
+class Session:
+    """One bench run: the runner, a temporary workdir, the PID registry and the tools.
+
+    As a context manager: SIGTERM and SIGHUP interrupt like Ctrl+C; on the way out (whatever
+    happened) each tool's ``shutdown`` runs for every instance it prepared, the spawn server is
+    closed, recorded PIDs still alive get SIGTERM then SIGKILL, and the workdir is removed."""
+
+    def __init__(self, user, keep=False):
+        self.runner = Runner(user)
+        self.workdir = tempfile.mkdtemp(prefix="gxbench-")
+        os.chmod(self.workdir, 0o755)
+        self.pids = PidRegistry()
+        self.keep = keep
+        self.tools = []
+        self._previous = {}
+
+    def add_tool(self, cls, key, label, venv):
+        tool = cls(key, label, venv, self.runner, self.workdir, self.pids)
+        self.tools.append(tool)
+        return tool
+
+    def __enter__(self):
+        self._previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+        return self
+
+    def __exit__(self, *exc_info):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second Ctrl+C must not cut the clean-up short
+            signal.signal(sig, signal.SIG_IGN)
+        log("cleaning up")
+        for tool in self.tools:
+            for instance in tool.instances:
+                try:
+                    tool.shutdown(instance)
+                except Exception as exc:  # keep cleaning
+                    log(f"{tool.label} shutdown of {instance.name}: {exc}")
+        self.runner.close()
+        survivors = self.pids.stop_all()
+        if survivors:
+            log(f"had to signal leftover PIDs: {survivors}")
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if self.keep:
+            log(f"kept {self.workdir}")
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        return False
