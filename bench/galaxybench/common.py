@@ -1,0 +1,27 @@
+"""Paths and constants every module of the bench shares, ``log`` and ``median``."""
+
+import os
+import statistics
+import sys
+
+BENCH = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # bench/, where the venvs live
+REPO = os.path.dirname(BENCH)
+HANDLER_COUNTS = (1, 10, 100, 500)
+CMD_TIMEOUT = 180
+# (table label, instance name) of the graceful scenarios; "herder" is ours only
+GRACEFUL_MODES = (("preload false", "web"), ("preload true (Galaxy default)", "webpre"),
+                  ("unicornherder (ours)", "herder"))
+
+
+def log(message):
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def secs(samples, key="seconds"):
+    """The median of ``key`` over samples (``None`` values left out)."""
+    return median([s.get(key) for s in samples])
