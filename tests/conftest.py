@@ -250,8 +250,10 @@ def user_venv():
 
 
 def install_checkout(venv):
-    """Install this checkout's galaxyctl (not editable: files any user can read) into ``venv``,
-    from a copy, since pip writes build files beside the sources."""
+    """Install this checkout's galaxyctl and its two dependencies (not editable: files any user can
+    read) into ``venv``, from a copy, since pip writes build files beside the sources."""
+    python = os.path.join(venv, "bin", "python")
+    subprocess.run([python, "-m", "pip", "install", "-q", "supervisor", "pyyaml"], check=True, timeout=600)
     build = tempfile.mkdtemp(prefix="gxbuild")
     try:
         shutil.copytree(REPO, os.path.join(build, "src"), ignore=shutil.ignore_patterns(".venv*", ".git", "*.egg-info", "build"))
