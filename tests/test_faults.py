@@ -1,5 +1,5 @@
 """Faults galaxyctl must tell the truth about, and fix: a supervisord killed with -9 (its services
-run on, orphaned), a supervisord that hangs.
+run on, orphaned), a supervisord that hangs, a read-only state dir.
 
 Real supervisord and the demo Galaxy's gunicorn throughout.  Orphans are re-parented to init, out of
 reach of the ``gctl`` fixture's clean-up (it ends supervisord's descendants): each test records the
@@ -17,7 +17,7 @@ import time
 import pytest
 
 from conftest import alive, descendants_of, kill_pids, wait_for
-from galaxyctl_libs import lifecycle, procfs, targets
+from galaxyctl_libs import fsutil, lifecycle, procfs, targets
 from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.supervisor import Paths, SupervisorClient
 
@@ -202,6 +202,76 @@ def test_not_answering_is_bounded_by_the_timeout(gctl, demo_galaxy):
     finally:
         silent.kill()
         silent.wait(timeout=10)
+
+
+# ---------------------------------------------------------------- read-only state dir
+
+
+def mount_read_only(directory):
+    """Bind-mount ``directory`` onto itself read-only (root can write through a chmod, not this)."""
+    try:
+        subprocess.run(["mount", "--bind", directory, directory], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"cannot bind-mount here: {exc}")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", directory], check=True, capture_output=True)
+    except subprocess.CalledProcessError:
+        subprocess.run(["umount", directory], check=True)
+        raise
+
+
+def unmount(directory):
+    subprocess.run(["umount", directory], check=True, capture_output=True)
+
+
+def test_read_only_state_dir_stop_shutdown_and_status(gctl, demo_galaxy):
+    _, port = started(gctl, demo_galaxy)
+    state = gctl.state_dir
+    pids = []
+    mounted = False
+    try:
+        for verb, lock_file in (("stop", True), ("shutdown", False)):
+            supervisord = gctl.supervisord_pid()
+            master, group = service_pids(gctl)
+            pids += [supervisord, *group]
+            if not lock_file:  # a read-only state dir that never had the lock: stop without it
+                os.unlink(os.path.join(state, ".galaxyctl.lock"))
+            mount_read_only(state)
+            mounted = True
+            with pytest.raises(OSError):
+                open(os.path.join(state, "probe"), "w").close()
+
+            assert no_traceback(gctl("status")).returncode == 0
+            result = no_traceback(gctl(verb))
+            assert ("All processes stopped, supervisord exited" if verb == "stop" else "Shut down") in result.stdout
+            assert not alive(supervisord) and not any(alive(pid) for pid in group) and port_free(port)
+            assert gctl("status", check=False).returncode == 3
+            unmount(state)
+            mounted = False
+            if verb == "stop":
+                gctl("start", "--timeout", "60")  # the stale socket and pid file are no obstacle
+    finally:
+        if mounted:
+            unmount(state)
+        kill_pids(pids)
+
+
+def test_lock_taken_read_only_still_excludes(short_tmp):
+    directory = os.path.join(short_tmp, "ro")
+    os.mkdir(directory)
+    lock = os.path.join(directory, "lock")
+    open(lock, "w").close()
+    mount_read_only(directory)
+    try:
+        code = ("import fcntl, os, sys\nfd = os.open(sys.argv[1], os.O_RDONLY)\n"
+                "try:\n    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept BlockingIOError:\n    sys.exit(3)\n")
+        with fsutil.exclusive_lock(lock):
+            assert subprocess.run([sys.executable, "-c", code, lock], timeout=30).returncode == 3
+        assert subprocess.run([sys.executable, "-c", code, lock], timeout=30).returncode == 0
+        with fsutil.exclusive_lock(os.path.join(directory, "missing")):
+            pass  # nothing can be created there, nor can anyone write: runs without a lock
+    finally:
+        unmount(directory)
 
 
 # ---------------------------------------------------------------- the pieces, on real processes
