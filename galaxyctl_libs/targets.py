@@ -104,12 +104,22 @@ def write_applied(state_dir, targets, required_storage=()):
              for t in targets]
     text = (f'{{"required_storage": {json.dumps(list(required_storage))},\n "targets": [\n  '
             + ",\n  ".join(lines) + "\n]}\n")
-    fsutil.write_if_changed(os.path.join(state_dir, APPLIED_FILE), text)
+    path = os.path.join(state_dir, APPLIED_FILE)
+    try:  # compared as bytes: a damaged record (binary, not UTF-8) is just different, and replaced
+        with open(path, "rb") as handle:
+            if handle.read() == text.encode("utf-8"):
+                return
+    except OSError:
+        pass
+    fsutil.atomic_write(path, text)
 
 
 def load_applied(state_dir):
     """The record of the last update, or None when there is no usable one (then resolve configs)."""
-    text = fsutil.read_text(os.path.join(state_dir, APPLIED_FILE))
+    try:
+        text = fsutil.read_text(os.path.join(state_dir, APPLIED_FILE))
+    except ValueError:  # UnicodeDecodeError: binary garbage is as damaged as bad JSON
+        return None
     if text is None:
         return None
     try:
@@ -120,7 +130,7 @@ def load_applied(state_dir):
             for item in data["targets"]
         ]
         return Applied(targets, tuple(data.get("required_storage", ())))
-    except (ValueError, TypeError, KeyError, AttributeError):
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
         return None  # an old or damaged record: the caller falls back to the configs
 
 

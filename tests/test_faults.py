@@ -1,5 +1,5 @@
 """Faults galaxyctl must tell the truth about, and fix: a supervisord killed with -9 (its services
-run on, orphaned), a supervisord that hangs, a read-only state dir.
+run on, orphaned), a supervisord that hangs, a read-only state dir, a damaged services.json.
 
 Real supervisord and the demo Galaxy's gunicorn throughout.  Orphans are re-parented to init, out of
 reach of the ``gctl`` fixture's clean-up (it ends supervisord's descendants): each test records the
@@ -272,6 +272,59 @@ def test_lock_taken_read_only_still_excludes(short_tmp):
             pass  # nothing can be created there, nor can anyone write: runs without a lock
     finally:
         unmount(directory)
+
+
+# ---------------------------------------------------------------- damaged services.json
+
+
+DAMAGE = {
+    "garbage JSON": b'{"required_storage": [], "targets": [{"program": "gunicorn", "service": {"argv": [',
+    "binary": b"\x89PNG\r\n\x1a\n\x00" + bytes(range(256)) * 4,
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_damaged_services_json(gctl, demo_galaxy, damage):
+    config, _ = started(gctl, demo_galaxy)
+    record = os.path.join(gctl.state_dir, "supervisor", "services.json")
+    supervisord = gctl.supervisord_pid()
+    master, group = service_pids(gctl)
+
+    def damage_record():
+        with open(record, "wb") as handle:
+            handle.write(DAMAGE[damage])
+        assert targets.load_applied(gctl.state_dir) is None
+
+    try:
+        damage_record()
+        status = no_traceback(gctl("status", check=False))
+        assert status.returncode == 0 and f"pid {master}" in status.stdout  # the configs say what runs
+        assert no_traceback(gctl("check", check=False)).returncode in (0, 1)
+
+        no_traceback(gctl("update"))
+        assert targets.load_applied(gctl.state_dir).targets[0].program == "gunicorn"  # repaired
+        with open(record, encoding="utf-8") as handle:
+            json.load(handle)
+
+        damage_record()
+        stopped = no_traceback(gctl("stop"))
+        assert "supervisord exited" in stopped.stdout
+        assert not alive(supervisord) and not any(alive(pid) for pid in group)
+
+        damage_record()
+        moved = config + ".away"
+        os.rename(config, moved)  # nothing to fall back on: status cannot know
+        try:
+            unknown = no_traceback(gctl("status", check=False))
+            assert unknown.returncode == 4 and unknown.stdout.splitlines() == [f"config file not found: {config}"]
+            assert no_traceback(gctl("stop", check=False)).returncode == 0  # nothing runs; stopping is no error
+        finally:
+            os.rename(moved, config)
+        no_traceback(gctl("update"))
+        assert targets.load_applied(gctl.state_dir) is not None
+        assert gctl("status", check=False).returncode == 3
+    finally:
+        kill_pids([supervisord, *group])
 
 
 # ---------------------------------------------------------------- the pieces, on real processes
