@@ -67,6 +67,10 @@ def _print_lifecycle(result, verb):
         print(f"{program}: {verb}")
     for ready in result.ready:
         print(f"{ready.program}: ready on {ready.bind} after {ready.seconds:.1f}s")
+    if result.killed_supervisord:
+        print(f"supervisord (pid {result.killed_supervisord}) was not answering: killed")
+    for ended in result.ended:
+        print(f"Ended {ended}")
     if result.supervisord_stopped:
         print("All processes stopped, supervisord exited")
 
@@ -282,10 +286,24 @@ def _add_simple(sub, name, helptext, func, waits=False):
     p.set_defaults(func=func)
 
 
+def _force_argument(parser):
+    parser.add_argument("--force", action="store_true",
+                        help="when supervisord does not answer: kill it, then end its services (TERM, then KILL)")
+
+
+def _add_stop(sub):
+    p = sub.add_parser("stop", help="stop services; supervisord exits when nothing is left running",
+                       description="Stop services; supervisord exits when nothing is left running. Processes a "
+                       "supervisord that died left running are ended too.")
+    _force_argument(p)
+    _names_argument(p)
+    p.set_defaults(func=cmd_stop)
+
+
 def cmd_stop(args):
     from galaxyctl_libs import lifecycle
 
-    _print_lifecycle(lifecycle.stop(_state_dir(args), args.names), "stopped")
+    _print_lifecycle(lifecycle.stop(_state_dir(args), args.names, force=args.force), "stopped")
     return exitcodes.SUCCESS
 
 
@@ -304,15 +322,27 @@ def cmd_graceful(args):
 
 
 def _add_shutdown(sub):
-    p = sub.add_parser("shutdown", help="stop every process and end supervisord")
+    p = sub.add_parser("shutdown", help="stop every process and end supervisord",
+                       description="Stop every process and end supervisord; processes a supervisord that died "
+                       "left running are ended too.")
+    _force_argument(p)
     p.set_defaults(func=cmd_shutdown)
 
 
 def cmd_shutdown(args):
     from galaxyctl_libs import lifecycle
 
-    result = lifecycle.shutdown(_state_dir(args))
-    print("Shut down" if result.supervisord_stopped else "supervisord was not running")
+    result = lifecycle.shutdown(_state_dir(args), force=args.force)
+    if result.killed_supervisord:
+        print(f"supervisord (pid {result.killed_supervisord}) was not answering: killed")
+    for ended in result.ended:
+        print(f"Ended {ended}")
+    if result.supervisord_stopped:
+        print("Shut down")
+    elif result.ended:
+        print("supervisord was not running; ended what it had left running")
+    else:
+        print("supervisord was not running")
     return exitcodes.SUCCESS
 
 
@@ -462,7 +492,7 @@ def _commands():
         ("register", _add_register), ("deregister", _add_deregister), ("list", _add_list),
         ("instances", _add_instances), ("show", _add_show), ("rename", _add_rename), ("update", _add_update),
         ("start", _add_start),
-        simple("stop", "stop services; supervisord exits when nothing is left running", cmd_stop),
+        ("stop", _add_stop),
         simple("restart", "stop and start services, then wait until Galaxy answers", cmd_restart, waits=True),
         simple("graceful", "reload services with the least interruption, then wait until Galaxy answers",
                cmd_graceful, waits=True),

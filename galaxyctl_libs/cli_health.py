@@ -22,9 +22,10 @@ def _json(result):
 
 def _add_status(sub):
     p = sub.add_parser("status", help="state of each service and whether the web server answers (LSB exit codes)",
-                       description="Exit 0 when everything runs, 3 when something does not, 4 when unknown.")
+                       description="Exit 0 when everything runs, 3 when something does not, 4 when unknown "
+                       "(supervisord does not answer), 1 when supervisord died but left services running.")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the web server's answer")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for supervisord's and the web server's answer")
     _names_argument(p)
     p.set_defaults(func=cmd_status)
 
@@ -73,7 +74,8 @@ def _add_check(sub):
                        description="Prints 'GALAXY OK|WARNING|CRITICAL|UNKNOWN - ... | perfdata' and exits with the "
                        "Nagios code. CRITICAL: a service down or the web not answering; WARNING: all workers busy "
                        "or a service restarted recently.")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds the web server has to answer (default: %(default)s)")
+    p.add_argument("--timeout", type=float, default=10.0,
+                   help="seconds supervisord and the web server have to answer (default: %(default)s)")
     p.add_argument("--restart-window", type=float, default=5.0, metavar="MINUTES",
                    help="warn when a service (re)started less than this long ago (default: %(default)s)")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing when OK (cron mails only problems)")

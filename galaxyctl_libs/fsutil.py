@@ -156,6 +156,11 @@ def fsync_dir(directory):
 class exclusive_lock:  # noqa: N801 - used as a function: ``with exclusive_lock(path):``
     """Hold an exclusive ``flock`` on ``lock_path`` for the ``with`` block (blocks until free).
 
+    A lock file that cannot be opened for writing (a read-only state dir while Galaxy runs: stop,
+    shutdown and status must still work) is opened read-only: ``flock`` needs no write access.  On
+    a read-only file system without a lock file, nothing can be created and the block runs unlocked:
+    no writer can run there either.
+
     A class rather than ``contextlib.contextmanager``: contextlib is an import every status run
     would pay for (this module is on that path) without using it.
     """
@@ -168,7 +173,16 @@ class exclusive_lock:  # noqa: N801 - used as a function: ``with exclusive_lock(
         try:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
-            raise GalaxyctlError(f"cannot open lock file {self.lock_path}: {exc.strerror}") from None
+            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise GalaxyctlError(f"cannot open lock file {self.lock_path}: {exc.strerror}") from None
+            try:
+                fd = os.open(self.lock_path, os.O_RDONLY)
+            except FileNotFoundError:
+                if exc.errno == errno.EROFS:
+                    return self
+                raise GalaxyctlError(f"cannot open lock file {self.lock_path}: {exc.strerror}") from None
+            except OSError as again:
+                raise GalaxyctlError(f"cannot open lock file {self.lock_path}: {again.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
         except BaseException:
@@ -179,8 +193,18 @@ class exclusive_lock:  # noqa: N801 - used as a function: ``with exclusive_lock(
 
     def __exit__(self, *exc_info):
         fd, self.fd = self.fd, None
+        if fd is None:
+            return False
         try:
             fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
+        return False
+
+
+def read_only_dir(path):
+    """Is ``path`` an existing directory on a file system mounted read-only?"""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
         return False

@@ -12,6 +12,7 @@ from galaxyctl_libs import health, procfs
 from galaxyctl_libs import supervisor as sup
 from galaxyctl_libs import targets as targets_mod
 from galaxyctl_libs.errors import GalaxyctlError, NotReadyError
+from galaxyctl_libs.rootpolicy import as_user
 from galaxyctl_libs.operations import (
     DEFAULT_READY_TIMEOUT, LOG_TAIL_LINES, applied_targets, auto_register, instance_storage, operation_lock,
     select_targets, update_locked,
@@ -41,16 +42,21 @@ def tail(path, lines=LOG_TAIL_LINES):
     return data.splitlines()[-lines:]
 
 
-def _port_holder(endpoint):
-    """'PID N (command)' of whoever listens on the endpoint's TCP port, or ''."""
+def _port_holder_pid(endpoint):
+    """The PID of whoever listens on the endpoint's TCP port, or None."""
     if endpoint is None or endpoint.unix_path:
-        return ""
+        return None
     from galaxyctl_libs import listeners
 
     try:
-        pid = listeners.listening_master_pid(endpoint.port)
+        return listeners.listening_master_pid(endpoint.port)
     except GalaxyctlError:
-        return ""
+        return None
+
+
+def _port_holder(endpoint, pid=None):
+    """'PID N (command)' of whoever listens on the endpoint's TCP port (or of ``pid``), or ''."""
+    pid = pid or _port_holder_pid(endpoint)
     if pid is None:
         return ""
     command = " ".join(procfs.cmdline(pid)) or "?"
@@ -58,8 +64,23 @@ def _port_holder(endpoint):
 
 
 def check_ports_free(client, targets):
-    """Before starting web services that are down: a port someone else holds is a clear error now."""
-    running = client.is_running()
+    """Before starting web services that are down: a port someone else holds is a clear error now.
+
+    So are a supervisord that does not answer and what a dead one left running (orphans): a
+    second copy would fight them for ports, queues and jobs."""
+    survey = client.survey()
+    running = survey.state == sup.SUPERVISORD_RUNNING
+    if survey.state == sup.SUPERVISORD_NOT_ANSWERING:
+        raise GalaxyctlError(f"supervisord (pid {survey.pid}) is not answering; "
+                             "'galaxyctl shutdown --force' kills it and ends its services")
+    marker = procfs.state_id(client.paths.state_dir)
+    if survey.state == sup.SUPERVISORD_DOWN:
+        orphans = procfs.topmost(procfs.marked_processes(marker))
+        if orphans:
+            raise GalaxyctlError(
+                "cannot start: this state dir's supervisord is gone but left running "
+                f"{', '.join(p.describe() for p in orphans)} (orphans); run 'galaxyctl stop' to end them"
+            )
     for target in targets:
         if not target.service.bind:
             continue
@@ -69,8 +90,12 @@ def check_ports_free(client, targets):
             state = sup.STOPPED
         if state in sup.UP_STATES:
             continue
-        holder = _port_holder(health.parse_bind(target.service.bind))
-        if holder:
+        pid = _port_holder_pid(health.parse_bind(target.service.bind))
+        if pid is not None:
+            holder = _port_holder(None, pid)
+            env = procfs.environ(pid) or {}
+            if env.get(procfs.STATE_ID_ENV.encode()) == marker.encode():
+                holder += ", an orphan of this state dir that supervisord does not manage; run 'galaxyctl stop' to end it"
             raise GalaxyctlError(
                 f"cannot start {target.program}: {target.service.bind} is already in use by {holder}"
             )
@@ -147,6 +172,8 @@ class LifecycleResult:
     supervisord_stopped: bool = False
     warnings: tuple = ()
     log_dirs: tuple = ()
+    ended: tuple = ()  # "PID N (service)" of main processes ended without supervisord's help
+    killed_supervisord: int = None  # PID of a supervisord that did not answer, killed (--force)
 
 
 def _prepare(state_dir, names, auto_cwd=None):
@@ -181,27 +208,129 @@ def start(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progres
     )
 
 
-def stop(state_dir, names=()):
-    """Stop services; when nothing is left running, supervisord exits too."""
+def stop(state_dir, names=(), force=False, timeout=sup.RPC_TIMEOUT):
+    """Stop services; when nothing is left running, supervisord exits too.
+
+    Without supervisord, what it left running (it was killed) is ended.  A supervisord that does not
+    answer within ``timeout`` is an error, unless ``force``: then it is killed and its services ended.
+    """
     with operation_lock(state_dir):
         try:
-            programs = [t.program for t in targets_mod.select(applied_targets(state_dir), names)]
+            targets = targets_mod.select(applied_targets(state_dir), names)
         except GalaxyctlError:
             if names:
                 raise
-            programs = None  # a broken config must not keep Galaxy from stopping: stop everything
-        client = sup.running_client(state_dir)
-        if client is None:
-            return LifecycleResult("stop", ())
-        if programs is None:
-            programs = sorted(client.all_processes())
+            targets = None  # a broken config must not keep Galaxy from stopping: stop everything
+        client = sup.client_for(state_dir, targets_mod.load_applied(state_dir), timeout=timeout)
+        survey = client.survey()
+        if survey.state != sup.SUPERVISORD_RUNNING:
+            return _without_supervisord("stop", state_dir, client, survey, targets, names, force)
+        programs = sorted(survey.processes) if targets is None else [t.program for t in targets]
         for program in programs:
             client.stop(program)
         still_up = [p for p in client.all_processes().values() if p["statename"] in sup.UP_STATES + (sup.STOPPING,)]
-        stopped = False
+        stopped, ended = False, ()
         if not still_up:
             stopped = client.shutdown()
-    return LifecycleResult("stop", tuple(programs), supervisord_stopped=stopped)
+            ended = _end_orphans(state_dir, targets, names, client.run_as)
+    return LifecycleResult("stop", tuple(programs), supervisord_stopped=stopped, ended=ended)
+
+
+ORPHAN_STOP_CAP = 300  # seconds: the longest wait for processes to stop on SIGTERM, whatever stop_timeout says
+DEFAULT_STOP_TIMEOUT = 10  # for a process whose service is unknown (Service.stop_timeout's default)
+
+
+def _without_supervisord(action, state_dir, client, survey, targets, names, force):
+    """stop/shutdown when supervisord does not answer: end what it left running (it died), or, with
+    ``force``, kill a supervisord that hangs and end its services."""
+    if survey.state == sup.SUPERVISORD_SHUTTING_DOWN:  # someone else's shutdown: let it finish
+        stopped = client.shutdown()
+        return LifecycleResult(action, (), supervisord_stopped=stopped, ended=_end_orphans(state_dir, targets, names, client.run_as))
+    if survey.state == sup.SUPERVISORD_DOWN:
+        return LifecycleResult(action, (), ended=_end_orphans(state_dir, targets, names, client.run_as))
+    pid = survey.pid
+    if not force:
+        raise GalaxyctlError(
+            f"supervisord (pid {pid}) is not answering; 'galaxyctl {action} --force' kills it and ends its services"
+        )
+    if names:
+        raise GalaxyctlError(f"supervisord (pid {pid}) is not answering: --force ends every service, name none")
+    # read before the kill: afterwards its children belong to init, and only the marker finds them
+    processes = {p.pid: p for p in procfs.marked_processes(procfs.state_id(state_dir), exclude=(pid,))}
+    for child in procfs.descendants(pid):
+        found = procfs.snapshot(child)
+        if found is not None:
+            processes.setdefault(found.pid, found)
+    client.kill(pid)
+    with as_user(*client.run_as):
+        ended = _end_processes(list(processes.values()), _stop_wait(processes.values(), targets))
+    ended += _end_orphans(state_dir, targets, names, client.run_as)  # any a service forked meanwhile
+    return LifecycleResult(action, (), supervisord_stopped=True, ended=ended, killed_supervisord=pid)
+
+
+def _end_orphans(state_dir, targets, names, run_as=(None, None)):
+    """End this state dir's processes that run without supervisord (the named services' only, when
+    named): found by the marker in their environment.  Returns what was ended.  As root with a
+    Galaxy user, looked for and signalled with that user's ids: a marker anyone can put in their
+    own environment never aims root at someone else's process (rootpolicy, rule 3)."""
+    marker = procfs.state_id(state_dir)
+    wanted = None
+    if names and targets is not None:
+        wanted = {procfs.service_key(t.instance_name, t.service.service_name) for t in targets}
+    ended = ()
+    with as_user(*run_as):
+        for _ in range(2):  # a second look, for anything forked while the first ones stopped
+            orphans = [p for p in procfs.marked_processes(marker) if wanted is None or p.service in wanted]
+            if not orphans:
+                break
+            ended += _end_processes(orphans, _stop_wait(orphans, targets))
+    return ended
+
+
+def _stop_wait(processes, targets):
+    """Seconds to wait after SIGTERM: the longest stop_timeout of the services involved (bounded)."""
+    timeouts = {procfs.service_key(t.instance_name, t.service.service_name): t.service.stop_timeout
+                for t in targets or ()}
+    return min(ORPHAN_STOP_CAP, max([timeouts.get(p.service, DEFAULT_STOP_TIMEOUT) for p in processes] or [0]))
+
+
+def _end_processes(processes, wait):
+    """SIGTERM, wait up to ``wait`` s, SIGKILL: as supervisord stops a service, without supervisord.
+
+    A process that leads its group (each service does, under supervisord) is signalled with its
+    group; others one by one.  A PID is signalled only while it is still the process that was read.
+    Returns "PID N (service)" of each main process ended.
+    """
+    import signal
+
+    def send(sig):
+        live = [p for p in processes if procfs.same_process(p)]
+        leaders = {p.pid for p in live if p.pgid == p.pid}
+        for process in live:
+            try:
+                if process.pid in leaders:
+                    os.killpg(process.pid, sig)
+                elif process.pgid not in leaders:
+                    os.kill(process.pid, sig)
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                raise GalaxyctlError(f"not allowed to signal {process.describe()}: run galaxyctl as root") from None
+        return live
+
+    def wait_gone(seconds):
+        deadline = time.monotonic() + seconds
+        while any(procfs.same_process(p) for p in processes) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    if send(signal.SIGTERM):
+        wait_gone(wait)
+    if send(signal.SIGKILL):
+        wait_gone(5)
+    left = [p.describe() for p in processes if procfs.same_process(p)]
+    if left:
+        raise GalaxyctlError(f"still running after SIGKILL: {', '.join(left)}")
+    return tuple(p.describe() for p in procfs.topmost(processes))
 
 
 def restart(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progress=None):
@@ -286,11 +415,19 @@ def _wait_for_reload(client, target, timeout, progress):
                         details=[f"last lines of {target.log_file}:"] + ["  " + line for line in tail(target.log_file)])
 
 
-def shutdown(state_dir):
-    """Stop everything and end supervisord."""
+def shutdown(state_dir, force=False, timeout=sup.RPC_TIMEOUT):
+    """Stop everything and end supervisord; then end anything of this state dir still running
+    (left by a supervisord that died).  A supervisord that does not answer within ``timeout`` is
+    an error, unless ``force``: then it is killed and its services ended."""
     with operation_lock(state_dir):
-        client = sup.running_client(state_dir)
-        stopped = client.shutdown() if client is not None else False
-    return LifecycleResult("shutdown", (), supervisord_stopped=stopped)
-
-
+        try:
+            targets = applied_targets(state_dir)
+        except GalaxyctlError:
+            targets = None  # only for the stop timeouts of orphans: the defaults do
+        client = sup.client_for(state_dir, targets_mod.load_applied(state_dir), timeout=timeout)
+        survey = client.survey()
+        if survey.state != sup.SUPERVISORD_RUNNING:
+            return _without_supervisord("shutdown", state_dir, client, survey, targets, (), force)
+        stopped = client.shutdown()
+        ended = _end_orphans(state_dir, targets, (), client.run_as)
+    return LifecycleResult("shutdown", (), supervisord_stopped=stopped, ended=ended)

@@ -3,7 +3,7 @@
 Everything here only looks: nothing is written except the Prometheus textfile an admin asks for.
 """
 
-from galaxyctl_libs import exitcodes, fsutil, health
+from galaxyctl_libs import exitcodes, fsutil, health, procfs
 from galaxyctl_libs import supervisor as sup
 from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs import targets as targets_mod
@@ -24,6 +24,9 @@ class ServiceStatus(Record):
     web: str = ""  # for web services: "ok 12ms", or why not
 
 
+ORPHANED = "ORPHANED"  # a service's process runs, but the supervisord that started it is gone
+
+
 class StatusReport(Record):
     supervisord_running: bool
     supervisord_pid: int
@@ -31,10 +34,13 @@ class StatusReport(Record):
     exit_code: int
     message: str = ""
     storage_missing: tuple = ()  # required mount points that are not mounted
+    supervisord_state: str = ""  # supervisor.SUPERVISORD_*: RUNNING, DOWN, NOT_ANSWERING, SHUTTING_DOWN
+    orphans: tuple = ()  # procfs.Marked: the main processes a supervisord that died left running
 
 
 def status(state_dir, names=(), probe_web=True, timeout=5.0):
-    """One row per service; LSB exit code: 0 all running, 3 something is not, 4 unknown."""
+    """One row per service; LSB exit code: 0 all running, 3 something is not, 4 unknown (supervisord
+    does not answer within ``timeout``), 1 supervisord died but left services running (orphans)."""
     try:
         record = applied(state_dir)
     except GalaxyctlError as exc:
@@ -50,15 +56,11 @@ def _status(state_dir, record, names, probe_web, timeout):
     if not targets:
         return StatusReport(False, None, (), exitcodes.LSB_NOT_RUNNING, "no Galaxy config is registered")
     missing = missing_storage(record)
-    client = sup.client_for(state_dir, record)
-    infos = client.running_processes()
-    if infos is None:
-        rows = tuple(
-            ServiceStatus(t.instance_name, t.service.service_name, t.program, "STOPPED", None, 0, "supervisord is not running")
-            for t in targets
-        )
-        message = f"supervisord is not running (state dir {state_dir})"
-        return StatusReport(False, None, rows, exitcodes.LSB_NOT_RUNNING, message, missing)
+    client = sup.client_for(state_dir, record, timeout=timeout)
+    survey = client.survey()
+    if not survey.answering:
+        return _status_without_supervisord(state_dir, targets, survey, missing)
+    infos = survey.processes
     rows = []
     for target in targets:
         key = target.program if ":" in target.program else f"{target.program}:{target.program}"
@@ -77,7 +79,47 @@ def _status(state_dir, record, names, probe_web, timeout):
     down = [r for r in rows if r.state not in (sup.RUNNING, sup.STARTING)]
     code = exitcodes.LSB_NOT_RUNNING if down else exitcodes.LSB_RUNNING
     message = f"required storage not mounted: {', '.join(missing)}" if missing else ""
-    return StatusReport(True, client.pid(), tuple(rows), code, message, missing)
+    return StatusReport(True, survey.pid, tuple(rows), code, message, missing, survey.state)
+
+
+def _status_without_supervisord(state_dir, targets, survey, missing):
+    """Rows when supervisord does not answer: it hangs (LSB 4, unknown: its services may run or not),
+    it is shutting down (3), or it is gone.  Gone, /proc is searched for the processes it left:
+    they run unmanaged (LSB 1, "dead and pid file exists": the manager died, what it ran did not;
+    3 would tell a cron job to start a second copy), else everything is stopped (3)."""
+    if survey.state == sup.SUPERVISORD_NOT_ANSWERING:
+        message = f"supervisord (pid {survey.pid}) is not answering (state dir {state_dir})"
+        return StatusReport(False, survey.pid, _rows(targets, sup.UNKNOWN, message), exitcodes.LSB_UNKNOWN, message,
+                            missing, survey.state)
+    if survey.state == sup.SUPERVISORD_SHUTTING_DOWN:
+        message = f"supervisord (pid {survey.pid}) is shutting down (state dir {state_dir})"
+        return StatusReport(False, survey.pid, _rows(targets, sup.STOPPING, message), exitcodes.LSB_NOT_RUNNING,
+                            message, missing, survey.state)
+    orphans = procfs.topmost(procfs.marked_processes(procfs.state_id(state_dir)))
+    if not orphans:
+        message = f"supervisord is not running (state dir {state_dir})"
+        return StatusReport(False, None, _rows(targets, sup.STOPPED, "supervisord is not running"),
+                            exitcodes.LSB_NOT_RUNNING, message, missing, survey.state)
+    pids = {}
+    for orphan in orphans:
+        pids.setdefault(orphan.service, orphan.pid)
+    message = (f"supervisord is not running, but left running {', '.join(o.describe() for o in orphans)}; "
+               "'galaxyctl stop' ends them")
+    return StatusReport(False, None, _rows(targets, ORPHANED, "running without supervisord", pids),
+                        exitcodes.LSB_DEAD_PIDFILE, message, missing, survey.state, tuple(orphans))
+
+
+def _rows(targets, state, description, pids=None):
+    """A row per target in ``state``; given ``pids`` ({service key: PID}), targets without one are STOPPED."""
+    rows = []
+    for t in targets:
+        pid = None if pids is None else pids.get(procfs.service_key(t.instance_name, t.service.service_name))
+        if pids is None or pid:
+            rows.append(ServiceStatus(t.instance_name, t.service.service_name, t.program, state, pid, 0, description))
+        else:
+            rows.append(ServiceStatus(t.instance_name, t.service.service_name, t.program, sup.STOPPED, None, 0,
+                                      "supervisord is not running"))
+    return tuple(rows)
 
 
 def _probe_web(service, timeout):
@@ -104,12 +146,12 @@ def web_workers(state_dir, names=()):
     return _web_workers(state_dir, applied_targets(state_dir, names))
 
 
-def _web_workers(state_dir, targets):
+def _web_workers(state_dir, targets, timeout=30):
     from galaxyctl_libs import workers as workersmod
 
     targets = [t for t in targets if t.service.bind or t.service.uwsgi_config]
-    client = sup.running_client(state_dir)
-    if client is None:
+    client = sup.client_for(state_dir, targets_mod.load_applied(state_dir), timeout=timeout)
+    if not client.is_running():
         raise GalaxyctlError(f"supervisord is not running (state dir {state_dir})", exit_code=exitcodes.LSB_NOT_RUNNING)
     results = []
     for target in targets:
@@ -189,12 +231,18 @@ def check(state_dir, names=(), timeout=10.0, restart_window=300):
     except GalaxyctlError as exc:
         return CheckResult(exitcodes.NAGIOS_UNKNOWN, exc.message, 0, 0, None, 0, 0)
     report = _status(state_dir, record, names, False, timeout)
+    if report.supervisord_state == sup.SUPERVISORD_NOT_ANSWERING:  # nothing can be managed: critical, not unknown
+        problem = f"supervisord (pid {report.supervisord_pid}) is not answering"
+        return CheckResult(exitcodes.NAGIOS_CRITICAL, problem, 0, len(report.services), None, 0, 0, (problem,))
     if report.exit_code == exitcodes.LSB_UNKNOWN or not report.services:
         return CheckResult(exitcodes.NAGIOS_UNKNOWN, report.message or "nothing registered", 0, 0, None, 0, 0)
     running = [r for r in report.services if r.state in (sup.RUNNING, sup.STARTING)]
     critical = [f"{r.program} {r.state}" for r in report.services if r not in running]
     if not report.supervisord_running:
         critical = ["supervisord is not running"]
+        rows = [r for r in report.services if r.state == ORPHANED]
+        critical += [f"{r.program} {ORPHANED} (pid {r.pid})" for r in rows]
+        critical += [f"{ORPHANED} {o.describe()}" for o in report.orphans if o.pid not in {r.pid for r in rows}]
     critical += [f"required storage {path} not mounted" for path in report.storage_missing]
     warnings = [
         f"{r.program} {'starting' if r.state == sup.STARTING else f'up {r.uptime_seconds}s'}"
@@ -213,7 +261,7 @@ def check(state_dir, names=(), timeout=10.0, restart_window=300):
                 critical.append(f"{target.program} web not answering ({result.error or result.status})")
     busy = total = 0
     if report.supervisord_running:
-        for web in _web_workers(state_dir, targets):
+        for web in _web_workers(state_dir, targets, timeout):
             total += len(web.workers)
             busy += sum(1 for w in web.workers if w.status == "busy")
         if total and busy == total:

@@ -29,8 +29,12 @@ OPERATION_LOCK_FILE = ".galaxyctl.lock"
 
 
 def operation_lock(state_dir):
-    """Serialise galaxyctl runs on one state dir (cron + an admin): one lock for state and supervisor."""
-    fsutil.ensure_private_dir(state_dir)
+    """Serialise galaxyctl runs on one state dir (cron + an admin): one lock for state and supervisor.
+
+    A read-only state dir is taken as it is (stop and shutdown must work there; writers fail later,
+    on their first write)."""
+    if not fsutil.read_only_dir(state_dir):
+        fsutil.ensure_private_dir(state_dir)
     return fsutil.exclusive_lock(os.path.join(state_dir, OPERATION_LOCK_FILE))
 
 

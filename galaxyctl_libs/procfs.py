@@ -1,10 +1,13 @@
-"""Reading processes from /proc: parent, children, state, command line, memory and CPU.
+"""Reading processes from /proc: parent, children, state, command line, memory, CPU, and environment
+(which finds the processes of a state dir by their marker).
 
 Every reader tolerates a process that exits while it is read (it returns None, empty or 0): the
 processes we look at are alive one moment and gone the next, and that is never an error.
 """
 
 import os
+
+from galaxyctl_libs.records import Record
 
 PROC = "/proc"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -77,3 +80,101 @@ def rss_bytes(pid):
 def cpu_seconds(pid):
     fields = stat_fields(pid)
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS if fields else 0.0
+
+
+# ---------------------------------------------------------------- processes of a state dir
+
+# Every service galaxyctl starts carries these in its environment (services._common), and every
+# process it forks inherits them: they find a state dir's processes when supervisord cannot be asked
+# (it died and left them running, or it hangs), where /proc's parent links no longer lead anywhere.
+STATE_ID_ENV = "GALAXYCTL_STATE_ID"
+SERVICE_ENV = "GALAXYCTL_SERVICE"
+MAX_ENVIRON_BYTES = 1 << 21  # the kernel's usual limit for argv + environment (ARG_MAX)
+
+
+def state_id(state_dir):
+    """The marker value of a state dir: 12 hex digits of the SHA-1 of its absolute path."""
+    import hashlib  # here: only update and a status without supervisord compute it
+
+    return hashlib.sha1(os.path.abspath(state_dir).encode()).hexdigest()[:12]
+
+
+def service_key(instance_name, service_name):
+    """The GALAXYCTL_SERVICE value of one service."""
+    return f"{instance_name}/{service_name}"
+
+
+def environ(pid, limit=MAX_ENVIRON_BYTES):
+    """``{name: value}`` of a process's environment (bytes), None when unreadable or gone."""
+    try:
+        with open(f"{PROC}/{pid}/environ", "rb") as handle:
+            data = handle.read(limit)
+    except OSError:
+        return None
+    found = {}
+    for entry in data.split(b"\0"):
+        name, sep, value = entry.partition(b"=")
+        if sep:
+            found.setdefault(name, value)
+    return found
+
+
+class Marked(Record):
+    """A process of a state dir: found by its marker, or read from supervisord's process tree."""
+
+    pid: int
+    pgid: int  # its process group (a service under supervisord leads its own)
+    ppid: int
+    service: str  # GALAXYCTL_SERVICE: "instance/service", "" when absent
+    command: str
+    started: int = None  # start time (clock ticks after boot): with the PID, who it is
+
+    def describe(self):
+        """'PID N (service)', the service without the default instance's name; else its command."""
+        name = self.service[len("_default_/"):] if self.service.startswith("_default_/") else self.service
+        return f"PID {self.pid} ({name or self.command[:80] or '?'})"
+
+
+def snapshot(pid, service=""):
+    """A Marked record of any live process (e.g. supervisord's children, read before it is killed)."""
+    fields = stat_fields(pid)
+    if fields is None or fields[0] in ("Z", "X"):
+        return None
+    return Marked(int(pid), int(fields[2]), int(fields[1]), service, " ".join(cmdline(pid)), int(fields[19]))
+
+
+def same_process(marked):
+    """Is ``marked`` still alive, and still the process it was (not a new one with its PID)?"""
+    fields = stat_fields(marked.pid)
+    return fields is not None and fields[0] not in ("Z", "X") and int(fields[19]) == marked.started
+
+
+def marked_processes(marker, exclude=()):
+    """Live processes whose environment carries ``GALAXYCTL_STATE_ID=marker``, by PID.
+
+    Never this process nor its ancestors (a galaxyctl run from a service's shell must not end
+    itself), nor ``exclude`` (supervisord); unreadable environments are skipped.
+    """
+    skip = set(exclude)
+    pid = os.getpid()
+    while pid and pid not in skip:
+        skip.add(pid)
+        pid = parent_pid(pid)
+    wanted = marker.encode()
+    found = []
+    for entry in os.listdir(PROC):
+        if not entry.isdigit() or int(entry) in skip:
+            continue
+        env = environ(entry)
+        if not env or env.get(STATE_ID_ENV.encode()) != wanted:
+            continue
+        found_one = snapshot(entry, env.get(SERVICE_ENV.encode(), b"").decode("utf-8", "replace"))
+        if found_one is not None:
+            found.append(found_one)
+    return sorted(found, key=lambda m: m.pid)
+
+
+def topmost(marked):
+    """Of marked processes, those whose parent is not one of them (a service's main process)."""
+    pids = {m.pid for m in marked}
+    return [m for m in marked if m.ppid not in pids]

@@ -11,6 +11,7 @@ import shlex
 import sys
 from dataclasses import dataclass
 
+from galaxyctl_libs import procfs
 from galaxyctl_libs.config import effective_preload
 from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.targets import (  # noqa: F401 - the service data lives with the targets
@@ -143,6 +144,9 @@ def _common(instance, section, service_type, service_name, argv, extra_env=(), *
         environment.append(("VIRTUAL_ENV", settings.virtualenv))
     environment.extend(extra_env)
     environment.extend(section.environment.items())
+    # last, so a config cannot override them: they find this state dir's processes without supervisord
+    environment.append((procfs.STATE_ID_ENV, procfs.state_id(instance.state_dir)))
+    environment.append((procfs.SERVICE_ENV, procfs.service_key(instance.name, service_name)))
     ignored = tuple(
         f"{name}" for name in ("memory_limit", "memory_high")
         if getattr(section, name) is not None or getattr(settings, name) is not None

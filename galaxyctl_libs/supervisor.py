@@ -10,7 +10,7 @@ import os
 import sys
 import time
 
-from galaxyctl_libs import fsutil, rpc
+from galaxyctl_libs import fsutil, procfs, rpc
 from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.records import Record
 from galaxyctl_libs.rootpolicy import as_user, subprocess_credentials
@@ -23,6 +23,14 @@ STOPPED, STARTING, RUNNING, BACKOFF, STOPPING, EXITED, FATAL, UNKNOWN = (
     "STOPPED", "STARTING", "RUNNING", "BACKOFF", "STOPPING", "EXITED", "FATAL", "UNKNOWN",
 )
 UP_STATES = (STARTING, RUNNING, BACKOFF)
+
+# supervisord itself, as ``SupervisorClient.survey`` finds it
+SUPERVISORD_RUNNING = "RUNNING"  # it answers
+SUPERVISORD_DOWN = "DOWN"  # no supervisord process for this state dir
+SUPERVISORD_NOT_ANSWERING = "NOT_ANSWERING"  # its process lives but no answer came within the timeout
+SUPERVISORD_SHUTTING_DOWN = "SHUTTING_DOWN"  # it answers with a fault: it is on its way out
+
+RPC_TIMEOUT = 10  # seconds for one call from stop/shutdown: a healthy supervisord answers in milliseconds
 
 
 class Paths(Record):
@@ -161,6 +169,18 @@ def render_files(paths, instances_services, log_dirs):
     return files
 
 
+class Survey(Record):
+    """supervisord's state and, when it answers, ``getAllProcessInfo`` keyed by ``group:name``."""
+
+    state: str
+    pid: int = None
+    processes: dict = None
+
+    @property
+    def answering(self):
+        return self.processes is not None
+
+
 class Changes(Record):
     written: tuple
     removed: tuple
@@ -219,15 +239,36 @@ class SupervisorClient:
             raise GalaxyctlError(f"supervisord ({self.paths.socket}) did not answer {method}: {exc}") from None
 
     def pid(self):
-        """supervisord's PID if it is running (per its pid file), else None."""
+        """supervisord's PID if it is running (per its pid file, and /proc says it is this state dir's
+        supervisord: a supervisord killed with -9 leaves its pid file, and the PID is reused), else None."""
         try:
-            with as_user(*self.run_as):  # a pid file the Galaxy user can write names only its processes
+            with as_user(*self.run_as):  # a pid file the Galaxy user can write: read it as that user
                 with open(self.paths.pidfile) as handle:
                     pid = int(handle.read().strip())
-                os.kill(pid, 0)
         except (OSError, ValueError):
             return None
-        return pid
+        if not procfs.alive(pid):
+            return None
+        argv = procfs.cmdline(pid)
+        if self.paths.conf in argv or any(os.path.basename(arg).startswith("supervisord") for arg in argv[:3]):
+            return pid
+        return None
+
+    def survey(self):
+        """Is supervisord running, gone, or there but not answering (within ``timeout``)?  One round trip.
+
+        A stopped supervisord (SIGSTOP, a debugger) cannot answer: said at once, without waiting."""
+        pid = self.pid()
+        if pid is not None and (procfs.stat_fields(pid) or ("?",))[0] in ("T", "t"):
+            return Survey(SUPERVISORD_NOT_ANSWERING, pid)
+        if os.path.exists(self.paths.socket):
+            try:
+                return Survey(SUPERVISORD_RUNNING, pid, _by_group_and_name(self.call("getAllProcessInfo")))
+            except rpc.Fault:
+                return Survey(SUPERVISORD_SHUTTING_DOWN, pid)
+            except GalaxyctlError:
+                pass
+        return Survey(SUPERVISORD_DOWN if pid is None else SUPERVISORD_NOT_ANSWERING, pid)
 
     def _answer_if_running(self, method):
         """supervisord's answer to ``method``, or None when it is not running or not answering
@@ -288,11 +329,6 @@ class SupervisorClient:
     def all_processes(self):
         """``getAllProcessInfo`` keyed by ``group:name``."""
         return _by_group_and_name(self.call("getAllProcessInfo"))
-
-    def running_processes(self):
-        """``all_processes()`` if supervisord runs and answers, else None: one round trip for status."""
-        infos = self._answer_if_running("getAllProcessInfo")
-        return None if infos is None else _by_group_and_name(infos)
 
     def process_info(self, name):
         return self.call("getProcessInfo", name)
@@ -369,6 +405,26 @@ class SupervisorClient:
             if pid is not None:
                 raise GalaxyctlError(f"supervisord (PID {pid}) did not exit within {timeout}s")
         return True
+
+    def kill(self, pid, timeout=10):
+        """SIGKILL a supervisord that does not answer, wait (bounded) until it is gone, and remove its
+        socket and pid files.  Its services outlive it: the caller ends them."""
+        from signal import SIGKILL
+
+        try:
+            os.kill(pid, SIGKILL)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + timeout
+        while procfs.alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if procfs.alive(pid):
+            raise GalaxyctlError(f"supervisord (pid {pid}) did not end on SIGKILL within {timeout}s")
+        for stale in (self.paths.socket, self.paths.pidfile):
+            try:
+                fsutil.remove_file(stale)
+            except OSError:
+                pass  # a read-only state dir: a stale pid file names no live supervisord (see pid)
 
 
 def _by_group_and_name(infos):

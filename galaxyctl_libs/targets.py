@@ -110,12 +110,21 @@ def write_applied(state_dir, targets, required_storage=(), supervisor_dir=None, 
             + ",\n  ".join(lines) + "\n]}\n")
     path = os.path.join(state_dir, APPLIED_FILE)
     fsutil.ensure_private_dir(os.path.dirname(path))
-    fsutil.write_if_changed(path, text)
+    try:  # compared as bytes: a damaged record (binary, not UTF-8) is just different, and replaced
+        with open(path, "rb") as handle:
+            if handle.read() == text.encode("utf-8"):
+                return
+    except OSError:
+        pass
+    fsutil.atomic_write(path, text)
 
 
 def load_applied(state_dir):
     """The record of the last update, or None when there is no usable one (then resolve configs)."""
-    text = fsutil.read_text(os.path.join(state_dir, APPLIED_FILE))
+    try:
+        text = fsutil.read_text(os.path.join(state_dir, APPLIED_FILE))
+    except ValueError:  # UnicodeDecodeError: binary garbage is as damaged as bad JSON
+        return None
     if text is None:
         return None
     try:
@@ -127,7 +136,7 @@ def load_applied(state_dir):
         ]
         run_as = tuple(data.get("run_as") or (None, None))
         return Applied(targets, tuple(data.get("required_storage", ())), data.get("supervisor_dir"), run_as)
-    except (ValueError, TypeError, KeyError, AttributeError):
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
         return None  # an old or damaged record: the caller falls back to the configs
 
 

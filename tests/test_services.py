@@ -9,7 +9,7 @@ import time
 import yaml
 
 from conftest import alive, wait_for
-from galaxyctl_libs import state
+from galaxyctl_libs import procfs, state
 from galaxyctl_libs.operations import resolve
 from galaxyctl_libs.services import build_services
 
@@ -58,7 +58,9 @@ def test_every_service_command_line(tmp_path):
         "--config python:galaxy.web_stack.gunicorn_config --preload '--forwarded-allow-ips=*'"
     )
     env = dict(services["gunicorn"].environment)
-    assert env == {"GALAXY_CONFIG_FILE": config, "VIRTUAL_ENV": venv, "FOO": "bar"}
+    marker = {"GALAXYCTL_STATE_ID": procfs.state_id("/tmp/state"), "GALAXYCTL_SERVICE": "_default_/gunicorn"}
+    assert env == {"GALAXY_CONFIG_FILE": config, "VIRTUAL_ENV": venv, "FOO": "bar", **marker}
+    assert list(env)[-2:] == list(marker)  # last: a config's environment cannot override the marker
     assert services["gunicorn"].path_prepend == (bin_dir,)
     assert services["gunicorn"].full_environment({"PATH": "/usr/bin"})["PATH"] == f"{bin_dir}:/usr/bin"
     assert services["celery"].command_line == (
