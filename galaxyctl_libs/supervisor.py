@@ -217,6 +217,10 @@ def render_program(service, log_dir, grouped):
     section, _ = program_names(service, grouped)
     what = f"{service.instance_name}/{service.service_name}"
     log_dir = _checked(log_dir, f"{service.instance_name}: log dir")
+    if any((char < " " and char != "\t") or char in "\ufffe\uffff" for char in log_dir):
+        # getProcessInfo returns the log file's path, and XML 1.0 has no way to write these
+        raise GalaxyctlError(f"{service.instance_name}: log dir {_shown(log_dir)}: supervisord reports log file "
+                             "paths over XML-RPC, which cannot carry control characters")
     lines = [
         f"[program:{section}]",
         "command = " + _command(service.argv, f"{what}: command line argument"),

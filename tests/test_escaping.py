@@ -45,6 +45,11 @@ HOSTILE = {
 ENV_REFUSED = {"assignment": 'x="y"', "squote": "'single'", "both_quotes_spaced": "a'b \"c"}
 ENV_CARRIED = {k: v for k, v in HOSTILE.items() if k not in ENV_REFUSED}
 
+def xml_safe(value):
+    """``value`` without the control characters XML-RPC cannot carry (so a log dir may not have them)."""
+    return "".join(char for char in value if char >= " " or char == "\t")
+
+
 # ---------------------------------------------------------------- the renderer, read back by supervisor itself
 
 
@@ -133,7 +138,7 @@ def test_fuzz_values_survive_supervisors_parser_or_are_refused(tmp_path_factory,
         carried = False
     service = one_service(argv=("/bin/true", value), environment=(("V", value),) if carried else (),
                           cwd="/srv/" + value)
-    argv, process = round_trip(tmp, service, os.path.join(tmp, "log" + value.replace("/", "_")))
+    argv, process = round_trip(tmp, service, os.path.join(tmp, "log" + xml_safe(value).replace("/", "_")))
     assert argv == ["/bin/true", value]
     assert process.directory == "/srv/" + value
     assert process.environment == ({"V": value} if carried else {})
@@ -198,6 +203,13 @@ def test_long_values_are_cut_short_in_messages():
     with pytest.raises(GalaxyctlError) as raised:
         sup.render_program(one_service(argv=("/bin/true", LONG + "\n")), "/log", False)
     assert len(raised.value.message) < 300 and "command line argument" in raised.value.message
+
+
+def test_log_dir_with_control_characters_is_refused():
+    """supervisord's getProcessInfo answers with the log file's path; XML 1.0 cannot hold C0 controls."""
+    with pytest.raises(GalaxyctlError, match="cannot carry control characters"):
+        sup.render_program(one_service(), "/srv/log\x1ex", False)
+    assert "/srv/log\tx/h1.log" in sup.render_program(one_service(), "/srv/log\tx", False)
 
 
 @pytest.mark.parametrize("field, value", [
