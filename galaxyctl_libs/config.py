@@ -234,8 +234,6 @@ def _convert(value, kind, choices, where):
         value = str(value)
         if "\n" in value or "\r" in value or "\0" in value:
             raise GalaxyctlError(f"{where}: must not contain a newline or NUL character")
-        if "%(" in value:
-            raise GalaxyctlError(f"{where}: must not contain '%(' (supervisord would expand it)")
         if kind == "name" and (not value or not all(c.isalnum() or c in "_-." for c in value)):
             raise GalaxyctlError(f"{where}: {value!r} may only contain letters, digits, '_', '-' and '.'")
         return value
