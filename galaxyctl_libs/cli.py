@@ -67,12 +67,17 @@ def _print_lifecycle(result, verb):
         print(f"{program}: {verb}")
     for ready in result.ready:
         print(f"{ready.program}: ready on {ready.bind} after {ready.seconds:.1f}s")
+    _print_ended(result)
+    if result.supervisord_stopped:
+        print("All processes stopped, supervisord exited")
+
+
+def _print_ended(result):
+    """What stop/shutdown had to end without supervisord (killed, or left behind when it died)."""
     if result.killed_supervisord:
         print(f"supervisord (pid {result.killed_supervisord}) was not answering: killed")
     for ended in result.ended:
         print(f"Ended {ended}")
-    if result.supervisord_stopped:
-        print("All processes stopped, supervisord exited")
 
 
 def _run_waiting(function, args, **kwargs):
@@ -333,10 +338,7 @@ def cmd_shutdown(args):
     from galaxyctl_libs import lifecycle
 
     result = lifecycle.shutdown(_state_dir(args), force=args.force)
-    if result.killed_supervisord:
-        print(f"supervisord (pid {result.killed_supervisord}) was not answering: killed")
-    for ended in result.ended:
-        print(f"Ended {ended}")
+    _print_ended(result)
     if result.supervisord_stopped:
         print("Shut down")
     elif result.ended:
