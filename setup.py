@@ -15,8 +15,8 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "galaxyctl = galaxyctl_libs.cli:run",
-            "galaxy = galaxyctl_libs.cli:run_galaxy",
+            "galaxyctl = galaxyctl_libs.cli.main:run",
+            "galaxy = galaxyctl_libs.cli.main:run_galaxy",
         ],
     },
     classifiers=[

@@ -32,7 +32,7 @@ SAMPLE_DOWNLOAD_TIMEOUT = 300
 
 sys.path.insert(0, REPO)
 
-from galaxyctl_libs import procfs  # noqa: E402 - after the path set-up above
+from galaxyctl_libs.probes import procfs  # noqa: E402 - after the path set-up above
 
 # process helpers the tests share: the library's own /proc readers
 alive = procfs.alive

@@ -9,9 +9,10 @@ import pytest
 import yaml
 
 from conftest import GALAXYCTL
-from galaxyctl_libs import config, state
+from galaxyctl_libs.core import config
+from galaxyctl_libs.core import state
 from galaxyctl_libs.errors import GalaxyctlError
-from galaxyctl_libs.operations import resolve
+from galaxyctl_libs.core.registration import resolve
 
 
 def write(path, text):

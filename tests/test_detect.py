@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from galaxyctl_libs.detect import DetectGalaxyCommands, GalaxyCommands, detect_galaxy_commands
-from galaxyctl_libs import procfs
+from galaxyctl_libs.compat.detect import DetectGalaxyCommands, GalaxyCommands, detect_galaxy_commands
+from galaxyctl_libs.probes import procfs
 from galaxyctl_libs.errors import GalaxyctlError
 
 BIN = os.path.dirname(sys.executable)

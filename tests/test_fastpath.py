@@ -16,21 +16,24 @@ import time
 import pytest
 
 from conftest import GALAXYCTL, REPO
-from galaxyctl_libs import cli, fsutil, health, netio, records
+from galaxyctl_libs import fsutil, records
+from galaxyctl_libs.cli import main as cli
+from galaxyctl_libs.probes import http as health
+from galaxyctl_libs.probes import netio
 from galaxyctl_libs.errors import GalaxyctlError
 
 # Heavy modules a cron `status` used to pay for; none is needed to ask supervisord and probe the web.
 NOT_ON_STATUS_PATH = (
     "dataclasses", "inspect", "yaml", "socket", "subprocess", "shutil", "tempfile", "contextlib", "signal",
     "shlex", "hashlib", "typing", "http.client", "xmlrpc.client", "encodings.idna",
-    "galaxyctl_libs.config", "galaxyctl_libs.operations", "galaxyctl_libs.state", "galaxyctl_libs.services",
+    "galaxyctl_libs.core.config", "galaxyctl_libs.core.registration", "galaxyctl_libs.core.state", "galaxyctl_libs.core.services",
 )
 
 MODULES_AFTER = (  # the modules a command adds to what the interpreter itself loaded at start-up
     "import sys\n"
     "before = set(sys.modules)\n"
     "sys.path.insert(0, sys.argv[1])\n"
-    "from galaxyctl_libs.cli import main\n"
+    "from galaxyctl_libs.cli.main import main\n"
     "try:\n"
     "    sys.exit(main(sys.argv[2:]))\n"
     "finally:\n"  # --help leaves through SystemExit
@@ -61,8 +64,8 @@ def test_help_loads_no_library_module(gctl):
     result, modules = _run_and_list_modules(gctl, "--help")
     assert result.returncode == 0
     assert "status" in result.stdout and "supervisorctl" in result.stdout  # every command listed
-    assert sorted(m for m in modules if m.startswith("galaxyctl_libs.") and m not in (
-        "galaxyctl_libs.cli", "galaxyctl_libs.cli_health", "galaxyctl_libs.errors", "galaxyctl_libs.exitcodes")) == []
+    assert sorted(m for m in modules if m.startswith("galaxyctl_libs.") and not m.startswith("galaxyctl_libs.cli")
+                  and m not in ("galaxyctl_libs.errors", "galaxyctl_libs.exitcodes")) == []
     assert "shutil" not in modules  # the help formatter is sized without it
 
 
@@ -250,7 +253,7 @@ def test_exchange_respects_limit_and_closes(http_server):
 def test_uwsgi_stats_read_through_netio_and_size_bound(http_server, monkeypatch):
     """The uWSGI stats reader shares netio's exchange: an HTTP stats answer is parsed, and one
     larger than the bound is refused (the bound is lowered so the test need not send 64 MiB)."""
-    from galaxyctl_libs import uwsgi
+    from galaxyctl_libs.probes import uwsgi
 
     document = b'{"pid": 42, "workers": []}'
     _, port = http_server(socket.AF_INET, ("127.0.0.1", 0), b"HTTP/1.0 200 OK\r\n\r\n" + document)

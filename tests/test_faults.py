@@ -17,9 +17,12 @@ import time
 import pytest
 
 from conftest import alive, descendants_of, kill_pids, wait_for
-from galaxyctl_libs import fsutil, lifecycle, procfs, targets
+from galaxyctl_libs import fsutil
+from galaxyctl_libs.actions import lifecycle
+from galaxyctl_libs.probes import procfs
+from galaxyctl_libs.core import targets
 from galaxyctl_libs.errors import GalaxyctlError
-from galaxyctl_libs.supervisor import Paths, SupervisorClient
+from galaxyctl_libs.backends.supervisor.files import Paths, SupervisorClient
 
 
 def status_json(gctl):

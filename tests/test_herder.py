@@ -108,7 +108,7 @@ class Demo:
                     "-b", f"127.0.0.1:{self.port}", "--workers=2",
                     "--config", "python:galaxy.web_stack.gunicorn_config", "--no-control-socket"]
         gunicorn += ["--preload"] if preload else []
-        return [sys.executable, "-m", "galaxyctl_libs.herder", "--pidfile", self.pidfile,
+        return [sys.executable, "-m", "galaxyctl_libs.backends.herder", "--pidfile", self.pidfile,
                 "--ready-timeout", str(ready_timeout), "--stop-timeout", "15", "--", *gunicorn]
 
     def start(self, preload, ready_timeout=30):
@@ -386,7 +386,7 @@ def test_galaxyctl_graceful_with_default_preload_drops_no_request(gctl, demo_gal
 
     config, port = demo_galaxy(gravity={"gunicorn": {"preload": True, "workers": 2}})
     gctl("register", config)
-    assert "galaxyctl_libs.herder" in gctl("exec", "-n", "gunicorn").stdout
+    assert "galaxyctl_libs.backends.herder" in gctl("exec", "-n", "gunicorn").stdout
     gctl("start", "--timeout", "60")
     url = f"http://127.0.0.1:{port}/api/version"
     first_pid = http_get(url)[1]["pid"]

@@ -14,7 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import GALAXYCTL
-from galaxyctl_libs import config, jobconf, state, uwsgi
+from galaxyctl_libs.core import config
+from galaxyctl_libs.core import jobconf
+from galaxyctl_libs.core import state
+from galaxyctl_libs.probes import uwsgi
 from galaxyctl_libs.errors import GalaxyctlError
 
 GOOD = "gravity:\n  gunicorn:\n    bind: localhost:18080\n  celery:\n    enable: false\n    enable_beat: false\n"

@@ -1,4 +1,4 @@
-"""galaxyctl_libs.jobconf: static handlers from Galaxy's job configuration, dynamic ones from gravity."""
+"""galaxyctl_libs.core.jobconf: static handlers from Galaxy's job configuration, dynamic ones from gravity."""
 
 import dataclasses
 import json
@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from galaxyctl_libs.errors import GalaxyctlError
-from galaxyctl_libs.jobconf import DEFAULT_NAME_TEMPLATE, assignment_warning, load_job_handlers
+from galaxyctl_libs.core.jobconf import DEFAULT_NAME_TEMPLATE, assignment_warning, load_job_handlers
 
 # handling.processes of job_conf.sample.yml (Galaxy 26.1)
 SAMPLE_YML_HANDLERS = ["handler0", "handler1", "sge_handler", "special_handler0", "special_handler1"]

@@ -161,7 +161,7 @@ def test_start_registers_from_a_galaxy_root_and_exec_prints_command(gctl, demo_g
 def test_galaxy_foreground_stops_on_sigterm(gctl, demo_galaxy):
     config, port = demo_galaxy()
     gctl("register", config)
-    argv = [sys.executable, "-c", "import sys; sys.argv[0]='galaxy'; from galaxyctl_libs.cli import run_galaxy; run_galaxy()",
+    argv = [sys.executable, "-c", "import sys; sys.argv[0]='galaxy'; from galaxyctl_libs.cli.main import run_galaxy; run_galaxy()",
             "--state-dir", gctl.state_dir]
     env = dict(gctl.env, PYTHONPATH=os.path.dirname(GALAXYCTL))
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,

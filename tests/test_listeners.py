@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from galaxyctl_libs import listeners
-from galaxyctl_libs import procfs
+from galaxyctl_libs.probes import listeners
+from galaxyctl_libs.probes import procfs
 from galaxyctl_libs.errors import GalaxyctlError
 
 HAVE_LSOF = shutil.which("lsof") is not None

@@ -150,7 +150,7 @@ def test_exec_as_root_runs_the_service_as_the_galaxy_user(root_gctl, demo_galaxy
         assert wait_for(lambda: b"fast_factory" in open(f"/proc/{proc.pid}/cmdline", "rb").read(), timeout=30)
         assert uids(proc.pid) == {test_user.pw_uid}
     finally:
-        from galaxyctl_libs.procfs import descendants
+        from galaxyctl_libs.probes.procfs import descendants
 
         kill_pids([proc.pid] + descendants(proc.pid))
         proc.wait(timeout=30)

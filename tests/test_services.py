@@ -9,9 +9,10 @@ import time
 import yaml
 
 from conftest import alive, wait_for
-from galaxyctl_libs import procfs, state
-from galaxyctl_libs.operations import resolve
-from galaxyctl_libs.services import build_services
+from galaxyctl_libs.probes import procfs
+from galaxyctl_libs.core import state
+from galaxyctl_libs.core.registration import resolve
+from galaxyctl_libs.core.services import build_services
 
 
 def services_for(config_path, state_dir="/tmp/state"):
@@ -51,7 +52,7 @@ def test_every_service_command_line(tmp_path):
     assert list(services) == ["gunicorn", "celery", "celery-beat", "gx-it-proxy", "tusd", "reports", "handler_0", "handler_1"]
     # preload (the default) runs gunicorn under our herder, so graceful can re-exec it without downtime
     argv = services["gunicorn"].argv
-    assert argv[:3] == (sys.executable, "-m", "galaxyctl_libs.herder") and services["gunicorn"].graceful == "herder"
+    assert argv[:3] == (sys.executable, "-m", "galaxyctl_libs.backends.herder") and services["gunicorn"].graceful == "herder"
     assert shlex.join(argv[argv.index("--") + 1:]) == (
         f"{bin_dir}/gunicorn 'galaxy.webapps.galaxy.fast_factory:factory()' --timeout 300 --pythonpath lib "
         "-k galaxy.webapps.galaxy.workers.Worker -b unix:/run/galaxy.sock --workers=2 "
@@ -179,7 +180,7 @@ def test_celery_beat_and_fake_tusd_under_supervisord(gctl, demo_galaxy, short_tm
 def test_real_gx_it_proxy_from_npm_under_supervisord(gctl, demo_galaxy, short_tmp):
     """The real @galaxyproject/gx-it-proxy, fetched by npx from the npm registry (.ci/run warms the cache)."""
     from conftest import free_port
-    from galaxyctl_libs.listeners import listening_pids
+    from galaxyctl_libs.probes.listeners import listening_pids
 
     port = free_port()
     sessions = os.path.join(short_tmp, "interactivetools_map.sqlite")

@@ -1,4 +1,4 @@
-"""LUKS volume, Onedata spaces and ``storage.required`` (galaxyctl_libs.storage).
+"""LUKS volume, Onedata spaces and ``storage.required`` (galaxyctl_libs.storage.config).
 
 cryptsetup, dmsetup, oneclient, fusermount (and mount/umount where a LUKS or FUSE device would be
 needed) want a kernel block device, dm-crypt and FUSE that CI does not have.  So those tests use
@@ -21,11 +21,12 @@ import sys
 import pytest
 import yaml
 
-from galaxyctl_libs import config, storage
-from galaxyctl_libs import volumes
+from galaxyctl_libs.core import config
+from galaxyctl_libs.storage import config as storage
+from galaxyctl_libs.storage import volumes
 from galaxyctl_libs.errors import GalaxyctlError
-from galaxyctl_libs.storage import LuksConfig
-from galaxyctl_libs.volumes import Commands
+from galaxyctl_libs.storage.config import LuksConfig
+from galaxyctl_libs.storage.volumes import Commands
 
 PASSPHRASE = "correct horse battery staple ✓ $(reboot)"
 TOKEN = "MDAxNWxvY2F0aW9uIG9uZXpvbmUK-TEST-TOKEN-7f3a9c"
@@ -97,7 +98,7 @@ def luks_cfg(tmp_path, **extra):
 
 
 def test_passphrase_reaches_cryptsetup_stdin_and_never_argv(fakes, tmp_path, caplog):
-    caplog.set_level(logging.DEBUG, logger="galaxyctl_libs.volumes")
+    caplog.set_level(logging.DEBUG, logger="galaxyctl_libs.storage.volumes")
     fakes.add("cryptsetup", status=4, luksOpen=0)
     fakes.add("mount", **{"*": 0})
     cfg = luks_cfg(tmp_path)
@@ -224,7 +225,7 @@ def onedata_config(tmp_path, **space):
 
 
 def test_token_only_in_oneclient_environment(fakes, tmp_path, caplog):
-    caplog.set_level(logging.DEBUG, logger="galaxyctl_libs.volumes")
+    caplog.set_level(logging.DEBUG, logger="galaxyctl_libs.storage.volumes")
     fakes.add("oneclient", **{"*": 0})
     cfg = onedata_config(tmp_path)
     volumes.onedata_mount(cfg.onedata, "data", mountinfo=write_mountinfo(tmp_path / "mi"), wait=0)
@@ -480,7 +481,7 @@ def test_import_has_no_side_effects():
         "    elif event == 'open' and isinstance(args[0], str) and not args[0].endswith(('.py', '.pyc', '.so')):\n"
         "        seen.append(args[0])\n"
         "sys.addaudithook(hook)\n"
-        "import galaxyctl_libs.storage, galaxyctl_libs.volumes\n"
+        "import galaxyctl_libs.storage.config, galaxyctl_libs.storage.volumes\n"
         "assert not seen, seen\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(__file__)))

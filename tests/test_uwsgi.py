@@ -17,10 +17,10 @@ import urllib.request
 
 import pytest
 
-from galaxyctl_libs import listeners
-from galaxyctl_libs import procfs
+from galaxyctl_libs.probes import listeners
+from galaxyctl_libs.probes import procfs
 from galaxyctl_libs.errors import GalaxyctlError
-from galaxyctl_libs.uwsgi import (UwsgiAddress, UwsgiSocket, UwsgiStatsServer, UwsgiWorker, parse_address,
+from galaxyctl_libs.probes.uwsgi import (UwsgiAddress, UwsgiSocket, UwsgiStatsServer, UwsgiWorker, parse_address,
                                   read_uwsgi_config)
 
 UWSGI = os.path.join(os.path.dirname(sys.executable), "uwsgi")

@@ -7,7 +7,7 @@ still ``cmd_x(args) -> int`` beside ``_add_x(subparsers)``, and cli.main prints 
 import sys
 
 from galaxyctl_libs import exitcodes
-from galaxyctl_libs.cli import _names_argument, _state_dir
+from galaxyctl_libs.cli.main import _names_argument, _state_dir
 from galaxyctl_libs.errors import GalaxyctlError
 
 
@@ -31,7 +31,7 @@ def _add_status(sub):
 
 
 def cmd_status(args):
-    from galaxyctl_libs import monitoring
+    from galaxyctl_libs.actions import monitoring
 
     report = monitoring.status(_state_dir(args), args.names, timeout=args.timeout)
     if args.json:
@@ -55,7 +55,7 @@ def _add_workers(sub):
 
 
 def cmd_workers(args):
-    from galaxyctl_libs import monitoring
+    from galaxyctl_libs.actions import monitoring
 
     results = monitoring.web_workers(_state_dir(args), args.names)
     if args.json:
@@ -85,7 +85,7 @@ def _add_check(sub):
 
 
 def cmd_check(args):
-    from galaxyctl_libs import monitoring
+    from galaxyctl_libs.actions import monitoring
 
     result = monitoring.check(_state_dir(args), args.names, args.timeout, args.restart_window * 60)
     if args.prometheus:
@@ -107,7 +107,8 @@ def _add_luks(sub):
 
 
 def cmd_luks(args):
-    from galaxyctl_libs import operations, volumes
+    from galaxyctl_libs.core import registration as operations
+    from galaxyctl_libs.storage import volumes
 
     storage, instance = operations.storage_of(_state_dir(args), args.instance)
     if storage.luks is None:
@@ -141,7 +142,8 @@ def _add_onedata(sub):
 
 
 def cmd_onedata(args):
-    from galaxyctl_libs import operations, volumes
+    from galaxyctl_libs.core import registration as operations
+    from galaxyctl_libs.storage import volumes
 
     storage, _ = operations.storage_of(_state_dir(args), args.instance)
     if args.action != "status" and not args.space:

@@ -8,7 +8,7 @@ replies with the C expat parser.
 
 from xml.parsers import expat
 
-from galaxyctl_libs import netio
+from galaxyctl_libs.probes import netio
 
 
 def escape(text):

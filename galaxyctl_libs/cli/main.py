@@ -99,7 +99,7 @@ def _add_register(sub):
 
 
 def cmd_register(args):
-    from galaxyctl_libs import operations
+    from galaxyctl_libs.core import registration as operations
 
     for result in operations.register(_state_dir(args), args.config):
         _warn(result.warnings)
@@ -118,7 +118,7 @@ def _add_deregister(sub):
 
 
 def cmd_deregister(args):
-    from galaxyctl_libs import operations
+    from galaxyctl_libs.core import registration as operations
 
     for path in operations.deregister(_state_dir(args), args.config):
         print(f"Deregistered config: {path}")
@@ -133,7 +133,7 @@ def _add_rename(sub):
 
 
 def cmd_rename(args):
-    from galaxyctl_libs import operations
+    from galaxyctl_libs.core import registration as operations
 
     old, new = operations.rename(_state_dir(args), args.old, args.new)
     print(f"Renamed {old} to {new}")
@@ -146,7 +146,7 @@ def _add_list(sub):
 
 
 def cmd_list(args):
-    from galaxyctl_libs import state
+    from galaxyctl_libs.core import state
 
     records = state.load_state(_state_dir(args)).config_files
     if not records:
@@ -162,7 +162,7 @@ def _add_instances(sub):
 
 
 def cmd_instances(args):
-    from galaxyctl_libs import state
+    from galaxyctl_libs.core import state
 
     records = state.load_state(_state_dir(args)).config_files
     if not records:
@@ -184,7 +184,8 @@ def cmd_show(args):
     import json
     from dataclasses import asdict
 
-    from galaxyctl_libs import operations, state
+    from galaxyctl_libs.core import registration as operations
+    from galaxyctl_libs.core import state
 
     current = state.load_state(_state_dir(args))
     if args.config:
@@ -223,7 +224,7 @@ def _add_update(sub):
 
 
 def cmd_update(args):
-    from galaxyctl_libs import operations
+    from galaxyctl_libs.core import registration as operations
 
     result = operations.update(_state_dir(args))
     _warn(result.warnings)
@@ -258,7 +259,7 @@ def _add_start(sub):
 def cmd_start(args):
     import signal
 
-    from galaxyctl_libs import lifecycle
+    from galaxyctl_libs.actions import lifecycle
 
     if args.foreground:
         signal.signal(signal.SIGTERM, _raise_interrupt)  # a service manager's stop = Ctrl+C
@@ -306,21 +307,21 @@ def _add_stop(sub):
 
 
 def cmd_stop(args):
-    from galaxyctl_libs import lifecycle
+    from galaxyctl_libs.actions import lifecycle
 
     _print_lifecycle(lifecycle.stop(_state_dir(args), args.names, force=args.force), "stopped")
     return exitcodes.SUCCESS
 
 
 def cmd_restart(args):
-    from galaxyctl_libs import lifecycle
+    from galaxyctl_libs.actions import lifecycle
 
     _print_lifecycle(_run_waiting(lifecycle.restart, args), "restarted")
     return exitcodes.SUCCESS
 
 
 def cmd_graceful(args):
-    from galaxyctl_libs import lifecycle
+    from galaxyctl_libs.actions import lifecycle
 
     _print_lifecycle(_run_waiting(lifecycle.graceful, args), "reloaded")
     return exitcodes.SUCCESS
@@ -335,7 +336,7 @@ def _add_shutdown(sub):
 
 
 def cmd_shutdown(args):
-    from galaxyctl_libs import lifecycle
+    from galaxyctl_libs.actions import lifecycle
 
     result = lifecycle.shutdown(_state_dir(args), force=args.force)
     _print_ended(result)
@@ -358,7 +359,7 @@ def _add_startup(sub):
 
 
 def cmd_startup(args):
-    from galaxyctl_libs import lifecycle
+    from galaxyctl_libs.actions import lifecycle
 
     result = _run_waiting(lifecycle.startup, args, auto_cwd=os.getcwd(), retries=args.retries)
     _print_lifecycle(result, "started")
@@ -386,10 +387,10 @@ def _follow(args):
     """Follow the logs with tail -F until interrupted (KeyboardInterrupt propagates)."""
     import subprocess
 
-    from galaxyctl_libs import operations
+    from galaxyctl_libs.core import registration as operations
 
     from galaxyctl_libs.rootpolicy import subprocess_credentials
-    from galaxyctl_libs.targets import load_applied
+    from galaxyctl_libs.core.targets import load_applied
 
     files = operations.log_files(_state_dir(args), args.names)
     if not files:
@@ -418,8 +419,8 @@ def cmd_supervisorctl(args):
     import subprocess
 
     from galaxyctl_libs.rootpolicy import subprocess_credentials
-    from galaxyctl_libs.supervisor import client_for
-    from galaxyctl_libs.targets import load_applied
+    from galaxyctl_libs.backends.supervisor.files import client_for
+    from galaxyctl_libs.core.targets import load_applied
 
     client = client_for(_state_dir(args), load_applied(_state_dir(args)))
     if not os.path.exists(client.paths.conf):
@@ -438,7 +439,7 @@ def _add_exec(sub):
 
 
 def cmd_exec(args):
-    from galaxyctl_libs import operations
+    from galaxyctl_libs.core import registration as operations
 
     if args.dry_run and not args.service:
         for number, target in enumerate(operations.find_targets(_state_dir(args), args.instance)):
@@ -485,7 +486,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _commands():
     """(name, adder) for every subcommand, in --help order; each adder registers its one subcommand."""
-    from galaxyctl_libs import cli_health
+    from galaxyctl_libs.cli import health as cli_health
 
     def simple(name, helptext, func, waits=False):
         return name, lambda sub: _add_simple(sub, name, helptext, func, waits)

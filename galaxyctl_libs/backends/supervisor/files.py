@@ -10,7 +10,9 @@ import os
 import sys
 import time
 
-from galaxyctl_libs import fsutil, procfs, rpc
+from galaxyctl_libs import fsutil
+from galaxyctl_libs.probes import procfs
+from galaxyctl_libs.backends.supervisor import rpc
 from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.records import Record
 from galaxyctl_libs.rootpolicy import as_user, subprocess_credentials
@@ -417,7 +419,7 @@ class SupervisorClient:
         when that user cannot run it (galaxyctl installed under /root, say)."""
         import subprocess
 
-        probe = [sys.executable, "-c", "import supervisor.supervisord, galaxyctl_libs.herder"]
+        probe = [sys.executable, "-c", "import supervisor.supervisord, galaxyctl_libs.backends.herder"]
         try:
             ok = subprocess.run(probe, capture_output=True, timeout=60, cwd="/", stdin=subprocess.DEVNULL,
                                 **credentials).returncode == 0
@@ -545,7 +547,7 @@ def client_for(state_dir, applied=None, **kwargs):
 def running_client(state_dir, applied=None):
     """A client for the state dir's supervisord when it is running, else None."""
     if applied is None:
-        from galaxyctl_libs.targets import load_applied
+        from galaxyctl_libs.core.targets import load_applied
 
         applied = load_applied(state_dir)
     client = client_for(state_dir, applied)

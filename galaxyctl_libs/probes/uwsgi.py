@@ -14,9 +14,10 @@ from typing import Optional, Tuple
 
 import yaml
 
-from galaxyctl_libs import listeners, netio
+from galaxyctl_libs.probes import listeners
+from galaxyctl_libs.probes import netio
 from galaxyctl_libs.errors import GalaxyctlError
-from galaxyctl_libs.procfs import rss_bytes
+from galaxyctl_libs.probes.procfs import rss_bytes
 
 __all__ = [
     "UwsgiAddress", "UwsgiConfig", "UwsgiWorker", "UwsgiSocket", "UwsgiStatsServer",

@@ -400,7 +400,7 @@ def _load_ini(path):
     """A legacy galaxy.ini: ``[app:main]`` is Galaxy's config, ``[uwsgi]`` is run by uWSGI."""
     import configparser
 
-    from galaxyctl_libs.uwsgi import read_uwsgi_config
+    from galaxyctl_libs.probes.uwsgi import read_uwsgi_config
 
     check_root_controlled(path, "config file")
     read_uwsgi_config(path)  # a broken [uwsgi] section fails here, naming the file

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.rootpolicy import check_root_controlled
-from galaxyctl_libs.storage import MOUNTINFO, find_mount, missing_required
+from galaxyctl_libs.storage.config import MOUNTINFO, find_mount, missing_required
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ that accepted it, so matching socket inodes tells who is serving whom right now.
 """
 
 
-from galaxyctl_libs import listeners
-from galaxyctl_libs.procfs import alive, children, cmdline, cpu_seconds, rss_bytes
+from galaxyctl_libs.probes import listeners
+from galaxyctl_libs.probes.procfs import alive, children, cmdline, cpu_seconds, rss_bytes
 from galaxyctl_libs.records import Record
 
 
@@ -24,7 +24,7 @@ class WorkerInfo(Record):
 def gunicorn_master(pid):
     """The gunicorn master under a supervised PID: the PID itself, or the current one under our herder."""
     argv = cmdline(pid)
-    if "galaxyctl_libs.herder" not in argv:
+    if "galaxyctl_libs.backends.herder" not in argv:
         return pid
     masters = [child for child in children(pid) if alive(child)]
     return masters[-1] if masters else None
@@ -45,7 +45,7 @@ def gunicorn_workers(master_pid, port):
 
 def uwsgi_workers(config_path, timeout=5.0):
     """Each uWSGI worker from the stats server named in the config."""
-    from galaxyctl_libs.uwsgi import UwsgiStatsServer
+    from galaxyctl_libs.probes.uwsgi import UwsgiStatsServer
 
     stats = UwsgiStatsServer(timeout=timeout, fname=config_path)
     return tuple(

@@ -3,10 +3,12 @@
 Everything here only looks: nothing is written except the Prometheus textfile an admin asks for.
 """
 
-from galaxyctl_libs import exitcodes, fsutil, health, procfs
-from galaxyctl_libs import supervisor as sup
+from galaxyctl_libs import exitcodes, fsutil
+from galaxyctl_libs.probes import http as health
+from galaxyctl_libs.probes import procfs
+from galaxyctl_libs.backends.supervisor import files as sup
 from galaxyctl_libs.errors import GalaxyctlError
-from galaxyctl_libs import targets as targets_mod
+from galaxyctl_libs.core import targets as targets_mod
 from galaxyctl_libs.records import Record
 
 
@@ -147,7 +149,7 @@ def web_workers(state_dir, names=()):
 
 
 def _web_workers(state_dir, targets, timeout=30):
-    from galaxyctl_libs import workers as workersmod
+    from galaxyctl_libs.probes import workers as workersmod
 
     targets = [t for t in targets if t.service.bind or t.service.uwsgi_config]
     client = sup.client_for(state_dir, targets_mod.load_applied(state_dir), timeout=timeout)
@@ -177,7 +179,7 @@ def applied(state_dir):
     """What supervisord was told to run (a small JSON record; no YAML, no config code on this path)."""
     record = targets_mod.load_applied(state_dir)
     if record is None:
-        from galaxyctl_libs.operations import resolved_targets
+        from galaxyctl_libs.core.registration import resolved_targets
 
         record = targets_mod.Applied(resolved_targets(state_dir))
     return record
@@ -192,7 +194,7 @@ def missing_storage(record):
     required = record.required_storage
     if not required:
         return ()
-    from galaxyctl_libs.storage import is_mounted
+    from galaxyctl_libs.storage.config import is_mounted
 
     return tuple(path for path in required if not is_mounted(path))
 

@@ -8,16 +8,17 @@ import os
 import shlex
 from dataclasses import dataclass, replace
 
-from galaxyctl_libs import config as configmod
-from galaxyctl_libs import fsutil, jobconf
-from galaxyctl_libs import state as statemod
-from galaxyctl_libs import supervisor as sup
+from galaxyctl_libs.core import config as configmod
+from galaxyctl_libs import fsutil
+from galaxyctl_libs.core import jobconf
+from galaxyctl_libs.core import state as statemod
+from galaxyctl_libs.backends.supervisor import files as sup
 from galaxyctl_libs.errors import GalaxyctlError
-from galaxyctl_libs import services as services_mod
+from galaxyctl_libs.core import services as services_mod
 from galaxyctl_libs.rootpolicy import as_user, run_as
-from galaxyctl_libs import targets as targets_mod
-from galaxyctl_libs.targets import Target
-from galaxyctl_libs.services import Instance, build_services
+from galaxyctl_libs.core import targets as targets_mod
+from galaxyctl_libs.core.targets import Target
+from galaxyctl_libs.core.services import Instance, build_services
 
 DEFAULT_READY_TIMEOUT = 120
 LOG_TAIL_LINES = 15
@@ -322,7 +323,7 @@ def applied_targets(state_dir):
 
 def instance_storage(instance):
     """The storage settings of one instance (``gravity.luks``, ``onedata``, ``storage``)."""
-    from galaxyctl_libs import storage
+    from galaxyctl_libs.storage import config as storage
 
     return storage.parse_storage(instance.settings, instance.config_path)
 

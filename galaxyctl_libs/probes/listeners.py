@@ -12,7 +12,7 @@ import re
 import socket
 
 from galaxyctl_libs.errors import GalaxyctlError
-from galaxyctl_libs.procfs import parent_pid
+from galaxyctl_libs.probes.procfs import parent_pid
 
 __all__ = [
     "listening_pids",

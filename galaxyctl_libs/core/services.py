@@ -11,10 +11,10 @@ import shlex
 import sys
 from dataclasses import dataclass
 
-from galaxyctl_libs import procfs
-from galaxyctl_libs.config import effective_preload
+from galaxyctl_libs.probes import procfs
+from galaxyctl_libs.core.config import effective_preload
 from galaxyctl_libs.errors import GalaxyctlError
-from galaxyctl_libs.targets import (  # noqa: F401 - the service data lives with the targets
+from galaxyctl_libs.core.targets import (  # noqa: F401 - the service data lives with the targets
     GRACEFUL_HERDER, GRACEFUL_HUP, GRACEFUL_NONE, Service,
 )
 
@@ -212,7 +212,7 @@ def gunicorn_services(instance):
             # HUP cannot reload preloaded code; our herder re-execs gunicorn with zero downtime instead.
             # It runs with galaxyctl's own interpreter, as the same user as gunicorn (supervisord's).
             pidfile = os.path.join(pid_dir(instance), f"{instance.name}_{name}.pid")
-            herder = [sys.executable, "-m", "galaxyctl_libs.herder", "--pidfile", pidfile, "--bind", gunicorn.bind,
+            herder = [sys.executable, "-m", "galaxyctl_libs.backends.herder", "--pidfile", pidfile, "--bind", gunicorn.bind,
                       "--ready-path", prefix + "/api/version", "--ready-timeout", str(gunicorn.restart_timeout),
                       "--stop-timeout", str(max(1, gunicorn.stop_timeout - 5))]
             argv = herder + ["--"] + argv

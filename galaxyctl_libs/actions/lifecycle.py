@@ -8,16 +8,17 @@ import os
 import time
 from dataclasses import dataclass
 
-from galaxyctl_libs import health, procfs
-from galaxyctl_libs import supervisor as sup
-from galaxyctl_libs import targets as targets_mod
+from galaxyctl_libs.probes import http as health
+from galaxyctl_libs.probes import procfs
+from galaxyctl_libs.backends.supervisor import files as sup
+from galaxyctl_libs.core import targets as targets_mod
 from galaxyctl_libs.errors import GalaxyctlError, NotReadyError
 from galaxyctl_libs.rootpolicy import as_user
-from galaxyctl_libs.operations import (
+from galaxyctl_libs.core.registration import (
     DEFAULT_READY_TIMEOUT, LOG_TAIL_LINES, applied_targets, auto_register, instance_storage, operation_lock,
     select_targets, update_locked,
 )
-from galaxyctl_libs.services import GRACEFUL_HERDER, GRACEFUL_HUP, GRACEFUL_NONE
+from galaxyctl_libs.core.services import GRACEFUL_HERDER, GRACEFUL_HUP, GRACEFUL_NONE
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ def _port_holder_pid(endpoint):
     """The PID of whoever listens on the endpoint's TCP port, or None."""
     if endpoint is None or endpoint.unix_path:
         return None
-    from galaxyctl_libs import listeners
+    from galaxyctl_libs.probes import listeners
 
     try:
         return listeners.listening_master_pid(endpoint.port)
@@ -144,7 +145,7 @@ def wait_ready(client, targets, timeout, progress=None):
 
 def _wait_uwsgi(target, timeout, progress):
     """uWSGI is ready when its stats server shows a worker accepting requests."""
-    from galaxyctl_libs.uwsgi import UwsgiStatsServer
+    from galaxyctl_libs.probes.uwsgi import UwsgiStatsServer
 
     started = time.monotonic()
     stats = UwsgiStatsServer(timeout=timeout, fname=target.service.uwsgi_config)
@@ -190,7 +191,7 @@ def start(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progres
 
     Refuses while storage the config marks as required is not mounted: Galaxy would write its
     datasets to the empty mount point on the root disk."""
-    from galaxyctl_libs import storage
+    from galaxyctl_libs.storage import config as storage
 
     with operation_lock(state_dir):
         result, targets = _prepare(state_dir, names, auto_cwd)
@@ -397,7 +398,7 @@ def startup(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progr
 def _wait_for_reload(client, target, timeout, progress):
     """After HUP, the herder starts a new master and retires the old one once the new one serves:
     wait (bounded) until the master under the herder has changed, so a rolling list goes one by one."""
-    from galaxyctl_libs import workers as workersmod
+    from galaxyctl_libs.probes import workers as workersmod
 
     herder = client.process_info(target.program)["pid"]
     before = workersmod.gunicorn_master(herder)

@@ -6,7 +6,7 @@ response below 500 from ``/api/version``.
 
 import time
 
-from galaxyctl_libs import netio
+from galaxyctl_libs.probes import netio
 from galaxyctl_libs.records import Record
 
 READY_PATH = "/api/version"
