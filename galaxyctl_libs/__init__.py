@@ -19,7 +19,7 @@ _EXPORTS = {
     "default_state_dir": "fsutil",
     "register": "core.registration",
     "deregister": "core.registration",
-    "update": "core.registration",
+    "update": "backends.update",
     "start": "actions.lifecycle",
     "stop": "actions.lifecycle",
     "restart": "actions.lifecycle",

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from conftest import GALAXYCTL, Galaxyctl, free_port, wait_for
 from galaxyctl_libs.core import jobconf
-from galaxyctl_libs.backends.supervisor import files as sup
+from galaxyctl_libs.backends.supervisor import client as supervisor_client
+from galaxyctl_libs.backends.supervisor import render as sup
 from galaxyctl_libs.demo import make_demo_galaxy
 from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.core.targets import Service
@@ -74,7 +75,7 @@ def encoded(values):
 
 def supervisord_pids(state_dir):
     """{"group:name": PID} of the processes supervisord runs (asked in-process: no galaxyctl run per poll)."""
-    infos = sup.SupervisorClient(sup.Paths(state_dir)).survey().processes or {}
+    infos = supervisor_client.SupervisorClient(sup.Paths(state_dir)).survey().processes or {}
     return {name: info["pid"] for name, info in infos.items() if info["pid"]}
 
 

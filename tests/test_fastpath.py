@@ -89,8 +89,8 @@ def test_parser_registers_only_the_named_command_but_all_for_help_and_typos():
     sub = next(a for a in cli.build_parser(["status"])._actions if a.dest == "command")
     assert list(sub.choices) == ["status"]
     everything = next(a for a in cli.build_parser(["statu"])._actions if a.dest == "command")
-    assert len(everything.choices) == len(cli._commands()) and "statu" not in everything.choices
-    assert list(everything.choices) == [name for name, _ in cli._commands()]
+    assert len(everything.choices) == len(cli.COMMANDS) and "statu" not in everything.choices
+    assert list(everything.choices) == [name for name, _, _ in cli.COMMANDS]
 
 
 def test_typo_lists_every_command(gctl):

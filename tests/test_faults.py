@@ -20,9 +20,9 @@ from conftest import alive, descendants_of, kill_pids, wait_for
 from galaxyctl_libs import fsutil
 from galaxyctl_libs.actions import lifecycle
 from galaxyctl_libs.probes import procfs
-from galaxyctl_libs.core import targets
+from galaxyctl_libs.backends import record as targets
 from galaxyctl_libs.errors import GalaxyctlError
-from galaxyctl_libs.backends.supervisor.files import Paths, SupervisorClient
+from galaxyctl_libs.backends.supervisor.client import Paths, SupervisorClient
 
 
 def status_json(gctl):

@@ -10,15 +10,19 @@ from dataclasses import dataclass
 
 from galaxyctl_libs.probes import http as health
 from galaxyctl_libs.probes import procfs
-from galaxyctl_libs.backends.supervisor import files as sup
+from galaxyctl_libs.backends.supervisor import client as sup
 from galaxyctl_libs.core import targets as targets_mod
 from galaxyctl_libs.errors import GalaxyctlError, NotReadyError
 from galaxyctl_libs.rootpolicy import as_user
-from galaxyctl_libs.core.registration import (
-    DEFAULT_READY_TIMEOUT, LOG_TAIL_LINES, applied_targets, auto_register, instance_storage, operation_lock,
-    select_targets, update_locked,
-)
+from galaxyctl_libs.backends import record as backend_record
+from galaxyctl_libs.backends.update import applied_targets, select_targets, update_locked
+from galaxyctl_libs.core.registration import auto_register, operation_lock
+from galaxyctl_libs.storage.config import instance_storage
 from galaxyctl_libs.core.services import GRACEFUL_HERDER, GRACEFUL_HUP, GRACEFUL_NONE
+
+
+DEFAULT_READY_TIMEOUT = 120
+LOG_TAIL_LINES = 15
 
 
 @dataclass(frozen=True)
@@ -222,7 +226,7 @@ def stop(state_dir, names=(), force=False, timeout=sup.RPC_TIMEOUT):
             if names:
                 raise
             targets = None  # a broken config must not keep Galaxy from stopping: stop everything
-        client = sup.client_for(state_dir, targets_mod.load_applied(state_dir), timeout=timeout)
+        client = sup.client_for(state_dir, backend_record.load_applied(state_dir), timeout=timeout)
         survey = client.survey()
         if survey.state != sup.SUPERVISORD_RUNNING:
             return _without_supervisord("stop", state_dir, client, survey, targets, names, force)
@@ -384,7 +388,7 @@ def startup(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progr
         if progress:
             progress(f"try {attempt - 1} failed ({failure.message}); restarting (try {attempt} of {retries + 1})")
         with operation_lock(state_dir):
-            client = sup.client_for(state_dir, targets_mod.load_applied(state_dir))
+            client = sup.client_for(state_dir, backend_record.load_applied(state_dir))
             for target in targets_mod.select(applied_targets(state_dir), names):
                 if target.service.bind or target.service.uwsgi_config:
                     client.kill_group(target.program)
@@ -425,7 +429,7 @@ def shutdown(state_dir, force=False, timeout=sup.RPC_TIMEOUT):
             targets = applied_targets(state_dir)
         except GalaxyctlError:
             targets = None  # only for the stop timeouts of orphans: the defaults do
-        client = sup.client_for(state_dir, targets_mod.load_applied(state_dir), timeout=timeout)
+        client = sup.client_for(state_dir, backend_record.load_applied(state_dir), timeout=timeout)
         survey = client.survey()
         if survey.state != sup.SUPERVISORD_RUNNING:
             return _without_supervisord("shutdown", state_dir, client, survey, targets, (), force)

@@ -6,8 +6,9 @@ Everything here only looks: nothing is written except the Prometheus textfile an
 from galaxyctl_libs import exitcodes, fsutil
 from galaxyctl_libs.probes import http as health
 from galaxyctl_libs.probes import procfs
-from galaxyctl_libs.backends.supervisor import files as sup
+from galaxyctl_libs.backends.supervisor import client as sup
 from galaxyctl_libs.errors import GalaxyctlError
+from galaxyctl_libs.backends import record as backend_record
 from galaxyctl_libs.core import targets as targets_mod
 from galaxyctl_libs.records import Record
 
@@ -152,7 +153,7 @@ def _web_workers(state_dir, targets, timeout=30):
     from galaxyctl_libs.probes import workers as workersmod
 
     targets = [t for t in targets if t.service.bind or t.service.uwsgi_config]
-    client = sup.client_for(state_dir, targets_mod.load_applied(state_dir), timeout=timeout)
+    client = sup.client_for(state_dir, backend_record.load_applied(state_dir), timeout=timeout)
     if not client.is_running():
         raise GalaxyctlError(f"supervisord is not running (state dir {state_dir})", exit_code=exitcodes.LSB_NOT_RUNNING)
     results = []
@@ -177,11 +178,11 @@ def _web_workers(state_dir, targets, timeout=30):
 
 def applied(state_dir):
     """What supervisord was told to run (a small JSON record; no YAML, no config code on this path)."""
-    record = targets_mod.load_applied(state_dir)
+    record = backend_record.load_applied(state_dir)
     if record is None:
-        from galaxyctl_libs.core.registration import resolved_targets
+        from galaxyctl_libs.backends.update import resolved_targets
 
-        record = targets_mod.Applied(resolved_targets(state_dir))
+        record = backend_record.Applied(resolved_targets(state_dir))
     return record
 
 

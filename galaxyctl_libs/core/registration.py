@@ -1,27 +1,20 @@
-"""The verbs on configuration: register, update (configs → supervisor files), and what they resolve to.
+"""Registered configs: register, deregister, rename, and what each resolves to (an Instance).
 
-Starting and stopping are in lifecycle.py, status and health in monitoring.py.
-Each takes the state dir and returns data; the CLI renders it.
+Knows no process manager: backends/update.py turns resolved instances into a manager's files.
+Each verb takes the state dir and returns data; the CLI renders it.
 """
 
 import os
-import shlex
 from dataclasses import dataclass, replace
 
 from galaxyctl_libs.core import config as configmod
 from galaxyctl_libs import fsutil
 from galaxyctl_libs.core import jobconf
 from galaxyctl_libs.core import state as statemod
-from galaxyctl_libs.backends.supervisor import files as sup
 from galaxyctl_libs.errors import GalaxyctlError
-from galaxyctl_libs.core import services as services_mod
-from galaxyctl_libs.rootpolicy import as_user, run_as
-from galaxyctl_libs.core import targets as targets_mod
-from galaxyctl_libs.core.targets import Target
-from galaxyctl_libs.core.services import Instance, build_services
+from galaxyctl_libs.rootpolicy import run_as
+from galaxyctl_libs.core.services import Instance
 
-DEFAULT_READY_TIMEOUT = 120
-LOG_TAIL_LINES = 15
 # Taken before the state lock (statemod.LOCK_FILE), never after it: one order, no deadlock.
 OPERATION_LOCK_FILE = ".galaxyctl.lock"
 
@@ -191,200 +184,3 @@ def auto_register(state_dir, cwd):
         "no Galaxy config is registered: run 'galaxyctl register /path/to/galaxy.yml' "
         "(or run this from the root of a Galaxy source tree)"
     )
-
-
-# ---------------------------------------------------------------- update: state → supervisor files
-
-
-@dataclass(frozen=True)
-class UpdateResult:
-    instances: tuple  # Instance
-    services: dict  # instance name -> tuple of Service
-    changes: object  # supervisor.Changes
-    applied: tuple = ((), (), ())  # (added, changed, removed) groups in the running supervisord
-    warnings: tuple = ()
-    client: object = None  # supervisor.SupervisorClient for this state dir's supervisord
-
-
-def update_locked(state_dir, client=None):
-    with statemod.locked_state(state_dir) as state:
-        resolved = resolve_all(state)
-        services, log_dirs, warnings, instances = {}, {}, [], []
-        for record, instance, attribs, config_warnings in resolved:
-            record.attribs = {k: v for k, v in attribs.items()}
-            record.instance_name = instance.name
-            built = build_services(instance)
-            record.services = [statemod.ServiceRecord(s.config_type, s.service_type, s.service_name) for s in built]
-            services[instance.name] = built
-            log_dirs[instance.name] = instance.log_dir
-            instances.append(instance)
-            warnings.extend(config_warnings)
-            for service in built:
-                if service.ignored:
-                    warnings.append(
-                        f"{record.path}: {', '.join(service.ignored)} for {service.service_name} ignored under supervisor"
-                    )
-    run_as = _one_galaxy_user(instances)
-    paths = sup.Paths(state_dir, services_mod.supervisor_dir(instances[0]) if run_as[0] else None)
-    files = sup.render_files(paths, services, log_dirs)
-    if run_as[0]:
-        _make_runtime_dir(paths.root, *run_as)
-    with as_user(*run_as):  # rootpolicy rule 3: the Galaxy user's files are written as that user
-        for instance in instances:
-            fsutil.make_dirs(instance.log_dir, what="log_dir")
-        changes = sup.reconcile(paths, files)
-    result_targets = all_targets(UpdateResult(tuple(instances), services, changes))
-    required = sorted({path for i in instances for path in instance_storage(i).required})
-    targets_mod.write_applied(state_dir, result_targets, required, paths.root if run_as[0] else None, run_as)
-    applied = ((), (), ())
-    client = client or sup.SupervisorClient(paths, run_as=run_as)
-    if client.is_running():
-        applied = tuple(tuple(groups) for groups in client.apply_changes())
-    return UpdateResult(tuple(instances), services, changes, applied, tuple(warnings), client)
-
-
-def _one_galaxy_user(instances):
-    """The (user, group) every instance runs as: one supervisord per state dir runs as one user."""
-    users = {instance.run_as for instance in instances}
-    if len(users) > 1:
-        listed = ", ".join(f"{i.name}: {i.run_as[0] or 'root'}" for i in instances)
-        raise GalaxyctlError(f"the instances of one state dir must run as one user ({listed}); use a state dir each")
-    return users.pop() if users else (None, None)
-
-
-def _make_runtime_dir(path, user, group):
-    """As root: /run/galaxyctl (root's) and in it the Galaxy user's runtime dir, which root creates
-    and hands over; an existing one must already be that user's (or root's, from an older run)."""
-    from galaxyctl_libs.rootpolicy import _ids, check_root_controlled
-
-    parent = os.path.dirname(path)
-    fsutil.make_dirs(parent, mode=0o755, what="runtime directory")
-    check_root_controlled(parent, "runtime directory")
-    entry, gid, _ = _ids(user, group)
-    try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    try:
-        owner = os.fstat(fd).st_uid
-        if owner == 0:  # made by root just now, or by an older galaxyctl: only root can write the parent
-            os.fchown(fd, entry.pw_uid, gid)
-            os.fchmod(fd, 0o700)
-        elif owner != entry.pw_uid:
-            raise GalaxyctlError(f"{path} belongs to uid {owner}, not to the Galaxy user {user}: remove it")
-    finally:
-        os.close(fd)
-
-
-def update(state_dir):
-    with operation_lock(state_dir):
-        return update_locked(state_dir)
-
-
-# ---------------------------------------------------------------- choosing what to act on
-
-
-def all_targets(result):
-    """Every service of an update result, with its supervisord name and log file."""
-    grouped = len(result.services) > 1
-    everything = []
-    for instance in result.instances:
-        for service in result.services[instance.name]:
-            program = sup.program_names(service, grouped)[1]
-            everything.append(Target(service, program, sup.log_file(service, instance.log_dir, grouped)))
-    return everything
-
-
-def select_targets(result, names=()):
-    """Services of ``result`` named by ``names`` (instance and/or service names); all when empty."""
-    return targets_mod.select(all_targets(result), names)
-
-
-# ---------------------------------------------------------------- read-only views
-
-
-def resolved_targets(state_dir, enforce_user=False):
-    """Targets from the configs as they are now, without writing anything (for ``exec``)."""
-    state = statemod.load_state(state_dir)
-    resolved = resolve_all(state, enforce_user=enforce_user)
-    services = {instance.name: build_services(instance) for _, instance, _, _ in resolved}
-    return all_targets(UpdateResult(tuple(i for _, i, _, _ in resolved), services, sup.Changes((), ())))
-
-
-def applied_targets(state_dir):
-    """What the last update gave supervisord (status, stop, follow); the configs when never updated."""
-    applied = targets_mod.load_applied(state_dir)
-    return applied.targets if applied is not None else resolved_targets(state_dir)
-
-
-# ---------------------------------------------------------------- storage (LUKS, Onedata, required mounts)
-
-
-def instance_storage(instance):
-    """The storage settings of one instance (``gravity.luks``, ``onedata``, ``storage``)."""
-    from galaxyctl_libs.storage import config as storage
-
-    return storage.parse_storage(instance.settings, instance.config_path)
-
-
-def storage_of(state_dir, instance_name=None):
-    """(StorageConfig, Instance) of the named instance, or of the only one registered."""
-    state = statemod.load_state(state_dir)
-    resolved = [instance for _, instance, _, _ in resolve_all(state, enforce_user=False)]
-    if instance_name:
-        resolved = [i for i in resolved if i.name == instance_name]
-    if len(resolved) != 1:
-        names = ", ".join(sorted(i.name for i in resolved)) or "none registered"
-        raise GalaxyctlError(f"name the instance with --instance ({names})")
-    return instance_storage(resolved[0]), resolved[0]
-
-
-def galaxy_running(state_dir):
-    """Is any service up in this state dir's supervisord?  (Closing a volume under Galaxy is refused.)"""
-    client = sup.running_client(state_dir)
-    if client is None:
-        return False
-    return any(p["statename"] in sup.UP_STATES + (sup.STOPPING,) for p in client.all_processes().values())
-
-
-# ---------------------------------------------------------------- exec, follow, show
-
-
-def find_targets(state_dir, instance_name=None, name=None):
-    """Services to exec or print: all of an instance (or of everything), or the one named."""
-    targets = targets_mod.select(resolved_targets(state_dir, enforce_user=True), [n for n in (instance_name,) if n])
-    if name:
-        targets = [t for t in targets if t.service.service_name == name]
-    if not targets:
-        raise GalaxyctlError(f"no service named {name!r}" if name else "no service is configured")
-    return targets
-
-
-def exec_description(target, environ=None):
-    """What ``exec -n`` prints: cwd, umask, environment (only what we set) and the command line."""
-    service = target.service
-    lines = [f"cd {shlex.quote(service.cwd)}", f"umask {service.umask}"]
-    base = dict(os.environ if environ is None else environ)
-    full = service.full_environment(base)
-    for name in sorted(k for k in full if base.get(k) != full[k]):
-        lines.append(f"{name}={shlex.quote(full[name])}")
-    lines.append(service.command_line)
-    return lines
-
-
-def exec_service(target):
-    """Replace this process with the service (the foreground way a service manager would run it)."""
-    service = target.service
-    if service.user and os.geteuid() == 0:
-        from galaxyctl_libs.rootpolicy import become
-
-        become(service.user, service.group)  # exec drops privileges like every other path
-    os.chdir(service.cwd)
-    os.umask(int(service.umask, 8))
-    env = service.full_environment(os.environ)
-    os.execvpe(service.argv[0], list(service.argv), env)
-
-
-def log_files(state_dir, names=()):
-    return [t.log_file for t in targets_mod.select(applied_targets(state_dir), names)]

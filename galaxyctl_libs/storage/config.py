@@ -305,3 +305,8 @@ def check_required(storage, mountinfo=MOUNTINFO):
     hint = f"; mount it first: {', '.join(hints)}" if hints else ""
     raise GalaxyctlError(f"required storage not mounted: {', '.join(missing)} "
                          f"({storage.source}: gravity.storage.required){hint}")
+
+
+def instance_storage(instance):
+    """The storage settings of one resolved instance (``gravity.luks``, ``onedata``, ``storage``)."""
+    return parse_storage(instance.settings, instance.config_path)

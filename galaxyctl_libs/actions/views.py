@@ -1,0 +1,79 @@
+"""Read-only views for the commands: storage settings, exec, log files.
+
+They resolve what they show from the configs (``exec``) or from what the last update applied.
+"""
+
+import os
+import shlex
+
+from galaxyctl_libs.backends.supervisor import client as sup
+from galaxyctl_libs.backends.update import applied_targets, resolved_targets
+from galaxyctl_libs.core import state as statemod
+from galaxyctl_libs.core import targets as targets_mod
+from galaxyctl_libs.core.registration import resolve_all
+from galaxyctl_libs.errors import GalaxyctlError
+from galaxyctl_libs.storage.config import instance_storage
+
+# ---------------------------------------------------------------- storage (LUKS, Onedata, required mounts)
+
+
+def storage_of(state_dir, instance_name=None):
+    """(StorageConfig, Instance) of the named instance, or of the only one registered."""
+    state = statemod.load_state(state_dir)
+    resolved = [instance for _, instance, _, _ in resolve_all(state, enforce_user=False)]
+    if instance_name:
+        resolved = [i for i in resolved if i.name == instance_name]
+    if len(resolved) != 1:
+        names = ", ".join(sorted(i.name for i in resolved)) or "none registered"
+        raise GalaxyctlError(f"name the instance with --instance ({names})")
+    return instance_storage(resolved[0]), resolved[0]
+
+
+def galaxy_running(state_dir):
+    """Is any service up in this state dir's supervisord?  (Closing a volume under Galaxy is refused.)"""
+    client = sup.running_client(state_dir)
+    if client is None:
+        return False
+    return any(p["statename"] in sup.UP_STATES + (sup.STOPPING,) for p in client.all_processes().values())
+
+
+# ---------------------------------------------------------------- exec, follow, show
+
+
+def find_targets(state_dir, instance_name=None, name=None):
+    """Services to exec or print: all of an instance (or of everything), or the one named."""
+    targets = targets_mod.select(resolved_targets(state_dir, enforce_user=True), [n for n in (instance_name,) if n])
+    if name:
+        targets = [t for t in targets if t.service.service_name == name]
+    if not targets:
+        raise GalaxyctlError(f"no service named {name!r}" if name else "no service is configured")
+    return targets
+
+
+def exec_description(target, environ=None):
+    """What ``exec -n`` prints: cwd, umask, environment (only what we set) and the command line."""
+    service = target.service
+    lines = [f"cd {shlex.quote(service.cwd)}", f"umask {service.umask}"]
+    base = dict(os.environ if environ is None else environ)
+    full = service.full_environment(base)
+    for name in sorted(k for k in full if base.get(k) != full[k]):
+        lines.append(f"{name}={shlex.quote(full[name])}")
+    lines.append(service.command_line)
+    return lines
+
+
+def exec_service(target):
+    """Replace this process with the service (the foreground way a service manager would run it)."""
+    service = target.service
+    if service.user and os.geteuid() == 0:
+        from galaxyctl_libs.rootpolicy import become
+
+        become(service.user, service.group)  # exec drops privileges like every other path
+    os.chdir(service.cwd)
+    os.umask(int(service.umask, 8))
+    env = service.full_environment(os.environ)
+    os.execvpe(service.argv[0], list(service.argv), env)
+
+
+def log_files(state_dir, names=()):
+    return [t.log_file for t in targets_mod.select(applied_targets(state_dir), names)]

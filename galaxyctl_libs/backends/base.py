@@ -1,0 +1,53 @@
+"""The seam between galaxyctl and a process manager (supervisord today; systemd next).
+
+A backend turns the services (core.services.Service, plain data) into files (``render`` →
+``{path: content}``), gives each service the name the manager knows it by, and controls the
+manager (start, stop, signal, ask).  What every backend shares lives here: the process states
+(supervisor's names, the vocabulary of status and check) and ``reconcile``, the one step that
+writes what changed and removes what is stale.
+"""
+
+import os
+
+from galaxyctl_libs import fsutil
+from galaxyctl_libs.records import Record
+
+# process states (supervisor.states.ProcessStates), by name
+STOPPED, STARTING, RUNNING, BACKOFF, STOPPING, EXITED, FATAL, UNKNOWN = (
+    "STOPPED", "STARTING", "RUNNING", "BACKOFF", "STOPPING", "EXITED", "FATAL", "UNKNOWN",
+)
+UP_STATES = (STARTING, RUNNING, BACKOFF)
+
+
+class Changes(Record):
+    written: tuple
+    removed: tuple
+
+    def __bool__(self):
+        return bool(self.written or self.removed)
+
+
+def reconcile(root, managed_dir, files, suffix=".conf"):
+    """Write ``files`` whose content changed; remove files ending in ``suffix`` under ``managed_dir``
+    that nobody wants any more (and directories left empty).  ``root`` holds them all."""
+    fsutil.ensure_private_dir(root)
+    fsutil.ensure_private_dir(managed_dir)
+    for directory in sorted({os.path.dirname(path) for path in files}):
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+    written = fsutil.write_many_if_changed(files, mode=0o600)
+    touched = set()  # directories to fsync once at the end, not once per removed file
+    removed = []
+    for dirpath, dirnames, filenames in os.walk(managed_dir, topdown=False):
+        for filename in filenames:
+            path = os.path.join(dirpath, filename)
+            if filename.endswith(suffix) and path not in files:
+                fsutil.remove_file(path, sync_dir=False)
+                removed.append(path)
+                touched.add(dirpath)
+        if dirpath != managed_dir and not os.listdir(dirpath):
+            os.rmdir(dirpath)
+            touched.discard(dirpath)
+            touched.add(os.path.dirname(dirpath))
+    for directory in sorted(touched):
+        fsutil.fsync_dir(directory)
+    return Changes(tuple(written), tuple(removed))

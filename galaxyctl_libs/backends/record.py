@@ -1,0 +1,81 @@
+"""What a backend applied, as data light enough for ``status`` to load without YAML or config code.
+
+A ``Target`` is a service with the name the backend knows it by (a supervisord program) and its
+log file.  ``update`` records the targets it applied in the backend's own directory
+(``STATE/supervisor/services.json``); status, stop, workers and check read that record, which is
+also the truth about what the process manager was told to run.
+"""
+
+import json
+import os
+
+from galaxyctl_libs import fsutil
+from galaxyctl_libs.core.targets import Service
+from galaxyctl_libs.records import Record, asdict
+
+APPLIED_FILE = os.path.join("supervisor", "services.json")
+
+
+class Target(Record):
+    service: Service
+    program: str  # the name the backend knows it by (supervisord's group:name for XML-RPC)
+    log_file: str
+
+    @property
+    def instance_name(self):
+        return self.service.instance_name
+
+
+class Applied(Record):
+    """What the last update gave supervisord, and the mount points Galaxy needs (for status/check)."""
+
+    targets: list
+    required_storage: tuple = ()
+    supervisor_dir: str = None  # where supervisord's files are when not STATE/supervisor
+    run_as: tuple = (None, None)  # (user, group) supervisord runs as, when galaxyctl is root
+
+
+def write_applied(state_dir, targets, required_storage=(), supervisor_dir=None, run_as=(None, None)):
+    """Record what supervisord was given (only rewritten when it changed).  It lives in the state
+    dir, which only galaxyctl's own user can change, so root can trust it (rootpolicy)."""
+    # One target per line: readable, and json's C encoder (an ``indent`` would select the pure-Python
+    # one, ~90 ms for 500 handlers on every update).
+    lines = [json.dumps({"program": t.program, "log_file": t.log_file, "service": asdict(t.service)}, sort_keys=True)
+             for t in targets]
+    text = (f'{{"required_storage": {json.dumps(list(required_storage))},\n'
+            f' "supervisor_dir": {json.dumps(supervisor_dir)}, "run_as": {json.dumps(list(run_as))},\n "targets": [\n  '
+            + ",\n  ".join(lines) + "\n]}\n")
+    path = os.path.join(state_dir, APPLIED_FILE)
+    fsutil.ensure_private_dir(os.path.dirname(path))
+    try:  # compared as bytes: a damaged record (binary, not UTF-8) is just different, and replaced
+        with open(path, "rb") as handle:
+            if handle.read() == text.encode("utf-8"):
+                return
+    except OSError:
+        pass
+    fsutil.atomic_write(path, text)
+
+
+def load_applied(state_dir):
+    """The record of the last update, or None when there is no usable one (then resolve configs)."""
+    try:
+        text = fsutil.read_text(os.path.join(state_dir, APPLIED_FILE))
+    except ValueError:  # UnicodeDecodeError: binary garbage is as damaged as bad JSON
+        return None
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+        targets = [
+            Target(Service(**{k: tuple(map(_tuple, v)) if isinstance(v, list) else v for k, v in item["service"].items()}),
+                   item["program"], item["log_file"])
+            for item in data["targets"]
+        ]
+        run_as = tuple(data.get("run_as") or (None, None))
+        return Applied(targets, tuple(data.get("required_storage", ())), data.get("supervisor_dir"), run_as)
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        return None  # an old or damaged record: the caller falls back to the configs
+
+
+def _tuple(value):
+    return tuple(value) if isinstance(value, list) else value

@@ -1,0 +1,275 @@
+"""Control of the one supervisord of a state dir over XML-RPC on its unix socket.
+
+``SupervisorClient.apply_changes`` makes a running supervisord pick up what ``update`` wrote.
+As root with a Galaxy user, every call, pid-file read and signal happens with that user's ids.
+"""
+
+import errno
+import os
+import sys
+import time
+
+from galaxyctl_libs import fsutil
+from galaxyctl_libs.backends.base import (  # noqa: F401 - the process states, named once for every backend
+    BACKOFF, EXITED, FATAL, RUNNING, STARTING, STOPPED, STOPPING, UNKNOWN, UP_STATES,
+)
+from galaxyctl_libs.backends.supervisor import rpc
+from galaxyctl_libs.backends.supervisor.render import Paths
+from galaxyctl_libs.errors import GalaxyctlError
+from galaxyctl_libs.probes import procfs
+from galaxyctl_libs.records import Record
+from galaxyctl_libs.rootpolicy import as_user, subprocess_credentials
+
+MAX_SOCKET_PATH = 100  # AF_UNIX paths are limited to 107 bytes
+
+# supervisord itself, as ``SupervisorClient.survey`` finds it
+SUPERVISORD_RUNNING = "RUNNING"  # it answers
+SUPERVISORD_DOWN = "DOWN"  # no supervisord process for this state dir
+SUPERVISORD_NOT_ANSWERING = "NOT_ANSWERING"  # its process lives but no answer came within the timeout
+SUPERVISORD_SHUTTING_DOWN = "SHUTTING_DOWN"  # it answers with a fault: it is on its way out
+
+RPC_TIMEOUT = 10  # seconds for one call from stop/shutdown: a healthy supervisord answers in milliseconds
+
+
+class Survey(Record):
+    """supervisord's state and, when it answers, ``getAllProcessInfo`` keyed by ``group:name``."""
+
+    state: str
+    pid: int = None
+    processes: dict = None
+
+    @property
+    def answering(self):
+        return self.processes is not None
+
+
+class SupervisorClient:
+    """Start, query and drive the one supervisord of a state dir."""
+
+    def __init__(self, paths, timeout=30, slow_timeout=600, run_as=(None, None)):
+        self.paths = paths
+        self.run_as = tuple(run_as)  # (user, group) supervisord runs as; root talks to it as that user
+        if len(paths.socket) > MAX_SOCKET_PATH:
+            raise GalaxyctlError(
+                f"state dir path too long for supervisord's unix socket ({paths.socket}); use a shorter --state-dir"
+            )
+        self.timeout = timeout
+        self.slow_timeout = slow_timeout  # stopping waits inside supervisord for the service's stopwaitsecs
+
+    def call(self, method, *args, slow=False):
+        """One XML-RPC call; supervisord not answering is a user-facing error, not a traceback."""
+        try:
+            with as_user(*self.run_as):  # the socket is in the Galaxy user's dir: connect with its ids
+                return rpc.call(self.paths.socket, f"supervisor.{method}", args, self.slow_timeout if slow else self.timeout)
+        except OSError as exc:
+            raise GalaxyctlError(f"supervisord ({self.paths.socket}) did not answer {method}: {exc}") from None
+
+    def pid(self):
+        """supervisord's PID if it is running (per its pid file, and /proc says it is this state dir's
+        supervisord: a supervisord killed with -9 leaves its pid file, and the PID is reused), else None."""
+        try:
+            with as_user(*self.run_as):  # a pid file the Galaxy user can write: read it as that user
+                with open(self.paths.pidfile) as handle:
+                    pid = int(handle.read().strip())
+        except (OSError, ValueError):
+            return None
+        if not procfs.alive(pid):
+            return None
+        argv = procfs.cmdline(pid)
+        if self.paths.conf in argv or any(os.path.basename(arg).startswith("supervisord") for arg in argv[:3]):
+            return pid
+        return None
+
+    def survey(self):
+        """Is supervisord running, gone, or there but not answering (within ``timeout``)?  One round trip.
+
+        A stopped supervisord (SIGSTOP, a debugger) cannot answer: said at once, without waiting."""
+        pid = self.pid()
+        if pid is not None and (procfs.stat_fields(pid) or ("?",))[0] in ("T", "t"):
+            return Survey(SUPERVISORD_NOT_ANSWERING, pid)
+        if os.path.exists(self.paths.socket):
+            try:
+                return Survey(SUPERVISORD_RUNNING, pid, _by_group_and_name(self.call("getAllProcessInfo")))
+            except rpc.Fault:
+                return Survey(SUPERVISORD_SHUTTING_DOWN, pid)
+            except GalaxyctlError:
+                pass
+        return Survey(SUPERVISORD_DOWN if pid is None else SUPERVISORD_NOT_ANSWERING, pid)
+
+    def _answer_if_running(self, method):
+        """supervisord's answer to ``method``, or None when it is not running or not answering
+        (a supervisord shutting down answers with a fault)."""
+        if not os.path.exists(self.paths.socket):
+            return None
+        try:
+            return self.call(method)
+        except (GalaxyctlError, rpc.Fault):
+            return None
+
+    def is_running(self):
+        state = self._answer_if_running("getState")
+        return state is not None and state["statename"] == "RUNNING"
+
+    def start_supervisord(self, timeout=30):
+        """Start supervisord (daemonizing) and wait until it answers; stale pid/socket files are fine."""
+        if self.is_running():
+            return False
+        if self.pid() is None:  # left by a supervisord that died: clear them for the new one
+            for stale in (self.paths.socket, self.paths.pidfile):
+                fsutil.remove_file(stale)
+        import subprocess
+
+        argv = [sys.executable, "-m", "supervisor.supervisord", "-c", self.paths.conf]
+        credentials = subprocess_credentials(*self.run_as)  # supervisord runs as the Galaxy user, never root
+        if credentials:
+            self._check_galaxy_user_can_run(credentials)
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=self.paths.root,
+                                stdin=subprocess.DEVNULL, **credentials)
+        if result.returncode != 0:
+            detail = (result.stderr or result.stdout).strip().splitlines()
+            raise GalaxyctlError(f"supervisord did not start: {detail[-1] if detail else 'exit code ' + str(result.returncode)}")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.is_running():
+                return True
+            time.sleep(0.05)
+        raise GalaxyctlError(f"supervisord did not answer on {self.paths.socket} within {timeout}s; see {self.paths.log}")
+
+    def _check_galaxy_user_can_run(self, credentials):
+        """supervisord and our herder run with galaxyctl's Python as the Galaxy user: say so clearly
+        when that user cannot run it (galaxyctl installed under /root, say)."""
+        import subprocess
+
+        probe = [sys.executable, "-c", "import supervisor.supervisord, galaxyctl_libs.backends.herder"]
+        try:
+            ok = subprocess.run(probe, capture_output=True, timeout=60, cwd="/", stdin=subprocess.DEVNULL,
+                                **credentials).returncode == 0
+        except OSError:
+            ok = False
+        if not ok:
+            raise GalaxyctlError(
+                f"the Galaxy user {self.run_as[0]} cannot run galaxyctl's Python ({sys.executable}) with supervisor and "
+                "galaxyctl_libs: install galaxyctl where that user can read it (e.g. into Galaxy's virtualenv)"
+            )
+
+    def all_processes(self):
+        """``getAllProcessInfo`` keyed by ``group:name``."""
+        return _by_group_and_name(self.call("getAllProcessInfo"))
+
+    def process_info(self, name):
+        return self.call("getProcessInfo", name)
+
+    def apply_changes(self):
+        """Make supervisord load changed files: add new groups, replace changed ones, drop removed ones.
+
+        Changed groups that were running come back (autostart); a removed group is stopped first.
+        """
+        added, changed, removed = self.call("reloadConfig")[0]
+        for group in removed + changed:
+            self._call_ignoring("stopProcessGroup", group, True, slow=True)
+            self._call_ignoring("removeProcessGroup", group)
+        for group in changed + added:
+            self._call_ignoring("addProcessGroup", group)
+        return added, changed, removed
+
+    def _call_ignoring(self, method, *args, slow=False):
+        """Call, tolerating the faults that mean 'already in that state'."""
+        try:
+            return self.call(method, *args, slow=slow)
+        except rpc.Fault as fault:
+            if fault.faultString.split(":")[0] in ("BAD_NAME", "NOT_RUNNING", "ALREADY_STARTED", "ALREADY_ADDED", "STILL_RUNNING"):
+                return None
+            raise
+
+    def start(self, name):
+        info = self.process_info(name)
+        if info["statename"] in (RUNNING, STARTING):
+            return False
+        self._call_ignoring("startProcess", name, False)
+        return True
+
+    def stop(self, name):
+        return self._call_ignoring("stopProcess", name, True, slow=True)
+
+    def kill_group(self, name):
+        """SIGKILL a service's whole process group (supervisord makes each child a group leader):
+        for a start that is stuck, where there is nothing to drain and a graceful stop only waits."""
+        from signal import SIGKILL
+
+        pid = self.process_info(name)["pid"]
+        if pid:
+            try:
+                with as_user(*self.run_as):  # a PID from supervisord: only the Galaxy user's may be hit
+                    os.killpg(pid, SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def signal(self, name, signame):
+        return self.call("signalProcess", name, signame)
+
+    def shutdown(self, timeout=60):
+        """Stop every process and end supervisord; wait (bounded) until it is gone."""
+        from signal import SIGTERM
+
+        pid = self.pid()
+        try:
+            self.call("shutdown")
+        except (GalaxyctlError, rpc.Fault):
+            if pid is None:
+                return False
+            with as_user(*self.run_as):
+                os.kill(pid, SIGTERM)
+        deadline = time.monotonic() + timeout
+        while pid is not None and time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except OSError as exc:
+                if exc.errno == errno.ESRCH:
+                    break
+            time.sleep(0.05)
+        else:
+            if pid is not None:
+                raise GalaxyctlError(f"supervisord (PID {pid}) did not exit within {timeout}s")
+        return True
+
+    def kill(self, pid, timeout=10):
+        """SIGKILL a supervisord that does not answer, wait (bounded) until it is gone, and remove its
+        socket and pid files.  Its services outlive it: the caller ends them."""
+        from signal import SIGKILL
+
+        try:
+            os.kill(pid, SIGKILL)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + timeout
+        while procfs.alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if procfs.alive(pid):
+            raise GalaxyctlError(f"supervisord (pid {pid}) did not end on SIGKILL within {timeout}s")
+        for stale in (self.paths.socket, self.paths.pidfile):
+            try:
+                fsutil.remove_file(stale)
+            except OSError:
+                pass  # a read-only state dir: a stale pid file names no live supervisord (see pid)
+
+
+def _by_group_and_name(infos):
+    return {f"{p['group']}:{p['name']}": p for p in infos}
+
+
+def client_for(state_dir, applied=None, **kwargs):
+    """The client for the state dir's supervisord, where and as whom the last update put it
+    (``applied``: a targets.Applied record, or None for the plain ``STATE/supervisor``)."""
+    run_dir = applied.supervisor_dir if applied is not None else None
+    run_as = applied.run_as if applied is not None else (None, None)
+    return SupervisorClient(Paths(state_dir, run_dir), run_as=run_as, **kwargs)
+
+
+def running_client(state_dir, applied=None):
+    """A client for the state dir's supervisord when it is running, else None."""
+    if applied is None:
+        from galaxyctl_libs.backends.record import load_applied
+
+        applied = load_applied(state_dir)
+    client = client_for(state_dir, applied)
+    return client if client.is_running() else None

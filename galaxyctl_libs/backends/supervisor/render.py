@@ -1,0 +1,252 @@
+"""supervisord's files for Galaxy's services, rendered as ``{path: content}`` (pure: nothing is written).
+
+Layout (gravity's): ``STATE/supervisor/supervisord.conf`` and ``supervisord.conf.d/INSTANCE.d/*.conf``,
+or the Galaxy user's runtime dir as root (rootpolicy).  Every value is escaped for supervisor's
+format so it reaches the process exactly, or refused in one line where the format cannot carry it.
+"""
+
+import os
+
+from galaxyctl_libs.errors import GalaxyctlError
+from galaxyctl_libs.records import Record
+
+HEADER = ";\n; Maintained by galaxyctl - CHANGES WILL BE OVERWRITTEN\n;\n"
+
+
+class Paths(Record):
+    """Where supervisord's files live for one state dir: ``STATE/supervisor``, or as root with a
+    Galaxy user, that user's runtime dir (``run_dir``; see services.runtime_dir)."""
+
+    state_dir: str
+    run_dir: str = None
+
+    @property
+    def root(self):
+        return self.run_dir or os.path.join(self.state_dir, "supervisor")
+
+    @property
+    def conf(self):
+        return os.path.join(self.root, "supervisord.conf")
+
+    @property
+    def conf_dir(self):
+        return os.path.join(self.root, "supervisord.conf.d")
+
+    @property
+    def socket(self):
+        return os.path.join(self.root, "supervisor.sock")
+
+    @property
+    def pidfile(self):
+        return os.path.join(self.root, "supervisord.pid")
+
+    @property
+    def log(self):
+        return os.path.join(self.root, "supervisord.log")
+
+
+# ---------------------------------------------------------------- rendering
+
+
+# How supervisor 4 reads these files (options.py, datatypes.py): configparser with
+# inline_comment_prefixes=(';', '#') ends a value at whitespace followed by ';' or '#' and strips
+# whitespace at both ends; then every value we write is %-expanded (stdout_logfile twice); then
+# command is split with shlex (POSIX) and environment with a non-POSIX shlex.  Before expanding,
+# supervisor replaces the text '%(here)s' in every value (expand_here).
+
+# Expands to "" in every section we write ('here' is always among the expansions); placed between
+# whitespace and ';'/'#', or at either end of a value, it keeps configparser off them.
+_NOTHING = "%(here).0s"
+# A bare word of supervisor's environment lexer (shlex's non-POSIX wordchars plus its own)
+_ENV_WORD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_/.+-():")
+_QUOTES = ("'", '"')
+# Program and group names: they sit in [program:NAME] headers, 'programs = a,b' lists, XML-RPC
+# 'group:name' and process_name (expanded); letters, digits and these are safe in all of them.
+_NAME_PUNCTUATION = frozenset("_.@+-")
+_ENV_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+
+
+def _shown(value):
+    """``value`` for a one-line message: quoted, escaped, and cut short if long."""
+    return repr(value) if len(value) <= 80 else repr(value[:77]) + "..."
+
+
+def _checked(value, what):
+    """``value`` as a string, refused in one line when no supervisor file can hold it."""
+    value = str(value)
+    if "\n" in value or "\r" in value or "\0" in value:
+        raise GalaxyctlError(f"{what} {_shown(value)}: supervisord's files cannot carry a newline or NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise GalaxyctlError(f"{what} {_shown(value)}: not valid UTF-8, the encoding of supervisord's files") from None
+    return value
+
+
+def _percent(text, expansions=1):
+    """Escape ``%`` for supervisor's %-expansion applied ``expansions`` times, and break up any
+    '%(here)s' so supervisor's textual replacement of it (done before expanding) never matches."""
+    text = text.replace("%", "%" * 2 ** expansions)
+    return text.replace("%(here)s", "%(here" + _NOTHING + ")s")
+
+
+def _ini_value(text):
+    """A whole value as configparser must see it: an empty expansion goes between whitespace and
+    a following ';' or '#' (else a comment starts there) and before/after whitespace at the ends
+    (else it is stripped).  ``text`` is already %-escaped: the expansion removes what we add."""
+    out = [_NOTHING] if text[:1].isspace() else []
+    for index, char in enumerate(text):
+        if char in ";#" and index and text[index - 1].isspace():
+            out.append(_NOTHING)
+        out.append(char)
+    if text[-1:].isspace():
+        out.append(_NOTHING)
+    return "".join(out)
+
+
+def _raw_path(value, what, expansions=1):
+    """A path field (directory, log and pid files, socket, user): taken as is after expansion."""
+    return _ini_value(_percent(_checked(value, what), expansions))
+
+
+def _command(argv, what):
+    """``command=``: supervisor expands it once, then splits it with POSIX shlex, so each element is
+    shell-quoted and %-escaped; whitespace inside quotes is kept off ';'/'#' by ``_ini_value``."""
+    import shlex  # here: status never renders, and shlex compiles a regex on import
+
+    return _ini_value(" ".join(_percent(shlex.quote(_checked(arg, what))) for arg in argv))
+
+
+def _env_token(value, what):
+    """One value as a token of supervisor's environment lexer (non-POSIX shlex, then the value is
+    stripped of quote characters at both ends): quoted with whichever quote it lacks, bare if it
+    has both and only word characters, else refused: there is no escape character."""
+    if value.startswith(_QUOTES) or value.endswith(_QUOTES):
+        raise GalaxyctlError(f"{what} {_shown(value)}: supervisord cannot pass an environment value that "
+                             "begins or ends with a quote character")
+    if '"' not in value:
+        return f'"{value}"'
+    if "'" not in value:
+        return f"'{value}'"
+    if all(char in _ENV_WORD_CHARS or char in _QUOTES for char in value):
+        return value
+    raise GalaxyctlError(f"{what} {_shown(value)}: supervisord cannot pass an environment value with both "
+                         "quote characters and characters other than letters, digits and _/.+-():")
+
+
+def _environment(service, what):
+    """``environment=``: KEY=token pairs, expanded once before they are split."""
+    entries = []
+    if service.path_prepend:
+        prefix = ""
+        for directory in service.path_prepend:
+            directory = _checked(directory, f"{what}: PATH directory")
+            if os.pathsep in directory:
+                raise GalaxyctlError(f"{what}: PATH directory {_shown(directory)}: "
+                                     "PATH cannot carry a ':' in a directory")
+            prefix += directory + os.pathsep
+        token = _env_token(prefix, f"{what}: PATH directory")
+        quote = token[0] if token[0] in _QUOTES else ""
+        entries.append(f"PATH={quote}{_percent(prefix)}%(ENV_PATH)s{quote}")  # supervisord's own PATH follows
+    for name, value in service.environment:
+        if not name or name[0].isdigit() or not set(name) <= _ENV_NAME_CHARS:
+            raise GalaxyctlError(f"{what}: {_shown(name)} is not a valid environment variable name")
+        where = f"{what}: environment {name}"
+        entries.append(f"{name}={_percent(_env_token(_checked(value, where), where))}")
+    return _ini_value(",".join(entries))
+
+
+def _check_name(name, what):
+    """``name`` if it is safe as (part of) a program or group name, else a one-line refusal."""
+    if not name or not all(c.isalnum() or c in _NAME_PUNCTUATION for c in name):
+        raise GalaxyctlError(f"{what} {_shown(name)} cannot name a supervisord program "
+                             "(use letters, digits, '_', '-', '.', '@' and '+')")
+    return name
+
+
+def program_names(service, grouped):
+    """(section name in the ini file, name for XML-RPC calls) of one service."""
+    instance = _check_name(service.instance_name, "instance name")
+    name = _check_name(service.service_name, f"{instance}: service name")
+    if grouped:
+        section = f"{instance}_{_check_name(service.config_type, 'config type')}_{service.service_type}_{name}"
+        return _check_name(section, "program name"), f"{instance}:{name}"
+    return name, name
+
+
+def render_supervisord_conf(paths):
+    """The main file: socket, log and pid file in the state dir, and the include of the program files."""
+    state_dir = _checked(paths.state_dir, "state dir")
+    if paths.socket != os.path.normpath(os.path.abspath(paths.socket)):  # supervisord binds the normalised path
+        raise GalaxyctlError(f"state dir {_shown(state_dir)}: give it as an absolute path without '.' or '..'")
+    what = f"state dir {_shown(state_dir)}:"
+    return HEADER + (
+        "\n[unix_http_server]\n"
+        f"file = {_raw_path(paths.socket, what + ' socket path')}\n"
+        "chmod = 0700\n"
+        "\n[supervisord]\n"
+        f"logfile = {_raw_path(paths.log, what + ' log path')}\n"
+        f"pidfile = {_raw_path(paths.pidfile, what + ' pid path')}\n"
+        "loglevel = info\n"
+        "nodaemon = false\n"
+        "\n[rpcinterface:supervisor]\n"
+        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n"
+        "\n[supervisorctl]\n"
+        f"serverurl = {_raw_path('unix://' + paths.socket, what + ' socket path')}\n"
+        "\n[include]\n"
+        "files = supervisord.conf.d/*.d/*.conf supervisord.conf.d/*.conf\n"
+    )
+
+
+def log_file(service, log_dir, grouped):
+    name = program_names(service, grouped)[0]
+    return os.path.join(log_dir, f"{name}.log")
+
+
+def render_program(service, log_dir, grouped):
+    """One ``[program:x]`` file; each field escaped for how supervisor reads it (see ``_NOTHING``)."""
+    section, _ = program_names(service, grouped)
+    what = f"{service.instance_name}/{service.service_name}"
+    log_dir = _checked(log_dir, f"{service.instance_name}: log dir")
+    if any((char < " " and char != "\t") or char in "\ufffe\uffff" for char in log_dir):
+        # getProcessInfo returns the log file's path, and XML 1.0 has no way to write these
+        raise GalaxyctlError(f"{service.instance_name}: log dir {_shown(log_dir)}: supervisord reports log file "
+                             "paths over XML-RPC, which cannot carry control characters")
+    lines = [
+        f"[program:{section}]",
+        "command = " + _command(service.argv, f"{what}: command line argument"),
+        f"directory = {_raw_path(service.cwd, f'{what}: working directory')}",
+        f"umask = {service.umask}",
+        "autostart = true",
+        "autorestart = true",
+        f"startsecs = {service.start_timeout}",
+        f"stopwaitsecs = {service.stop_timeout}",
+        # gunicorn's master stops its own workers gracefully; the rest may leave children behind
+        "stopasgroup = " + ("false" if service.service_type == "gunicorn" else "true"),
+        "killasgroup = true",
+        f"environment = {_environment(service, what)}",
+        "process_name = " + (service.service_name if grouped else "%(program_name)s"),
+        # stdout_logfile is expanded twice (once when read, once more for the log file)
+        f"stdout_logfile = {_raw_path(log_file(service, log_dir, grouped), f'{what}: log file', expansions=2)}",
+        "redirect_stderr = true",
+    ]
+    if service.user:
+        lines.append(f"user = {_raw_path(service.user, f'{what}: user')}")
+    return HEADER + "\n" + "\n".join(lines) + "\n"
+
+
+def render_files(paths, instances_services, log_dirs):
+    """All supervisor files for ``{instance_name: services}``: returns ``{path: content}``."""
+    grouped = len(instances_services) > 1
+    files = {paths.conf: render_supervisord_conf(paths)}
+    for instance_name, services in instances_services.items():
+        instance_dir = os.path.join(paths.conf_dir, f"{instance_name}.d")
+        for service in services:
+            name = f"{service.config_type}_{service.service_type}_{service.service_name}.conf"
+            files[os.path.join(instance_dir, name)] = render_program(service, log_dirs[instance_name], grouped)
+        if grouped and services:
+            programs = ",".join(program_names(s, True)[0] for s in services)
+            files[os.path.join(paths.conf_dir, f"group_{instance_name}.conf")] = (
+                HEADER + f"\n[group:{instance_name}]\nprograms = {programs}\n"
+            )
+    return files

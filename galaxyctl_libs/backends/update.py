@@ -1,0 +1,148 @@
+"""update: registered configs → a process manager's files → the running manager picks them up.
+
+config (core) → services (plain data) → render (the backend: supervisor/render.py) → reconcile
+(backends/base.py: write what changed, remove what is stale) → apply (the manager's controller).
+Also the targets: each service with the name the backend knows it by, and its log file.
+"""
+
+import os
+from dataclasses import dataclass
+
+from galaxyctl_libs import fsutil
+from galaxyctl_libs.backends import record as backend_record
+from galaxyctl_libs.backends.base import Changes, reconcile
+from galaxyctl_libs.backends.record import Target
+from galaxyctl_libs.backends.supervisor import client as supervisor_client
+from galaxyctl_libs.backends.supervisor import render as supervisor_render
+from galaxyctl_libs.core import services as services_mod
+from galaxyctl_libs.core import state as statemod
+from galaxyctl_libs.core import targets as targets_mod
+from galaxyctl_libs.core.registration import operation_lock, resolve_all
+from galaxyctl_libs.core.services import build_services
+from galaxyctl_libs.errors import GalaxyctlError
+from galaxyctl_libs.rootpolicy import as_user
+from galaxyctl_libs.storage.config import instance_storage
+
+# ---------------------------------------------------------------- update: state → supervisor files
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    instances: tuple  # Instance
+    services: dict  # instance name -> tuple of Service
+    changes: object  # backends.base.Changes
+    applied: tuple = ((), (), ())  # (added, changed, removed) groups in the running supervisord
+    warnings: tuple = ()
+    client: object = None  # supervisor.SupervisorClient for this state dir's supervisord
+
+
+def update_locked(state_dir, client=None):
+    with statemod.locked_state(state_dir) as state:
+        resolved = resolve_all(state)
+        services, log_dirs, warnings, instances = {}, {}, [], []
+        for record, instance, attribs, config_warnings in resolved:
+            record.attribs = {k: v for k, v in attribs.items()}
+            record.instance_name = instance.name
+            built = build_services(instance)
+            record.services = [statemod.ServiceRecord(s.config_type, s.service_type, s.service_name) for s in built]
+            services[instance.name] = built
+            log_dirs[instance.name] = instance.log_dir
+            instances.append(instance)
+            warnings.extend(config_warnings)
+            for service in built:
+                if service.ignored:
+                    warnings.append(
+                        f"{record.path}: {', '.join(service.ignored)} for {service.service_name} ignored under supervisor"
+                    )
+    run_as = _one_galaxy_user(instances)
+    paths = supervisor_render.Paths(state_dir, services_mod.supervisor_dir(instances[0]) if run_as[0] else None)
+    files = supervisor_render.render_files(paths, services, log_dirs)
+    if run_as[0]:
+        _make_runtime_dir(paths.root, *run_as)
+    with as_user(*run_as):  # rootpolicy rule 3: the Galaxy user's files are written as that user
+        for instance in instances:
+            fsutil.make_dirs(instance.log_dir, what="log_dir")
+        changes = reconcile(paths.root, paths.conf_dir, files)
+    result_targets = all_targets(UpdateResult(tuple(instances), services, changes))
+    required = sorted({path for i in instances for path in instance_storage(i).required})
+    backend_record.write_applied(state_dir, result_targets, required, paths.root if run_as[0] else None, run_as)
+    applied = ((), (), ())
+    client = client or supervisor_client.SupervisorClient(paths, run_as=run_as)
+    if client.is_running():
+        applied = tuple(tuple(groups) for groups in client.apply_changes())
+    return UpdateResult(tuple(instances), services, changes, applied, tuple(warnings), client)
+
+
+def _one_galaxy_user(instances):
+    """The (user, group) every instance runs as: one supervisord per state dir runs as one user."""
+    users = {instance.run_as for instance in instances}
+    if len(users) > 1:
+        listed = ", ".join(f"{i.name}: {i.run_as[0] or 'root'}" for i in instances)
+        raise GalaxyctlError(f"the instances of one state dir must run as one user ({listed}); use a state dir each")
+    return users.pop() if users else (None, None)
+
+
+def _make_runtime_dir(path, user, group):
+    """As root: /run/galaxyctl (root's) and in it the Galaxy user's runtime dir, which root creates
+    and hands over; an existing one must already be that user's (or root's, from an older run)."""
+    from galaxyctl_libs.rootpolicy import _ids, check_root_controlled
+
+    parent = os.path.dirname(path)
+    fsutil.make_dirs(parent, mode=0o755, what="runtime directory")
+    check_root_controlled(parent, "runtime directory")
+    entry, gid, _ = _ids(user, group)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        owner = os.fstat(fd).st_uid
+        if owner == 0:  # made by root just now, or by an older galaxyctl: only root can write the parent
+            os.fchown(fd, entry.pw_uid, gid)
+            os.fchmod(fd, 0o700)
+        elif owner != entry.pw_uid:
+            raise GalaxyctlError(f"{path} belongs to uid {owner}, not to the Galaxy user {user}: remove it")
+    finally:
+        os.close(fd)
+
+
+def update(state_dir):
+    with operation_lock(state_dir):
+        return update_locked(state_dir)
+
+
+# ---------------------------------------------------------------- choosing what to act on
+
+
+def all_targets(result):
+    """Every service of an update result, with its supervisord name and log file."""
+    grouped = len(result.services) > 1
+    everything = []
+    for instance in result.instances:
+        for service in result.services[instance.name]:
+            program = supervisor_render.program_names(service, grouped)[1]
+            everything.append(Target(service, program, supervisor_render.log_file(service, instance.log_dir, grouped)))
+    return everything
+
+
+def select_targets(result, names=()):
+    """Services of ``result`` named by ``names`` (instance and/or service names); all when empty."""
+    return targets_mod.select(all_targets(result), names)
+
+
+# ---------------------------------------------------------------- read-only views
+
+
+def resolved_targets(state_dir, enforce_user=False):
+    """Targets from the configs as they are now, without writing anything (for ``exec``)."""
+    state = statemod.load_state(state_dir)
+    resolved = resolve_all(state, enforce_user=enforce_user)
+    services = {instance.name: build_services(instance) for _, instance, _, _ in resolved}
+    return all_targets(UpdateResult(tuple(i for _, i, _, _ in resolved), services, Changes((), ())))
+
+
+def applied_targets(state_dir):
+    """What the last update gave supervisord (status, stop, follow); the configs when never updated."""
+    applied = backend_record.load_applied(state_dir)
+    return applied.targets if applied is not None else resolved_targets(state_dir)

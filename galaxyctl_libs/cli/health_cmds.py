@@ -1,0 +1,83 @@
+"""Health commands: status (LSB codes), workers, check (Nagios, Prometheus).
+
+Each subcommand is ``cmd_x(args) -> int`` beside ``add_x(subparsers)``; heavy modules are imported
+inside the commands that need them, so ``status`` and ``--help`` start fast.
+"""
+
+from galaxyctl_libs import exitcodes
+from galaxyctl_libs.cli.args import names_argument, print_json, state_dir
+
+
+def add_status(sub):
+    p = sub.add_parser("status", help="state of each service and whether the web server answers (LSB exit codes)",
+                       description="Exit 0 when everything runs, 3 when something does not, 4 when unknown "
+                       "(supervisord does not answer), 1 when supervisord died but left services running.")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for supervisord's and the web server's answer")
+    names_argument(p)
+    p.set_defaults(func=cmd_status)
+
+
+def cmd_status(args):
+    from galaxyctl_libs.actions import monitoring
+
+    report = monitoring.status(state_dir(args), args.names, timeout=args.timeout)
+    if args.json:
+        print(print_json(report))
+        return report.exit_code
+    if report.message:
+        print(report.message)
+    for row in report.services:
+        pid = f"pid {row.pid}" if row.pid else ""
+        uptime = f"uptime {row.uptime_seconds // 3600}:{row.uptime_seconds // 60 % 60:02d}:{row.uptime_seconds % 60:02d}" if row.uptime_seconds else ""
+        web = f"web {row.web}" if row.web else ""
+        print(f"{row.program:<32} {row.state:<10} " + "  ".join(x for x in (pid, uptime, web) if x))
+    return report.exit_code
+
+
+def add_workers(sub):
+    p = sub.add_parser("workers", help="each web worker, busy or idle (gunicorn from /proc, uWSGI from its stats server)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    names_argument(p)
+    p.set_defaults(func=cmd_workers)
+
+
+def cmd_workers(args):
+    from galaxyctl_libs.actions import monitoring
+
+    results = monitoring.web_workers(state_dir(args), args.names)
+    if args.json:
+        print(print_json(results))
+        return exitcodes.SUCCESS
+    for result in results:
+        print(f"{result.program} ({result.server}, master {result.master_pid or '-'}){': ' + result.error if result.error else ''}")
+        for w in result.workers:
+            serving = f"connections {w.connections}" if w.connections is not None else f"requests {w.requests}"
+            print(f"  pid {w.pid:<8} {w.status:<6} {serving:<16} rss {w.rss_bytes // 1048576} MiB  cpu {w.cpu_seconds:.1f}s")
+    return exitcodes.SUCCESS
+
+
+def add_check(sub):
+    p = sub.add_parser("check", help="one-line health check for cron and Nagios/Icinga (exit 0/1/2/3)",
+                       description="Prints 'GALAXY OK|WARNING|CRITICAL|UNKNOWN - ... | perfdata' and exits with the "
+                       "Nagios code. CRITICAL: a service down or the web not answering; WARNING: all workers busy "
+                       "or a service restarted recently.")
+    p.add_argument("--timeout", type=float, default=10.0,
+                   help="seconds supervisord and the web server have to answer (default: %(default)s)")
+    p.add_argument("--restart-window", type=float, default=5.0, metavar="MINUTES",
+                   help="warn when a service (re)started less than this long ago (default: %(default)s)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing when OK (cron mails only problems)")
+    p.add_argument("--prometheus", metavar="FILE", help="also write the figures as a node_exporter textfile")
+    names_argument(p)
+    p.set_defaults(func=cmd_check)
+
+
+def cmd_check(args):
+    from galaxyctl_libs.actions import monitoring
+
+    result = monitoring.check(state_dir(args), args.names, args.timeout, args.restart_window * 60)
+    if args.prometheus:
+        monitoring.write_prometheus(args.prometheus, result)
+    if not (args.quiet and result.code == exitcodes.NAGIOS_OK):
+        print(result.line())
+    return result.code

@@ -1,0 +1,139 @@
+"""Lifecycle commands: start, stop, restart, graceful, shutdown, startup.
+
+Each subcommand is ``cmd_x(args) -> int`` beside ``add_x(subparsers)``; heavy modules are imported
+inside the commands that need them, so ``status`` and ``--help`` start fast.
+"""
+
+import os
+
+from galaxyctl_libs import exitcodes
+from galaxyctl_libs.cli.args import (
+    force_argument, names_argument, print_ended, print_lifecycle, run_waiting, state_dir, wait_arguments,
+)
+
+
+def add_start(sub):
+    p = sub.add_parser("start", help="start Galaxy (update first) and wait until it answers",
+                       description="Start supervisord and Galaxy's services in the background, then wait until "
+                       "the web server answers HTTP. With nothing registered, run from a Galaxy source tree "
+                       "registers its config/galaxy.yml first.")
+    p.add_argument("-f", "--foreground", action="store_true",
+                   help="stay in the foreground following the logs; Ctrl+C stops Galaxy")
+    wait_arguments(p)
+    names_argument(p)
+    p.set_defaults(func=cmd_start)
+
+
+def cmd_start(args):
+    import signal
+
+    from galaxyctl_libs.actions import lifecycle
+
+    if args.foreground:
+        signal.signal(signal.SIGTERM, _raise_interrupt)  # a service manager's stop = Ctrl+C
+    try:
+        result = run_waiting(lifecycle.start, args, auto_cwd=os.getcwd())
+        print_lifecycle(result, "started")
+        for log_dir in result.log_dirs:
+            print(f"Log files are in {log_dir}", flush=True)
+        if args.foreground:
+            from galaxyctl_libs.cli.process_cmds import follow_logs
+
+            follow_logs(args)
+    except KeyboardInterrupt:
+        if not args.foreground:
+            raise
+    if args.foreground:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # finish the shutdown whatever comes
+        lifecycle.shutdown(state_dir(args))
+        print("Shut down", flush=True)
+    return exitcodes.SUCCESS
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt()
+
+
+def _add_waiting(sub, name, helptext, func):
+    p = sub.add_parser(name, help=helptext, description=helptext)
+    wait_arguments(p)
+    names_argument(p)
+    p.set_defaults(func=func)
+
+
+def add_restart(sub):
+    _add_waiting(sub, "restart", "stop and start services, then wait until Galaxy answers", cmd_restart)
+
+
+def add_graceful(sub):
+    _add_waiting(sub, "graceful", "reload services with the least interruption, then wait until Galaxy answers",
+                 cmd_graceful)
+
+
+def add_stop(sub):
+    p = sub.add_parser("stop", help="stop services; supervisord exits when nothing is left running",
+                       description="Stop services; supervisord exits when nothing is left running. Processes a "
+                       "supervisord that died left running are ended too.")
+    force_argument(p)
+    names_argument(p)
+    p.set_defaults(func=cmd_stop)
+
+
+def cmd_stop(args):
+    from galaxyctl_libs.actions import lifecycle
+
+    print_lifecycle(lifecycle.stop(state_dir(args), args.names, force=args.force), "stopped")
+    return exitcodes.SUCCESS
+
+
+def cmd_restart(args):
+    from galaxyctl_libs.actions import lifecycle
+
+    print_lifecycle(run_waiting(lifecycle.restart, args), "restarted")
+    return exitcodes.SUCCESS
+
+
+def cmd_graceful(args):
+    from galaxyctl_libs.actions import lifecycle
+
+    print_lifecycle(run_waiting(lifecycle.graceful, args), "reloaded")
+    return exitcodes.SUCCESS
+
+
+def add_shutdown(sub):
+    p = sub.add_parser("shutdown", help="stop every process and end supervisord",
+                       description="Stop every process and end supervisord; processes a supervisord that died "
+                       "left running are ended too.")
+    force_argument(p)
+    p.set_defaults(func=cmd_shutdown)
+
+
+def cmd_shutdown(args):
+    from galaxyctl_libs.actions import lifecycle
+
+    result = lifecycle.shutdown(state_dir(args), force=args.force)
+    print_ended(result)
+    if result.supervisord_stopped:
+        print("Shut down")
+    elif result.ended:
+        print("supervisord was not running; ended what it had left running")
+    else:
+        print("supervisord was not running")
+    return exitcodes.SUCCESS
+
+
+def add_startup(sub):
+    p = sub.add_parser("startup", help="first start: start and wait; restart a stuck start up to --retries times")
+    p.add_argument("--retries", type=int, default=2, help="restarts after a stuck start (default: %(default)s)")
+    wait_arguments(p)
+    p.set_defaults(wait=True)
+    names_argument(p)
+    p.set_defaults(func=cmd_startup)
+
+
+def cmd_startup(args):
+    from galaxyctl_libs.actions import lifecycle
+
+    result = run_waiting(lifecycle.startup, args, auto_cwd=os.getcwd(), retries=args.retries)
+    print_lifecycle(result, "started")
+    return exitcodes.SUCCESS
