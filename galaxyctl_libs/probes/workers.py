@@ -11,6 +11,10 @@ from galaxyctl_libs.probes.procfs import alive, children, cmdline, cpu_seconds, 
 from galaxyctl_libs.records import Record
 
 
+# our herder's module, as a current and an older galaxyctl (still running until the next update) start it
+HERDER_MODULES = frozenset(("galaxyctl_libs.backends.herder", "galaxyctl_libs.herder"))
+
+
 class WorkerInfo(Record):
     pid: int
     status: str  # "busy" / "idle" (uWSGI may also report "cheap", "pause", "sig"…)
@@ -24,7 +28,7 @@ class WorkerInfo(Record):
 def gunicorn_master(pid):
     """The gunicorn master under a supervised PID: the PID itself, or the current one under our herder."""
     argv = cmdline(pid)
-    if "galaxyctl_libs.backends.herder" not in argv:
+    if not HERDER_MODULES.intersection(argv):
         return pid
     masters = [child for child in children(pid) if alive(child)]
     return masters[-1] if masters else None
