@@ -32,8 +32,8 @@ _EXPORTS = {
     "listening_master_pid": "probes.listeners",
     "DetectGalaxyCommands": "compat.detect",
     "detect_galaxy_commands": "compat.detect",
-    "UwsgiSocket": "probes.uwsgi",
-    "UwsgiStatsServer": "probes.uwsgi",
+    "UwsgiSocket": "compat.uwsgi",
+    "UwsgiStatsServer": "compat.uwsgi",
 }
 
 __all__ = sorted(_EXPORTS)

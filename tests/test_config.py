@@ -46,7 +46,7 @@ def test_corpus_sample_loads_with_documented_defaults(galaxy_samples):
     assert settings.service_command_style == "gravity" and settings.use_service_instances is True
 
 
-def test_seed_style_config_and_include(tmp_path):
+def test_gravity_0x_style_config_and_include(tmp_path):
     write(str(tmp_path / "gravity.yml"), "log_dir: /var/log/galaxy\ngunicorn:\n  bind: localhost:8888\ncelery:\n  enable: false\n  enable_beat: false\n")
     main = write(str(tmp_path / "galaxy.yml"), "gravity: !include gravity.yml\ngalaxy:\n  database_connection: sqlite://\n")
     loaded = config.load_config(main)

@@ -169,7 +169,7 @@ def test_systemd_unit(paths):
         os.path.join(unit_dir, "galaxy-gunicorn.service")
 
 
-def test_seed_init_choice_skips_supervisor(paths):
+def test_laniakea_init_choice_skips_supervisor(paths):
     _write(paths["supervisor_configs"][0], "[supervisord]\n[program:galaxy]\ncommand = /bin/true\n")
     _write(os.path.join(paths["unit_dirs"][0], "galaxy.service"), "[Service]\nExecStart=/bin/true\n")
     assert DetectGalaxyCommands(**paths).get_init() == "supervisord"

@@ -152,7 +152,7 @@ def test_connected_client_is_not_reported(prefork, tmp_path):
                 assert pids == server.pids
                 assert client.pid not in pids and os.getpid() not in pids
                 assert listeners.listening_master_pid(server.port, use_lsof=use_lsof) == server.master
-            if HAVE_LSOF:  # the seed's plain `lsof -t -i :PORT` would have listed the clients
+            if HAVE_LSOF:  # Laniakea's galaxyctl's plain `lsof -t -i :PORT` would have listed the clients
                 plain = subprocess.run(["lsof", "-nP", "-t", f"-i:{server.port}"], stdout=subprocess.PIPE,
                                        text=True, timeout=10, check=False).stdout.split()
                 assert str(client.pid) in plain

@@ -1,4 +1,4 @@
-"""uwsgi: the seed's UwsgiSocket / UwsgiStatsServer API against a real uWSGI, and config parsing.
+"""uwsgi: Laniakea's UwsgiSocket / UwsgiStatsServer API against a real uWSGI, and config parsing.
 
 The uWSGI fixtures run the venv's uWSGI (master, workers, socket, http, stats on loopback) from a
 galaxy.ini written by the test, and stop every process they started by PID.
@@ -155,17 +155,17 @@ def uwsgi_unix(tmp_path_factory):
         _stop_uwsgi(proc)
 
 
-# -- the seed README, verbatim (with our paths) ---------------------------------------------------
+# -- Laniakea's galaxyctl_libs README, verbatim (with our paths) ---------------------------------------------------
 
 @needs_uwsgi
-def test_seed_readme_uwsgi_socket(uwsgi_tcp):
+def test_laniakea_readme_uwsgi_socket(uwsgi_tcp):
     for fname in (uwsgi_tcp.ini, uwsgi_tcp.yml):
         master_pid, stderr, status = UwsgiSocket(fname=fname).get_uwsgi_master_pid()
         assert (master_pid, stderr, status) == (uwsgi_tcp.master, "", 0)
 
 
 @needs_uwsgi
-def test_seed_readme_stats_server(uwsgi_tcp):
+def test_laniakea_readme_stats_server(uwsgi_tcp):
     stats = UwsgiStatsServer(timeout=300, fname=uwsgi_tcp.ini)
     socket = stats.GetUwsgiStatsServer()
     assert socket["pid"] == uwsgi_tcp.master
@@ -202,7 +202,7 @@ def test_connected_client_is_not_the_master(uwsgi_tcp):
     port = uwsgi_tcp.ports["http"]
     client = socket.create_connection(("127.0.0.1", port))
     try:
-        if HAVE_LSOF:  # what the seed ran: it lists us, the client, too
+        if HAVE_LSOF:  # what Laniakea's galaxyctl ran: it lists us, the client, too
             plain = subprocess.run(["lsof", "-nP", "-t", f"-i:{port}"], stdout=subprocess.PIPE, text=True,
                                    timeout=10, check=False).stdout.split()
             assert str(os.getpid()) in plain

@@ -53,7 +53,7 @@ def detect_galaxy_commands(init_system=None, *, supervisor_configs=SUPERVISOR_CO
     """Find how Galaxy is managed here; ``init_system`` limits the search.
 
     ``init_system``: None (try supervisord, systemd, upstart, sysv in that order), one of
-    ``MANAGERS``, or the seed's ``'init'`` (= systemd, upstart or sysv).  Raises
+    ``MANAGERS``, or Laniakea's ``'init'`` (= systemd, upstart or sysv).  Raises
     ``GalaxyctlError`` naming everything that was looked at when nothing is found.
     """
     if init_system in (None, ""):
@@ -191,7 +191,7 @@ def _from_sysv(initd_dir, names, looked):
 
 
 class DetectGalaxyCommands:
-    """The seed's class: ``DetectGalaxyCommands('supervisord').get_start_command()`` etc.
+    """Laniakea's galaxyctl class: ``DetectGalaxyCommands('supervisord').get_start_command()`` etc.
 
     Detection happens in the constructor (same keyword arguments as ``detect_galaxy_commands``)
     and raises ``GalaxyctlError`` when nothing is found; the getters return argv lists.

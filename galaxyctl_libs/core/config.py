@@ -131,7 +131,7 @@ class GravitySettings:
 
 # Keys of gravity 0.x state (attribs) that moved; read so an old state dir loads as is.
 LEGACY_KEYS = ("bind", "bind_address", "bind_port")
-# Keys that never persist: they revert to their default when unset (seed, "Configuration Precedence").
+# Keys that never persist: they revert to their default when unset (gravity 0.x, "Configuration Precedence").
 NON_PERSISTENT_KEYS = ("app_server", "handlers")
 
 
@@ -421,7 +421,7 @@ def _without_nulls(raw):
 
 
 def merge_attribs(persisted, explicit):
-    """The seed's precedence: set values win, unset ones fall back to persisted state, except
+    """gravity 0.x's precedence (its README, "Configuration Precedence"): set values win, unset ones fall back to persisted state, except
     app_server and handlers, which revert to defaults when unset."""
     merged = {k: v for k, v in (persisted or {}).items() if k not in NON_PERSISTENT_KEYS}
     for key, value in explicit.items():

@@ -172,7 +172,7 @@ def rename(state_dir, old, new):
 
 
 def auto_register(state_dir, cwd):
-    """The seed's convenience: nothing registered and we stand in a Galaxy root → register its config."""
+    """gravity 0.x's convenience: nothing registered and we stand in a Galaxy root → register its config."""
     state = statemod.load_state(state_dir)
     if state.config_files:
         return None

@@ -1,6 +1,6 @@
 """The state dir and ``configstate.yaml``: which config files are registered, and their attribs.
 
-The file format is gravity's (the seed's example), so a state dir written by gravity 0.x loads as
+The file format is gravity 0.x's, so a state dir written by gravity 0.x loads as
 is.  Reads and writes happen under an exclusive lock; writes are atomic; a corrupt file is reported
 and never overwritten, so a bad moment never costs an admin the registrations.
 """
