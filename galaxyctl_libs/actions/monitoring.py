@@ -234,6 +234,17 @@ def check(state_dir, names=(), timeout=10.0, restart_window=300):
     except GalaxyctlError as exc:
         return CheckResult(exitcodes.NAGIOS_UNKNOWN, exc.message, 0, 0, None, 0, 0)
     report = _status(state_dir, record, names, False, timeout)
+    probes, workers = (), ()
+    if report.supervisord_running:
+        targets = targets_mod.select(record.targets, names)
+        probes = tuple((t.program, result) for t in targets for result in [_probe_web(t.service, timeout)] if result)
+        workers = tuple(_web_workers(state_dir, targets, timeout))
+    return verdict(report, probes, workers, restart_window)
+
+
+def verdict(report, probes=(), workers=(), restart_window=300):
+    """The check's answer from what was observed, and nothing else (unit tests feed it synthetic
+    answers): a StatusReport, ``(program, http.ProbeResult)`` of each web service, and WebWorkers."""
     if report.supervisord_state == sup.SUPERVISORD_NOT_ANSWERING:  # nothing can be managed: critical, not unknown
         problem = f"supervisord (pid {report.supervisord_pid}) is not answering"
         return CheckResult(exitcodes.NAGIOS_CRITICAL, problem, 0, len(report.services), None, 0, 0, (problem,))
@@ -251,24 +262,14 @@ def check(state_dir, names=(), timeout=10.0, restart_window=300):
         f"{r.program} {'starting' if r.state == sup.STARTING else f'up {r.uptime_seconds}s'}"
         for r in running if restart_window > 0 and (r.state == sup.STARTING or r.uptime_seconds < restart_window)
     ]
-    web_ms = None
-    targets = targets_mod.select(record.targets, names)
-    if report.supervisord_running:
-        for target in targets:
-            result = _probe_web(target.service, timeout)
-            if result is None:
-                continue
-            if result.ok:
-                web_ms = max(web_ms or 0.0, result.elapsed_ms)
-            else:
-                critical.append(f"{target.program} web not answering ({result.error or result.status})")
-    busy = total = 0
-    if report.supervisord_running:
-        for web in _web_workers(state_dir, targets, timeout):
-            total += len(web.workers)
-            busy += sum(1 for w in web.workers if w.status == "busy")
-        if total and busy == total:
-            warnings.append(f"all {total} web workers busy")
+    answered = [result.elapsed_ms for _, result in probes if result.ok]
+    web_ms = max(answered) if answered else None
+    critical += [f"{program} web not answering ({result.error or result.status})" for program, result in probes
+                 if not result.ok]
+    total = sum(len(web.workers) for web in workers)
+    busy = sum(1 for web in workers for w in web.workers if w.status == "busy")
+    if total and busy == total:
+        warnings.append(f"all {total} web workers busy")
     summary = f"{len(running)}/{len(report.services)} services running"
     if web_ms is not None:
         summary += f", web {web_ms:.0f} ms"
