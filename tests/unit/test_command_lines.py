@@ -1,0 +1,121 @@
+"""Each service's command line and environment from a config (pure: no process)."""
+
+import os
+import shlex
+import shutil
+import sys
+import yaml
+from galaxyctl_libs.probes import procfs
+from galaxyctl_libs.core import state
+from galaxyctl_libs.core.registration import resolve
+from galaxyctl_libs.core.services import build_services
+
+
+def services_for(config_path, state_dir="/tmp/state"):
+    instance, _, warnings = resolve(state.ConfigRecord(path=config_path), state_dir, enforce_user=False)
+    return {s.service_name: s for s in build_services(instance)}, warnings, instance
+
+
+def write_config(directory, gravity, galaxy=None):
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, "galaxy.yml")
+    with open(path, "w") as handle:
+        yaml.safe_dump({"gravity": gravity, "galaxy": galaxy or {}}, handle)
+    return path
+
+
+def test_every_service_command_line(tmp_path):
+    venv = str(tmp_path / "venv")
+    os.makedirs(os.path.join(venv, "bin"))
+    for exe in ("python", "gunicorn", "celery", "npx", "galaxy-main"):
+        path = os.path.join(venv, "bin", exe)
+        with open(path, "w") as handle:
+            handle.write("#!/bin/sh\n")
+        os.chmod(path, 0o755)
+    config = write_config(str(tmp_path / "config"), {
+        "virtualenv": venv,
+        "gunicorn": {"bind": "unix:/run/galaxy.sock", "workers": 2, "extra_args": "--forwarded-allow-ips=*",
+                     "environment": {"FOO": "bar"}},
+        "celery": {"concurrency": 4, "loglevel": "INFO", "extra_args": "-n worker1"},
+        "gx_it_proxy": {"enable": True, "port": 4003, "forward_ip": "10.0.0.2", "forward_port": 8000, "reverse_proxy": True},
+        "tusd": {"enable": True, "upload_dir": "/data/tus", "port": 1081},
+        "reports": {"enable": True, "url_prefix": "/reports"},
+        "handlers": {"handler": {"processes": 2, "pools": ["job-handlers"]}},
+    }, galaxy={"interactivetools_map": "/data/it.sqlite", "galaxy_infrastructure_url": "https://galaxy.example.org/",
+               "database_connection": "postgresql:///galaxy"})
+    services, _, instance = services_for(config)
+    bin_dir = os.path.join(venv, "bin")
+    assert list(services) == ["gunicorn", "celery", "celery-beat", "gx-it-proxy", "tusd", "reports", "handler_0", "handler_1"]
+    # preload (the default) runs gunicorn under our herder, so graceful can re-exec it without downtime
+    argv = services["gunicorn"].argv
+    assert argv[:3] == (sys.executable, "-m", "galaxyctl_libs.backends.herder") and services["gunicorn"].graceful == "herder"
+    assert shlex.join(argv[argv.index("--") + 1:]) == (
+        f"{bin_dir}/gunicorn 'galaxy.webapps.galaxy.fast_factory:factory()' --timeout 300 --pythonpath lib "
+        "-k galaxy.webapps.galaxy.workers.Worker -b unix:/run/galaxy.sock --workers=2 "
+        "--config python:galaxy.web_stack.gunicorn_config --preload '--forwarded-allow-ips=*'"
+    )
+    env = dict(services["gunicorn"].environment)
+    marker = {"GALAXYCTL_STATE_ID": procfs.state_id("/tmp/state"), "GALAXYCTL_SERVICE": "_default_/gunicorn"}
+    assert env == {"GALAXY_CONFIG_FILE": config, "VIRTUAL_ENV": venv, "FOO": "bar", **marker}
+    assert list(env)[-2:] == list(marker)  # last: a config's environment cannot override the marker
+    assert services["gunicorn"].path_prepend == (bin_dir,)
+    assert services["gunicorn"].full_environment({"PATH": "/usr/bin"})["PATH"] == f"{bin_dir}:/usr/bin"
+    assert services["celery"].command_line == (
+        f"{bin_dir}/celery --app galaxy.celery worker --concurrency 4 --loglevel INFO --pool threads "
+        "--queues celery,galaxy.internal,galaxy.external -n worker1"
+    )
+    assert services["celery-beat"].command_line == (
+        f"{bin_dir}/celery --app galaxy.celery beat --loglevel INFO --schedule /tmp/state/celery-beat-schedule"
+    )
+    assert services["gx-it-proxy"].command_line == (
+        f"{bin_dir}/npx --yes '@galaxyproject/gx-it-proxy@>=0.0.6' --ip localhost --port 4003 --sessions /data/it.sqlite "
+        "--verbose --forwardIP 10.0.0.2 --forwardPort 8000 --reverseProxy"
+    )
+    assert services["tusd"].command_line == (
+        "tusd -host=localhost -port=1081 -upload-dir=/data/tus -hooks-http=https://galaxy.example.org/api/upload/hooks "
+        "-hooks-http-forward-headers=X-Api-Key,Cookie -hooks-enabled-events pre-create"
+    )
+    assert services["tusd"].graceful == "none"
+    assert services["reports"].argv[1] == "galaxy.webapps.reports.buildapp:app_factory()"
+    assert ("GALAXY_REPORTS_URL_PREFIX", "/reports") in services["reports"].environment
+    assert services["handler_1"].command_line == (
+        f"{bin_dir}/galaxy-main -c {config} --server-name=handler_1 --attach-to-pool=job-handlers"
+    )
+
+
+def test_gunicorn_without_preload_is_gravitys_command_line_and_hups(tmp_path):
+    config = write_config(str(tmp_path / "config"), {"gunicorn": {"preload": False}})
+    gunicorn = services_for(config)[0]["gunicorn"]
+    assert gunicorn.argv[1] == "galaxy.webapps.galaxy.fast_factory:factory()" and gunicorn.graceful == "hup"
+    assert "--preload" not in gunicorn.argv
+
+
+def test_static_handlers_from_corpus_job_conf_yml_and_xml(tmp_path, galaxy_samples):
+    directory = str(tmp_path / "config")
+    config = write_config(directory, {"celery": {"enable": False, "enable_beat": False}})
+    shutil.copy(os.path.join(galaxy_samples, "job_conf.sample.yml"), os.path.join(directory, "job_conf.yml"))
+    services, _, _ = services_for(config)
+    assert [n for n in services if n != "gunicorn"] == ["handler0", "handler1", "sge_handler", "special_handler0", "special_handler1"]
+    assert services["handler0"].argv[-1] == "--server-name=handler0"
+
+    os.unlink(os.path.join(directory, "job_conf.yml"))
+    with open(os.path.join(galaxy_samples, "job_conf.xml.sample_basic")) as handle:
+        xml = handle.read()
+    xml = xml.replace("</job_conf>", '<handlers assign_with="db-skip-locked"><handler id="main_handler"/></handlers>\n</job_conf>')
+    with open(os.path.join(directory, "job_conf.xml"), "w") as handle:
+        handle.write(xml)
+    services, _, _ = services_for(config)
+    assert [n for n in services if n != "gunicorn"] == ["main_handler"]
+
+
+def test_handler_assignment_warning_names_the_setting(tmp_path):
+    config = write_config(str(tmp_path / "config"), {"handlers": {"handler": {"processes": 1}}})
+    _, warnings, _ = services_for(config)
+    assert any("handling.assign" in w and "db-transaction-isolation" in w for w in warnings)
+
+
+def test_memory_limits_are_accepted_and_said_to_be_ignored(tmp_path):
+    config = write_config(str(tmp_path / "config"), {"memory_limit": 8, "celery": {"memory_high": 2}})
+    services, _, _ = services_for(config)
+    assert services["gunicorn"].ignored == ("memory_limit",)
+    assert services["celery"].ignored == ("memory_limit", "memory_high")
