@@ -386,8 +386,10 @@ def test_galaxyctl_graceful_with_default_preload_drops_no_request(gctl, demo_gal
 
     config, port = demo_galaxy(gravity={"gunicorn": {"preload": True, "workers": 2}})
     gctl("register", config)
-    assert "galaxyctl_libs.backends.herder" in gctl("exec", "-n", "gunicorn").stdout
+    assert "--preload" in gctl("exec", "-n", "gunicorn").stdout  # exec -n: gravity's command line
     gctl("start", "--timeout", "60")
+    program = os.path.join(gctl.state_dir, "supervisor", "supervisord.conf.d", "_default_.d", "galaxy_gunicorn_gunicorn.conf")
+    assert "galaxyctl_libs.backends.herder" in open(program).read()  # what supervisord runs: our herder
     url = f"http://127.0.0.1:{port}/api/version"
     first_pid = http_get(url)[1]["pid"]
     with open(os.path.join(os.path.dirname(os.path.dirname(config)), "VERSION"), "w") as handle:

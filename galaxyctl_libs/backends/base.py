@@ -8,9 +8,13 @@ writes what changed and removes what is stale.
 """
 
 import os
+import sys
 
 from galaxyctl_libs import fsutil
+from galaxyctl_libs.core.targets import GRACEFUL_HERDER
 from galaxyctl_libs.records import Record
+
+HERDER_MODULE = "galaxyctl_libs.backends.herder"
 
 # process states (supervisor.states.ProcessStates), by name
 STOPPED, STARTING, RUNNING, BACKOFF, STOPPING, EXITED, FATAL, UNKNOWN = (
@@ -51,3 +55,17 @@ def reconcile(root, managed_dir, files, suffix=".conf"):
     for directory in sorted(touched):
         fsutil.fsync_dir(directory)
     return Changes(tuple(written), tuple(removed))
+
+
+def herded_argv(service, pid_dir):
+    """What a backend runs for ``service``: its command line, or for a preloaded gunicorn
+    (``graceful: herder``) that command line under our herder, which re-execs gunicorn with zero
+    downtime on SIGHUP and stays the one process the manager sees.  Its pid file goes in ``pid_dir``
+    (the backend's own directory, which the Galaxy user can write)."""
+    if service.graceful != GRACEFUL_HERDER:
+        return service.argv
+    pidfile = os.path.join(pid_dir, f"{service.instance_name}_{service.service_name}.pid")
+    herder = (sys.executable, "-m", HERDER_MODULE, "--pidfile", pidfile, "--bind", service.bind,
+              "--ready-path", service.url_prefix + "/api/version", "--ready-timeout", str(service.ready_timeout or 300),
+              "--stop-timeout", str(max(1, service.stop_timeout - 5)))
+    return herder + ("--",) + tuple(service.argv)

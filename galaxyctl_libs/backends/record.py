@@ -11,9 +11,14 @@ import os
 
 from galaxyctl_libs import fsutil
 from galaxyctl_libs.core.targets import Service
+from galaxyctl_libs.paths import StatePaths
 from galaxyctl_libs.records import Record, asdict
 
-APPLIED_FILE = os.path.join("supervisor", "services.json")
+APPLIED_NAME = "services.json"  # in the supervisor backend's directory (STATE/supervisor)
+
+
+def applied_path(state_dir):
+    return os.path.join(StatePaths.of(state_dir).backend_dir("supervisor"), APPLIED_NAME)
 
 
 class Target(Record):
@@ -45,7 +50,7 @@ def write_applied(state_dir, targets, required_storage=(), supervisor_dir=None, 
     text = (f'{{"required_storage": {json.dumps(list(required_storage))},\n'
             f' "supervisor_dir": {json.dumps(supervisor_dir)}, "run_as": {json.dumps(list(run_as))},\n "targets": [\n  '
             + ",\n  ".join(lines) + "\n]}\n")
-    path = os.path.join(state_dir, APPLIED_FILE)
+    path = applied_path(state_dir)
     fsutil.ensure_private_dir(os.path.dirname(path))
     try:  # compared as bytes: a damaged record (binary, not UTF-8) is just different, and replaced
         with open(path, "rb") as handle:
@@ -59,7 +64,7 @@ def write_applied(state_dir, targets, required_storage=(), supervisor_dir=None, 
 def load_applied(state_dir):
     """The record of the last update, or None when there is no usable one (then resolve configs)."""
     try:
-        text = fsutil.read_text(os.path.join(state_dir, APPLIED_FILE))
+        text = fsutil.read_text(applied_path(state_dir))
     except ValueError:  # UnicodeDecodeError: binary garbage is as damaged as bad JSON
         return None
     if text is None:

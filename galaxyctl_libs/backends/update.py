@@ -14,12 +14,12 @@ from galaxyctl_libs.backends.base import Changes, reconcile
 from galaxyctl_libs.backends.record import Target
 from galaxyctl_libs.backends.supervisor import client as supervisor_client
 from galaxyctl_libs.backends.supervisor import render as supervisor_render
-from galaxyctl_libs.core import services as services_mod
 from galaxyctl_libs.core import state as statemod
 from galaxyctl_libs.core import targets as targets_mod
 from galaxyctl_libs.core.registration import operation_lock, resolve_all
 from galaxyctl_libs.core.services import build_services
 from galaxyctl_libs.errors import GalaxyctlError
+from galaxyctl_libs.paths import StatePaths
 from galaxyctl_libs.rootpolicy import as_user
 from galaxyctl_libs.storage.config import instance_storage
 
@@ -55,7 +55,7 @@ def update_locked(state_dir, client=None):
                         f"{record.path}: {', '.join(service.ignored)} for {service.service_name} ignored under supervisor"
                     )
     run_as = _one_galaxy_user(instances)
-    paths = supervisor_render.Paths(state_dir, services_mod.supervisor_dir(instances[0]) if run_as[0] else None)
+    paths = supervisor_render.Paths(state_dir, StatePaths.of(state_dir).runtime_dir if run_as[0] else None)
     files = supervisor_render.render_files(paths, services, log_dirs)
     if run_as[0]:
         _make_runtime_dir(paths.root, *run_as)

@@ -3,16 +3,20 @@
 Public names (no leading underscore): every cli/*_cmds.py module imports them from here.
 """
 
-import os
 import sys
 
 PROG = "galaxyctl"
 
 
 def state_dir(args):
-    from galaxyctl_libs.fsutil import default_state_dir
+    """The state dir as a paths.StatePaths, resolved once per run (then every layer asks it for paths)."""
+    resolved = getattr(args, "_state_paths", None)
+    if resolved is None:
+        from galaxyctl_libs.paths import StatePaths
 
-    return os.path.abspath(args.state_dir) if args.state_dir else default_state_dir()
+        resolved = StatePaths.resolve(args.state_dir)
+        args._state_paths = resolved
+    return resolved
 
 
 def warn(messages):

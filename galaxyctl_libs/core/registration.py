@@ -12,11 +12,10 @@ from galaxyctl_libs import fsutil
 from galaxyctl_libs.core import jobconf
 from galaxyctl_libs.core import state as statemod
 from galaxyctl_libs.errors import GalaxyctlError
+from galaxyctl_libs.paths import StatePaths
 from galaxyctl_libs.rootpolicy import run_as
 from galaxyctl_libs.core.services import Instance
 
-# Taken before the state lock (statemod.LOCK_FILE), never after it: one order, no deadlock.
-OPERATION_LOCK_FILE = ".galaxyctl.lock"
 
 
 # ---------------------------------------------------------------- resolving registered configs
@@ -29,7 +28,7 @@ def operation_lock(state_dir):
     on their first write)."""
     if not fsutil.read_only_dir(state_dir):
         fsutil.ensure_private_dir(state_dir)
-    return fsutil.exclusive_lock(os.path.join(state_dir, OPERATION_LOCK_FILE))
+    return fsutil.exclusive_lock(StatePaths.of(state_dir).operation_lock)
 
 
 def resolve(record, state_dir, enforce_user=True):
@@ -66,7 +65,7 @@ def resolve(record, state_dir, enforce_user=True):
         galaxy_root=galaxy_root,
         handlers=job_config.handlers,
         state_dir=state_dir,
-        log_dir=log_dir or os.path.join(state_dir, "log"),
+        log_dir=log_dir or StatePaths.of(state_dir).log_dir,
         run_as=user,
     )
     return instance, attribs, loaded.warnings

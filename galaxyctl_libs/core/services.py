@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from galaxyctl_libs.probes import procfs
 from galaxyctl_libs.core.config import effective_preload
 from galaxyctl_libs.errors import GalaxyctlError
+from galaxyctl_libs.paths import StatePaths
 from galaxyctl_libs.core.targets import (  # noqa: F401 - the service data lives with the targets
     GRACEFUL_HERDER, GRACEFUL_HUP, GRACEFUL_NONE, Service,
 )
@@ -98,39 +99,15 @@ def gunicorn_version(gunicorn_exe, user=None, group=None):
     return (int(found.group(1)), int(found.group(2))) if found else None
 
 
-RUNTIME_ROOT = "/run/galaxyctl"
-
-
-def runtime_dir(state_dir):
-    """As root with a Galaxy user: the directory that user owns for supervisord (its files, socket,
-    pid file and log) and the gunicorn pid files.  The root-only state dir is not enterable by that
-    user, and root never writes where the Galaxy user can (rootpolicy, rule 3)."""
-    import hashlib  # loads OpenSSL: only for a Galaxy user
-
-    return os.path.join(RUNTIME_ROOT, hashlib.sha1(state_dir.encode()).hexdigest()[:12])
-
-
-def supervisor_dir(instance):
-    """Where supervisord's files live: STATE/supervisor, or the Galaxy user's runtime dir."""
-    if not instance.run_as[0]:
-        return os.path.join(instance.state_dir, "supervisor")
-    return runtime_dir(instance.state_dir)
-
-
-def pid_dir(instance):
-    """Where gunicorn writes its pid file: beside supervisord's files."""
-    return supervisor_dir(instance)
-
-
 def beat_dir(instance):
     """Where celery-beat keeps its schedule: the state dir (gravity's place), or, when Galaxy runs as
-    another user who cannot enter the root-only state dir, Galaxy's data_dir (else the pid dir)."""
+    another user who cannot enter the root-only state dir, Galaxy's data_dir (else that user's runtime dir)."""
     if not instance.run_as[0]:
         return instance.state_dir
     data_dir = instance.galaxy.get("data_dir")
     if isinstance(data_dir, str) and data_dir:
         return os.path.join(os.path.dirname(instance.galaxy_config_file), data_dir)
-    return pid_dir(instance)
+    return StatePaths.of(instance.state_dir).runtime_dir
 
 
 def _common(instance, section, service_type, service_name, argv, extra_env=(), **kwargs):
@@ -206,19 +183,11 @@ def gunicorn_services(instance):
             argv.append("--no-control-socket")
         argv += shlex.split(gunicorn.extra_args)
         name = _numbered("gunicorn", index, len(settings.gunicorn))
-        graceful = GRACEFUL_HUP
+        # HUP cannot reload preloaded code: then a backend runs gunicorn under our herder, which re-execs
+        # it with zero downtime (backends.base.herded_argv); the service itself is gravity's command line.
         herded = preload or settings.app_server == "unicornherder"
-        if herded:
-            # HUP cannot reload preloaded code; our herder re-execs gunicorn with zero downtime instead.
-            # It runs with galaxyctl's own interpreter, as the same user as gunicorn (supervisord's).
-            pidfile = os.path.join(pid_dir(instance), f"{instance.name}_{name}.pid")
-            herder = [sys.executable, "-m", "galaxyctl_libs.backends.herder", "--pidfile", pidfile, "--bind", gunicorn.bind,
-                      "--ready-path", prefix + "/api/version", "--ready-timeout", str(gunicorn.restart_timeout),
-                      "--stop-timeout", str(max(1, gunicorn.stop_timeout - 5))]
-            argv = herder + ["--"] + argv
-            graceful = GRACEFUL_HERDER
-        services.append(_common(instance, gunicorn, "gunicorn", name, argv, graceful=graceful, bind=gunicorn.bind,
-                                url_prefix=prefix))
+        services.append(_common(instance, gunicorn, "gunicorn", name, argv, graceful=GRACEFUL_HERDER if herded else GRACEFUL_HUP,
+                                bind=gunicorn.bind, url_prefix=prefix, ready_timeout=gunicorn.restart_timeout))
     return services
 
 

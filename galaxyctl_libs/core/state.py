@@ -7,15 +7,13 @@ and never overwritten, so a bad moment never costs an admin the registrations.
 
 import contextlib
 import copy
-import os
 from dataclasses import dataclass, field
 
 from galaxyctl_libs import fsutil
 from galaxyctl_libs.fsutil import default_state_dir  # noqa: F401 - part of the state API
 from galaxyctl_libs.errors import GalaxyctlError
 
-STATE_FILE = "configstate.yaml"
-LOCK_FILE = ".configstate.lock"  # guards configstate.yaml reads-modify-writes
+from galaxyctl_libs.paths import STATE_FILE, StatePaths  # noqa: F401 - STATE_FILE: part of the state API
 
 
 @dataclass
@@ -54,7 +52,7 @@ class State:
 
     @property
     def path(self):
-        return os.path.join(self.state_dir, STATE_FILE)
+        return StatePaths.of(self.state_dir).configstate
 
     def as_dict(self):
         data = {"config_files": {p: r.as_dict() for p, r in self.config_files.items()}}
@@ -141,7 +139,7 @@ def parse_state(state_dir, text, path):
 
 def load_state(state_dir):
     """Read the state (an empty State when the dir or file does not exist yet)."""
-    path = os.path.join(state_dir, STATE_FILE)
+    path = StatePaths.of(state_dir).configstate
     text = fsutil.read_text(path)
     return parse_state(state_dir, text, path)
 
@@ -156,7 +154,7 @@ def save_state(state):
 def locked_state(state_dir, write=True):
     """Hold the state lock, yield the State, save it on a clean exit (when ``write``)."""
     fsutil.ensure_private_dir(state_dir)
-    with fsutil.exclusive_lock(os.path.join(state_dir, LOCK_FILE)):
+    with fsutil.exclusive_lock(StatePaths.of(state_dir).state_lock):
         state = load_state(state_dir)
         before = copy.deepcopy(state.as_dict())
         yield state

@@ -29,6 +29,7 @@ class Service(Record):
     stop_timeout: int = 10
     graceful: str = GRACEFUL_RESTART
     bind: str = None  # where a web service answers HTTP (readiness), else None
+    ready_timeout: int = None  # seconds a reload may take to answer (gunicorn's restart_timeout)
     url_prefix: str = ""
     uwsgi_config: str = None  # for uWSGI: the file whose stats server tells readiness
     user: str = None

@@ -94,9 +94,9 @@ MAX_ENVIRON_BYTES = 1 << 21  # the kernel's usual limit for argv + environment (
 
 def state_id(state_dir):
     """The marker value of a state dir: 12 hex digits of the SHA-1 of its absolute path."""
-    import hashlib  # here: only update and a status without supervisord compute it
+    from galaxyctl_libs.paths import StatePaths
 
-    return hashlib.sha1(os.path.abspath(state_dir).encode()).hexdigest()[:12]
+    return StatePaths.of(state_dir).state_id
 
 
 def service_key(instance_name, service_name):

@@ -5,6 +5,7 @@ import shlex
 import shutil
 import sys
 import yaml
+from galaxyctl_libs.backends.base import herded_argv
 from galaxyctl_libs.probes import procfs
 from galaxyctl_libs.core import state
 from galaxyctl_libs.core.registration import resolve
@@ -46,10 +47,14 @@ def test_every_service_command_line(tmp_path):
     services, _, instance = services_for(config)
     bin_dir = os.path.join(venv, "bin")
     assert list(services) == ["gunicorn", "celery", "celery-beat", "gx-it-proxy", "tusd", "reports", "handler_0", "handler_1"]
-    # preload (the default) runs gunicorn under our herder, so graceful can re-exec it without downtime
+    # preload (the default): the service is gravity's command line; a backend runs it under our herder
+    # (graceful re-execs it without downtime), with the pid file in the backend's own directory
     argv = services["gunicorn"].argv
-    assert argv[:3] == (sys.executable, "-m", "galaxyctl_libs.backends.herder") and services["gunicorn"].graceful == "herder"
-    assert shlex.join(argv[argv.index("--") + 1:]) == (
+    assert services["gunicorn"].graceful == "herder" and services["gunicorn"].ready_timeout == 300
+    herded = herded_argv(services["gunicorn"], "/run/x")
+    assert herded[:5] == (sys.executable, "-m", "galaxyctl_libs.backends.herder", "--pidfile", "/run/x/_default__gunicorn.pid")
+    assert herded[herded.index("--") + 1:] == argv
+    assert shlex.join(argv) == (
         f"{bin_dir}/gunicorn 'galaxy.webapps.galaxy.fast_factory:factory()' --timeout 300 --pythonpath lib "
         "-k galaxy.webapps.galaxy.workers.Worker -b unix:/run/galaxy.sock --workers=2 "
         "--config python:galaxy.web_stack.gunicorn_config --preload '--forwarded-allow-ips=*'"

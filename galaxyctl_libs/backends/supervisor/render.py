@@ -7,7 +7,9 @@ format so it reaches the process exactly, or refused in one line where the forma
 
 import os
 
+from galaxyctl_libs.backends.base import herded_argv
 from galaxyctl_libs.errors import GalaxyctlError
+from galaxyctl_libs.paths import StatePaths
 from galaxyctl_libs.records import Record
 
 HEADER = ";\n; Maintained by galaxyctl - CHANGES WILL BE OVERWRITTEN\n;\n"
@@ -22,7 +24,7 @@ class Paths(Record):
 
     @property
     def root(self):
-        return self.run_dir or os.path.join(self.state_dir, "supervisor")
+        return self.run_dir or StatePaths.of(self.state_dir).backend_dir("supervisor")
 
     @property
     def conf(self):
@@ -203,7 +205,7 @@ def log_file(service, log_dir, grouped):
     return os.path.join(log_dir, f"{name}.log")
 
 
-def render_program(service, log_dir, grouped):
+def render_program(service, log_dir, grouped, pid_dir=None):
     """One ``[program:x]`` file; each field escaped for how supervisor reads it (see ``_NOTHING``)."""
     section, _ = program_names(service, grouped)
     what = f"{service.instance_name}/{service.service_name}"
@@ -214,7 +216,7 @@ def render_program(service, log_dir, grouped):
                              "paths over XML-RPC, which cannot carry control characters")
     lines = [
         f"[program:{section}]",
-        "command = " + _command(service.argv, f"{what}: command line argument"),
+        "command = " + _command(herded_argv(service, pid_dir or log_dir), f"{what}: command line argument"),
         f"directory = {_raw_path(service.cwd, f'{what}: working directory')}",
         f"umask = {service.umask}",
         "autostart = true",
@@ -243,7 +245,7 @@ def render_files(paths, instances_services, log_dirs):
         instance_dir = os.path.join(paths.conf_dir, f"{instance_name}.d")
         for service in services:
             name = f"{service.config_type}_{service.service_type}_{service.service_name}.conf"
-            files[os.path.join(instance_dir, name)] = render_program(service, log_dirs[instance_name], grouped)
+            files[os.path.join(instance_dir, name)] = render_program(service, log_dirs[instance_name], grouped, paths.root)
         if grouped and services:
             programs = ",".join(program_names(s, True)[0] for s in services)
             files[os.path.join(paths.conf_dir, f"group_{instance_name}.conf")] = (
