@@ -204,7 +204,7 @@ def update_locked(state_dir, client=None):
     paths = sup.Paths(state_dir)
     files = sup.render_files(paths, services, log_dirs)
     for instance in instances:
-        os.makedirs(instance.log_dir, mode=0o755, exist_ok=True)
+        fsutil.make_dirs(instance.log_dir, mode=0o755)
         if instance.run_as[0]:
             _chown_for(instance.log_dir, instance.run_as)
             run_dir = pid_dir(instance)  # gunicorn, as the Galaxy user, writes its pid file here

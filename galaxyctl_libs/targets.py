@@ -108,12 +108,16 @@ def write_applied(state_dir, targets, required_storage=()):
 
 
 def load_applied(state_dir):
-    """The record of the last update, or None when there is no usable one (then resolve configs)."""
-    text = fsutil.read_text(os.path.join(state_dir, APPLIED_FILE))
-    if text is None:
+    """The record of the last update, or None when there is no usable one (then resolve configs).
+
+    Damaged content (not UTF-8, not our JSON) counts as no record; what must not be read at all
+    (not a regular file, past fsutil.MAX_STATE_FILE_BYTES) is an error, as for configstate.yaml.
+    """
+    data = fsutil.read_bytes(os.path.join(state_dir, APPLIED_FILE), fsutil.MAX_STATE_FILE_BYTES)
+    if data is None:
         return None
     try:
-        data = json.loads(text)
+        data = json.loads(data.decode("utf-8"))
         targets = [
             Target(Service(**{k: tuple(map(_tuple, v)) if isinstance(v, list) else v for k, v in item["service"].items()}),
                    item["program"], item["log_file"])
