@@ -8,6 +8,7 @@ crash leaves the old or the new content, never a mix; state changes happen under
 import errno
 import fcntl
 import os
+import stat
 
 from galaxyctl_libs.errors import GalaxyctlError
 
@@ -22,9 +23,17 @@ def default_state_dir(environ=None):
 
 
 def ensure_private_dir(path, mode=0o700):
-    """Create ``path`` (and parents) if needed and make sure it has ``mode``."""
+    """Create ``path`` (and parents) if needed and make sure it has ``mode``.
+
+    Its name must be UTF-8: the state dir's paths are written into UTF-8 files (supervisord.conf),
+    so a name with undecodable bytes is refused here, before anything is written under it.
+    """
     try:
-        os.makedirs(path, mode=mode, exist_ok=True)
+        os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise GalaxyctlError(f"directory name {os.fsencode(path)!r} is not valid UTF-8; choose another") from None
+    make_dirs(path, mode)
+    try:
         if (os.stat(path).st_mode & 0o777) != mode:
             os.chmod(path, mode)
     except OSError as exc:
@@ -32,60 +41,146 @@ def ensure_private_dir(path, mode=0o700):
     return path
 
 
-def make_dirs(path, mode=0o755, what="directory"):
-    """``os.makedirs`` that reports a failure (a file in the way, read-only, no permission) in one line."""
+def make_dirs(path, mode=0o755, what=None):
+    """``os.makedirs(path, mode, exist_ok=True)``, failing as one line (a file in the way, EROFS...);
+    ``what`` (e.g. "log_dir") starts the message."""
+    prefix = f"{what}: " if what else ""
     try:
         os.makedirs(path, mode=mode, exist_ok=True)
+    except FileExistsError:
+        raise GalaxyctlError(f"{prefix}cannot create directory {path}: something that is not a directory is in the way") from None
     except OSError as exc:
-        raise GalaxyctlError(f"{what}: cannot create {path}: {exc.strerror}") from None
-    if not os.path.isdir(path):
-        raise GalaxyctlError(f"{what}: {path} is not a directory")
+        raise GalaxyctlError(f"{prefix}cannot create directory {path}: {exc.strerror or exc}") from None
     return path
 
 
-def read_text(path):
-    """Return the file's text, or None when it does not exist."""
+# Files galaxyctl writes itself (configstate.yaml, supervisor/services.json): about 100 bytes per
+# service in configstate.yaml and 1.5 KB in services.json, so 16 MiB leaves room for thousands of
+# handlers while a damaged or planted file cannot make us read gigabytes.
+MAX_STATE_FILE_BYTES = 16 << 20
+
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def size_text(size):
+    """``1 MiB``, ``16 MiB``, ``512 KiB``: limits as people write them."""
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if size >= 1 << shift and size % (1 << shift) == 0:
+            return f"{size >> shift} {unit}"
+    return f"{size} bytes"
+
+
+def read_bytes(path, limit, follow_symlinks=True):
+    """The bytes of regular file ``path``, or None when it does not exist; at most ``limit`` bytes.
+
+    Opened non-blocking (a FIFO or device in place of a config must not hang us while we hold the
+    state lock) and checked on the opened descriptor, so what is checked is what is read.  Anything
+    but a regular file, or more than ``limit`` bytes, is refused as one line.  ``follow_symlinks=False``
+    adds O_NOFOLLOW: the caller resolved the path already and a symlink swapped in since is refused.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_symlinks else os.O_NOFOLLOW)
     try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
+        fd = os.open(path, flags)
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise GalaxyctlError(f"cannot read {path}: {exc.strerror}") from None
+        if exc.errno == errno.ELOOP and not follow_symlinks and os.path.islink(path):
+            raise GalaxyctlError(f"cannot read {path}: it is a symbolic link") from None
+        raise GalaxyctlError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = next((name for test, name in _FILE_KINDS if test(info.st_mode)), "a special file")
+            raise GalaxyctlError(f"{path} is {kind}, not a regular file; refusing to read it")
+        chunks, size = [], 0
+        while size <= limit and info.st_size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit or info.st_size > limit:
+            raise GalaxyctlError(f"{path} is larger than {size_text(limit)}; refusing to read it")
+        return b"".join(chunks)
+    except OSError as exc:
+        raise GalaxyctlError(f"cannot read {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+
+
+def read_text(path, limit=MAX_STATE_FILE_BYTES):
+    """Return the file's UTF-8 text (see ``read_bytes``), or None when it does not exist."""
+    data = read_bytes(path, limit)
+    if data is None:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise GalaxyctlError(f"cannot read {path}: not UTF-8 text") from None
+
+
+def _encoded(path, content):
+    try:
+        return content.encode("utf-8")
+    except UnicodeEncodeError:  # a surrogate-escaped path from the command line, written into a file
+        raise GalaxyctlError(f"cannot write {path}: its text is not valid UTF-8 (a path with undecodable bytes?)") from None
+
+
+def _holds(path, data):
+    """Is ``path`` a regular file holding exactly ``data``?  Anything else (missing, a FIFO, binary
+    junk, unreadable) is simply rewritten by the caller."""
+    try:
+        return read_bytes(path, len(data)) == data
+    except GalaxyctlError:
+        return False
 
 
 def atomic_write(path, content, mode=0o600, sync_dir=True):
     """Replace ``path`` with ``content`` atomically: readers see the old file or the new, whole.
 
     ``sync_dir=False`` leaves the directory's fsync (which makes the rename itself durable) to the
-    caller: writing many files, one ``fsync_dir`` per directory at the end does for them all.
+    caller: writing many files, one ``fsync_dir`` per directory at the end does for them all.  A
+    failure (ENOSPC, EROFS, a missing directory) is one line naming ``path``; the old file stays.
     """
     import tempfile  # here, not at import: it pulls in random/hashlib, ~4 ms on every status run
 
+    data = content if isinstance(content, bytes) else _encoded(path, content)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(content)
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise GalaxyctlError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
+    except OSError as exc:
+        _discard(tmp)
+        raise GalaxyctlError(f"cannot write {path}: {exc.strerror or exc}") from None
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        _discard(tmp)
         raise
     if sync_dir:
         fsync_dir(directory)
 
 
+def _discard(tmp):
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+
+
 def write_if_changed(path, content, mode=0o600):
     """Write ``path`` only when its content differs; returns True when it wrote."""
-    if read_text(path) == content:
+    data = _encoded(path, content)
+    if _holds(path, data):
         return False
-    atomic_write(path, content, mode=mode)
+    atomic_write(path, data, mode=mode)
     return True
 
 
@@ -100,13 +195,14 @@ def write_many_if_changed(files, mode=0o600):
     file system merges concurrent flushes: 500 handler files take about half the time), and each
     directory is fsynced once at the end instead of once per file.
     """
-    changed = sorted(path for path, content in files.items() if read_text(path) != content)
+    encoded = {path: _encoded(path, content) for path, content in files.items()}
+    changed = sorted(path for path, data in encoded.items() if not _holds(path, data))
     errors = []
 
     def write(paths):
         try:
             for path in paths:
-                atomic_write(path, files[path], mode=mode, sync_dir=False)
+                atomic_write(path, encoded[path], mode=mode, sync_dir=False)
         except BaseException as exc:  # re-raised below, in the caller's thread
             errors.append(exc)
 

@@ -291,7 +291,7 @@ def test_write_many_if_changed_parallel_and_in_turn(tmp_path):
 def test_write_many_if_changed_raises_a_writer_error(tmp_path):
     files = {str(tmp_path / f"f{i:03d}"): "x" for i in range(fsutil.PARALLEL_FROM + 4)}
     files[str(tmp_path / "missing-dir" / "f")] = "x"
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(GalaxyctlError, match="cannot write .*missing-dir/f: No such file or directory"):
         fsutil.write_many_if_changed(files)
 
 

@@ -299,5 +299,11 @@ def render_prometheus(result):
 
 
 def write_prometheus(path, result):
-    """Replace the textfile atomically: node_exporter never reads half a file."""
-    fsutil.atomic_write(path, render_prometheus(result), mode=0o644)
+    """Replace the textfile atomically: node_exporter never reads half a file.
+
+    A file that cannot be written fails with Nagios' UNKNOWN: the check itself could not finish.
+    """
+    try:
+        fsutil.atomic_write(path, render_prometheus(result), mode=0o644)
+    except GalaxyctlError as exc:
+        raise GalaxyctlError(exc.message, exit_code=exitcodes.NAGIOS_UNKNOWN) from None

@@ -52,22 +52,21 @@ def write_applied(state_dir, targets, required_storage=(), supervisor_dir=None, 
             + ",\n  ".join(lines) + "\n]}\n")
     path = applied_path(state_dir)
     fsutil.ensure_private_dir(os.path.dirname(path))
-    try:  # compared as bytes: a damaged record (binary, not UTF-8) is just different, and replaced
-        with open(path, "rb") as handle:
-            if handle.read() == text.encode("utf-8"):
-                return
-    except OSError:
-        pass
-    fsutil.atomic_write(path, text)
+    fsutil.write_if_changed(path, text)  # compared as bytes: a damaged (binary) record is just replaced
 
 
 def load_applied(state_dir):
-    """The record of the last update, or None when there is no usable one (then resolve configs)."""
-    try:
-        text = fsutil.read_text(applied_path(state_dir))
-    except ValueError:  # UnicodeDecodeError: binary garbage is as damaged as bad JSON
+    """The record of the last update, or None when there is no usable one (then resolve configs).
+
+    Damaged content (not UTF-8, not our JSON) counts as no record; what must not be read at all
+    (not a regular file, past fsutil.MAX_STATE_FILE_BYTES) is an error, as for configstate.yaml.
+    """
+    data = fsutil.read_bytes(applied_path(state_dir), fsutil.MAX_STATE_FILE_BYTES)
+    if data is None:
         return None
-    if text is None:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:  # binary garbage is as damaged as bad JSON
         return None
     try:
         data = json.loads(text)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from galaxyctl_libs import fsutil
+from galaxyctl_libs.core.config import MAX_CONFIG_BYTES, SHOWN_CHARS, clip, clip_repr, kind_only, parse_yaml, reader_problem
 from galaxyctl_libs.errors import GalaxyctlError
 
 DEFAULT_JOB_CONFIG_FILES = ("job_conf.yml", "job_conf.xml")  # Galaxy: the .xml fallback is deprecated
@@ -145,16 +147,16 @@ def load_job_handlers(galaxy_section, galaxy_config_file, gravity_handlers, *, g
             notes.append(note)
         if path is not None and ".xml" in os.path.basename(path).lower():  # so job_conf.xml.sample_basic is XML
             source = "job_conf.xml"
-            static, assign = _from_xml(_read(path, _parse_xml), path)
+            static, assign = _from_xml(_parse_xml(_read(path), path), path)
         elif path is not None:
             source = "job_conf.yml"
-            static, assign = _from_dict(_read(path, yaml.safe_load), path, "", source)
+            static, assign = _from_dict(_parse_yaml(_read(path), path), path, "", source)
     dynamic = _dynamic(gravity_handlers, gravity_file, instance_name)
     seen = {}
     for handler in static + dynamic:
         origin = f"{handler.source} ({gravity_file if handler.dynamic else path})"
         if handler.server_name in seen:
-            raise GalaxyctlError(f"job handler {handler.server_name!r} is defined twice: in {seen[handler.server_name]}"
+            raise GalaxyctlError(f"job handler {_describe(handler.server_name)} is defined twice: in {seen[handler.server_name]}"
                                  f" and in {origin}; each handler process needs its own name")
         seen[handler.server_name] = origin
     return JobConfig(static + dynamic, assign, source, path, sqlite, config_dir, tuple(notes))
@@ -175,30 +177,66 @@ def _job_config_path(galaxy, config_file, config_dir):
     return (found[0] if found else None), None
 
 
-def _parse_xml(handle):
-    import xml.etree.ElementTree as ElementTree
-
-    return ElementTree.parse(handle).getroot()
-
-
-def _read(path, parse):
-    """Parse a job conf file; every failure becomes one line naming the file (and line:column)."""
+def _read(path):
+    """The job conf file's bytes: a regular file of at most config.MAX_CONFIG_BYTES (a FIFO planted
+    there must not hang ``update``, nor a huge file exhaust it); as root, only one root alone can
+    change (rootpolicy)."""
     from galaxyctl_libs.rootpolicy import check_root_controlled
 
     check_root_controlled(path, "job configuration")
+    data = fsutil.read_bytes(path, MAX_CONFIG_BYTES)
+    if data is None:
+        raise GalaxyctlError(f"{path}: cannot read job configuration: it no longer exists")
+    return data
+
+
+class _EntityDeclared(Exception):
+    pass
+
+
+def _refuse_entity(*args):
+    raise _EntityDeclared()
+
+
+def _parse_xml(data, path):
+    """job_conf.xml as an ElementTree root, read by expat with entity declarations refused.
+
+    Job configurations declare no entities; refusing them closes entity expansion bombs ("billion
+    laughs", quadratic blowup) whatever the expat version's own limits.
+    """
+    import xml.etree.ElementTree as ElementTree
+    from xml.parsers import expat
+
+    builder = ElementTree.TreeBuilder()
+    parser = expat.ParserCreate()
+    parser.buffer_text = True
+    parser.StartElementHandler = builder.start
+    parser.EndElementHandler = builder.end
+    parser.CharacterDataHandler = builder.data
+    parser.EntityDeclHandler = _refuse_entity
     try:
-        with open(path, "rb") as fh:
-            return parse(fh)
-    except OSError as exc:
-        raise GalaxyctlError(f"{path}: cannot read job configuration: {exc.strerror or exc}") from exc
-    except SyntaxError as exc:  # ElementTree.ParseError (imported only when a job_conf.xml is read)
-        line, column = getattr(exc, "position", (0, 0))
-        raise GalaxyctlError(f"{path}:{line}:{column + 1}: invalid XML: {str(exc).split(': line ')[0]}") from exc
+        parser.Parse(data, True)
+        return builder.close()
+    except _EntityDeclared:
+        raise GalaxyctlError(f"{path}:{parser.CurrentLineNumber}:{parser.CurrentColumnNumber + 1}: "
+                             "refused: an XML entity declaration (job_conf.xml needs none)") from None
+    except expat.ExpatError as exc:
+        raise GalaxyctlError(f"{path}:{exc.lineno}:{exc.offset + 1}: invalid XML: {expat.ErrorString(exc.code)}") from None
+
+
+def _parse_yaml(data, path):
+    """job_conf.yml with config's bounds (aliases, nesting); every failure one line naming the file."""
+    try:
+        return parse_yaml(data.decode("utf-8"), path)
+    except UnicodeDecodeError as exc:
+        raise GalaxyctlError(f"{path}: not valid UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except yaml.reader.ReaderError as exc:
+        raise GalaxyctlError(f"{path}: invalid YAML: {reader_problem(exc)}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
         at = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else path
-        raise GalaxyctlError(f"{at}: invalid YAML: {problem}") from exc
+        raise GalaxyctlError(f"{at}: invalid YAML: {problem[:160]}") from None
 
 
 def _from_dict(conf, where, prefix, source):
@@ -206,7 +244,9 @@ def _from_dict(conf, where, prefix, source):
     if conf is None:
         return (), ()
     if not isinstance(conf, Mapping):
-        _fail(where, prefix or "top level", "a mapping", conf)
+        if not prefix:  # a whole file that is no job conf (job_config_file: /etc/shadow): its type only
+            raise GalaxyctlError(f"{where}: top level: expected a mapping, got {kind_only(conf)}")
+        _fail(where, prefix, "a mapping", conf)
     key = f"{prefix}.handling" if prefix else "handling"
     handling = conf.get("handling")
     if handling is None:
@@ -289,14 +329,15 @@ def _expand(template, where, key, **fields):
         if not unknown:
             return template.format(**fields).strip()
     except (ValueError, KeyError, IndexError) as exc:
-        raise GalaxyctlError(f"{where}: {key}: cannot expand {template!r} ({exc})") from exc
+        raise GalaxyctlError(f"{where}: {key}: cannot expand {_describe(template)} ({exc})") from exc
     known = ", ".join("{%s}" % f for f in TEMPLATE_FIELDS)
-    raise GalaxyctlError(f"{where}: {key}: unknown field {{{unknown[0]}}} in {template!r} (known: {known})")
+    field_name = unknown[0][:SHOWN_CHARS]
+    raise GalaxyctlError(f"{where}: {key}: unknown field {{{field_name}}} in {_describe(template)} (known: {known})")
 
 
 def _check_name(name, where, key):
     if not isinstance(name, str) or not _SERVER_NAME.match(name):
-        raise GalaxyctlError(f"{where}: {key}: {name!r} cannot be a job handler name "
+        raise GalaxyctlError(f"{where}: {key}: {_describe(name)} cannot be a job handler name "
                              "(use letters, digits, '_', '-', '.', '@' and '+')")
 
 
@@ -320,7 +361,7 @@ def _environment(value, where, key):
     pairs = []
     for name, item in value.items():
         if not isinstance(name, str) or not _ENV_NAME.match(name):
-            raise GalaxyctlError(f"{where}: {key}: {name!r} is not a valid environment variable name")
+            raise GalaxyctlError(f"{where}: {key}: {_describe(name)} is not a valid environment variable name")
         if isinstance(item, bool):
             item = "true" if item else "false"
         elif item is None:
@@ -335,11 +376,12 @@ def _environment(value, where, key):
 
 
 def _describe(value):
+    """A bad value as errors show it: a prefix of text (see config.SHOWN_CHARS), never a whole list or mapping."""
     if isinstance(value, (Mapping, list, tuple)):
         return "a mapping" if isinstance(value, Mapping) else "a list"
     if isinstance(value, str):
-        return repr(value if len(value) <= 60 else value[:57] + "...")
-    return f"{value!r} ({type(value).__name__})"
+        return clip_repr(value)
+    return f"{clip(repr(value))} ({type(value).__name__})"
 
 
 def _fail(where, key, expected, value):

@@ -14,6 +14,11 @@ from galaxyctl_libs.fsutil import default_state_dir  # noqa: F401 - part of the 
 from galaxyctl_libs.errors import GalaxyctlError
 
 from galaxyctl_libs.paths import STATE_FILE, StatePaths  # noqa: F401 - STATE_FILE: part of the state API
+# Bounds for a state file with aliases (PyYAML writes &id001/*id001 for a list two settings share):
+# what gravity attribs can hold (config.MAX_YAML_NODES each) times a few configs; the depth is a
+# config's plus the levels configstate.yaml adds above the attribs.
+MAX_STATE_NODES = 1_000_000
+MAX_STATE_DEPTH = 72
 
 
 @dataclass
@@ -75,8 +80,21 @@ class State:
 
 
 def _loader(yaml):
-    """libyaml's C loader when PyYAML has it (6x faster on a state with hundreds of handlers)."""
-    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    """libyaml's C loader when PyYAML has it (6x faster on a state with hundreds of handlers), with
+    config's constructor fixes (odd scalars are YAML errors, huge integers refused)."""
+    global _state_loader
+    if _state_loader is None:
+        from galaxyctl_libs.core.config import ConstructorFixes
+
+        class StateLoader(ConstructorFixes, getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+            pass
+
+        StateLoader.add_constructor("tag:yaml.org,2002:int", StateLoader.construct_yaml_int)
+        _state_loader = StateLoader
+    return _state_loader
+
+
+_state_loader = None
 
 
 def _dumper(yaml):
@@ -91,8 +109,18 @@ def parse_state(state_dir, text, path):
     """Parse configstate.yaml text into a State; any deviation from the format is a clear error."""
     import yaml
 
+    from galaxyctl_libs.core import config
+
     try:
-        data = yaml.load(text, Loader=_loader(yaml)) if text else {}
+        if not text:
+            data = {}
+        elif "*" in text:  # aliases: the bounded pure-Python loader counts what they expand to
+            data = config.parse_yaml(text, path, MAX_STATE_NODES, MAX_STATE_DEPTH)
+        else:  # no alias, no expansion: the file's size bounds it; only nesting is left to check
+            data = yaml.load(text, Loader=_loader(yaml))
+            _check_depth(data, path)
+    except yaml.reader.ReaderError as exc:
+        raise _corrupt(path, f"YAML error: {config.reader_problem(exc)}") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -137,10 +165,34 @@ def parse_state(state_dir, text, path):
     return state
 
 
+def _check_depth(data, path):
+    """Refuse nesting deeper than MAX_STATE_DEPTH (deepcopy and == of the state recurse)."""
+    stack = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children = value.values()
+        elif isinstance(value, (list, tuple)):  # !!omap and !!pairs give tuples
+            children = value
+        else:
+            continue
+        if depth >= MAX_STATE_DEPTH:
+            raise _corrupt(path, f"nested deeper than {MAX_STATE_DEPTH} levels")
+        stack.extend((child, depth + 1) for child in children)
+
+
 def load_state(state_dir):
-    """Read the state (an empty State when the dir or file does not exist yet)."""
+    """Read the state (an empty State when the dir or file does not exist yet).
+
+    At most fsutil.MAX_STATE_FILE_BYTES of a regular file are read; text that is not UTF-8 is a
+    corrupt state, reported and left as it is.
+    """
     path = StatePaths.of(state_dir).configstate
-    text = fsutil.read_text(path)
+    data = fsutil.read_bytes(path, fsutil.MAX_STATE_FILE_BYTES)
+    try:
+        text = None if data is None else data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _corrupt(path, f"not UTF-8 text: {exc.reason} at byte {exc.start}") from None
     return parse_state(state_dir, text, path)
 
 
