@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from galaxyctl_libs import fsutil
-from galaxyctl_libs.core.config import MAX_CONFIG_BYTES, SHOWN_CHARS, clip, clip_repr, kind_only, parse_yaml, reader_problem
+from galaxyctl_libs.core.yamlload import MAX_CONFIG_BYTES, SHOWN_CHARS, clip, clip_repr, kind_only, parse_yaml, reader_problem
 from galaxyctl_libs.errors import GalaxyctlError
 
 DEFAULT_JOB_CONFIG_FILES = ("job_conf.yml", "job_conf.xml")  # Galaxy: the .xml fallback is deprecated

@@ -84,7 +84,7 @@ def _loader(yaml):
     config's constructor fixes (odd scalars are YAML errors, huge integers refused)."""
     global _state_loader
     if _state_loader is None:
-        from galaxyctl_libs.core.config import ConstructorFixes
+        from galaxyctl_libs.core.yamlload import ConstructorFixes
 
         class StateLoader(ConstructorFixes, getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
             pass
@@ -109,7 +109,7 @@ def parse_state(state_dir, text, path):
     """Parse configstate.yaml text into a State; any deviation from the format is a clear error."""
     import yaml
 
-    from galaxyctl_libs.core import config
+    from galaxyctl_libs.core import yamlload as config
 
     try:
         if not text:
