@@ -308,6 +308,8 @@ def _end_processes(processes, wait):
     """
     import signal
 
+    from galaxyctl_libs.probes.poll import wait_until
+
     def send(sig):
         live = [p for p in processes if procfs.same_process(p)]
         leaders = {p.pid for p in live if p.pgid == p.pid}
@@ -324,9 +326,7 @@ def _end_processes(processes, wait):
         return live
 
     def wait_gone(seconds):
-        deadline = time.monotonic() + seconds
-        while any(procfs.same_process(p) for p in processes) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: not any(procfs.same_process(p) for p in processes), seconds)
 
     if send(signal.SIGTERM):
         wait_gone(wait)
@@ -403,19 +403,23 @@ def _wait_for_reload(client, target, timeout, progress):
     """After HUP, the herder starts a new master and retires the old one once the new one serves:
     wait (bounded) until the master under the herder has changed, so a rolling list goes one by one."""
     from galaxyctl_libs.probes import workers as workersmod
+    from galaxyctl_libs.probes.poll import wait_until
 
     herder = client.process_info(target.program)["pid"]
     before = workersmod.gunicorn_master(herder)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def reloaded():
         current = workersmod.gunicorn_master(herder)
         if current and current != before and len(workersmod.children(herder)) == 1:
-            return
-        if client.process_info(target.program)["pid"] != herder:
-            return  # the herder itself was restarted by supervisord: wait_ready judges the result
-        if progress:
-            progress(f"reloading {target.program}: {deadline - time.monotonic():.0f}s left")
-        time.sleep(0.2)
+            return True
+        # the herder itself was restarted by supervisord: done here too, wait_ready judges the result
+        return client.process_info(target.program)["pid"] != herder
+
+    def report(left):
+        progress(f"reloading {target.program}: {left:.0f}s left")
+
+    if wait_until(reloaded, timeout, progress=report if progress else None):
+        return
     raise NotReadyError(f"{target.program} did not finish its reload within {timeout:.0f}s",
                         details=[f"last lines of {target.log_file}:"] + ["  " + line for line in tail(target.log_file)])
 

@@ -21,12 +21,16 @@ import sys
 import time
 
 from galaxyctl_libs.probes.http import READY_PATH, parse_bind, probe
+from galaxyctl_libs.probes.poll import wait_until
 from galaxyctl_libs.probes.procfs import alive, children_map, descendants
 
 PR_SET_CHILD_SUBREAPER = 36
 TICK = 0.1
 PROMOTE_TIMEOUT = 5.0  # a new master looks at its parent once a second, then renames PATH.2 to PATH
 STRAY_TIMEOUT = 5.0
+
+# how a wait of the herder ended (any other outcome of a reload is the reason it failed)
+READY, GONE, OLD_GONE, STOPPING = "ready", "gone", "old master gone", "stopping"
 
 
 def log(message):
@@ -144,14 +148,16 @@ class Herder:
             self.reaped[pid] = status
 
     def wait_gone(self, pids, timeout, abort_on_stop=False):
-        deadline = time.monotonic() + timeout
-        while True:
+        """True once ``pids`` have all exited; False after ``timeout`` or, with ``abort_on_stop``,
+        on a stop signal (stop() then takes over).  Reaps as it waits, keeping the exit statuses."""
+
+        def settled():
             self.reap()
             if not any(alive(pid) for pid in pids):
-                return True
-            if time.monotonic() >= deadline or (abort_on_stop and self.stop_signal):
-                return False
-            time.sleep(TICK)
+                return GONE
+            return STOPPING if abort_on_stop and self.stop_signal else None
+
+        return wait_until(settled, timeout) == GONE
 
     def terminate(self, pids, timeout):
         """SIGTERM, a bounded wait, then SIGKILL whatever is left."""
@@ -178,6 +184,8 @@ class Herder:
             return 1
         log(f"started gunicorn master {self.master}")
         deferred = False
+        # An event loop, not a deadline wait: it lasts the herder's life, acting on the signals the
+        # handler recorded and on the master's exit, so it has no deadline and stays a plain loop.
         while True:
             self.reap()
             if self.stop_signal:
@@ -236,40 +244,65 @@ class Herder:
     def reload(self):
         """USR2, wait until the new master serves, then retire the old one; on failure keep the old."""
         old, started = self.master, time.monotonic()
+        expected = self.start_new_master(old)
+        outcome, new = self.wait_new_master(old, expected)
+        if outcome == OLD_GONE:
+            if new is not None:
+                log(f"reload: old master {old} died; following new master {new}")
+                self.master, self.others = new, set()
+            return
+        if self.stop_signal:
+            return  # stop() takes self.others along
+        if outcome != READY:
+            self.abandon_new_master(old, new, outcome)
+            return
+        log(f"reload: new master {new} serves after {time.monotonic() - started:.1f}s; retiring old master {old}")
+        if self.retire_old_master(old, new):
+            self.await_promotion(new)
+            log(f"reload complete: master {new} (old master {old} exited, {time.monotonic() - started:.1f}s)")
+
+    def start_new_master(self, old):
+        """USR2 makes ``old`` re-exec a new master; returns how many booted workers make it ready."""
         expected = self.workers or max(1, len(heartbeats(old)))
         log(f"reload: USR2 to master {old}; waiting up to {self.ready_timeout:.0f}s for {expected} booted workers")
         send([old], signal.SIGUSR2)
-        new, ready, reason = None, False, f"no new master ready within {self.ready_timeout:.0f}s"
-        while not ready and not self.stop_signal:  # on stop, stop() takes self.others along
+        return expected
+
+    def wait_new_master(self, old, expected):
+        """Wait (``ready_timeout``) until the new master serves.  Returns (outcome, new master or None):
+        READY, OLD_GONE, STOPPING, or why the new master failed."""
+        new = None
+
+        def settled():
+            nonlocal new
+            if self.stop_signal:
+                return STOPPING
             self.reap()
             seen = self.find_new_master(old)
             if seen is None and new is not None:
-                reason = f"new master {new} exited during startup"
-                break
+                return f"new master {new} exited during startup"
             new = seen or new
             if new:
-                self.others.add(new)
+                self.others.add(new)  # from now on stop() ends it too
             if not alive(old):
-                if new is not None:
-                    log(f"reload: old master {old} died; following new master {new}")
-                    self.master, self.others = new, set()
-                return
-            ready = new is not None and self.serves(new, expected)
-            if not ready:
-                if time.monotonic() - started >= self.ready_timeout:
-                    break
-                time.sleep(TICK)
-        if self.stop_signal:
-            return
-        if not ready:
-            if alive(new):
-                log(f"stopping new master {new}: it did not get ready")
-                self.terminate([new], self.stop_timeout)
-            self.terminate(self.strays(keep=old), STRAY_TIMEOUT)
-            self.others = set()
-            log(f"reload FAILED: {reason}; old master {old} keeps serving")
-            return
-        log(f"reload: new master {new} serves after {time.monotonic() - started:.1f}s; retiring old master {old}")
+                return OLD_GONE
+            return READY if new is not None and self.serves(new, expected) else None
+
+        outcome = wait_until(settled, self.ready_timeout)
+        return outcome or f"no new master ready within {self.ready_timeout:.0f}s", new
+
+    def abandon_new_master(self, old, new, reason):
+        """The new master did not get ready: end it and whatever it left, keep ``old`` serving."""
+        if alive(new):
+            log(f"stopping new master {new}: it did not get ready")
+            self.terminate([new], self.stop_timeout)
+        self.terminate(self.strays(keep=old), STRAY_TIMEOUT)
+        self.others = set()
+        log(f"reload FAILED: {reason}; old master {old} keeps serving")
+
+    def retire_old_master(self, old, new):
+        """Make ``new`` the master and stop ``old`` gracefully (bounded, then SIGKILL and its strays).
+        False when a stop signal came meanwhile: stop() takes ``old`` along."""
         self.master, self.others = new, {old}
         # WINCH: a daemonized gunicorn stops its workers gracefully (others ignore it).  TERM: graceful
         # stop, the old workers finish their in-flight requests (QUIT would drop them: not used).
@@ -277,16 +310,18 @@ class Herder:
         send([old], signal.SIGTERM)
         if not self.wait_gone([old], self.stop_timeout, abort_on_stop=True):
             if self.stop_signal:
-                return
+                return False
             log(f"old master {old} still running after {self.stop_timeout:.0f}s, SIGKILL")
             send([old], signal.SIGKILL)
             self.wait_gone([old], STRAY_TIMEOUT)
             self.terminate(self.strays(keep=new), STRAY_TIMEOUT)
         self.others = set()
-        deadline = time.monotonic() + PROMOTE_TIMEOUT
-        while read_pid(self.pidfile) != new and time.monotonic() < deadline and alive(new):
-            time.sleep(TICK)
-        log(f"reload complete: master {new} (old master {old} exited, {time.monotonic() - started:.1f}s)")
+        return True
+
+    def await_promotion(self, new):
+        """Wait (bounded) until ``new`` has seen its parent gone and renamed PATH.2 to PATH, so that
+        once "reload complete" is logged the pid file names the new master."""
+        wait_until(lambda: read_pid(self.pidfile) == new or not alive(new), PROMOTE_TIMEOUT)
 
     def stop(self):
         """TERM every master (graceful, bounded), then make sure no gunicorn process is left."""

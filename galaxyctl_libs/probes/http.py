@@ -7,6 +7,7 @@ response below 500 from ``/api/version``.
 import time
 
 from galaxyctl_libs.probes import netio
+from galaxyctl_libs.probes.poll import Deadline, wait_until
 from galaxyctl_libs.records import Record
 
 READY_PATH = "/api/version"
@@ -83,22 +84,22 @@ def wait_ready(endpoint, timeout, path=READY_PATH, progress=None, still_starting
 
     ``progress(elapsed_seconds, last_result)`` is called after each failed probe (the CLI draws a
     live line from it).  Returns the last ProbeResult.  Probes come every 50 ms at first, slowing
-    to ``interval`` over two seconds: a quick start is reported at once, a 40 s Galaxy start is not
-    polled needlessly often.
+    (poll.wait_until's doubling) to ``interval``: a quick start is reported at once, a 40 s Galaxy
+    start is not polled needlessly often.
     """
-    deadline = time.monotonic() + timeout
-    started = time.monotonic()
-    while True:
-        result = probe(endpoint, path, timeout=max(0.5, min(5.0, deadline - time.monotonic())))
+    deadline, started, last = Deadline(timeout), time.monotonic(), None
+
+    def answered():
+        """One probe: the result when ok, a (true) result carrying the reason to give up, else None."""
+        nonlocal last
+        result = last = probe(endpoint, path, timeout=max(0.5, min(5.0, deadline.left())))
         if result.ok:
             return result
-        if still_starting is not None:
-            reason = still_starting()
-            if reason:
-                return ProbeResult(False, result.status, result.elapsed_ms, reason)
+        reason = still_starting() if still_starting is not None else ""
+        if reason:
+            return ProbeResult(False, result.status, result.elapsed_ms, reason)
         if progress is not None:
             progress(time.monotonic() - started, result)
-        if time.monotonic() >= deadline:
-            return result
-        pause = min(interval, 0.05 + (time.monotonic() - started) / 10)
-        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        return None
+
+    return wait_until(answered, deadline, interval=min(0.05, interval), max_interval=interval) or last

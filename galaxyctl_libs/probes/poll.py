@@ -29,7 +29,11 @@ class Deadline:
 def wait_until(condition, timeout, interval=FIRST_INTERVAL, max_interval=MAX_INTERVAL, progress=None):
     """Call ``condition()`` until it returns something true or ``timeout`` seconds have passed;
     returns its last value (false on timeout).  ``progress(seconds_left)`` is called between checks.
-    ``timeout`` may also be a Deadline shared by several waits."""
+    ``timeout`` may also be a Deadline shared by several waits.
+
+    To stop early for another reason (the process being waited for died, a stop signal), the
+    condition returns a true value that says so, and the caller tells it from success: one way out
+    of the wait, so no second mechanism is needed."""
     deadline = timeout if isinstance(timeout, Deadline) else Deadline(timeout)
     delay = interval
     while True:

@@ -17,6 +17,7 @@ import yaml
 from galaxyctl_libs.probes import listeners
 from galaxyctl_libs.probes import netio
 from galaxyctl_libs.errors import GalaxyctlError
+from galaxyctl_libs.probes.poll import Deadline, wait_until
 from galaxyctl_libs.probes.procfs import rss_bytes
 
 __all__ = [
@@ -339,20 +340,20 @@ class UwsgiStatsServer:
     def get_uwsgi_stats_server(self, fname=None):
         """The parsed stats document (a dict with ``workers``, ``sockets``, ``pid``…)."""
         address = self._address(fname)
-        deadline = time.monotonic() + self.timeout
-        delay, last_error = 0.05, None
-        while True:
+        deadline, errors = Deadline(self.timeout), []
+
+        def read():
             try:
-                return self._read_once(address, deadline)
+                return (self._read_once(address, deadline.end),)  # in a tuple: even {} ends the wait
             except (OSError, ValueError) as exc:  # refused/not there yet, or a truncated answer
-                last_error = exc
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                reason = getattr(last_error, "strerror", None) or last_error or "timed out"
-                raise GalaxyctlError(
-                    f"uWSGI stats server {address} did not answer within {self.timeout:g}s: {reason}")
-            time.sleep(min(delay, remaining))
-            delay = min(delay * 2, 1.0)
+                errors.append(exc)
+                return None
+
+        answer = wait_until(read, deadline, interval=0.05, max_interval=1.0)
+        if answer:
+            return answer[0]
+        reason = getattr(errors[-1], "strerror", None) or errors[-1] or "timed out"
+        raise GalaxyctlError(f"uWSGI stats server {address} did not answer within {self.timeout:g}s: {reason}")
 
     def _read_once(self, address, deadline):
         wait = max(deadline - time.monotonic(), 0.05)
@@ -400,25 +401,20 @@ class UwsgiStatsServer:
     def wait_until_accepting(self, progress=None):
         """Poll until a worker accepts, within ``timeout``; ``progress(seconds_left)`` is called
         between polls.  Returns True, or raises ``GalaxyctlError`` when the deadline passes."""
-        deadline = time.monotonic() + self.timeout
-        delay = 0.1
-        while True:
-            remaining = deadline - time.monotonic()
-            reader = UwsgiStatsServer(timeout=max(remaining, 0.05), stats_http=self.stats_http)
+        deadline = Deadline(self.timeout)
+
+        def accepting():
+            reader = UwsgiStatsServer(timeout=max(deadline.left(), 0.05), stats_http=self.stats_http)
             reader.address = self._address()
             try:
-                if reader.workers_accepting():
-                    return True
+                return reader.workers_accepting()
             except GalaxyctlError:
-                pass
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise GalaxyctlError(f"no uWSGI worker accepting requests after {self.timeout:g}s "
-                                     f"(stats server {self.address})")
-            if progress is not None:
-                progress(remaining)
-            time.sleep(min(delay, remaining))
-            delay = min(delay * 2, 1.0)
+                return False
+
+        if wait_until(accepting, deadline, interval=0.1, max_interval=1.0, progress=progress):
+            return True
+        raise GalaxyctlError(f"no uWSGI worker accepting requests after {self.timeout:g}s "
+                             f"(stats server {self.address})")
 
     def get_busy_list(self, fname=None):
         """PIDs of the workers whose status is ``busy`` (serving a request), as the seed returned PIDs.

@@ -7,7 +7,6 @@ As root with a Galaxy user, every call, pid-file read and signal happens with th
 import errno
 import os
 import sys
-import time
 
 from galaxyctl_libs import fsutil
 from galaxyctl_libs.backends.base import (  # noqa: F401 - the process states, named once for every backend
@@ -17,6 +16,7 @@ from galaxyctl_libs.backends.supervisor import rpc
 from galaxyctl_libs.backends.supervisor.render import Paths
 from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.probes import procfs
+from galaxyctl_libs.probes.poll import wait_until
 from galaxyctl_libs.records import Record
 from galaxyctl_libs.rootpolicy import as_user, subprocess_credentials
 
@@ -128,11 +128,8 @@ class SupervisorClient:
         if result.returncode != 0:
             detail = (result.stderr or result.stdout).strip().splitlines()
             raise GalaxyctlError(f"supervisord did not start: {detail[-1] if detail else 'exit code ' + str(result.returncode)}")
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.is_running():
-                return True
-            time.sleep(0.05)
+        if wait_until(self.is_running, timeout):
+            return True
         raise GalaxyctlError(f"supervisord did not answer on {self.paths.socket} within {timeout}s; see {self.paths.log}")
 
     def _check_galaxy_user_can_run(self, credentials):
@@ -219,17 +216,8 @@ class SupervisorClient:
                 return False
             with as_user(*self.run_as):
                 os.kill(pid, SIGTERM)
-        deadline = time.monotonic() + timeout
-        while pid is not None and time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except OSError as exc:
-                if exc.errno == errno.ESRCH:
-                    break
-            time.sleep(0.05)
-        else:
-            if pid is not None:
-                raise GalaxyctlError(f"supervisord (PID {pid}) did not exit within {timeout}s")
+        if pid is not None and not wait_until(lambda: _exited(pid), timeout):
+            raise GalaxyctlError(f"supervisord (PID {pid}) did not exit within {timeout}s")
         return True
 
     def kill(self, pid, timeout=10):
@@ -241,16 +229,22 @@ class SupervisorClient:
             os.kill(pid, SIGKILL)
         except ProcessLookupError:
             pass
-        deadline = time.monotonic() + timeout
-        while procfs.alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if procfs.alive(pid):
+        if not wait_until(lambda: not procfs.alive(pid), timeout):
             raise GalaxyctlError(f"supervisord (pid {pid}) did not end on SIGKILL within {timeout}s")
         for stale in (self.paths.socket, self.paths.pidfile):
             try:
                 fsutil.remove_file(stale)
             except OSError:
                 pass  # a read-only state dir: a stale pid file names no live supervisord (see pid)
+
+
+def _exited(pid):
+    """No such process any more (a PID we may not signal, EPERM, still counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except OSError as exc:
+        return exc.errno == errno.ESRCH
+    return False
 
 
 def _by_group_and_name(infos):
