@@ -57,12 +57,14 @@ def _ancestry(path):
     return seen
 
 
-def changers(path):
+def changers(path, new_entry=False):
     """Who besides root can change what ``path`` holds: a list of (user name or ANYONE, why).
 
     The owner of the file and of every directory above it can replace it; a file or directory
     writable by its group or by others can be changed by them, except that in a sticky directory
     (/tmp) only an entry's owner can replace the entry.  Paths that do not exist are skipped.
+    ``new_entry``: ``path`` is the directory an entry is about to be made in (so it, too, counts as
+    a directory above that entry).
     """
     found = []
     for index, current in enumerate(_ancestry(path)):
@@ -76,7 +78,8 @@ def changers(path):
         if info.st_uid != 0:
             found.append((_user_name(info.st_uid), f"{kind} {current} is owned by {_user_name(info.st_uid)}"))
         writable = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-        sticky_dir = kind == "directory" and info.st_mode & stat.S_ISVTX and current != os.path.abspath(path)
+        above = new_entry or current != os.path.abspath(path)
+        sticky_dir = kind == "directory" and info.st_mode & stat.S_ISVTX and above
         if writable and not sticky_dir:
             found.append((ANYONE, f"{kind} {current} is writable by its group or by others"))
     return found
@@ -109,7 +112,10 @@ def _nearest_existing(path):
 def state_dir_owner(state_dir):
     """As root: None when root alone can change the state dir (or the place it will be created),
     else the one user who can (its pwd entry).  Two users, or a group, is refused."""
-    found = changers(_nearest_existing(state_dir))
+    nearest = _nearest_existing(state_dir)
+    # a state dir still to be made is judged as the entry it will be in its nearest existing dir: in a
+    # sticky one (/tmp), nobody else can replace an entry root creates
+    found = changers(nearest, new_entry=nearest != os.path.abspath(state_dir))
     if not found:
         return None
     users = {who for who, _ in found}

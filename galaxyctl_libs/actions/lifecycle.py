@@ -173,8 +173,8 @@ class LifecycleResult:
     action: str
     programs: tuple
     ready: tuple = ()
-    supervisord_started: bool = False
-    supervisord_stopped: bool = False
+    manager_started: bool = False  # the process manager (supervisord) was started by this action
+    manager_stopped: bool = False  # ... or ended by it
     warnings: tuple = ()
     log_dirs: tuple = ()
     ended: tuple = ()  # "PID N (service)" of main processes ended without supervisord's help
@@ -238,7 +238,7 @@ def stop(state_dir, names=(), force=False, timeout=sup.RPC_TIMEOUT):
         if not still_up:
             stopped = client.shutdown()
             ended = _end_orphans(state_dir, targets, names, client.run_as)
-    return LifecycleResult("stop", tuple(programs), supervisord_stopped=stopped, ended=ended)
+    return LifecycleResult("stop", tuple(programs), manager_stopped=stopped, ended=ended)
 
 
 ORPHAN_STOP_CAP = 300  # seconds: the longest wait for processes to stop on SIGTERM, whatever stop_timeout says
@@ -250,7 +250,7 @@ def _without_supervisord(action, state_dir, client, survey, targets, names, forc
     ``force``, kill a supervisord that hangs and end its services."""
     if survey.state == sup.SUPERVISORD_SHUTTING_DOWN:  # someone else's shutdown: let it finish
         stopped = client.shutdown()
-        return LifecycleResult(action, (), supervisord_stopped=stopped, ended=_end_orphans(state_dir, targets, names, client.run_as))
+        return LifecycleResult(action, (), manager_stopped=stopped, ended=_end_orphans(state_dir, targets, names, client.run_as))
     if survey.state == sup.SUPERVISORD_DOWN:
         return LifecycleResult(action, (), ended=_end_orphans(state_dir, targets, names, client.run_as))
     pid = survey.pid
@@ -270,7 +270,7 @@ def _without_supervisord(action, state_dir, client, survey, targets, names, forc
     with as_user(*client.run_as):
         ended = _end_processes(list(processes.values()), _stop_wait(processes.values(), targets))
     ended += _end_orphans(state_dir, targets, names, client.run_as)  # any a service forked meanwhile
-    return LifecycleResult(action, (), supervisord_stopped=True, ended=ended, killed_supervisord=pid)
+    return LifecycleResult(action, (), manager_stopped=True, ended=ended, killed_supervisord=pid)
 
 
 def _end_orphans(state_dir, targets, names, run_as=(None, None)):
@@ -439,4 +439,4 @@ def shutdown(state_dir, force=False, timeout=sup.RPC_TIMEOUT):
             return _without_supervisord("shutdown", state_dir, client, survey, targets, (), force)
         stopped = client.shutdown()
         ended = _end_orphans(state_dir, targets, (), client.run_as)
-    return LifecycleResult("shutdown", (), supervisord_stopped=stopped, ended=ended)
+    return LifecycleResult("shutdown", (), manager_stopped=stopped, ended=ended)

@@ -66,7 +66,7 @@ def print_lifecycle(result, verb):
     for ready in result.ready:
         print(f"{ready.program}: ready on {ready.bind} after {ready.seconds:.1f}s")
     print_ended(result)
-    if result.supervisord_stopped:
+    if result.manager_stopped:
         print("All processes stopped, supervisord exited")
 
 

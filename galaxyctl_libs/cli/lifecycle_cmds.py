@@ -113,7 +113,7 @@ def cmd_shutdown(args):
 
     result = lifecycle.shutdown(state_dir(args), force=args.force)
     print_ended(result)
-    if result.supervisord_stopped:
+    if result.manager_stopped:
         print("Shut down")
     elif result.ended:
         print("supervisord was not running; ended what it had left running")
