@@ -11,7 +11,14 @@ setup(
     install_requires=["pyyaml", "supervisor"],
     extras_require={
         # galaxy-config: Galaxy's sample configs for the tests (the release the e2e test runs)
-        "test": ["pytest", "hypothesis", "gunicorn", "celery", "uwsgi", 'galaxy-config==26.1.2; python_version >= "3.10"'],
+        "test": [
+            "pytest",
+            "hypothesis",
+            "gunicorn",
+            "celery",
+            "uwsgi",
+            'galaxy-config==26.1.2; python_version >= "3.10"',
+        ],
     },
     entry_points={
         "console_scripts": [

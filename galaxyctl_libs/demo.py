@@ -132,9 +132,11 @@ def make_demo_galaxy(root, port=8080, gravity=None, galaxy=None, version="1"):
         _write(os.path.join(package, sub, "__init__.py"), "")
     _write(os.path.join(package, "webapps", "galaxy", "fast_factory.py"), FAST_FACTORY)
     _write(os.path.join(package, "webapps", "galaxy", "workers.py"), WORKERS)
-    _write(os.path.join(package, "webapps", "galaxy", "uwsgi_app.py"),
-           '"""Demo app for uWSGI (module = galaxy.webapps.galaxy.uwsgi_app)."""\n'
-           "from galaxy.webapps.galaxy.fast_factory import factory\n\napplication = factory()\n")
+    _write(
+        os.path.join(package, "webapps", "galaxy", "uwsgi_app.py"),
+        '"""Demo app for uWSGI (module = galaxy.webapps.galaxy.uwsgi_app)."""\n'
+        "from galaxy.webapps.galaxy.fast_factory import factory\n\napplication = factory()\n",
+    )
     _write(os.path.join(package, "web_stack", "gunicorn_config.py"), "# demo: nothing to configure\n")
     _write(os.path.join(package, "celery", "__init__.py"), CELERY)
     _write(os.path.join(root, "scripts", "galaxy-main"), GALAXY_MAIN, mode=0o755)

@@ -48,7 +48,9 @@ def make_dirs(path, mode=0o755, what=None):
     try:
         os.makedirs(path, mode=mode, exist_ok=True)
     except FileExistsError:
-        raise GalaxyctlError(f"{prefix}cannot create directory {path}: something that is not a directory is in the way") from None
+        raise GalaxyctlError(
+            f"{prefix}cannot create directory {path}: something that is not a directory is in the way"
+        ) from None
     except OSError as exc:
         raise GalaxyctlError(f"{prefix}cannot create directory {path}: {exc.strerror or exc}") from None
     return path
@@ -59,8 +61,13 @@ def make_dirs(path, mode=0o755, what=None):
 # handlers while a damaged or planted file cannot make us read gigabytes.
 MAX_STATE_FILE_BYTES = 16 << 20
 
-_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
-               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
 
 
 def size_text(size):
@@ -124,7 +131,9 @@ def _encoded(path, content):
     try:
         return content.encode("utf-8")
     except UnicodeEncodeError:  # a surrogate-escaped path from the command line, written into a file
-        raise GalaxyctlError(f"cannot write {path}: its text is not valid UTF-8 (a path with undecodable bytes?)") from None
+        raise GalaxyctlError(
+            f"cannot write {path}: its text is not valid UTF-8 (a path with undecodable bytes?)"
+        ) from None
 
 
 def _holds(path, data):
@@ -211,7 +220,9 @@ def write_many_if_changed(files, mode=0o600):
     else:
         import threading
 
-        threads = [threading.Thread(target=write, args=(changed[i::PARALLEL_WRITERS],)) for i in range(PARALLEL_WRITERS)]
+        threads = [
+            threading.Thread(target=write, args=(changed[i::PARALLEL_WRITERS],)) for i in range(PARALLEL_WRITERS)
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:

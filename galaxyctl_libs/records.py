@@ -34,7 +34,7 @@ class Record:
             if name in values:
                 raise TypeError(f"{type(self).__name__}() got field {name!r} twice")
             values[name] = value
-        for name in fields[len(args):]:
+        for name in fields[len(args) :]:
             if name not in values:
                 if name not in self._defaults:
                     raise TypeError(f"{type(self).__name__}() is missing field {name!r}")

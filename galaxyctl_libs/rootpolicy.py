@@ -242,7 +242,9 @@ def run_as(settings, config_path, environ=None):
             if grp.getgrnam(settings.galaxy_group).gr_gid == 0:
                 raise GalaxyctlError(f"{config_path}: gravity.galaxy_group: refusing to run Galaxy in the group root")
         except KeyError:
-            raise GalaxyctlError(f"{config_path}: gravity.galaxy_group: no such group {settings.galaxy_group!r}") from None
+            raise GalaxyctlError(
+                f"{config_path}: gravity.galaxy_group: no such group {settings.galaxy_group!r}"
+            ) from None
     if settings.galaxy_user:
         try:
             entry = pwd.getpwnam(settings.galaxy_user)

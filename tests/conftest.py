@@ -110,11 +110,19 @@ class Galaxyctl:
     def __call__(self, *args, check=True, timeout=120, cwd=None, env=None):
         argv = [sys.executable, GALAXYCTL, "--state-dir", self.state_dir, *args]
         result = subprocess.run(
-            argv, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env or self.env, stdin=subprocess.DEVNULL
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=cwd,
+            env=env or self.env,
+            stdin=subprocess.DEVNULL,
         )
         self.remember()
         if check and result.returncode != 0:
-            raise AssertionError(f"galaxyctl {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+            raise AssertionError(
+                f"galaxyctl {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
+            )
         return result
 
     def cleanup(self):
@@ -186,12 +194,24 @@ def _downloaded_samples(cache_dir):
         return target
     staging = tempfile.mkdtemp(dir=cache_dir, prefix="download-")
     try:
-        argv = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps",
-                "--ignore-requires-python", "--only-binary=:all:", "--dest", staging,
-                f"{GALAXY_CONFIG}=={GALAXY_CONFIG_VERSION}"]
+        argv = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--ignore-requires-python",
+            "--only-binary=:all:",
+            "--dest",
+            staging,
+            f"{GALAXY_CONFIG}=={GALAXY_CONFIG_VERSION}",
+        ]
         try:
-            result = subprocess.run(argv, capture_output=True, text=True, timeout=SAMPLE_DOWNLOAD_TIMEOUT,
-                                    stdin=subprocess.DEVNULL)
+            result = subprocess.run(
+                argv, capture_output=True, text=True, timeout=SAMPLE_DOWNLOAD_TIMEOUT, stdin=subprocess.DEVNULL
+            )
         except subprocess.TimeoutExpired:
             pytest.fail(f"{' '.join(argv)}: no answer in {SAMPLE_DOWNLOAD_TIMEOUT}s")
         wheels = glob.glob(os.path.join(staging, "*.whl"))
@@ -256,9 +276,23 @@ def install_checkout(venv):
     subprocess.run([python, "-m", "pip", "install", "-q", "supervisor", "pyyaml"], check=True, timeout=600)
     build = tempfile.mkdtemp(prefix="gxbuild")
     try:
-        shutil.copytree(REPO, os.path.join(build, "src"), ignore=shutil.ignore_patterns(".venv*", ".git", "*.egg-info", "build"))
-        subprocess.run([os.path.join(venv, "bin", "python"), "-m", "pip", "install", "-q", "--no-deps",
-                        "--force-reinstall", os.path.join(build, "src")], check=True, timeout=600)
+        shutil.copytree(
+            REPO, os.path.join(build, "src"), ignore=shutil.ignore_patterns(".venv*", ".git", "*.egg-info", "build")
+        )
+        subprocess.run(
+            [
+                os.path.join(venv, "bin", "python"),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--no-deps",
+                "--force-reinstall",
+                os.path.join(build, "src"),
+            ],
+            check=True,
+            timeout=600,
+        )
     finally:
         shutil.rmtree(build, ignore_errors=True)
 
@@ -269,7 +303,9 @@ def test_user():
     import pwd
 
     name = "gxt" + uuid.uuid4().hex[:8]
-    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True, timeout=60)
+    subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True, timeout=60
+    )
     try:
         yield pwd.getpwnam(name)
     finally:
@@ -299,11 +335,21 @@ class UserGalaxyctl(Galaxyctl):
         user = user or self.as_user
         argv = [self.exe, "--state-dir", self.state_dir, *args]
         extra = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []} if user else {}
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=cwd or "/",
-                                env=env or self.env, stdin=subprocess.DEVNULL, **extra)
+        result = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=cwd or "/",
+            env=env or self.env,
+            stdin=subprocess.DEVNULL,
+            **extra,
+        )
         self.remember()
         if check and result.returncode != 0:
-            raise AssertionError(f"galaxyctl {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+            raise AssertionError(
+                f"galaxyctl {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
+            )
         return result
 
     def supervisord_pid(self):

@@ -1,6 +1,6 @@
 """The table of hostile values the escaping tests (unit and on real processes) share."""
 
-LONG = ("100% a ;b #c $HOME \\ q\"uote %(x)s ✓ " * 400)[:9999] + "z"  # 10 000 characters
+LONG = ('100% a ;b #c $HOME \\ q"uote %(x)s ✓ ' * 400)[:9999] + "z"  # 10 000 characters
 
 HOSTILE = {
     "dquote": 'q"uote',
@@ -31,6 +31,7 @@ HOSTILE = {
 ENV_REFUSED = {"assignment": 'x="y"', "squote": "'single'", "both_quotes_spaced": "a'b \"c"}
 
 ENV_CARRIED = {k: v for k, v in HOSTILE.items() if k not in ENV_REFUSED}
+
 
 def xml_safe(value):
     """``value`` without the control characters XML-RPC cannot carry (so a log dir may not have them)."""

@@ -17,8 +17,8 @@ import time
 
 import pytest
 import yaml
-
 from conftest import GALAXYCTL, REPO
+
 from galaxyctl_libs import fsutil
 from galaxyctl_libs.backends import record as targets
 from galaxyctl_libs.core import config
@@ -27,7 +27,9 @@ from galaxyctl_libs.errors import GalaxyctlError
 GOOD = "gravity:\n  gunicorn:\n    bind: localhost:18080\n  celery:\n    enable: false\n    enable_beat: false\n"
 TIMEOUT = 20  # seconds any hostile case may take, through the CLI
 SECRET = "SECRETHASH"
-SHADOW = "".join(f"user{i}:$6$salt{i}${SECRET}{i:04d}abcdefghijklmnopqrstuvwxyz:19000:0:99999:7:::\n" for i in range(30))
+SHADOW = "".join(
+    f"user{i}:$6$salt{i}${SECRET}{i:04d}abcdefghijklmnopqrstuvwxyz:19000:0:99999:7:::\n" for i in range(30)
+)
 SHADOW = f"root:$6$rootsalt${SECRET}rootABCDEFGHIJKLMNOPQRSTUVWXYZ0123:19000:0:99999:7:::\n" + SHADOW
 
 
@@ -59,8 +61,12 @@ def run_bytes(gctl, *args, state_dir=None, env=None):
     """The CLI with bytes arguments allowed and bytes output (non-UTF-8 paths), decoded leniently."""
     argv = [sys.executable, GALAXYCTL, "--state-dir", state_dir or gctl.state_dir, *args]
     result = subprocess.run(argv, capture_output=True, timeout=TIMEOUT, env=env or gctl.env, stdin=subprocess.DEVNULL)
-    return subprocess.CompletedProcess(result.args, result.returncode, result.stdout.decode("utf-8", "backslashreplace"),
-                                       result.stderr.decode("utf-8", "backslashreplace"))
+    return subprocess.CompletedProcess(
+        result.args,
+        result.returncode,
+        result.stdout.decode("utf-8", "backslashreplace"),
+        result.stderr.decode("utf-8", "backslashreplace"),
+    )
 
 
 def assert_one_error(result, fragment="", code=None):
@@ -131,13 +137,21 @@ BOMBS = [
     ("huge-integer", "galaxy.yml", "gravity:\n  gunicorn:\n    workers: 0x" + "f" * 5000 + "\n", "more than 64 bits"),
     ("bad-timestamp", "galaxy.yml", "gravity:\n  gunicorn:\n    workers: 2020-13-45\n", "cannot read this timestamp"),
     ("job_conf.yml", "job_conf.yml", "handling:\n" + alias_bomb(), "alias bomb"),
-    ("job_conf.xml-billion-laughs", "job_conf.xml",
-     '<?xml version="1.0"?>\n<!DOCTYPE job_conf [\n <!ENTITY a "lollollollollollollollollollol">\n'
-     + "".join(f' <!ENTITY {chr(98 + i)} "{("&" + chr(97 + i) + ";") * 10}">\n' for i in range(9))
-     + ']>\n<job_conf><handlers><handler id="&j;"/></handlers></job_conf>\n', "XML entity declaration"),
-    ("job_conf.xml-external-entity", "job_conf.xml",
-     '<?xml version="1.0"?>\n<!DOCTYPE job_conf [<!ENTITY s SYSTEM "file:///etc/shadow">]>\n'
-     '<job_conf><handlers><handler id="&s;"/></handlers></job_conf>\n', "XML entity declaration"),
+    (
+        "job_conf.xml-billion-laughs",
+        "job_conf.xml",
+        '<?xml version="1.0"?>\n<!DOCTYPE job_conf [\n <!ENTITY a "lollollollollollollollollollol">\n'
+        + "".join(f' <!ENTITY {chr(98 + i)} "{("&" + chr(97 + i) + ";") * 10}">\n' for i in range(9))
+        + ']>\n<job_conf><handlers><handler id="&j;"/></handlers></job_conf>\n',
+        "XML entity declaration",
+    ),
+    (
+        "job_conf.xml-external-entity",
+        "job_conf.xml",
+        '<?xml version="1.0"?>\n<!DOCTYPE job_conf [<!ENTITY s SYSTEM "file:///etc/shadow">]>\n'
+        '<job_conf><handlers><handler id="&s;"/></handlers></job_conf>\n',
+        "XML entity declaration",
+    ),
 ]
 
 
@@ -180,12 +194,17 @@ def test_alias_bomb_in_configstate_is_a_corrupt_state(gctl, installed):
 def test_moderate_aliases_still_load(gctl, installed):
     """Anchors and merge keys as people use them keep working, in galaxy.yml and job_conf.yml."""
     cfg, cfg_dir = installed
-    write(cfg, GOOD.replace("gravity:\n", "gravity:\n  _env: &env {A: '1', B: '2'}\n  _args: &args [--foo, bar]\n")
-          + "  tusd:\n    environment: *env\n  reports:\n    extra_args: *args\n"
-          + "galaxy:\n  job_config_file: job_conf.yml\n")
-    write(os.path.join(cfg_dir, "job_conf.yml"),
-          "base: &base {environment: {X: '1'}}\nhandling:\n  assign: [db-skip-locked]\n"
-          "  processes:\n    h1: {<<: *base}\n    h2: *base\n")
+    write(
+        cfg,
+        GOOD.replace("gravity:\n", "gravity:\n  _env: &env {A: '1', B: '2'}\n  _args: &args [--foo, bar]\n")
+        + "  tusd:\n    environment: *env\n  reports:\n    extra_args: *args\n"
+        + "galaxy:\n  job_config_file: job_conf.yml\n",
+    )
+    write(
+        os.path.join(cfg_dir, "job_conf.yml"),
+        "base: &base {environment: {X: '1'}}\nhandling:\n  assign: [db-skip-locked]\n"
+        "  processes:\n    h1: {<<: *base}\n    h2: *base\n",
+    )
     result = gctl("update", timeout=TIMEOUT)
     assert "_h1.conf" in result.stdout and "_h2.conf" in result.stdout
     assert "gravity._env: unknown key, ignored" in result.stderr
@@ -276,13 +295,17 @@ def test_includes_outside_the_config_dir_are_refused_unless_allowed(gctl, instal
         assert result.returncode == 0, result.stderr
     assert "localhost:18099" in gctl("show", "--json", env=env).stdout
     relative = dict(gctl.env, GALAXYCTL_INCLUDE_DIRS="elsewhere")
-    assert_one_error(gctl("update", check=False, env=relative), "GALAXYCTL_INCLUDE_DIRS: 'elsewhere' is not an absolute")
+    assert_one_error(
+        gctl("update", check=False, env=relative), "GALAXYCTL_INCLUDE_DIRS: 'elsewhere' is not an absolute"
+    )
 
 
 def test_includes_under_the_config_dir_need_nothing(gctl, installed):
     cfg, cfg_dir = installed
-    write(os.path.join(cfg_dir, "conf.d", "gravity.yml"), "gunicorn:\n  bind: localhost:18098\n"
-          "celery: !include ../celery.yml\n")  # relative to conf.d: back in the config dir
+    write(
+        os.path.join(cfg_dir, "conf.d", "gravity.yml"),
+        "gunicorn:\n  bind: localhost:18098\ncelery: !include ../celery.yml\n",
+    )  # relative to conf.d: back in the config dir
     write(os.path.join(cfg_dir, "celery.yml"), "enable: false\nenable_beat: false\n")
     write(os.path.join(cfg_dir, "conf.d", "galaxy.yml"), "brand: inside\n")
     os.symlink("conf.d/galaxy.yml", os.path.join(cfg_dir, "inside-link.yml"))  # a symlink that stays inside
@@ -343,7 +366,9 @@ def tmpfs(short_tmp):
     def mount(name, options="size=64k"):
         target = os.path.join(short_tmp, name)
         os.makedirs(target, exist_ok=True)
-        result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", target], capture_output=True, text=True)
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", target], capture_output=True, text=True
+        )
         if result.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
         mounted.append(target)
@@ -373,8 +398,9 @@ def test_enospc_in_the_state_dir_is_one_line_and_keeps_the_state(tmpfs, short_tm
     gctl = Galaxyctl(os.path.join(disk, "state"))
     try:
         cfg = write(os.path.join(short_tmp, "g1", "galaxy.yml"), GOOD)
-        other = write(os.path.join(short_tmp, "g2", "galaxy.yml"),
-                      GOOD.replace("18080", "18081") + "  instance_name: two\n")
+        other = write(
+            os.path.join(short_tmp, "g2", "galaxy.yml"), GOOD.replace("18080", "18081") + "  instance_name: two\n"
+        )
         gctl("register", cfg)
         gctl("update")
         _fill(disk)
@@ -395,8 +421,10 @@ def test_log_dir_that_is_a_file_or_read_only(gctl, installed, tmpfs, short_tmp):
     files_before = snapshot(supervisor_dir)
     registrations = gctl("list").stdout
     read_only = tmpfs("ro", "ro,size=64k")
-    for log_dir, fragment in ((write(os.path.join(short_tmp, "a-file"), "x"), "is in the way"),
-                              (os.path.join(read_only, "logs"), "Read-only file system")):
+    for log_dir, fragment in (
+        (write(os.path.join(short_tmp, "a-file"), "x"), "is in the way"),
+        (os.path.join(read_only, "logs"), "Read-only file system"),
+    ):
         write(cfg, GOOD + f"  log_dir: {log_dir}\n")
         assert_one_error(gctl("update", check=False), fragment)
         state_after_first = snapshot(gctl.state_dir)
@@ -493,8 +521,10 @@ def test_read_bytes_refuses_special_files_at_once(tmp_path):
 def test_write_if_changed_replaces_what_is_not_a_file_of_ours(tmp_path):
     path = str(tmp_path / "conf")
     os.mkfifo(path)
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from galaxyctl_libs import fsutil\n"
-            "assert fsutil.write_if_changed(sys.argv[2], 'new\\n') is True")
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from galaxyctl_libs import fsutil\n"
+        "assert fsutil.write_if_changed(sys.argv[2], 'new\\n') is True"
+    )
     subprocess.run([sys.executable, "-c", code, REPO, path], check=True, timeout=TIMEOUT)  # a hang would be ours
     assert stat.S_ISREG(os.lstat(path).st_mode) and open(path).read() == "new\n"  # the FIFO was replaced
     assert fsutil.write_if_changed(path, "new\n") is False

@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import GALAXYCTL
 
 
@@ -22,8 +21,14 @@ def write(path, text):
 
 def run_cli(state_dir, *args):
     env = dict(os.environ, GALAXYCTL_ALLOW_ROOT="1")
-    return subprocess.run([sys.executable, GALAXYCTL, "--state-dir", state_dir, *args], capture_output=True, text=True,
-                          timeout=60, stdin=subprocess.DEVNULL, env=env)
+    return subprocess.run(
+        [sys.executable, GALAXYCTL, "--state-dir", state_dir, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
 
 
 @pytest.fixture
@@ -50,7 +55,7 @@ def assert_one_line_error(result, fragment, code=1):
         ("gravity:\n  gunicorn:\n    workers: abc\n", "gravity.gunicorn.workers: expected an integer, got 'abc'"),
         ("gravity: [1, 2]\n", "gravity: expected a mapping"),
         ("- just\n- a list\n", "expected a mapping at the top level"),
-        ("gravity:\n  gunicorn:\n    bind: \"a\\nb\"\n", "must not contain a newline"),
+        ('gravity:\n  gunicorn:\n    bind: "a\\nb"\n', "must not contain a newline"),
         ("gravity: !include missing.yml\n", "config file not found"),
         ("gravity:\n  celery: {concurrency: -1}\n", "gravity.celery.concurrency: -1 is out of range"),
     ],

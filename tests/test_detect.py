@@ -11,8 +11,8 @@ import time
 import pytest
 
 from galaxyctl_libs.compat.detect import DetectGalaxyCommands, GalaxyCommands, detect_galaxy_commands
-from galaxyctl_libs.probes import procfs
 from galaxyctl_libs.errors import GalaxyctlError
+from galaxyctl_libs.probes import procfs
 
 BIN = os.path.dirname(sys.executable)
 SUPERVISORCTL = os.path.join(BIN, "supervisorctl")
@@ -23,8 +23,10 @@ HAVE_SUPERVISOR = os.access(SUPERVISORCTL, os.X_OK)
 def paths(tmp_path):
     """Every search location of the detector, inside tmp_path (all empty to start with)."""
     return {
-        "supervisor_configs": (str(tmp_path / "etc/supervisor/supervisord.conf"),
-                               str(tmp_path / "etc/supervisord.conf")),
+        "supervisor_configs": (
+            str(tmp_path / "etc/supervisor/supervisord.conf"),
+            str(tmp_path / "etc/supervisord.conf"),
+        ),
         "unit_dirs": (str(tmp_path / "etc/systemd/system"), str(tmp_path / "lib/systemd/system")),
         "upstart_dir": str(tmp_path / "etc/init"),
         "initd_dir": str(tmp_path / "etc/init.d"),
@@ -40,24 +42,28 @@ def _write(path, text, mode=0o644):
 
 
 def _main_conf(directory, include="conf.d/*.conf"):
-    return (f"[unix_http_server]\nfile = {directory}/supervisor.sock   ; the control socket\nchmod = 0700\n\n"
-            f"[supervisord]\nlogfile = {directory}/supervisord.log\npidfile = {directory}/supervisord.pid\n"
-            f"childlogdir = {directory}\n\n"
-            "[rpcinterface:supervisor]\n"
-            "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n"
-            f"[supervisorctl]\nserverurl = unix://{directory}/supervisor.sock\n\n"
-            f"[include]\nfiles = {include}\n")
+    return (
+        f"[unix_http_server]\nfile = {directory}/supervisor.sock   ; the control socket\nchmod = 0700\n\n"
+        f"[supervisord]\nlogfile = {directory}/supervisord.log\npidfile = {directory}/supervisord.pid\n"
+        f"childlogdir = {directory}\n\n"
+        "[rpcinterface:supervisor]\n"
+        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n"
+        f"[supervisorctl]\nserverurl = unix://{directory}/supervisor.sock\n\n"
+        f"[include]\nfiles = {include}\n"
+    )
 
 
 SLEEPER = f"{sys.executable} -c 'import time; time.sleep(120)'"
 
 
 def _galaxy_conf():
-    return ("[program:galaxy_web]\n"
-            f"command = {SLEEPER}\nstartsecs = 0\nautostart = true\nstopwaitsecs = 5\n\n"
-            "[program:handler]\n"
-            f"command = {SLEEPER}\nprocess_name = handler%(process_num)s\nnumprocs = 2\nstartsecs = 0\n\n"
-            "[group:galaxy]\nprograms = galaxy_web, handler\n")
+    return (
+        "[program:galaxy_web]\n"
+        f"command = {SLEEPER}\nstartsecs = 0\nautostart = true\nstopwaitsecs = 5\n\n"
+        "[program:handler]\n"
+        f"command = {SLEEPER}\nprocess_name = handler%(process_num)s\nnumprocs = 2\nstartsecs = 0\n\n"
+        "[group:galaxy]\nprograms = galaxy_web, handler\n"
+    )
 
 
 def test_supervisor_group_via_include(paths):
@@ -67,11 +73,15 @@ def test_supervisor_group_via_include(paths):
     _write(os.path.join(directory, "conf.d/galaxy.conf"), _galaxy_conf())
     commands = detect_galaxy_commands(**paths)
     assert commands == GalaxyCommands(
-        manager="supervisord", startup=["supervisord", "-c", conf],
+        manager="supervisord",
+        startup=["supervisord", "-c", conf],
         start=["supervisorctl", "-c", conf, "start", "galaxy:*"],
         stop=["supervisorctl", "-c", conf, "stop", "galaxy:*"],
         restart=["supervisorctl", "-c", conf, "restart", "galaxy:*"],
-        status=["supervisorctl", "-c", conf, "status", "galaxy:*"], source=conf, name="galaxy:*")
+        status=["supervisorctl", "-c", conf, "status", "galaxy:*"],
+        source=conf,
+        name="galaxy:*",
+    )
 
 
 @pytest.mark.skipif(not HAVE_SUPERVISOR, reason="supervisor is not installed in this venv")
@@ -80,13 +90,18 @@ def test_detected_supervisor_commands_drive_a_real_supervisord(paths):
     directory = os.path.dirname(conf)
     _write(conf, _main_conf(directory, include="%(here)s/supervisord.d/*.ini"))
     _write(os.path.join(directory, "supervisord.d/galaxy.ini"), _galaxy_conf())
-    detector = DetectGalaxyCommands("supervisord", supervisorctl=SUPERVISORCTL,
-                                    supervisord=os.path.join(BIN, "supervisord"), **paths)
+    detector = DetectGalaxyCommands(
+        "supervisord", supervisorctl=SUPERVISORCTL, supervisord=os.path.join(BIN, "supervisord"), **paths
+    )
     assert detector.get_init() == "supervisord"
     startup = detector.get_startup_command()
     assert startup == [os.path.join(BIN, "supervisord"), "-c", conf]
-    daemon = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-n", "-c", conf],
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "supervisor.supervisord", "-n", "-c", conf],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     children = []
     try:
         deadline = time.monotonic() + 15
@@ -120,16 +135,26 @@ def test_detected_supervisor_commands_drive_a_real_supervisord(paths):
 
 
 def _run(argv):
-    return subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, timeout=20, check=False)
+    return subprocess.run(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=20,
+        check=False,
+    )
 
 
 def test_supervisor_plain_program_and_numprocs(paths, tmp_path):
     conf = paths["supervisor_configs"][0]
     _write(conf, "[supervisord]\n[program:galaxy]\ncommand = /bin/true\n")
     assert detect_galaxy_commands(**paths).start[-1] == "galaxy"
-    _write(conf, "[supervisord]\n[program:galaxy]\ncommand = /bin/true\nnumprocs = 2\n"
-                 "process_name = %(program_name)s_%(process_num)s\n")
+    _write(
+        conf,
+        "[supervisord]\n[program:galaxy]\ncommand = /bin/true\nnumprocs = 2\n"
+        "process_name = %(program_name)s_%(process_num)s\n",
+    )
     assert detect_galaxy_commands(**paths).stop[-1] == "galaxy:*"
     _write(conf, "[supervisord]\n[program:web]\ncommand = /bin/true\n[group:gx]\nprograms = web\n")
     assert detect_galaxy_commands(program_names=("web",), **paths).status[-1] == "gx:web"
@@ -153,8 +178,11 @@ def test_broken_supervisor_config_names_the_file(paths):
 
 def test_systemd_unit(paths):
     unit_dir = paths["unit_dirs"][1]
-    _write(os.path.join(unit_dir, "galaxy-gunicorn.service"), "[Unit]\nDescription=Galaxy\n[Service]\n"
-           "ExecStart=/srv/galaxy/.venv/bin/gunicorn\n[Install]\nWantedBy=multi-user.target\n")
+    _write(
+        os.path.join(unit_dir, "galaxy-gunicorn.service"),
+        "[Unit]\nDescription=Galaxy\n[Service]\n"
+        "ExecStart=/srv/galaxy/.venv/bin/gunicorn\n[Install]\nWantedBy=multi-user.target\n",
+    )
     detector = DetectGalaxyCommands(**paths)
     assert detector.get_init() == "systemd"
     assert detector.get_start_command() == ["systemctl", "start", "galaxy-gunicorn.service"]
@@ -165,8 +193,9 @@ def test_systemd_unit(paths):
     # the first configured name wins over later ones, whatever directory holds it
     _write(os.path.join(paths["unit_dirs"][0], "galaxy.service"), "[Service]\nExecStart=/bin/true\n")
     assert detect_galaxy_commands(**paths).name == "galaxy.service"
-    assert detect_galaxy_commands(unit_names=("galaxy-gunicorn.service",), **paths).source == \
-        os.path.join(unit_dir, "galaxy-gunicorn.service")
+    assert detect_galaxy_commands(unit_names=("galaxy-gunicorn.service",), **paths).source == os.path.join(
+        unit_dir, "galaxy-gunicorn.service"
+    )
 
 
 def test_laniakea_init_choice_skips_supervisor(paths):
@@ -181,9 +210,8 @@ def test_upstart_and_sysv(paths):
     initd = _write(os.path.join(paths["initd_dir"], "galaxy"), "#!/bin/sh\nexit 0\n", mode=0o755)
     commands = detect_galaxy_commands(**paths)
     assert commands.manager == "sysv"
-    assert (commands.start, commands.stop, commands.status) == ([initd, "start"], [initd, "stop"],
-                                                                 [initd, "status"])
-    _write(os.path.join(paths["upstart_dir"], "galaxy.conf"), "description \"Galaxy\"\nexec /bin/true\n")
+    assert (commands.start, commands.stop, commands.status) == ([initd, "start"], [initd, "stop"], [initd, "status"])
+    _write(os.path.join(paths["upstart_dir"], "galaxy.conf"), 'description "Galaxy"\nexec /bin/true\n')
     commands = detect_galaxy_commands(**paths)
     assert commands.manager == "upstart"
     assert commands.restart == ["initctl", "restart", "galaxy"]

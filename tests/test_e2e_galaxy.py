@@ -37,8 +37,17 @@ import urllib.error
 import urllib.request
 
 import pytest
-
-from conftest import REPO, Galaxyctl, UserGalaxyctl, alive, descendants_of, free_port, install_checkout, kill_pids, wait_for
+from conftest import (
+    REPO,
+    Galaxyctl,
+    UserGalaxyctl,
+    alive,
+    descendants_of,
+    free_port,
+    install_checkout,
+    kill_pids,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -96,9 +105,17 @@ def _build_venv(venv, python):
     log = venv + ".install.log"
     started = time.monotonic()
     quickstart.run_with_progress(
-        [os.path.join(venv, "bin", "python"), "-m", "pip", "--disable-pip-version-check", "install",
-         f"{quickstart.GALAXY_PACKAGE}=={GALAXY_VERSION}"],
-        "installing Galaxy for the e2e test", log, timeout=INSTALL_TIMEOUT,
+        [
+            os.path.join(venv, "bin", "python"),
+            "-m",
+            "pip",
+            "--disable-pip-version-check",
+            "install",
+            f"{quickstart.GALAXY_PACKAGE}=={GALAXY_VERSION}",
+        ],
+        "installing Galaxy for the e2e test",
+        log,
+        timeout=INSTALL_TIMEOUT,
     )
     with open(os.path.join(venv, COMPLETE_MARKER), "w") as handle:
         handle.write(f"{GALAXY_VERSION} installed in {time.monotonic() - started:.0f}s\n")
@@ -185,15 +202,29 @@ def _rss_kb(pid):
 
 def _run_a_job(base):
     """Create a user and upload pasted text: the job must be grabbed by the handler and finish ok."""
-    _, user = _http(base + "/api/users", "POST",
-                    {"username": "e2e", "email": "e2e@example.org", "password": "e2e-password-123"}, key=API_KEY)
+    _, user = _http(
+        base + "/api/users",
+        "POST",
+        {"username": "e2e", "email": "e2e@example.org", "password": "e2e-password-123"},
+        key=API_KEY,
+    )
     _, user_key = _http(base + f"/api/users/{user['id']}/api_key", "POST", key=API_KEY)
     _, history = _http(base + "/api/histories", "POST", {"name": "e2e"}, key=user_key)
-    _, fetched = _http(base + "/api/tools/fetch", "POST", {
-        "history_id": history["id"],
-        "targets": [{"destination": {"type": "hdas"},
-                     "elements": [{"src": "pasted", "paste_content": "hello galaxyctl\n", "ext": "txt"}]}],
-    }, key=user_key, timeout=60)
+    _, fetched = _http(
+        base + "/api/tools/fetch",
+        "POST",
+        {
+            "history_id": history["id"],
+            "targets": [
+                {
+                    "destination": {"type": "hdas"},
+                    "elements": [{"src": "pasted", "paste_content": "hello galaxyctl\n", "ext": "txt"}],
+                }
+            ],
+        },
+        key=user_key,
+        timeout=60,
+    )
     job_id = fetched["jobs"][0]["id"]
 
     def finished():
@@ -215,10 +246,17 @@ def test_real_galaxy_under_galaxyctl(galaxy_venv, record_property):
     port = free_port()
     config = os.path.join(root, "config", "galaxy.yml")
     with open(config, "w") as handle:
-        handle.write(quickstart.render_config(
-            root, "127.0.0.1", port, user=user, virtualenv=galaxy_venv, state_dir=os.path.join(root, "state"),
-            extra_galaxy={"bootstrap_admin_api_key": API_KEY, "admin_users": "e2e@example.org"},
-        ))
+        handle.write(
+            quickstart.render_config(
+                root,
+                "127.0.0.1",
+                port,
+                user=user,
+                virtualenv=galaxy_venv,
+                state_dir=os.path.join(root, "state"),
+                extra_galaxy={"bootstrap_admin_api_key": API_KEY, "admin_users": "e2e@example.org"},
+            )
+        )
     # as the quickstart does: create the database first (all services start at once; on an empty
     # database the web server races the others and exits with NoVersionTableError)
     started = time.monotonic()
@@ -261,7 +299,8 @@ def test_real_galaxy_under_galaxyctl(galaxy_venv, record_property):
         beat_argv = _cmdline(rows["celery-beat"]["pid"])
         schedule = beat_argv[beat_argv.index("--schedule") + 1]
         assert wait_for(lambda: glob.glob(glob.escape(schedule) + "*"), timeout=SETTLE_TIMEOUT, interval=1), (
-            f"celery beat never wrote {schedule}: " + _tail(os.path.join(root, "logs", "celery-beat.log")))
+            f"celery beat never wrote {schedule}: " + _tail(os.path.join(root, "logs", "celery-beat.log"))
+        )
         assert _all_running(gctl), _status(gctl)
 
         # the handler is a galaxy-main with its --server-name (and pools) on the command line
@@ -273,8 +312,10 @@ def test_real_galaxy_under_galaxyctl(galaxy_venv, record_property):
             uid = pwd.getpwnam(user).pw_uid
             # every process: supervisord, galaxyctl's gunicorn herder and all of Galaxy's
             supervisord = gctl.supervisord_pid()
-            owners = {f"{_cmdline(pid)[:3]} {pid}": os.stat(f"/proc/{pid}").st_uid
-                      for pid in [supervisord] + descendants_of(supervisord)}
+            owners = {
+                f"{_cmdline(pid)[:3]} {pid}": os.stat(f"/proc/{pid}").st_uid
+                for pid in [supervisord] + descendants_of(supervisord)
+            }
             assert len(owners) > len(rows) and set(owners.values()) == {uid}, owners
 
         # RSS per service (gunicorn: master and its workers)
@@ -309,8 +350,9 @@ def test_real_galaxy_under_galaxyctl(galaxy_venv, record_property):
         assert _status(gctl)[0] == 3
         assert _version(base)[0] is None
         gctl("shutdown", timeout=120)
-        leftover = wait_for(lambda: not any(alive(p) for p in service_pids | gctl.seen_pids | {supervisord}),
-                            timeout=30, interval=0.2)
+        leftover = wait_for(
+            lambda: not any(alive(p) for p in service_pids | gctl.seen_pids | {supervisord}), timeout=30, interval=0.2
+        )
         assert leftover, [p for p in service_pids | gctl.seen_pids if alive(p)]
     finally:
         record_property("figures", figures)

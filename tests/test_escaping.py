@@ -11,9 +11,9 @@ import sys
 
 import pytest
 import yaml
-
 from conftest import GALAXYCTL, Galaxyctl, free_port, wait_for
 from hostile_values import ENV_CARRIED, ENV_REFUSED, HOSTILE, LONG, xml_safe  # noqa: F401 - shared table
+
 from galaxyctl_libs.backends.supervisor import client as supervisor_client
 from galaxyctl_libs.backends.supervisor import render as sup
 from galaxyctl_libs.demo import make_demo_galaxy
@@ -48,22 +48,30 @@ def supervisord_pids(state_dir):
 
 
 def wait_for_pids(state_dir, names, timeout=30):
-    found = wait_for(lambda: (lambda pids: pids if set(names) <= set(pids) else None)(supervisord_pids(state_dir)),
-                     timeout=timeout, interval=0.1)
+    found = wait_for(
+        lambda: (lambda pids: pids if set(names) <= set(pids) else None)(supervisord_pids(state_dir)),
+        timeout=timeout,
+        interval=0.1,
+    )
     assert found, f"not all of {names} got a PID: {supervisord_pids(state_dir)}"
     return found
 
 
 def exec_done(pid, tail):
     """True once ``pid`` runs the program whose argv ends with ``tail`` (supervisord forks, then execs)."""
-    return wait_for(lambda: proc_cmdline(pid)[-len(tail):] == tail, timeout=20)
+    return wait_for(lambda: proc_cmdline(pid)[-len(tail) :] == tail, timeout=20)
 
 
 def run(state_dir, *args):
     env = dict(os.environ, GALAXYCTL_ALLOW_ROOT="1")
     env.pop("GRAVITY_STATE_DIR", None)
-    return subprocess.run([sys.executable, GALAXYCTL, "--state-dir", state_dir, *args], capture_output=True,
-                          timeout=60, stdin=subprocess.DEVNULL, env=env)
+    return subprocess.run(
+        [sys.executable, GALAXYCTL, "--state-dir", state_dir, *args],
+        capture_output=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
 
 
 def assert_one_line(result, *fragments):
@@ -88,10 +96,12 @@ def test_environment_and_arguments_reach_the_processes_byte_exact(gctl, demo_gal
     env = {f"GXT_{name}": value for name, value in ENV_CARRIED.items()}
     extra = [item for value in HOSTILE.values() for item in ("--statsd-prefix", value)]  # gunicorn ignores it
     pools = [value for value in HOSTILE.values() if value.strip()]  # gravity strips pool names
-    config, _ = demo_galaxy(gravity={
-        "gunicorn": {"environment": env, "extra_args": extra},
-        "handlers": {"h1": {"environment": env, "pools": pools, "start_timeout": 1}},
-    })
+    config, _ = demo_galaxy(
+        gravity={
+            "gunicorn": {"environment": env, "extra_args": extra},
+            "handlers": {"h1": {"environment": env, "pools": pools, "start_timeout": 1}},
+        }
+    )
     gctl("register", config)
     gctl("start", "--no-wait")
     pids = wait_for_pids(gctl.state_dir, ["gunicorn:gunicorn", "h1:h1"])
@@ -131,10 +141,17 @@ def test_paths_reach_the_processes_byte_exact(gctl, short_tmp):
         root = os.path.join(short_tmp, value)
         venv = os.path.join(root, value, "venv")  # VIRTUAL_ENV may not end with a quote: see below
         log_dir = os.path.join(short_tmp, "logs", xml_safe(value))  # XML-RPC reports it: see below
-        config = make_demo_galaxy(root, free_port(), gravity={
-            "instance_name": f"i{number}", "gunicorn": {"enable": False}, "log_dir": log_dir, "virtualenv": venv,
-            "handlers": {"h1": {"start_timeout": 1}},
-        })
+        config = make_demo_galaxy(
+            root,
+            free_port(),
+            gravity={
+                "instance_name": f"i{number}",
+                "gunicorn": {"enable": False},
+                "log_dir": log_dir,
+                "virtualenv": venv,
+                "handlers": {"h1": {"start_timeout": 1}},
+            },
+        )
         expected[f"i{number}:h1"] = (root, config, venv, log_dir)
     gctl("register", *[config for _, config, _, _ in expected.values()])
     gctl("start", "--no-wait")
@@ -152,20 +169,24 @@ def test_paths_reach_the_processes_byte_exact(gctl, short_tmp):
         assert os.path.join(venv, "bin").encode() in received[b"PATH"].split(b":")
         # supervisord opened the log file at exactly this path
         log = os.path.join(log_dir, f"{key.split(':')[0]}_galaxy_standalone_h1.log")
-        assert wait_for(lambda: os.path.exists(log) and "demo handler h1" in open(log, encoding="utf-8").read(),
-                        timeout=20), (key, os.listdir(log_dir) if os.path.isdir(log_dir) else None)
+        assert wait_for(
+            lambda: os.path.exists(log) and "demo handler h1" in open(log, encoding="utf-8").read(), timeout=20
+        ), (key, os.listdir(log_dir) if os.path.isdir(log_dir) else None)
     gctl("stop")  # supervisord stops one group at a time when it is itself told to end: slow for many
 
 
-@pytest.mark.parametrize("where, value, fragment", [
-    ("root", "g\nx", "cannot carry a newline"),
-    ("root", "it's \"q\"", "environment GALAXY_CONFIG_FILE"),
-    ("log_dir", "log\nx", "gravity.log_dir: must not contain a newline"),
-    ("log_dir", "log\x1ex", "supervisord reports log file paths over XML-RPC"),
-    ("virtualenv", "/v\rx", "gravity.virtualenv: must not contain a newline"),
-    ("virtualenv", "/v:x", "PATH cannot carry a ':' in a directory"),
-    ("virtualenv", "/srv/'venv'", "environment VIRTUAL_ENV \"/srv/'venv'\": supervisord cannot pass"),
-])
+@pytest.mark.parametrize(
+    "where, value, fragment",
+    [
+        ("root", "g\nx", "cannot carry a newline"),
+        ("root", 'it\'s "q"', "environment GALAXY_CONFIG_FILE"),
+        ("log_dir", "log\nx", "gravity.log_dir: must not contain a newline"),
+        ("log_dir", "log\x1ex", "supervisord reports log file paths over XML-RPC"),
+        ("virtualenv", "/v\rx", "gravity.virtualenv: must not contain a newline"),
+        ("virtualenv", "/v:x", "PATH cannot carry a ':' in a directory"),
+        ("virtualenv", "/srv/'venv'", "environment VIRTUAL_ENV \"/srv/'venv'\": supervisord cannot pass"),
+    ],
+)
 def test_paths_that_cannot_be_carried_are_refused_by_update(gctl, short_tmp, where, value, fragment):
     root = os.path.join(short_tmp, value if where == "root" else "g")
     # the handler alone (scripts/galaxy-main): gunicorn would first need a real virtualenv
@@ -197,8 +218,9 @@ def test_state_dir_with_comment_characters_is_used_exactly(short_tmp, name, trun
     """A state dir with whitespace + ';'/'#': supervisord binds, logs and writes its pid exactly there, and
     nothing outside the state dir is created or replaced (the old renderer bound the socket at the cut path)."""
     galaxy = os.path.join(short_tmp, "g")
-    config = make_demo_galaxy(galaxy, free_port(), gravity={"gunicorn": {"enable": False},
-                                                           "handlers": {"h1": {"start_timeout": 1}}})
+    config = make_demo_galaxy(
+        galaxy, free_port(), gravity={"gunicorn": {"enable": False}, "handlers": {"h1": {"start_timeout": 1}}}
+    )
     precious = os.path.join(short_tmp, truncated)
     with open(precious, "w") as handle:
         handle.write("precious\n")

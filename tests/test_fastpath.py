@@ -14,19 +14,35 @@ import threading
 import time
 
 import pytest
-
 from conftest import GALAXYCTL, REPO
+
 from galaxyctl_libs import fsutil, records
 from galaxyctl_libs.cli import main as cli
+from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.probes import http as health
 from galaxyctl_libs.probes import netio
-from galaxyctl_libs.errors import GalaxyctlError
 
 # Heavy modules a cron `status` used to pay for; none is needed to ask supervisord and probe the web.
 NOT_ON_STATUS_PATH = (
-    "dataclasses", "inspect", "yaml", "socket", "subprocess", "shutil", "tempfile", "contextlib", "signal",
-    "shlex", "hashlib", "typing", "http.client", "xmlrpc.client", "encodings.idna",
-    "galaxyctl_libs.core.config", "galaxyctl_libs.core.registration", "galaxyctl_libs.core.state", "galaxyctl_libs.core.services",
+    "dataclasses",
+    "inspect",
+    "yaml",
+    "socket",
+    "subprocess",
+    "shutil",
+    "tempfile",
+    "contextlib",
+    "signal",
+    "shlex",
+    "hashlib",
+    "typing",
+    "http.client",
+    "xmlrpc.client",
+    "encodings.idna",
+    "galaxyctl_libs.core.config",
+    "galaxyctl_libs.core.registration",
+    "galaxyctl_libs.core.state",
+    "galaxyctl_libs.core.services",
 )
 
 MODULES_AFTER = (  # the modules a command adds to what the interpreter itself loaded at start-up
@@ -42,8 +58,14 @@ MODULES_AFTER = (  # the modules a command adds to what the interpreter itself l
 
 
 def _run_and_list_modules(gctl, *args):
-    result = subprocess.run([sys.executable, "-c", MODULES_AFTER, REPO, "--state-dir", gctl.state_dir, *args],
-                            capture_output=True, text=True, timeout=60, env=gctl.env, stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        [sys.executable, "-c", MODULES_AFTER, REPO, "--state-dir", gctl.state_dir, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=gctl.env,
+        stdin=subprocess.DEVNULL,
+    )
     modules = set(result.stderr.rsplit("MODULES ", 1)[1].split())
     return result, modules
 
@@ -64,23 +86,34 @@ def test_help_loads_no_library_module(gctl):
     result, modules = _run_and_list_modules(gctl, "--help")
     assert result.returncode == 0
     assert "status" in result.stdout and "supervisorctl" in result.stdout  # every command listed
-    assert sorted(m for m in modules if m.startswith("galaxyctl_libs.") and not m.startswith("galaxyctl_libs.cli")
-                  and m not in ("galaxyctl_libs.errors", "galaxyctl_libs.exitcodes")) == []
+    assert (
+        sorted(
+            m
+            for m in modules
+            if m.startswith("galaxyctl_libs.")
+            and not m.startswith("galaxyctl_libs.cli")
+            and m not in ("galaxyctl_libs.errors", "galaxyctl_libs.exitcodes")
+        )
+        == []
+    )
     assert "shutil" not in modules  # the help formatter is sized without it
 
 
 # ---------------------------------------------------------------- the lazy parser
 
 
-@pytest.mark.parametrize("argv, word", [
-    (["status"], "status"),
-    (["--state-dir", "/x", "status", "--json"], "status"),
-    (["--state-dir=/x", "--allow-root", "check"], "check"),
-    (["--state", "status", "start"], "start"),  # an abbreviated --state-dir takes the next word
-    (["--allow-root", "--help"], None),
-    (["--", "status"], None),
-    ([], None),
-])
+@pytest.mark.parametrize(
+    "argv, word",
+    [
+        (["status"], "status"),
+        (["--state-dir", "/x", "status", "--json"], "status"),
+        (["--state-dir=/x", "--allow-root", "check"], "check"),
+        (["--state", "status", "start"], "start"),  # an abbreviated --state-dir takes the next word
+        (["--allow-root", "--help"], None),
+        (["--", "status"], None),
+        ([], None),
+    ],
+)
 def test_command_word(argv, word):
     assert cli._command_word(argv) == word
 
@@ -101,8 +134,9 @@ def test_typo_lists_every_command(gctl):
 
 def test_subcommand_help_and_columns(gctl):
     env = dict(gctl.env, COLUMNS="50")
-    result = subprocess.run([sys.executable, GALAXYCTL, "status", "--help"], capture_output=True, text=True,
-                            timeout=30, env=env)
+    result = subprocess.run(
+        [sys.executable, GALAXYCTL, "status", "--help"], capture_output=True, text=True, timeout=30, env=env
+    )
     assert result.returncode == 0 and "--timeout" in result.stdout
     assert max(len(line) for line in result.stdout.splitlines()) <= 50
 
@@ -161,8 +195,10 @@ def test_record_replace_and_asdict():
     q = records.replace(p, y=5)
     assert (q.x, q.y, q.label) == (1, 5, "a") and p.y == 2
     data = records.asdict([Plain("n", (p, Point(3))), {"k": q}])
-    assert data == [{"name": "n", "points": ({"x": 1, "y": 2, "label": "a"}, {"x": 3, "y": 0, "label": ""})},
-                    {"k": {"x": 1, "y": 5, "label": "a"}}]
+    assert data == [
+        {"name": "n", "points": ({"x": 1, "y": 2, "label": "a"}, {"x": 3, "y": 0, "label": ""})},
+        {"k": {"x": 1, "y": 5, "label": "a"}},
+    ]
 
 
 # ---------------------------------------------------------------- netio and the probe
@@ -253,7 +289,7 @@ def test_exchange_respects_limit_and_closes(http_server):
 def test_uwsgi_stats_read_through_netio_and_size_bound(http_server, monkeypatch):
     """The uWSGI stats reader shares netio's exchange: an HTTP stats answer is parsed, and one
     larger than the bound is refused (the bound is lowered so the test need not send 64 MiB)."""
-    from galaxyctl_libs.probes import uwsgi
+    from galaxyctl_libs.compat import uwsgi
 
     document = b'{"pid": 42, "workers": []}'
     _, port = http_server(socket.AF_INET, ("127.0.0.1", 0), b"HTTP/1.0 200 OK\r\n\r\n" + document)
@@ -297,8 +333,10 @@ def test_write_many_if_changed_raises_a_writer_error(tmp_path):
 
 def test_exclusive_lock_serialises_and_releases(tmp_path):
     lock = str(tmp_path / "lock")
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from galaxyctl_libs import fsutil\n"
-            "with fsutil.exclusive_lock(sys.argv[2]): print('got it', flush=True)")
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from galaxyctl_libs import fsutil\n"
+        "with fsutil.exclusive_lock(sys.argv[2]): print('got it', flush=True)"
+    )
     other = None
     try:
         with fsutil.exclusive_lock(lock):

@@ -15,14 +15,14 @@ import sys
 import time
 
 import pytest
-
 from conftest import alive, descendants_of, kill_pids, wait_for
+
 from galaxyctl_libs import fsutil
 from galaxyctl_libs.actions import lifecycle
-from galaxyctl_libs.probes import procfs
 from galaxyctl_libs.backends import record as targets
-from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.backends.supervisor.client import Paths, SupervisorClient
+from galaxyctl_libs.errors import GalaxyctlError
+from galaxyctl_libs.probes import procfs
 
 
 def status_json(gctl):
@@ -120,7 +120,9 @@ def test_start_names_an_orphan_holding_the_port(gctl, demo_galaxy):
         with pytest.raises(GalaxyctlError) as refused:
             lifecycle.check_ports_free(client, targets.load_applied(gctl.state_dir).targets)
         assert f"already in use by PID {master}" in refused.value.message
-        assert "an orphan of this state dir" in refused.value.message and "run 'galaxyctl stop'" in refused.value.message
+        assert (
+            "an orphan of this state dir" in refused.value.message and "run 'galaxyctl stop'" in refused.value.message
+        )
         gctl("stop")  # supervisord exits, then the orphan is ended
         assert not any(alive(pid) for pid in group) and port_free(port)
     finally:
@@ -266,8 +268,10 @@ def test_lock_taken_read_only_still_excludes(short_tmp):
     open(lock, "w").close()
     mount_read_only(directory)
     try:
-        code = ("import fcntl, os, sys\nfd = os.open(sys.argv[1], os.O_RDONLY)\n"
-                "try:\n    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept BlockingIOError:\n    sys.exit(3)\n")
+        code = (
+            "import fcntl, os, sys\nfd = os.open(sys.argv[1], os.O_RDONLY)\n"
+            "try:\n    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept BlockingIOError:\n    sys.exit(3)\n"
+        )
         with fsutil.exclusive_lock(lock):
             assert subprocess.run([sys.executable, "-c", code, lock], timeout=30).returncode == 3
         assert subprocess.run([sys.executable, "-c", code, lock], timeout=30).returncode == 0
@@ -340,8 +344,9 @@ def test_marked_processes_and_ending_one_that_ignores_sigterm(short_tmp):
     ignore_term = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('ready', flush=True)\ntime.sleep(300)\n"
     ours_env = dict(os.environ, GALAXYCTL_STATE_ID=marker, GALAXYCTL_SERVICE="_default_/stubborn")
     other_env = dict(os.environ, GALAXYCTL_STATE_ID=procfs.state_id(short_tmp + "-other"))
-    ours = subprocess.Popen([sys.executable, "-c", ignore_term], env=ours_env, stdout=subprocess.PIPE, text=True,
-                            start_new_session=True)  # leads its group, as a service under supervisord does
+    ours = subprocess.Popen(
+        [sys.executable, "-c", ignore_term], env=ours_env, stdout=subprocess.PIPE, text=True, start_new_session=True
+    )  # leads its group, as a service under supervisord does
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], env=other_env)
     try:
         assert ours.stdout.readline() == "ready\n"

@@ -5,7 +5,6 @@ import threading
 import urllib.request
 
 import yaml
-
 from conftest import http_get, wait_for
 
 
@@ -73,6 +72,7 @@ def test_rolling_graceful_of_a_gunicorn_list_drops_no_request(gctl, demo_galaxy)
     assert all(a["pid"] != b for a, b in zip(after, before))
     rows = yaml.safe_load(gctl("status", "--json").stdout)["services"]
     assert sorted(r["service"] for r in rows if r["state"] in ("RUNNING", "STARTING")) == ["gunicorn_0", "gunicorn_1"]
+
     # each instance was reloaded by its herder (galaxyctl waits for one before it starts the next)
     def logs():
         return [open(os.path.join(gctl.state_dir, "log", f"gunicorn_{i}.log")).read() for i in (0, 1)]

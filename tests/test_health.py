@@ -5,7 +5,6 @@ import re
 import signal
 
 import yaml
-
 from conftest import alive, kill_pids, wait_for
 
 
@@ -36,10 +35,16 @@ def test_check_follows_a_killed_master_and_writes_prometheus(gctl, demo_galaxy, 
     prom = os.path.join(short_tmp, "galaxy.prom")
     ok = gctl("check", "--restart-window", "0", "--prometheus", prom)
     assert ok.returncode == 0
-    assert re.match(r"GALAXY OK - 1/1 services running, web \d+ ms \| services_running=1;;;0;1 web_ms=\d+ms workers_busy=0;;;0;1$",
-                    ok.stdout.strip()), ok.stdout
+    assert re.match(
+        r"GALAXY OK - 1/1 services running, web \d+ ms \| services_running=1;;;0;1 web_ms=\d+ms workers_busy=0;;;0;1$",
+        ok.stdout.strip(),
+    ), ok.stdout
     samples = parse_exposition(open(prom).read())
-    assert samples["galaxy_check_status"] == 0 and samples["galaxy_services_running"] == 1 and samples["galaxy_web_up"] == 1
+    assert (
+        samples["galaxy_check_status"] == 0
+        and samples["galaxy_services_running"] == 1
+        and samples["galaxy_web_up"] == 1
+    )
     assert gctl("check", "--restart-window", "0", "--quiet").stdout == ""
     assert gctl("check", check=False).returncode == 1  # just (re)started: WARNING
 
@@ -78,6 +83,8 @@ def test_startup_retries_a_stuck_start_then_fails_clearly(gctl, demo_galaxy):
     result = gctl("startup", "--retries", "2", "--timeout", "3", check=False, timeout=180)
     assert result.returncode == 1
     first = result.stderr.splitlines()[0]
-    assert first.startswith("galaxyctl: error: Galaxy did not start after 3 tries: gunicorn did not become ready"), result.stderr
+    assert first.startswith("galaxyctl: error: Galaxy did not start after 3 tries: gunicorn did not become ready"), (
+        result.stderr
+    )
     log = open(os.path.join(gctl.state_dir, "supervisor", "supervisord.log")).read()
     assert log.count("spawned: 'gunicorn'") == 3

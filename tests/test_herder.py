@@ -14,13 +14,12 @@ import subprocess
 import sys
 import tempfile
 import threading
-
-import yaml
 import time
 import urllib.request
 import xmlrpc.client
 
 import pytest
+import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -103,19 +102,48 @@ class Demo:
         self.seen = []
 
     def argv(self, preload, ready_timeout=30):
-        gunicorn = [GUNICORN, "galaxy.webapps.galaxy.fast_factory:factory()", "--timeout", "300",
-                    "--pythonpath", "lib", "-k", "galaxy.webapps.galaxy.workers.Worker",
-                    "-b", f"127.0.0.1:{self.port}", "--workers=2",
-                    "--config", "python:galaxy.web_stack.gunicorn_config", "--no-control-socket"]
+        gunicorn = [
+            GUNICORN,
+            "galaxy.webapps.galaxy.fast_factory:factory()",
+            "--timeout",
+            "300",
+            "--pythonpath",
+            "lib",
+            "-k",
+            "galaxy.webapps.galaxy.workers.Worker",
+            "-b",
+            f"127.0.0.1:{self.port}",
+            "--workers=2",
+            "--config",
+            "python:galaxy.web_stack.gunicorn_config",
+            "--no-control-socket",
+        ]
         gunicorn += ["--preload"] if preload else []
-        return [sys.executable, "-m", "galaxyctl_libs.backends.herder", "--pidfile", self.pidfile,
-                "--ready-timeout", str(ready_timeout), "--stop-timeout", "15", "--", *gunicorn]
+        return [
+            sys.executable,
+            "-m",
+            "galaxyctl_libs.backends.herder",
+            "--pidfile",
+            self.pidfile,
+            "--ready-timeout",
+            str(ready_timeout),
+            "--stop-timeout",
+            "15",
+            "--",
+            *gunicorn,
+        ]
 
     def start(self, preload, ready_timeout=30):
         with open(self.log, "ab") as log:
-            herder = subprocess.Popen(self.argv(preload, ready_timeout), cwd=self.galaxy, env=self.env,
-                                      stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
+            herder = subprocess.Popen(
+                self.argv(preload, ready_timeout),
+                cwd=self.galaxy,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.seen.append(herder.pid)
         return herder
 
@@ -228,13 +256,19 @@ def test_reload_under_supervisord(demo):
             f"redirect_stderr=true\nstdout_logfile={demo.log}\n"
         )
     with open(os.path.join(demo.root, "supervisord.out"), "wb") as out:
-        supervisord = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-c", conf],
-                                       stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                       start_new_session=True)
+        supervisord = subprocess.Popen(
+            [sys.executable, "-m", "supervisor.supervisord", "-c", conf],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     demo.seen.insert(0, supervisord.pid)
 
     def rpc():  # a fresh connection each call: one refused while supervisord starts is not reusable
-        return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=SupervisorTransport(None, None, f"unix://{sock}"))
+        return xmlrpc.client.ServerProxy(
+            "http://127.0.0.1", transport=SupervisorTransport(None, None, f"unix://{sock}")
+        )
 
     def info():
         try:
@@ -267,7 +301,11 @@ def test_reload_waits_until_new_workers_have_loaded_slow_code(demo):
     with open(factory) as handle:
         code = handle.read()
     with open(factory, "w") as handle:
-        handle.write(code.replace("    loaded = _read_code_version()\n", "    loaded = _read_code_version()\n    time.sleep(2.5)\n"))
+        handle.write(
+            code.replace(
+                "    loaded = _read_code_version()\n", "    loaded = _read_code_version()\n    time.sleep(2.5)\n"
+            )
+        )
     _, old_master, old_workers = reload_under_load(demo, lambda: os.kill(herder.pid, signal.SIGHUP), timeout=1.0)
     assert_new_code_served_by_new_master(demo, old_master, old_workers)
     ready_after = [line for line in demo.herder_lines() if " serves after " in line][0]
@@ -280,7 +318,11 @@ def test_hup_while_gunicorn_starts_is_deferred(demo):
     with open(factory) as handle:
         code = handle.read()
     with open(factory, "w") as handle:
-        handle.write(code.replace("    loaded = _read_code_version()\n", "    loaded = _read_code_version()\n    time.sleep(1.5)\n"))
+        handle.write(
+            code.replace(
+                "    loaded = _read_code_version()\n", "    loaded = _read_code_version()\n    time.sleep(1.5)\n"
+            )
+        )
     herder = demo.start(preload=True)
     assert wait_for(lambda: "started gunicorn master" in demo.text(), 10)
     os.kill(herder.pid, signal.SIGHUP)
@@ -300,7 +342,11 @@ def test_reload_that_hangs_is_abandoned_after_ready_timeout(demo):
     with open(factory) as handle:
         code = handle.read()
     with open(factory, "w") as handle:
-        handle.write(code.replace("    loaded = _read_code_version()\n", "    loaded = _read_code_version()\n    time.sleep(600)\n"))
+        handle.write(
+            code.replace(
+                "    loaded = _read_code_version()\n", "    loaded = _read_code_version()\n    time.sleep(600)\n"
+            )
+        )
     os.kill(herder.pid, signal.SIGHUP)
     assert wait_for(lambda: "reload FAILED" in demo.text(), 20), demo.text()
     stopped = [line for line in demo.herder_lines() if "stopping new master" in line]
@@ -346,7 +392,8 @@ def test_reload_with_broken_code_keeps_old_master_serving(demo, preload):
     assert herder.poll() is None
     assert (read_pid(demo.pidfile), sorted(children_of(old_master))) == (old_master, sorted(old_workers))
     assert [line for line in demo.herder_lines() if "reload FAILED" in line][0].endswith(
-        f"old master {old_master} keeps serving")
+        f"old master {old_master} keeps serving"
+    )
     assert version(demo.port)[1]["version_minor"] == "1"
 
     # once the code is fixed, the next graceful goes through
@@ -388,7 +435,9 @@ def test_galaxyctl_graceful_with_default_preload_drops_no_request(gctl, demo_gal
     gctl("register", config)
     assert "--preload" in gctl("exec", "-n", "gunicorn").stdout  # exec -n: gravity's command line
     gctl("start", "--timeout", "60")
-    program = os.path.join(gctl.state_dir, "supervisor", "supervisord.conf.d", "_default_.d", "galaxy_gunicorn_gunicorn.conf")
+    program = os.path.join(
+        gctl.state_dir, "supervisor", "supervisord.conf.d", "_default_.d", "galaxy_gunicorn_gunicorn.conf"
+    )
     assert "galaxyctl_libs.backends.herder" in open(program).read()  # what supervisord runs: our herder
     url = f"http://127.0.0.1:{port}/api/version"
     first_pid = http_get(url)[1]["pid"]

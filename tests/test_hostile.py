@@ -10,14 +10,12 @@ import sys
 
 import pytest
 import yaml
+from conftest import GALAXYCTL
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import GALAXYCTL
-from galaxyctl_libs.core import config
-from galaxyctl_libs.core import jobconf
-from galaxyctl_libs.core import state
-from galaxyctl_libs.probes import uwsgi
+from galaxyctl_libs.core import config, jobconf, state
+from galaxyctl_libs.core import uwsgi_config as uwsgi
 from galaxyctl_libs.errors import GalaxyctlError
 
 GOOD = "gravity:\n  gunicorn:\n    bind: localhost:18080\n  celery:\n    enable: false\n    enable_beat: false\n"
@@ -44,41 +42,136 @@ CASES = [
     # galaxy.yml: types and values
     ("gravity-list", "galaxy.yml", "gravity: [1]\n", "gravity: expected a mapping"),
     ("galaxy-list", "galaxy.yml", "galaxy: [1]\n", "galaxy: expected a mapping"),
-    ("workers-text", "galaxy.yml", gravity({"gunicorn": {"workers": "many"}}), "gravity.gunicorn.workers: expected an integer"),
-    ("workers-negative", "galaxy.yml", gravity({"gunicorn": {"workers": -2}}), "gravity.gunicorn.workers: -2 is out of range"),
+    (
+        "workers-text",
+        "galaxy.yml",
+        gravity({"gunicorn": {"workers": "many"}}),
+        "gravity.gunicorn.workers: expected an integer",
+    ),
+    (
+        "workers-negative",
+        "galaxy.yml",
+        gravity({"gunicorn": {"workers": -2}}),
+        "gravity.gunicorn.workers: -2 is out of range",
+    ),
     ("workers-float", "galaxy.yml", gravity({"gunicorn": {"workers": 1.5}}), "expected an integer"),
-    ("timeout-text", "galaxy.yml", gravity({"gunicorn": {"timeout": "long"}}), "gravity.gunicorn.timeout: expected a number"),
-    ("enable-text", "galaxy.yml", gravity({"celery": {"enable": "sometimes"}}), "gravity.celery.enable: expected true or false"),
-    ("port-big", "galaxy.yml", gravity({"gx_it_proxy": {"port": 99999}}), "gravity.gx_it_proxy.port: 99999 is out of range"),
+    (
+        "timeout-text",
+        "galaxy.yml",
+        gravity({"gunicorn": {"timeout": "long"}}),
+        "gravity.gunicorn.timeout: expected a number",
+    ),
+    (
+        "enable-text",
+        "galaxy.yml",
+        gravity({"celery": {"enable": "sometimes"}}),
+        "gravity.celery.enable: expected true or false",
+    ),
+    (
+        "port-big",
+        "galaxy.yml",
+        gravity({"gx_it_proxy": {"port": 99999}}),
+        "gravity.gx_it_proxy.port: 99999 is out of range",
+    ),
     ("port-zero", "galaxy.yml", gravity({"tusd": {"port": 0}}), "gravity.tusd.port: 0 is out of range"),
     ("loglevel", "galaxy.yml", gravity({"celery": {"loglevel": "TRACE"}}), "gravity.celery.loglevel: expected one of"),
     ("pool", "galaxy.yml", gravity({"celery": {"pool": "gevent2"}}), "gravity.celery.pool: expected one of"),
     ("app-server", "galaxy.yml", gravity({"app_server": "apache"}), "gravity.app_server: expected one of"),
-    ("process-manager", "galaxy.yml", gravity({"process_manager": "runit"}), "gravity.process_manager: expected one of"),
+    (
+        "process-manager",
+        "galaxy.yml",
+        gravity({"process_manager": "runit"}),
+        "gravity.process_manager: expected one of",
+    ),
     ("umask-text", "galaxy.yml", gravity({"umask": "rw-r--r--"}), "gravity.umask: expected an octal umask"),
-    ("umask-nine", "galaxy.yml", gravity({"gunicorn": {"umask": "099"}}), "gravity.gunicorn.umask: expected an octal umask"),
-    ("env-list", "galaxy.yml", gravity({"gunicorn": {"environment": ["A=1"]}}), "gravity.gunicorn.environment: expected a mapping"),
-    ("env-name", "galaxy.yml", gravity({"celery": {"environment": {"A B": "1"}}}), "is not a valid environment variable name"),
-    ("env-nested", "galaxy.yml", gravity({"celery": {"environment": {"A": {"b": 1}}}}), "gravity.celery.environment.A: expected a string"),
+    (
+        "umask-nine",
+        "galaxy.yml",
+        gravity({"gunicorn": {"umask": "099"}}),
+        "gravity.gunicorn.umask: expected an octal umask",
+    ),
+    (
+        "env-list",
+        "galaxy.yml",
+        gravity({"gunicorn": {"environment": ["A=1"]}}),
+        "gravity.gunicorn.environment: expected a mapping",
+    ),
+    (
+        "env-name",
+        "galaxy.yml",
+        gravity({"celery": {"environment": {"A B": "1"}}}),
+        "is not a valid environment variable name",
+    ),
+    (
+        "env-nested",
+        "galaxy.yml",
+        gravity({"celery": {"environment": {"A": {"b": 1}}}}),
+        "gravity.celery.environment.A: expected a string",
+    ),
     ("section-text", "galaxy.yml", gravity({"celery": "off"}), "gravity.celery: expected a mapping"),
     ("gunicorn-empty-list", "galaxy.yml", gravity({"gunicorn": []}), "gravity.gunicorn: an empty list"),
-    ("gunicorn-list-bad", "galaxy.yml", gravity({"gunicorn": [{"workers": "x"}]}), "gravity.gunicorn[0].workers: expected an integer"),
-    ("instance-name-slash", "galaxy.yml", gravity({"instance_name": "../etc"}), "gravity.instance_name: '../etc' may only contain"),
-    ("extra-args-quote", "galaxy.yml", gravity({"gunicorn": {"extra_args": "--foo 'bar"}}), "cannot split into arguments"),
+    (
+        "gunicorn-list-bad",
+        "galaxy.yml",
+        gravity({"gunicorn": [{"workers": "x"}]}),
+        "gravity.gunicorn[0].workers: expected an integer",
+    ),
+    (
+        "instance-name-slash",
+        "galaxy.yml",
+        gravity({"instance_name": "../etc"}),
+        "gravity.instance_name: '../etc' may only contain",
+    ),
+    (
+        "extra-args-quote",
+        "galaxy.yml",
+        gravity({"gunicorn": {"extra_args": "--foo 'bar"}}),
+        "cannot split into arguments",
+    ),
     ("handlers-list", "galaxy.yml", gravity({"handlers": ["h"]}), "gravity.handlers: expected a mapping"),
-    ("handlers-processes", "galaxy.yml", gravity({"handlers": {"h": {"processes": "two"}}}), "gravity.handlers.h.processes"),
+    (
+        "handlers-processes",
+        "galaxy.yml",
+        gravity({"handlers": {"h": {"processes": "two"}}}),
+        "gravity.handlers.h.processes",
+    ),
     ("handlers-pools", "galaxy.yml", gravity({"handlers": {"h": {"pools": [["nested"]]}}}), "gravity.handlers.h.pools"),
     ("handler-name", "galaxy.yml", gravity({"handlers": {"h h": {}}}), "h h"),
     ("config-file-int", "gravity.yml", "galaxy_config_file: 3\n", "gravity.galaxy_config_file: expected a string"),
     ("luks-text", "galaxy.yml", gravity({"luks": "yes"}), "gravity.luks: expected a mapping"),
     # injection attempts into the supervisor files
-    ("inject-newline-bind", "galaxy.yml", gravity({"gunicorn": {"bind": "x:1\n[program:evil]\ncommand=/bin/sh"}}), "must not contain a newline"),
-    ("inject-newline-env", "galaxy.yml", gravity({"gunicorn": {"environment": {"A": "1\n[program:evil]"}}}), "must not contain a newline"),
-    ("inject-cr-user", "galaxy.yml", gravity({"galaxy_user": "galaxy\r\nuser=root"}), "gravity.galaxy_user: must not contain a newline"),
+    (
+        "inject-newline-bind",
+        "galaxy.yml",
+        gravity({"gunicorn": {"bind": "x:1\n[program:evil]\ncommand=/bin/sh"}}),
+        "must not contain a newline",
+    ),
+    (
+        "inject-newline-env",
+        "galaxy.yml",
+        gravity({"gunicorn": {"environment": {"A": "1\n[program:evil]"}}}),
+        "must not contain a newline",
+    ),
+    (
+        "inject-cr-user",
+        "galaxy.yml",
+        gravity({"galaxy_user": "galaxy\r\nuser=root"}),
+        "gravity.galaxy_user: must not contain a newline",
+    ),
     ("inject-nul", "galaxy.yml", gravity({"virtualenv": "/venv\x00/x"}), "must not contain a newline or NUL"),
-    ("inject-handler-env", "galaxy.yml", gravity({"handlers": {"h": {"environment": {"X": "a\nb"}}}}), "gravity.handlers.h.environment"),
+    (
+        "inject-handler-env",
+        "galaxy.yml",
+        gravity({"handlers": {"h": {"environment": {"X": "a\nb"}}}}),
+        "gravity.handlers.h.environment",
+    ),
     # job_conf
-    ("jobconf-xml-broken", "job_conf.xml", "<job_conf><handlers><handler id='a'></handlers></job_conf>", "job_conf.xml"),
+    (
+        "jobconf-xml-broken",
+        "job_conf.xml",
+        "<job_conf><handlers><handler id='a'></handlers></job_conf>",
+        "job_conf.xml",
+    ),
     ("jobconf-xml-no-id", "job_conf.xml", "<job_conf><handlers><handler/></handlers></job_conf>", "job_conf.xml"),
     ("jobconf-yml-broken", "job_conf.yml", "handling: {processes: [\n", "job_conf.yml"),
     ("jobconf-yml-processes-list", "job_conf.yml", "handling:\n  processes: [a, b]\n", "job_conf.yml"),
@@ -96,7 +189,11 @@ STATE_CASES = [
     ("state-files-list", "config_files: [a]\n", "config_files is not a mapping"),
     ("state-entry-scalar", "config_files:\n  /x.yml: 3\n", "is not a mapping"),
     ("state-attribs-list", "config_files:\n  /x.yml:\n    attribs: [1]\n", "attribs must be a mapping"),
-    ("state-service-no-name", "config_files:\n  /x.yml:\n    services: [{service_type: gunicorn}]\n", "lacks service_name"),
+    (
+        "state-service-no-name",
+        "config_files:\n  /x.yml:\n    services: [{service_type: gunicorn}]\n",
+        "lacks service_name",
+    ),
     ("state-binary", b"\x00\x01\x02", "corrupt state file"),
 ]
 
@@ -114,8 +211,13 @@ def snapshot(directory):
 
 def run(state_dir, *args):
     env = dict(os.environ, GALAXYCTL_ALLOW_ROOT="1")
-    return subprocess.run([sys.executable, GALAXYCTL, "--state-dir", state_dir, *args], capture_output=True,
-                          timeout=60, stdin=subprocess.DEVNULL, env=env)
+    return subprocess.run(
+        [sys.executable, GALAXYCTL, "--state-dir", state_dir, *args],
+        capture_output=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
 
 
 def assert_one_line(result, fragment):
@@ -176,8 +278,12 @@ def test_corrupt_state_is_one_line_and_never_overwritten(installed, name, conten
 def test_expansion_syntax_reaches_the_process_intact(gctl, demo_galaxy, short_tmp):
     """'%(' is valid Galaxy configuration: supervisord must not expand it (the renderer escapes it)."""
     log_dir = os.path.join(short_tmp, "%(program_name)s")
-    config, _ = demo_galaxy(gravity={"log_dir": log_dir, "gunicorn": {
-        "environment": {"A": "%(ENV_HOME)s"}, "extra_args": "--statsd-prefix %(here)s"}})
+    config, _ = demo_galaxy(
+        gravity={
+            "log_dir": log_dir,
+            "gunicorn": {"environment": {"A": "%(ENV_HOME)s"}, "extra_args": "--statsd-prefix %(here)s"},
+        }
+    )
     gctl("register", config)
     gctl("start", "--timeout", "60")
     pid = yaml.safe_load(gctl("status", "--json").stdout)["services"][0]["pid"]
@@ -197,12 +303,16 @@ yaml_like = st.one_of(
     st.text(max_size=300),
     st.recursive(
         st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=20)),
-        lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(st.text(max_size=12), children, max_size=4)),
+        lambda children: st.one_of(
+            st.lists(children, max_size=4), st.dictionaries(st.text(max_size=12), children, max_size=4)
+        ),
         max_leaves=20,
     ).map(lambda data: yaml.safe_dump(data)),
     st.dictionaries(
         st.sampled_from(["gunicorn", "celery", "tusd", "handlers", "umask", "app_server", "log_dir", "gx_it_proxy"]),
-        st.one_of(st.none(), st.integers(), st.text(max_size=10), st.dictionaries(st.text(max_size=8), st.text(max_size=8))),
+        st.one_of(
+            st.none(), st.integers(), st.text(max_size=10), st.dictionaries(st.text(max_size=8), st.text(max_size=8))
+        ),
     ).map(lambda data: yaml.safe_dump({"gravity": data})),
 )
 

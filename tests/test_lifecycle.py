@@ -7,7 +7,6 @@ import sys
 import time
 
 import yaml
-
 from conftest import GALAXYCTL, alive, children_of, http_get, kill_pids, wait_for
 
 
@@ -24,7 +23,9 @@ def test_whole_lifecycle(gctl, demo_galaxy):
     out = gctl("register", config).stdout
     assert f"Registered galaxy config: {config}" in out
     gctl("update")
-    conf_file = os.path.join(gctl.state_dir, "supervisor", "supervisord.conf.d", "_default_.d", "galaxy_gunicorn_gunicorn.conf")
+    conf_file = os.path.join(
+        gctl.state_dir, "supervisor", "supervisord.conf.d", "_default_.d", "galaxy_gunicorn_gunicorn.conf"
+    )
     assert os.path.exists(conf_file)
 
     started = gctl("start", "--timeout", "60")
@@ -101,7 +102,10 @@ def test_two_instances_side_by_side(gctl, demo_galaxy):
     assert http_get(f"http://127.0.0.1:{port2}/api/version")[0] == 200
     status = gctl("status", "--json")
     rows = yaml.safe_load(status.stdout)["services"]
-    assert sorted((r["instance"], r["state"] in ("RUNNING", "STARTING")) for r in rows) == [("one", True), ("two", True)]
+    assert sorted((r["instance"], r["state"] in ("RUNNING", "STARTING")) for r in rows) == [
+        ("one", True),
+        ("two", True),
+    ]
     # act on one instance only
     gctl("stop", "two")
     assert http_get(f"http://127.0.0.1:{port1}/api/version")[0] == 200
@@ -113,10 +117,16 @@ def test_two_instances_side_by_side(gctl, demo_galaxy):
 def test_port_in_use_is_reported_with_its_pid(gctl, demo_galaxy):
     config, port = demo_galaxy()
     squatter = subprocess.Popen(
-        [sys.executable, "-c", f"import socket,time; s=socket.socket(); s.bind(('127.0.0.1',{port})); s.listen(); time.sleep(60)"]
+        [
+            sys.executable,
+            "-c",
+            f"import socket,time; s=socket.socket(); s.bind(('127.0.0.1',{port})); s.listen(); time.sleep(60)",
+        ]
     )
     try:
-        assert wait_for(lambda: subprocess.run(["lsof", "-t", f"-iTCP:{port}", "-sTCP:LISTEN"], capture_output=True).stdout.strip())
+        assert wait_for(
+            lambda: subprocess.run(["lsof", "-t", f"-iTCP:{port}", "-sTCP:LISTEN"], capture_output=True).stdout.strip()
+        )
         gctl("register", config)
         result = gctl("start", "--timeout", "30", check=False)
         assert result.returncode == 1
@@ -145,14 +155,21 @@ def test_start_registers_from_a_galaxy_root_and_exec_prints_command(gctl, demo_g
     out = gctl("start", "--no-wait", cwd=root).stdout
     assert "gunicorn: started" in out
     assert gctl("list").stdout.split()[-1] == config
-    assert wait_for(lambda: gctl("status", check=False).returncode == 0 and "web ok" in gctl("status").stdout, timeout=30)
+    assert wait_for(
+        lambda: gctl("status", check=False).returncode == 0 and "web ok" in gctl("status").stdout, timeout=30
+    )
     printed = gctl("exec", "-n", "gunicorn").stdout.splitlines()
     assert printed[0] == f"cd {root}"
     assert f"GALAXY_CONFIG_FILE={config}" in printed
     command = printed[-1]
-    for part in ("'galaxy.webapps.galaxy.fast_factory:factory()'", "-k galaxy.webapps.galaxy.workers.Worker",
-                 f"-b 127.0.0.1:{port}", "--config python:galaxy.web_stack.gunicorn_config", "--pythonpath lib",
-                 "--no-control-socket"):
+    for part in (
+        "'galaxy.webapps.galaxy.fast_factory:factory()'",
+        "-k galaxy.webapps.galaxy.workers.Worker",
+        f"-b 127.0.0.1:{port}",
+        "--config python:galaxy.web_stack.gunicorn_config",
+        "--pythonpath lib",
+        "--no-control-socket",
+    ):
         assert part in command
     assert "--preload" not in command
     gctl("shutdown")
@@ -161,11 +178,17 @@ def test_start_registers_from_a_galaxy_root_and_exec_prints_command(gctl, demo_g
 def test_galaxy_foreground_stops_on_sigterm(gctl, demo_galaxy):
     config, port = demo_galaxy()
     gctl("register", config)
-    argv = [sys.executable, "-c", "import sys; sys.argv[0]='galaxy'; from galaxyctl_libs.cli.main import run_galaxy; run_galaxy()",
-            "--state-dir", gctl.state_dir]
+    argv = [
+        sys.executable,
+        "-c",
+        "import sys; sys.argv[0]='galaxy'; from galaxyctl_libs.cli.main import run_galaxy; run_galaxy()",
+        "--state-dir",
+        gctl.state_dir,
+    ]
     env = dict(gctl.env, PYTHONPATH=os.path.dirname(GALAXYCTL))
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, stdin=subprocess.DEVNULL
+    )
     try:
         assert wait_for(lambda: _answers(port), timeout=60)
         gctl.remember()

@@ -16,9 +16,8 @@ import time
 
 import pytest
 
-from galaxyctl_libs.probes import listeners
-from galaxyctl_libs.probes import procfs
 from galaxyctl_libs.errors import GalaxyctlError
+from galaxyctl_libs.probes import listeners, procfs
 
 HAVE_LSOF = shutil.which("lsof") is not None
 needs_lsof = pytest.mark.skipif(not HAVE_LSOF, reason="lsof is not installed")
@@ -99,8 +98,9 @@ def prefork(tmp_path):
     started = []  # [proc, worker pids] for every server, so each is stopped by PID
 
     def start(kind="tcp", addr="127.0.0.1"):
-        proc = subprocess.Popen([sys.executable, str(script), kind, addr], stdout=subprocess.PIPE,
-                                stdin=subprocess.DEVNULL, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, str(script), kind, addr], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
+        )
         entry = [proc, []]
         started.append(entry)
         line = _read_line(proc).split()
@@ -139,22 +139,33 @@ def test_lsof_and_proc_agree_master_and_workers(prefork):
 
 def test_connected_client_is_not_reported(prefork, tmp_path):
     server = prefork()
-    client_code = ("import socket, sys, time; s = socket.create_connection(('127.0.0.1', int(sys.argv[1])));"
-                   " print('connected', flush=True); time.sleep(60)")
-    client = subprocess.Popen([sys.executable, "-c", client_code, str(server.port)],
-                              stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    client_code = (
+        "import socket, sys, time; s = socket.create_connection(('127.0.0.1', int(sys.argv[1])));"
+        " print('connected', flush=True); time.sleep(60)"
+    )
+    client = subprocess.Popen(
+        [sys.executable, "-c", client_code, str(server.port)],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         assert _read_line(client).strip() == "connected"
         own = socket.create_connection(("127.0.0.1", server.port))  # and this process too
         try:
-            for use_lsof in ((None, False) if HAVE_LSOF else (False,)):
+            for use_lsof in (None, False) if HAVE_LSOF else (False,):
                 pids = listeners.listening_pids(server.port, use_lsof=use_lsof)
                 assert pids == server.pids
                 assert client.pid not in pids and os.getpid() not in pids
                 assert listeners.listening_master_pid(server.port, use_lsof=use_lsof) == server.master
             if HAVE_LSOF:  # Laniakea's galaxyctl's plain `lsof -t -i :PORT` would have listed the clients
-                plain = subprocess.run(["lsof", "-nP", "-t", f"-i:{server.port}"], stdout=subprocess.PIPE,
-                                       text=True, timeout=10, check=False).stdout.split()
+                plain = subprocess.run(
+                    ["lsof", "-nP", "-t", f"-i:{server.port}"],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    timeout=10,
+                    check=False,
+                ).stdout.split()
                 assert str(client.pid) in plain
         finally:
             own.close()

@@ -12,7 +12,6 @@ import sys
 import time
 
 import yaml
-
 from conftest import GALAXYCTL, ROOT_ONLY, children_of, kill_pids, uids, wait_for
 
 
@@ -31,9 +30,13 @@ def status_pid(runner, index=0):
 def test_gunicorn_and_supervisord_run_as_galaxy_user(root_gctl, demo_galaxy, user_venv, test_user):
     """As root: supervisord itself, gunicorn and its workers all run as galaxy_user; the services'
     logs go to DATA_DIR/gravity/log, created by that user."""
-    config, port = demo_galaxy(gravity={
-        "galaxy_user": test_user.pw_name, "virtualenv": user_venv, "gunicorn": {"preload": False, "workers": 2},
-    })
+    config, port = demo_galaxy(
+        gravity={
+            "galaxy_user": test_user.pw_name,
+            "virtualenv": user_venv,
+            "gunicorn": {"preload": False, "workers": 2},
+        }
+    )
     root_gctl("register", config)
     out = root_gctl("start", "--timeout", "60").stdout
     assert "gunicorn: ready" in out
@@ -52,8 +55,9 @@ def test_gunicorn_and_supervisord_run_as_galaxy_user(root_gctl, demo_galaxy, use
 @ROOT_ONLY
 def test_preloaded_gunicorn_under_the_herder_runs_as_galaxy_user(root_gctl, demo_galaxy, user_venv, test_user):
     """The herder (galaxyctl's own code) runs as the Galaxy user too, and so does every master it starts."""
-    config, port = demo_galaxy(gravity={"galaxy_user": test_user.pw_name, "virtualenv": user_venv,
-                                        "gunicorn": {"preload": True, "workers": 2}})
+    config, port = demo_galaxy(
+        gravity={"galaxy_user": test_user.pw_name, "virtualenv": user_venv, "gunicorn": {"preload": True, "workers": 2}}
+    )
     root_gctl("register", config)
     root_gctl("start", "--timeout", "60")
     herder = status_pid(root_gctl)
@@ -81,9 +85,13 @@ def test_root_refuses_root_and_a_config_the_galaxy_user_can_change(root_gctl, de
     assert refused.returncode == 1 and len(refused.stderr.splitlines()) == 1
     assert f"config file {config}: file {config} is owned by {test_user.pw_name}" in refused.stderr
     os.chown(config, 0, 0)
-    for gravity, message in (({"galaxy_user": "root"}, "gravity.galaxy_user: refusing to run Galaxy as root"),
-                             ({"galaxy_user": test_user.pw_name, "galaxy_group": "root"},
-                              "gravity.galaxy_group: refusing to run Galaxy in the group root")):
+    for gravity, message in (
+        ({"galaxy_user": "root"}, "gravity.galaxy_user: refusing to run Galaxy as root"),
+        (
+            {"galaxy_user": test_user.pw_name, "galaxy_group": "root"},
+            "gravity.galaxy_group: refusing to run Galaxy in the group root",
+        ),
+    ):
         data = dict(yaml.safe_load(open(config)), gravity=gravity)
         with open(config, "w") as handle:
             yaml.safe_dump(data, handle)
@@ -96,8 +104,13 @@ def test_root_refuses_root_and_a_config_the_galaxy_user_can_change(root_gctl, de
 
 def spawn(state_dir, *args):
     env = dict(os.environ, GALAXYCTL_ALLOW_ROOT="1")
-    return subprocess.Popen([sys.executable, GALAXYCTL, "--state-dir", state_dir, *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env, stdin=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, GALAXYCTL, "--state-dir", state_dir, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_twenty_concurrent_registrations_and_updates_lose_nothing(short_tmp, demo_galaxy):
@@ -127,8 +140,10 @@ def test_twenty_concurrent_registrations_and_updates_lose_nothing(short_tmp, dem
 
 def test_kill_9_during_update_leaves_a_loadable_state(short_tmp, demo_galaxy):
     state_dir = os.path.join(short_tmp, "state")
-    configs = [demo_galaxy(f"k{i}", gravity={"instance_name": f"k{i}", "handlers": {"h": {"processes": 20}}})[0]
-               for i in range(3)]
+    configs = [
+        demo_galaxy(f"k{i}", gravity={"instance_name": f"k{i}", "handlers": {"h": {"processes": 20}}})[0]
+        for i in range(3)
+    ]
     register = spawn(state_dir, "register", *configs)
     register.communicate(timeout=60)
     assert register.returncode == 0

@@ -11,7 +11,6 @@ import subprocess
 import time
 
 import yaml
-
 from conftest import ROOT_ONLY, UserGalaxyctl, kill_pids, uids, wait_for
 
 SECRET = "ROOT-ONLY-SECRET-4711"
@@ -85,8 +84,9 @@ def test_include_of_a_root_only_file_never_reaches_the_galaxy_user(root_gctl, de
         as_root.cleanup()
 
 
-def test_log_dir_is_never_chowned_and_a_link_there_writes_nothing_as_root(root_gctl, demo_galaxy, user_venv,
-                                                                         test_user, short_tmp):
+def test_log_dir_is_never_chowned_and_a_link_there_writes_nothing_as_root(
+    root_gctl, demo_galaxy, user_venv, test_user, short_tmp
+):
     # a log_dir naming an existing root-owned directory: galaxyctl chowns nothing it did not create
     root_dir = os.path.join(short_tmp, "rootdir")
     os.mkdir(root_dir, 0o755)
@@ -108,8 +108,9 @@ def test_log_dir_is_never_chowned_and_a_link_there_writes_nothing_as_root(root_g
     root_gctl("shutdown", check=False)
 
 
-def test_oneclient_the_galaxy_user_can_change_never_runs_as_root(root_gctl, demo_galaxy, user_venv, test_user,
-                                                                 short_tmp):
+def test_oneclient_the_galaxy_user_can_change_never_runs_as_root(
+    root_gctl, demo_galaxy, user_venv, test_user, short_tmp
+):
     marker = os.path.join(short_tmp, "ran-as-root")
     script = os.path.join(short_tmp, "userbin", "oneclient")
     os.makedirs(os.path.dirname(script))
@@ -121,8 +122,16 @@ def test_oneclient_the_galaxy_user_can_change_never_runs_as_root(root_gctl, demo
     with open(token, "w") as handle:
         handle.write("t0ken\n")
     os.chmod(token, 0o600)
-    onedata = {"oneclient": script, "spaces": {"data": {"mount_point": os.path.join(short_tmp, "od"),
-                                                        "provider": "provider.example.org", "token_file": token}}}
+    onedata = {
+        "oneclient": script,
+        "spaces": {
+            "data": {
+                "mount_point": os.path.join(short_tmp, "od"),
+                "provider": "provider.example.org",
+                "token_file": token,
+            }
+        },
+    }
     config, _ = demo_galaxy(gravity={"galaxy_user": test_user.pw_name, "virtualenv": user_venv, "onedata": onedata})
     root_gctl("register", config)
     refused = root_gctl("onedata", "mount", "data", check=False)
@@ -143,8 +152,14 @@ def test_exec_as_root_runs_the_service_as_the_galaxy_user(root_gctl, demo_galaxy
     refused = root_gctl("exec", "gunicorn", check=False)
     assert refused.returncode == 1 and "refusing to run Galaxy as root" in refused.stderr
     write_config(config, {"galaxy_user": test_user.pw_name})
-    proc = subprocess.Popen([root_gctl.exe, "--state-dir", root_gctl.state_dir, "exec", "gunicorn"], env=root_gctl.env,
-                            cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [root_gctl.exe, "--state-dir", root_gctl.state_dir, "exec", "gunicorn"],
+        env=root_gctl.env,
+        cwd="/",
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         # exec replaces galaxyctl: the PID becomes gunicorn's master, with every uid the Galaxy user's
         assert wait_for(lambda: b"fast_factory" in open(f"/proc/{proc.pid}/cmdline", "rb").read(), timeout=30)
@@ -191,8 +206,9 @@ def test_root_on_a_state_dir_the_galaxy_user_owns_acts_as_that_user(demo_galaxy,
         as_root.cleanup()
 
 
-def test_supervisord_pid_file_the_galaxy_user_writes_cannot_aim_root_signals(root_gctl, demo_galaxy, user_venv,
-                                                                            test_user):
+def test_supervisord_pid_file_the_galaxy_user_writes_cannot_aim_root_signals(
+    root_gctl, demo_galaxy, user_venv, test_user
+):
     """supervisord's pid file lives in the Galaxy user's runtime dir: a PID of root's written there
     (here a root-owned sleeper) is never signalled by galaxyctl as root."""
     config, _ = demo_galaxy(gravity={"galaxy_user": test_user.pw_name, "virtualenv": user_venv})
@@ -205,8 +221,14 @@ def test_supervisord_pid_file_the_galaxy_user_writes_cannot_aim_root_signals(roo
         run_dir = os.path.join("/run/galaxyctl", hashlib.sha1(root_gctl.state_dir.encode()).hexdigest()[:12])
         assert os.stat(run_dir).st_uid == test_user.pw_uid
         pidfile = os.path.join(run_dir, "supervisord.pid")
-        subprocess.run(["sh", "-c", f"echo {victim.pid} > {pidfile}"], check=True, user=test_user.pw_uid,
-                       group=test_user.pw_gid, extra_groups=[], timeout=10)
+        subprocess.run(
+            ["sh", "-c", f"echo {victim.pid} > {pidfile}"],
+            check=True,
+            user=test_user.pw_uid,
+            group=test_user.pw_gid,
+            extra_groups=[],
+            timeout=10,
+        )
         root_gctl("shutdown", check=False)
         root_gctl("stop", check=False)
         time.sleep(0.5)

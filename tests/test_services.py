@@ -4,9 +4,7 @@ import os
 import time
 
 import yaml
-
 from conftest import alive, wait_for
-
 
 # ---------------------------------------------------------------- real celery, beat, fake tusd
 
@@ -24,10 +22,12 @@ def test_celery_beat_and_fake_tusd_under_supervisord(gctl, demo_galaxy, short_tm
     with open(fake, "w") as handle:
         handle.write(FAKE_TUSD)
     os.chmod(fake, 0o755)
-    config, _ = demo_galaxy(gravity={
-        "celery": {"enable": True, "enable_beat": True, "loglevel": "INFO", "concurrency": 1},
-        "tusd": {"enable": True, "tusd_path": fake, "port": 1099, "upload_dir": os.path.join(short_tmp, "tus")},
-    })
+    config, _ = demo_galaxy(
+        gravity={
+            "celery": {"enable": True, "enable_beat": True, "loglevel": "INFO", "concurrency": 1},
+            "tusd": {"enable": True, "tusd_path": fake, "port": 1099, "upload_dir": os.path.join(short_tmp, "tus")},
+        }
+    )
     gctl("register", config)
     printed = gctl("exec", "-n").stdout  # every service: cwd, umask, environment, command line
     for name in ("gunicorn", "celery", "celery-beat", "tusd"):
@@ -41,7 +41,10 @@ def test_celery_beat_and_fake_tusd_under_supervisord(gctl, demo_galaxy, short_tm
 
     assert wait_for(lambda: set(running()) == {"gunicorn", "celery", "celery-beat", "tusd"}, timeout=60)
     schedule = os.path.join(gctl.state_dir, "celery-beat-schedule")
-    assert wait_for(lambda: any(os.path.join(gctl.state_dir, f).startswith(schedule) for f in os.listdir(gctl.state_dir)), timeout=60)
+    assert wait_for(
+        lambda: any(os.path.join(gctl.state_dir, f).startswith(schedule) for f in os.listdir(gctl.state_dir)),
+        timeout=60,
+    )
     assert wait_for(lambda: os.path.exists(os.path.join(os.path.dirname(fake), "tusd.argv")), timeout=20)
     with open(os.path.join(os.path.dirname(fake), "tusd.argv")) as handle:
         argv = handle.read().split()
@@ -51,7 +54,10 @@ def test_celery_beat_and_fake_tusd_under_supervisord(gctl, demo_galaxy, short_tm
 
     before = {name: row["pid"] for name, row in running().items()}
     gctl("graceful", "--timeout", "60")
-    after = wait_for(lambda: (lambda r: r if set(r) == set(before) and all(x["pid"] for x in r.values()) else None)(running()), timeout=60)
+    after = wait_for(
+        lambda: (lambda r: r if set(r) == set(before) and all(x["pid"] for x in r.values()) else None)(running()),
+        timeout=60,
+    )
     assert after["tusd"]["pid"] == before["tusd"]  # uploads are not cut
     assert after["celery"]["pid"] != before["celery"] and not alive(before["celery"])
     assert after["celery-beat"]["pid"] != before["celery-beat"]
@@ -63,6 +69,7 @@ def test_celery_beat_and_fake_tusd_under_supervisord(gctl, demo_galaxy, short_tm
 def test_real_gx_it_proxy_from_npm_under_supervisord(gctl, demo_galaxy, short_tmp):
     """The real @galaxyproject/gx-it-proxy, fetched by npx from the npm registry (.ci/run warms the cache)."""
     from conftest import free_port
+
     from galaxyctl_libs.probes.listeners import listening_pids
 
     port = free_port()

@@ -22,9 +22,9 @@ import pytest
 import yaml
 
 from galaxyctl_libs.core import config
+from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.storage import config as storage
 from galaxyctl_libs.storage import volumes
-from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.storage.config import LuksConfig
 from galaxyctl_libs.storage.volumes import Commands
 
@@ -60,8 +60,10 @@ class Fakes:
 
     def add(self, name, **script):
         """``script``: first argument (or '*') -> (exit code, stderr text with $VARS, seconds to sleep)."""
-        script = {key: value + (0, "", 0)[len(value):] if isinstance(value, tuple) else (value, "", 0)
-                  for key, value in script.items()}
+        script = {
+            key: value + (0, "", 0)[len(value) :] if isinstance(value, tuple) else (value, "", 0)
+            for key, value in script.items()
+        }
         path = self.bin / name
         path.write_text(FAKE.format(python=sys.executable, name=name, log=str(self.log), script=script))
         path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
@@ -90,8 +92,9 @@ def write_mountinfo(path, *mount_points, fstype="ext4", source="/dev/mapper/luks
 
 
 def luks_cfg(tmp_path, **extra):
-    return LuksConfig(name="luksvol", mount_point=str(tmp_path / "export"), device="/dev/vdb",
-                      filesystem="ext4", **extra)
+    return LuksConfig(
+        name="luksvol", mount_point=str(tmp_path / "export"), device="/dev/vdb", filesystem="ext4", **extra
+    )
 
 
 # ---------------------------------------------------------------- LUKS: secrets and commands
@@ -184,8 +187,10 @@ def test_close_unmounts_then_closes(fakes, tmp_path):
 
 
 def test_status_from_cryptsetup_then_dmsetup_fallback(fakes, tmp_path):
-    out = ("/dev/mapper/luksvol is active and is in use.\n  type:    LUKS2\n  cipher:  aes-xts-plain64\n"
-           "  keysize: 512 bits\n  device:  /dev/vdb\n")
+    out = (
+        "/dev/mapper/luksvol is active and is in use.\n  type:    LUKS2\n  cipher:  aes-xts-plain64\n"
+        "  keysize: 512 bits\n  device:  /dev/vdb\n"
+    )
     fakes.add("cryptsetup", status=(0, out))
     cfg = luks_cfg(tmp_path)
     st = volumes.luks_status(cfg, mountinfo=write_mountinfo(tmp_path / "mi", cfg.mount_point))
@@ -203,8 +208,9 @@ def test_status_from_cryptsetup_then_dmsetup_fallback(fakes, tmp_path):
 def test_hung_command_hits_its_deadline(fakes, tmp_path):
     fakes.add("cryptsetup", status=(0, "", 30))
     with pytest.raises(GalaxyctlError, match="did not finish within 0.5 s"):
-        volumes.luks_status(luks_cfg(tmp_path), Commands(status_timeout=0.5),
-                            mountinfo=write_mountinfo(tmp_path / "mi"))
+        volumes.luks_status(
+            luks_cfg(tmp_path), Commands(status_timeout=0.5), mountinfo=write_mountinfo(tmp_path / "mi")
+        )
 
 
 # ---------------------------------------------------------------- Onedata: the token
@@ -215,8 +221,15 @@ def onedata_config(tmp_path, **space):
     token_file = tmp_path / "onedata.token"
     token_file.write_text(TOKEN + "\n")
     token_file.chmod(0o600)
-    entry = {"mount_point": str(tmp_path / "onedata"), "provider": "provider.example.org",
-             "token_file": "onedata.token", "insecure": True, "nonempty": True, "uid": 1000, "gid": 1000}
+    entry = {
+        "mount_point": str(tmp_path / "onedata"),
+        "provider": "provider.example.org",
+        "token_file": "onedata.token",
+        "insecure": True,
+        "nonempty": True,
+        "uid": 1000,
+        "gid": 1000,
+    }
     entry.update(space)
     path = tmp_path / "galaxy.yml"
     path.write_text(yaml.safe_dump({"gravity": {"onedata": {"spaces": {"data": entry}}}}))
@@ -232,16 +245,23 @@ def test_token_only_in_oneclient_environment(fakes, tmp_path, caplog):
     (call,) = fakes.calls("oneclient")
     assert call["env"]["ONECLIENT_ACCESS_TOKEN"] == TOKEN
     assert call["env"]["ONECLIENT_PROVIDER_HOST"] == "provider.example.org"
-    assert call["argv"][1:] == ["-i", "-H", "provider.example.org", "-o", "allow_other,nonempty,uid=1000,gid=1000",
-                                str(tmp_path / "onedata")]
+    assert call["argv"][1:] == [
+        "-i",
+        "-H",
+        "provider.example.org",
+        "-o",
+        "allow_other,nonempty,uid=1000,gid=1000",
+        str(tmp_path / "onedata"),
+    ]
     assert not any(TOKEN in arg for arg in call["argv"])
     assert "running" in caplog.text and TOKEN not in caplog.text  # logged, and the log holds no token
 
 
 def test_token_from_named_environment_variable(fakes, tmp_path):
     fakes.add("oneclient", **{"*": 0})
-    cfg = onedata_config(tmp_path, token_file=None, token_env="GALAXY_ONEDATA_TOKEN", insecure=False,
-                         nonempty=False, uid=None, gid=None)
+    cfg = onedata_config(
+        tmp_path, token_file=None, token_env="GALAXY_ONEDATA_TOKEN", insecure=False, nonempty=False, uid=None, gid=None
+    )
     environ = dict(os.environ, GALAXY_ONEDATA_TOKEN=TOKEN)
     volumes.onedata_mount(cfg.onedata, "data", mountinfo=write_mountinfo(tmp_path / "mi"), environ=environ, wait=0)
     (call,) = fakes.calls("oneclient")
@@ -298,35 +318,49 @@ SOURCE = "/etc/galaxy/galaxy.yml"
 DEV = {"name": "v", "device": "/dev/vdb"}
 CONFIG_ERRORS = [
     ({"luks": {**DEV, "mount_point": 5}}, "gravity.luks.mount_point: expected a string"),
-    ({"luks": {**DEV, "mount_point": "export"}},
-     "gravity.luks.mount_point: expected an absolute path"),
+    ({"luks": {**DEV, "mount_point": "export"}}, "gravity.luks.mount_point: expected an absolute path"),
     ({"luks": {**DEV, "name": "a/b", "mount_point": "/export"}}, "gravity.luks.name: 'a/b' is not a valid"),
     ({"luks": {**DEV, "name": "-v", "mount_point": "/export"}}, "gravity.luks.name: '-v' is not a valid"),
     ({"luks": {"name": "v", "mount_point": "/export"}}, "gravity.luks: give the encrypted device as 'device'"),
     ({"luks": {"device": "/dev/vdb", "mount_point": "/export"}}, "gravity.luks.name: required"),
     ({"luks": {"name": "v", "uuid": "../../etc", "mount_point": "/x"}}, "gravity.luks.uuid: '../../etc' is not a"),
-    ({"luks": {**DEV, "mount_point": "/x", "filesystem": "ext4;rm"}},
-     "gravity.luks.filesystem"),
-    ({"luks": {**DEV, "mount_point": "/x\n[program:evil]"}},
-     "gravity.luks.mount_point: expected a non-empty, single-line string"),
+    ({"luks": {**DEV, "mount_point": "/x", "filesystem": "ext4;rm"}}, "gravity.luks.filesystem"),
+    (
+        {"luks": {**DEV, "mount_point": "/x\n[program:evil]"}},
+        "gravity.luks.mount_point: expected a non-empty, single-line string",
+    ),
     ({"luks": "/dev/vdb"}, "gravity.luks: expected a mapping"),
     ({"onedata": {"spaces": ["data"]}}, "gravity.onedata.spaces: expected a mapping"),
     ({"onedata": {"spaces": {"data": {"token_file": "/t"}}}}, "gravity.onedata.spaces.data.mount_point: required"),
     ({"onedata": {"spaces": {"data": {"mount_point": "/m"}}}}, "give exactly one of token_file or token_env"),
-    ({"onedata": {"spaces": {"data": {"mount_point": "/m", "token_file": "/t", "token_env": "T"}}}},
-     "gravity.onedata.spaces.data: give exactly one"),
-    ({"onedata": {"spaces": {"data": {"mount_point": "/m", "token_env": "T", "insecure": "yes"}}}},
-     "gravity.onedata.spaces.data.insecure: expected true or false, got 'yes'"),
-    ({"onedata": {"spaces": {"data": {"mount_point": "/m", "token_env": "A-B"}}}},
-     "gravity.onedata.spaces.data.token_env: 'A-B' is not a valid"),
-    ({"onedata": {"spaces": {"data": {"mount_point": "/m", "token_env": "T", "provider": "-oevil"}}}},
-     "gravity.onedata.spaces.data.provider: '-oevil' is not a valid"),
-    ({"onedata": {"spaces": {"data": {"mount_point": "/m", "token_env": "T", "uid": "no-such-user-xyz"}}}},
-     "gravity.onedata.spaces.data.uid: no such user 'no-such-user-xyz'"),
-    ({"onedata": {"spaces": {"data": {"mount_point": "/m", "token_env": "T", "gid": -1}}}},
-     "gravity.onedata.spaces.data.gid: expected a non-negative integer"),
-    ({"onedata": {"spaces": {"da ta": {"mount_point": "/m", "token_env": "T"}}}},
-     "gravity.onedata.spaces: space name: 'da ta' is not a valid name"),
+    (
+        {"onedata": {"spaces": {"data": {"mount_point": "/m", "token_file": "/t", "token_env": "T"}}}},
+        "gravity.onedata.spaces.data: give exactly one",
+    ),
+    (
+        {"onedata": {"spaces": {"data": {"mount_point": "/m", "token_env": "T", "insecure": "yes"}}}},
+        "gravity.onedata.spaces.data.insecure: expected true or false, got 'yes'",
+    ),
+    (
+        {"onedata": {"spaces": {"data": {"mount_point": "/m", "token_env": "A-B"}}}},
+        "gravity.onedata.spaces.data.token_env: 'A-B' is not a valid",
+    ),
+    (
+        {"onedata": {"spaces": {"data": {"mount_point": "/m", "token_env": "T", "provider": "-oevil"}}}},
+        "gravity.onedata.spaces.data.provider: '-oevil' is not a valid",
+    ),
+    (
+        {"onedata": {"spaces": {"data": {"mount_point": "/m", "token_env": "T", "uid": "no-such-user-xyz"}}}},
+        "gravity.onedata.spaces.data.uid: no such user 'no-such-user-xyz'",
+    ),
+    (
+        {"onedata": {"spaces": {"data": {"mount_point": "/m", "token_env": "T", "gid": -1}}}},
+        "gravity.onedata.spaces.data.gid: expected a non-negative integer",
+    ),
+    (
+        {"onedata": {"spaces": {"da ta": {"mount_point": "/m", "token_env": "T"}}}},
+        "gravity.onedata.spaces: space name: 'da ta' is not a valid name",
+    ),
     ({"storage": {"required": 5}}, "gravity.storage.required: expected a list of mount points"),
     ({"storage": {"required": ["/export", "data"]}}, "gravity.storage.required[1]: expected an absolute path"),
     ({"storage": ["/export"]}, "gravity.storage: expected a mapping"),
@@ -343,15 +377,24 @@ def test_config_errors_name_file_and_key(raw, expected):
 
 
 def test_full_config_parses_with_warnings_for_unknown_keys(tmp_path):
-    raw = {"luks": {"device": "/dev/vdb", "name": "luksvol", "mount_point": "/export/", "key_file": "keys/vol.key",
-                    "colour": "red"},
-           "onedata": {"oneclient": "/opt/oneclient/bin/oneclient",
-                       "spaces": {"ref": {"mount_point": "/refdata", "token_env": "T",
-                                          "uid": "root", "gid": "0"}}},
-           "storage": {"required": "/export"}}
+    raw = {
+        "luks": {
+            "device": "/dev/vdb",
+            "name": "luksvol",
+            "mount_point": "/export/",
+            "key_file": "keys/vol.key",
+            "colour": "red",
+        },
+        "onedata": {
+            "oneclient": "/opt/oneclient/bin/oneclient",
+            "spaces": {"ref": {"mount_point": "/refdata", "token_env": "T", "uid": "root", "gid": "0"}},
+        },
+        "storage": {"required": "/export"},
+    }
     parsed = storage.parse_storage(raw, str(tmp_path / "galaxy.yml"))
-    assert parsed.luks == LuksConfig(name="luksvol", mount_point="/export", device="/dev/vdb",
-                                     key_file=str(tmp_path / "keys" / "vol.key"))
+    assert parsed.luks == LuksConfig(
+        name="luksvol", mount_point="/export", device="/dev/vdb", key_file=str(tmp_path / "keys" / "vol.key")
+    )
     (space,) = parsed.onedata.spaces
     assert (space.name, space.uid, space.gid, space.allow_other) == ("ref", 0, 0, True)
     assert parsed.onedata.oneclient == "/opt/oneclient/bin/oneclient"
@@ -388,8 +431,9 @@ def test_laniakea_cryptdev_ini(tmp_path):
 
     # galaxy.yml keys override the ini; the mapper path names the volume when cryptdev is absent
     (tmp_path / "luks-cryptdev.ini").write_text(CRYPTDEV_INI.replace("cryptdev = crypt\n", ""))
-    luks = storage.parse_storage({"luks": {"ini": str(tmp_path / "luks-cryptdev.ini"), "mount_point": "/data"}},
-                                 source).luks
+    luks = storage.parse_storage(
+        {"luks": {"ini": str(tmp_path / "luks-cryptdev.ini"), "mount_point": "/data"}}, source
+    ).luks
     assert (luks.name, luks.mount_point) == ("crypt", "/data")
 
     # errors name the ini file and its key, or the galaxy.yml key that points at it
@@ -429,8 +473,9 @@ def test_mountinfo_octal_escapes(tmp_path):
 def test_real_tmpfs_mount_is_detected_then_unmounted(tmp_path):
     point = tmp_path / "galaxy data"  # a space: mountinfo shows it as \040
     point.mkdir()
-    done = subprocess.run([REAL_MOUNT, "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(point)],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [REAL_MOUNT, "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(point)], capture_output=True, text=True, check=False
+    )
     if done.returncode != 0:
         pytest.skip(f"mount -t tmpfs refused here: {done.stderr.strip()}")
     try:
@@ -444,27 +489,37 @@ def test_real_tmpfs_mount_is_detected_then_unmounted(tmp_path):
 
 
 def test_missing_required_and_the_refusal_line(tmp_path):
-    cfg = storage.parse_storage({
-        "luks": {"name": "luksvol", "device": "/dev/vdb", "mount_point": "/export"},
-        "onedata": {"spaces": {"ref": {"mount_point": "/refdata", "token_env": "T"}}},
-        "storage": {"required": ["/export", "/refdata", "/proc"]}}, SOURCE)
+    cfg = storage.parse_storage(
+        {
+            "luks": {"name": "luksvol", "device": "/dev/vdb", "mount_point": "/export"},
+            "onedata": {"spaces": {"ref": {"mount_point": "/refdata", "token_env": "T"}}},
+            "storage": {"required": ["/export", "/refdata", "/proc"]},
+        },
+        SOURCE,
+    )
     mountinfo = write_mountinfo(tmp_path / "mi", "/proc")
     assert storage.missing_required(cfg, mountinfo) == ["/export", "/refdata"]
     with pytest.raises(GalaxyctlError) as err:
         storage.check_required(cfg, mountinfo)
-    assert str(err.value) == (f"required storage not mounted: /export, /refdata ({SOURCE}: "
-                              "gravity.storage.required); mount it first: galaxyctl luks open, "
-                              "galaxyctl onedata mount ref")
+    assert str(err.value) == (
+        f"required storage not mounted: /export, /refdata ({SOURCE}: "
+        "gravity.storage.required); mount it first: galaxyctl luks open, "
+        "galaxyctl onedata mount ref"
+    )
     storage.check_required(cfg, write_mountinfo(tmp_path / "mi2", "/export", "/refdata", "/proc"))  # no error
     assert storage.missing_required(storage.StorageConfig()) == []
 
 
 def test_storage_status_reports_everything(fakes, tmp_path):
     fakes.add("cryptsetup", status=0)
-    cfg = storage.parse_storage({
-        "luks": {"name": "luksvol", "device": "/dev/vdb", "mount_point": "/export"},
-        "onedata": {"spaces": {"ref": {"mount_point": "/refdata", "token_env": "T"}}},
-        "storage": {"required": ["/export", "/refdata"]}}, SOURCE)
+    cfg = storage.parse_storage(
+        {
+            "luks": {"name": "luksvol", "device": "/dev/vdb", "mount_point": "/export"},
+            "onedata": {"spaces": {"ref": {"mount_point": "/refdata", "token_env": "T"}}},
+            "storage": {"required": ["/export", "/refdata"]},
+        },
+        SOURCE,
+    )
     status = volumes.storage_status(cfg, mountinfo=write_mountinfo(tmp_path / "mi", "/export"))
     assert status.luks.ok and not status.onedata[0].mounted
     assert status.missing == ("/refdata",) and not status.ok

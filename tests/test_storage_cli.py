@@ -7,7 +7,6 @@ stdin instead (Fakes from test_storage).  The mount point checks read the real /
 import os
 
 import yaml
-
 from test_storage import Fakes
 
 

@@ -17,11 +17,16 @@ import urllib.request
 
 import pytest
 
-from galaxyctl_libs.probes import listeners
-from galaxyctl_libs.probes import procfs
+from galaxyctl_libs.compat.uwsgi import (
+    UwsgiAddress,
+    UwsgiSocket,
+    UwsgiStatsServer,
+    UwsgiWorker,
+    parse_address,
+    read_uwsgi_config,
+)
 from galaxyctl_libs.errors import GalaxyctlError
-from galaxyctl_libs.probes.uwsgi import (UwsgiAddress, UwsgiSocket, UwsgiStatsServer, UwsgiWorker, parse_address,
-                                  read_uwsgi_config)
+from galaxyctl_libs.probes import listeners, procfs
 
 UWSGI = os.path.join(os.path.dirname(sys.executable), "uwsgi")
 HAVE_UWSGI = os.access(UWSGI, os.X_OK) or shutil.which("uwsgi") is not None
@@ -29,7 +34,7 @@ UWSGI = UWSGI if os.access(UWSGI, os.X_OK) else shutil.which("uwsgi")
 HAVE_LSOF = shutil.which("lsof") is not None
 needs_uwsgi = pytest.mark.skipif(not HAVE_UWSGI, reason="uWSGI is not installed in this venv")
 
-APP = '''
+APP = """
 import time
 
 def application(environ, start_response):
@@ -37,7 +42,7 @@ def application(environ, start_response):
         time.sleep(float(environ.get("QUERY_STRING") or 2))
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"ok\\n"]
-'''
+"""
 
 
 def _free_ports(count):
@@ -90,15 +95,33 @@ class Uwsgi:
 
 def _start_uwsgi(directory, settings, ready_stats):
     (directory / "app.py").write_text(APP)
-    lines = ["[uwsgi]", "master = true", f"wsgi-file = {directory / 'app.py'}", "die-on-term = true",
-             "need-app = true", f"logto = {directory / 'uwsgi.log'}", "vacuum = true"]
+    lines = [
+        "[uwsgi]",
+        "master = true",
+        f"wsgi-file = {directory / 'app.py'}",
+        "die-on-term = true",
+        "need-app = true",
+        f"logto = {directory / 'uwsgi.log'}",
+        "vacuum = true",
+    ]
     lines += [f"{key} = {value}" for key, value in settings]
-    lines += ["", "[app:main]", "paste.app_factory = galaxy.web.buildapp:app_factory",
-              "filter-with = proxy-prefix", "static_dir = %(here)s/static/", ""]
+    lines += [
+        "",
+        "[app:main]",
+        "paste.app_factory = galaxy.web.buildapp:app_factory",
+        "filter-with = proxy-prefix",
+        "static_dir = %(here)s/static/",
+        "",
+    ]
     ini = directory / "galaxy.ini"
     ini.write_text("\n".join(lines))
-    proc = subprocess.Popen([UWSGI, "--ini", str(ini)], cwd=str(directory), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [UWSGI, "--ini", str(ini)],
+        cwd=str(directory),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -125,16 +148,21 @@ def uwsgi_tcp(tmp_path_factory):
         pytest.skip("uWSGI is not installed in this venv")
     directory = tmp_path_factory.mktemp("uwsgi")
     sock_port, http_port, stats_port = _free_ports(3)
-    settings = [("processes", 2), ("socket", f"127.0.0.1:{sock_port}"), ("http", f"127.0.0.1:{http_port}"),
-                ("stats", f"127.0.0.1:{stats_port}")]
+    settings = [
+        ("processes", 2),
+        ("socket", f"127.0.0.1:{sock_port}"),
+        ("http", f"127.0.0.1:{http_port}"),
+        ("stats", f"127.0.0.1:{stats_port}"),
+    ]
     proc, ini = _start_uwsgi(directory, settings, UwsgiStatsServer("127.0.0.1", stats_port, timeout=0.5))
     yml = directory / "galaxy.yml"
-    yml.write_text(f"uwsgi:\n  socket: 127.0.0.1:{sock_port}\n  http: [127.0.0.1:{http_port}]\n"
-                   f"  stats: 127.0.0.1:{stats_port}\n  processes: 2\n  master: true\n"
-                   f"galaxy:\n  admin_users: admin@example.org\n")
+    yml.write_text(
+        f"uwsgi:\n  socket: 127.0.0.1:{sock_port}\n  http: [127.0.0.1:{http_port}]\n"
+        f"  stats: 127.0.0.1:{stats_port}\n  processes: 2\n  master: true\n"
+        f"galaxy:\n  admin_users: admin@example.org\n"
+    )
     try:
-        yield Uwsgi(proc, directory, str(ini), str(yml),
-                    {"socket": sock_port, "http": http_port, "stats": stats_port})
+        yield Uwsgi(proc, directory, str(ini), str(yml), {"socket": sock_port, "http": http_port, "stats": stats_port})
     finally:
         _stop_uwsgi(proc)
 
@@ -156,6 +184,7 @@ def uwsgi_unix(tmp_path_factory):
 
 
 # -- Laniakea's galaxyctl_libs README, verbatim (with our paths) ---------------------------------------------------
+
 
 @needs_uwsgi
 def test_laniakea_readme_uwsgi_socket(uwsgi_tcp):
@@ -182,6 +211,7 @@ def test_laniakea_readme_stats_server(uwsgi_tcp):
 
 # -- master PID --------------------------------------------------------------------------------
 
+
 @needs_uwsgi
 def test_master_pid_single_and_same_from_lsof_and_proc(uwsgi_tcp):
     port = uwsgi_tcp.ports["socket"]
@@ -203,8 +233,9 @@ def test_connected_client_is_not_the_master(uwsgi_tcp):
     client = socket.create_connection(("127.0.0.1", port))
     try:
         if HAVE_LSOF:  # what Laniakea's galaxyctl ran: it lists us, the client, too
-            plain = subprocess.run(["lsof", "-nP", "-t", f"-i:{port}"], stdout=subprocess.PIPE, text=True,
-                                   timeout=10, check=False).stdout.split()
+            plain = subprocess.run(
+                ["lsof", "-nP", "-t", f"-i:{port}"], stdout=subprocess.PIPE, text=True, timeout=10, check=False
+            ).stdout.split()
             assert str(os.getpid()) in plain
         for use_lsof in (None, False):
             assert os.getpid() not in listeners.listening_pids(port, use_lsof=use_lsof)
@@ -242,6 +273,7 @@ def test_unix_socket_master_and_http_stats(uwsgi_unix):
 
 
 # -- stats server ------------------------------------------------------------------------------
+
 
 @needs_uwsgi
 def test_workers_dataclasses(uwsgi_tcp):
@@ -295,8 +327,7 @@ def test_stats_deadline_is_a_clear_error():
 def test_stats_waits_with_back_off_until_the_server_appears():
     """The stats server comes up late (as during Galaxy's start): the reader retries and gets it."""
     port = _free_ports(1)[0]
-    document = {"pid": 1, "workers": [{"id": 1, "pid": 2, "accepting": 0, "status": "idle", "requests": 0,
-                                       "rss": 7}]}
+    document = {"pid": 1, "workers": [{"id": 1, "pid": 2, "accepting": 0, "status": "idle", "requests": 0, "rss": 7}]}
 
     def serve_late():
         time.sleep(0.4)
@@ -330,6 +361,7 @@ def test_stats_needs_an_address(tmp_path):
 
 # -- config parsing ----------------------------------------------------------------------------
 
+
 def test_ini_variants(tmp_path):
     ini = tmp_path / "galaxy.ini"
     ini.write_text(
@@ -346,11 +378,15 @@ def test_ini_variants(tmp_path):
         "pythonpath = lib\n"
         "[app:main]\n"
         "static_dir = %(here)s/static/\n"
-        "  continuation line of app:main\n")
+        "  continuation line of app:main\n"
+    )
     config = read_uwsgi_config(str(ini))
-    assert config.sockets == (UwsgiAddress("tcp", "127.0.0.1", 4001), UwsgiAddress("tcp", None, 4002),
-                              UwsgiAddress("unix", path="/run/galaxy/uwsgi.sock"),
-                              UwsgiAddress("unix", path="/run/galaxy/other.sock"))
+    assert config.sockets == (
+        UwsgiAddress("tcp", "127.0.0.1", 4001),
+        UwsgiAddress("tcp", None, 4002),
+        UwsgiAddress("unix", path="/run/galaxy/uwsgi.sock"),
+        UwsgiAddress("unix", path="/run/galaxy/other.sock"),
+    )
     assert config.http_sockets == (UwsgiAddress("tcp", "::1", 8081),)
     assert config.stats == UwsgiAddress("tcp", "127.0.0.1", 9191) and config.stats_http
     assert config.processes == 4 and config.values("pythonpath") == ["lib"]
@@ -376,9 +412,11 @@ def test_http_only_setups(tmp_path):
 
 def test_yml_variants(tmp_path):
     yml = tmp_path / "galaxy.yml"
-    yml.write_text("uwsgi:\n  socket:\n    - 127.0.0.1:4001\n    - unix:/srv/uwsgi.sock\n"
-                   "  http_socket: :8080\n  processes: 2\n  master: true\n  buffer-size: 16384\n"
-                   "  stats: 127.0.0.1:9191\ngalaxy:\n  admin_users: a@b.c\n")
+    yml.write_text(
+        "uwsgi:\n  socket:\n    - 127.0.0.1:4001\n    - unix:/srv/uwsgi.sock\n"
+        "  http_socket: :8080\n  processes: 2\n  master: true\n  buffer-size: 16384\n"
+        "  stats: 127.0.0.1:9191\ngalaxy:\n  admin_users: a@b.c\n"
+    )
     config = read_uwsgi_config(str(yml))
     assert config.sockets == (UwsgiAddress("tcp", "127.0.0.1", 4001), UwsgiAddress("unix", path="/srv/uwsgi.sock"))
     assert config.http_sockets == (UwsgiAddress("tcp", None, 8080),)
@@ -386,20 +424,23 @@ def test_yml_variants(tmp_path):
     assert str(config.sockets[0]) == "127.0.0.1:4001" and str(config.http_sockets[0]) == ":8080"
 
 
-@pytest.mark.parametrize("name, text, message", [
-    ("galaxy.ini", "[uwsgi\nsocket = :4001\n", "line 1: malformed section header"),
-    ("galaxy.ini", "socket = :4001\n[uwsgi]\n", "line 1: setting outside any"),
-    ("galaxy.ini", "[app:main]\nfoo = bar\n", "no \\[uwsgi\\] section"),
-    ("galaxy.ini", "[uwsgi]\nsocket = 127.0.0.1:http\n", "uwsgi socket: invalid port"),
-    ("galaxy.ini", "[uwsgi]\nprocesses = many\nsocket = :1\n", "uwsgi processes: expected an integer"),
-    ("galaxy.ini", "[uwsgi]\nmaster = true\n", "no socket, http-socket or http setting"),
-    ("galaxy.yml", "uwsgi:\n  socket: [a\n", "invalid YAML at line 3, column 1"),
-    ("galaxy.yml", "uwsgi:\n  socket: :4001\n   bad: indent\n", "invalid YAML at line 3"),
-    ("galaxy.yml", "galaxy:\n  x: 1\n", "no uwsgi: section"),
-    ("galaxy.yml", "uwsgi: 127.0.0.1:4001\n", "uwsgi: expected a mapping"),
-    ("galaxy.yml", "- uwsgi\n", "expected a mapping at the top level"),
-    ("galaxy.yml", "uwsgi:\n  socket: {a: 1}\n", "uwsgi.socket: expected a string"),
-])
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("galaxy.ini", "[uwsgi\nsocket = :4001\n", "line 1: malformed section header"),
+        ("galaxy.ini", "socket = :4001\n[uwsgi]\n", "line 1: setting outside any"),
+        ("galaxy.ini", "[app:main]\nfoo = bar\n", "no \\[uwsgi\\] section"),
+        ("galaxy.ini", "[uwsgi]\nsocket = 127.0.0.1:http\n", "uwsgi socket: invalid port"),
+        ("galaxy.ini", "[uwsgi]\nprocesses = many\nsocket = :1\n", "uwsgi processes: expected an integer"),
+        ("galaxy.ini", "[uwsgi]\nmaster = true\n", "no socket, http-socket or http setting"),
+        ("galaxy.yml", "uwsgi:\n  socket: [a\n", "invalid YAML at line 3, column 1"),
+        ("galaxy.yml", "uwsgi:\n  socket: :4001\n   bad: indent\n", "invalid YAML at line 3"),
+        ("galaxy.yml", "galaxy:\n  x: 1\n", "no uwsgi: section"),
+        ("galaxy.yml", "uwsgi: 127.0.0.1:4001\n", "uwsgi: expected a mapping"),
+        ("galaxy.yml", "- uwsgi\n", "expected a mapping at the top level"),
+        ("galaxy.yml", "uwsgi:\n  socket: {a: 1}\n", "uwsgi.socket: expected a string"),
+    ],
+)
 def test_broken_files_name_the_file(tmp_path, name, text, message):
     path = tmp_path / name
     path.write_text(text)

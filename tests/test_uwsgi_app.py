@@ -5,7 +5,6 @@ import threading
 import urllib.request
 
 import yaml
-
 from conftest import free_port, http_get, wait_for
 
 INI = """\
@@ -71,9 +70,14 @@ def test_uwsgi_from_galaxy_ini_with_busy_workers(gctl, demo_galaxy):
 def test_uwsgi_from_galaxy_yml_uwsgi_section(gctl, demo_galaxy):
     ports = {"socket": free_port(), "http": free_port(), "stats": free_port()}
     uwsgi = {
-        "socket": f"127.0.0.1:{ports['socket']}", "http": f"127.0.0.1:{ports['http']}",
-        "stats": f"127.0.0.1:{ports['stats']}", "master": True, "processes": 2, "pythonpath": "lib",
-        "module": "galaxy.webapps.galaxy.uwsgi_app", "die-on-term": True,
+        "socket": f"127.0.0.1:{ports['socket']}",
+        "http": f"127.0.0.1:{ports['http']}",
+        "stats": f"127.0.0.1:{ports['stats']}",
+        "master": True,
+        "processes": 2,
+        "pythonpath": "lib",
+        "module": "galaxy.webapps.galaxy.uwsgi_app",
+        "die-on-term": True,
     }
     config, _ = demo_galaxy(gravity={"app_server": "uwsgi"})
     data = yaml.safe_load(open(config))

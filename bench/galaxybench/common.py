@@ -9,8 +9,11 @@ REPO = os.path.dirname(BENCH)
 HANDLER_COUNTS = (1, 10, 100, 500)
 CMD_TIMEOUT = 180
 # (table label, instance name) of the graceful scenarios; "herder" is ours only
-GRACEFUL_MODES = (("preload false", "web"), ("preload true (Galaxy default)", "webpre"),
-                  ("unicornherder (ours)", "herder"))
+GRACEFUL_MODES = (
+    ("preload false", "web"),
+    ("preload true (Galaxy default)", "webpre"),
+    ("unicornherder (ours)", "herder"),
+)
 
 
 def log(message):

@@ -21,6 +21,7 @@ from .common import BENCH, REPO, log
 
 GRAVITY_PIN = "gravity==1.2.4"
 
+
 def _usable_by_user(runner, python):
     try:
         return runner.run([python, "-c", "import venv, ensurepip"], home="/", timeout=30)["rc"] == 0
@@ -33,7 +34,9 @@ def choose_base_python(runner, requested):
     for candidate in candidates:
         if candidate and os.path.exists(candidate) and _usable_by_user(runner, candidate):
             return candidate
-    raise SystemExit(f"bench: no Python interpreter usable by user {runner.user!r} among {candidates}; pass --base-python")
+    raise SystemExit(
+        f"bench: no Python interpreter usable by user {runner.user!r} among {candidates}; pass --base-python"
+    )
 
 
 def _pip(venv, *args):
@@ -75,8 +78,11 @@ def _stage_checkout(dest):
         source = os.path.join(REPO, name)
         if os.path.isfile(source):
             shutil.copy2(source, dest)
-    shutil.copytree(os.path.join(REPO, "galaxyctl_libs"), os.path.join(dest, "galaxyctl_libs"),
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(
+        os.path.join(REPO, "galaxyctl_libs"),
+        os.path.join(dest, "galaxyctl_libs"),
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+    )
     staged_readme = not os.path.exists(os.path.join(dest, "README.rst"))
     if staged_readme:  # setup.py reads it: a checkout without one still installs
         with open(os.path.join(dest, "README.rst"), "w") as handle:
@@ -101,22 +107,32 @@ def ensure_ours_venv(runner, base_python, workdir):
 
 
 def venv_versions(venv):
-    code = ("import importlib.metadata as m, json, sys\n"
-            "out = {'python': sys.version.split()[0]}\n"
-            "for d in ('gravity', 'galaxyctl', 'gunicorn', 'celery', 'supervisor', 'pydantic'):\n"
-            "    try: out[d] = m.version(d)\n"
-            "    except Exception: pass\n"
-            "print(json.dumps(out))")
-    result = subprocess.run([os.path.join(venv, "bin", "python"), "-c", code], capture_output=True, text=True, timeout=60, cwd="/")
+    code = (
+        "import importlib.metadata as m, json, sys\n"
+        "out = {'python': sys.version.split()[0]}\n"
+        "for d in ('gravity', 'galaxyctl', 'gunicorn', 'celery', 'supervisor', 'pydantic'):\n"
+        "    try: out[d] = m.version(d)\n"
+        "    except Exception: pass\n"
+        "print(json.dumps(out))"
+    )
+    result = subprocess.run(
+        [os.path.join(venv, "bin", "python"), "-c", code], capture_output=True, text=True, timeout=60, cwd="/"
+    )
     return json.loads(result.stdout or "{}")
 
 
 def describe_run(runner, runs, long_runs, base_python, gravity_venv, ours_venv, stub_readme):
     """The JSON's "meta": host, run counts, who the tools run as, the interpreters and package versions."""
     return {
-        "when": time.strftime("%Y-%m-%d %H:%M:%S"), "host": platform.node(), "cpus": os.cpu_count(),
-        "kernel": platform.release(), "runs": runs, "long_runs": long_runs,
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "runs": runs,
+        "long_runs": long_runs,
         "run_as": runner.user if runner.uid is not None else pwd.getpwuid(os.geteuid()).pw_name,
-        "base_python": base_python, "gravity_venv": venv_versions(gravity_venv), "ours_venv": venv_versions(ours_venv),
+        "base_python": base_python,
+        "gravity_venv": venv_versions(gravity_venv),
+        "ours_venv": venv_versions(ours_venv),
         "ours_installed_with_stub_readme": stub_readme,
     }

@@ -76,8 +76,13 @@ def measure_start(tool, instance):
     poller.join(timeout=120)
     stop.set()
     tool.remember(instance)
-    return {"seconds": exit_seconds, "exit_seconds": exit_seconds, "first_200": first.get("seconds"),
-            "rc": result["rc"], "maxrss_kib": result["maxrss_kib"]}
+    return {
+        "seconds": exit_seconds,
+        "exit_seconds": exit_seconds,
+        "first_200": first.get("seconds"),
+        "rc": result["rc"],
+        "maxrss_kib": result["maxrss_kib"],
+    }
 
 
 def measure_graceful(tool, instance, min_requests=300, interval=0.01, tail_seconds=1.0, cap_seconds=120):
@@ -121,9 +126,14 @@ def measure_graceful(tool, instance, min_requests=300, interval=0.01, tail_secon
     failed = [r for r in records if not r[1]]
     return {
         "longest_outage": _longest_outage(records),
-        "seconds": returned - launched, "rc": result["rc"], "maxrss_kib": result["maxrss_kib"],
-        "requests": len(records), "failed": len(failed), "worst_latency": max((r[4] for r in records), default=None),
-        "new_workers_after": new_seen, "failure_kinds": sorted({str(r[2]) for r in failed}),
+        "seconds": returned - launched,
+        "rc": result["rc"],
+        "maxrss_kib": result["maxrss_kib"],
+        "requests": len(records),
+        "failed": len(failed),
+        "worst_latency": max((r[4] for r in records), default=None),
+        "new_workers_after": new_seen,
+        "failure_kinds": sorted({str(r[2]) for r in failed}),
     }
 
 
@@ -152,8 +162,9 @@ def settle(instance, seconds=1.0):
 def profile_ours(tool, instance):
     out = os.path.join(tool.home, "status.prof")
     runner = tool.runner
-    imports = runner.run([tool.python, "-X", "importtime", tool.script, "--state-dir", instance.state_dir, "status"],
-                         home=tool.home)
+    imports = runner.run(
+        [tool.python, "-X", "importtime", tool.script, "--state-dir", instance.state_dir, "status"], home=tool.home
+    )
     rows = []
     for line in imports["err"].splitlines():
         found = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)", line)
@@ -161,9 +172,21 @@ def profile_ours(tool, instance):
             rows.append((int(found.group(2)), int(found.group(1)), len(found.group(3)) // 2, found.group(4)))
     total = sum(r[1] for r in rows)
     top = sorted((r for r in rows if r[2] <= 2), reverse=True)[:15]
-    runner.run([tool.python, "-m", "cProfile", "-o", out, tool.script, "--state-dir", instance.state_dir, "status"],
-               home=tool.home)
-    stats = runner.run([tool.python, "-c", "import pstats, sys; pstats.Stats(sys.argv[1]).sort_stats('cumulative')"
-                        ".print_stats(25)", out], home=tool.home)
-    return {"import_total_us": total, "top_imports": [{"cumulative_us": c, "self_us": s, "module": m} for c, s, _, m in top],
-            "cprofile": stats["out"]}
+    runner.run(
+        [tool.python, "-m", "cProfile", "-o", out, tool.script, "--state-dir", instance.state_dir, "status"],
+        home=tool.home,
+    )
+    stats = runner.run(
+        [
+            tool.python,
+            "-c",
+            "import pstats, sys; pstats.Stats(sys.argv[1]).sort_stats('cumulative').print_stats(25)",
+            out,
+        ],
+        home=tool.home,
+    )
+    return {
+        "import_total_us": total,
+        "top_imports": [{"cumulative_us": c, "self_us": s, "module": m} for c, s, _, m in top],
+        "cprofile": stats["out"],
+    }

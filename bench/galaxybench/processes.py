@@ -82,8 +82,12 @@ class Runner:
 
     def _spawn_server(self):
         if self._spawner is None or self._spawner.poll() is not None:
-            self._spawner = subprocess.Popen([sys.executable, "-I", "-S", "-c", SPAWNER], stdin=subprocess.PIPE,
-                                             stdout=subprocess.PIPE, start_new_session=True)
+            self._spawner = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", SPAWNER],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                start_new_session=True,
+            )
         return self._spawner
 
     def _read(self, server):
@@ -95,6 +99,7 @@ class Runner:
                     raise RuntimeError("bench: the spawn server died")
                 data += chunk
             return data
+
         return marshal.loads(exactly(int.from_bytes(exactly(4), "big")))
 
     def close(self):
@@ -129,14 +134,19 @@ class Runner:
             finally:
                 timer.cancel()
             return {
-                "rc": os.waitstatus_to_exitcode(status), "seconds": seconds, "maxrss_kib": maxrss,
-                "out": out.read().decode("utf-8", "replace"), "err": err.read().decode("utf-8", "replace"),
+                "rc": os.waitstatus_to_exitcode(status),
+                "seconds": seconds,
+                "maxrss_kib": maxrss,
+                "out": out.read().decode("utf-8", "replace"),
+                "err": err.read().decode("utf-8", "replace"),
             }
 
     def check(self, argv, home, what, **kwargs):
         result = self.run(argv, home, **kwargs)
         if result["rc"] != 0:
-            raise RuntimeError(f"{what} failed (exit {result['rc']}): {argv}\n{result['out'][-2000:]}{result['err'][-2000:]}")
+            raise RuntimeError(
+                f"{what} failed (exit {result['rc']}): {argv}\n{result['out'][-2000:]}{result['err'][-2000:]}"
+            )
         return result
 
 

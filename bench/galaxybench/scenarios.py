@@ -26,20 +26,26 @@ class Results:
 
     def __init__(self):
         self.raw = {}
-        self.first_update = {}       # (tool key, instance name) -> seconds of the first update (writes the files)
+        self.first_update = {}  # (tool key, instance name) -> seconds of the first update (writes the files)
         self.handlers_rendered = {}  # (tool key, handler count) -> handler processes in the supervisor files
-        self.herder_commands = []    # the commands ours renders for app_server: unicornherder
-        self.profile = None          # ours' status, profiled (--profile)
+        self.herder_commands = []  # the commands ours renders for app_server: unicornherder
+        self.profile = None  # ours' status, profiled (--profile)
 
 
 def interleaved(runs, tools, measure, label):
     """Call ``measure(tool)`` ``runs`` times per tool, the order flipping every run; → {key: [results]}."""
     samples = {tool.key: [] for tool in tools}
     for index in range(runs):
-        for tool in (tools if index % 2 == 0 else tools[::-1]):
+        for tool in tools if index % 2 == 0 else tools[::-1]:
             samples[tool.key].append(measure(tool))
-    log(f"{label}: " + ", ".join(f"{t.key} {median([s['seconds'] for s in samples[t.key]]):.3f}s" for t in tools
-                                    if all('seconds' in s for s in samples[t.key])))
+    log(
+        f"{label}: "
+        + ", ".join(
+            f"{t.key} {median([s['seconds'] for s in samples[t.key]]):.3f}s"
+            for t in tools
+            if all("seconds" in s for s in samples[t.key])
+        )
+    )
     return samples
 
 
@@ -84,14 +90,21 @@ class Scenarios:
 
     def cli(self, profile=False):
         self._start_full()
-        for name, measure in (("python -c pass", self._floor), ("--help", self._help), ("status", self._status),
-                              ("update no-op", self._noop_update)):
+        for name, measure in (
+            ("python -c pass", self._floor),
+            ("--help", self._help),
+            ("status", self._status),
+            ("update no-op", self._noop_update),
+        ):
             self.raw[name] = warm_then_interleave(self.runs, self.tools, measure, name)
         status_rows = {}
         for tool in self.tools:
             last = self._status(tool)
-            status_rows[tool.key] = {"rc": last["rc"], "out": last["out"].strip().splitlines(),
-                                     "processes_rendered": self.inst[(tool.key, "full")].rendered_processes()}
+            status_rows[tool.key] = {
+                "rc": last["rc"],
+                "out": last["out"].strip().splitlines(),
+                "processes_rendered": self.inst[(tool.key, "full")].rendered_processes(),
+            }
         self.raw["status_output"] = status_rows
         if profile:
             self.results.profile = profile_ours(self.ours, self.inst[("ours", "full")])
@@ -127,14 +140,17 @@ class Scenarios:
     def update_scaling(self):
         scaling = {}
         for count in HANDLER_COUNTS:
+
             def update_n(tool, count=count):
                 return tool.run(self.inst[(tool.key, f"h{count}")], "update")
+
             scaling[count] = warm_then_interleave(self.runs, self.tools, update_n, f"update no-op, {count} handlers")
         self.raw["update_handlers"] = {str(k): v for k, v in scaling.items()}
         for count in HANDLER_COUNTS:
             for tool in self.tools:  # minus gunicorn
-                self.results.handlers_rendered[(tool.key, count)] = \
+                self.results.handlers_rendered[(tool.key, count)] = (
                     self.inst[(tool.key, f"h{count}")].rendered_processes() - 1
+                )
         for tool in self.tools:
             t1, t100, t500 = (secs(scaling[c][tool.key]) for c in (1, 100, 500))
             self.raw.setdefault("growth", {})[tool.key] = {
@@ -153,7 +169,9 @@ class Scenarios:
             tool.shutdown(self.inst[(tool.key, "web")])
         for tool in self.tools:
             for sample in self.raw["start"][tool.key]:
-                sample["exit_minus_first_200"] = (sample["exit_seconds"] - sample["first_200"]) if sample["first_200"] else None
+                sample["exit_minus_first_200"] = (
+                    (sample["exit_seconds"] - sample["first_200"]) if sample["first_200"] else None
+                )
 
     # -------- 4. graceful under a request loop
 

@@ -18,6 +18,7 @@ import tempfile
 from .common import CMD_TIMEOUT, log
 from .processes import PidRegistry, Runner
 
+
 def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -28,7 +29,14 @@ class Instance:
     """One demo Galaxy tree + config + state dir, for one tool."""
 
     def __init__(self, tool, name, root, config, state_dir, port):
-        self.tool, self.name, self.root, self.config, self.state_dir, self.port = tool, name, root, config, state_dir, port
+        self.tool, self.name, self.root, self.config, self.state_dir, self.port = (
+            tool,
+            name,
+            root,
+            config,
+            state_dir,
+            port,
+        )
 
     @property
     def pidfile(self):
@@ -89,8 +97,9 @@ class Tool:
         return self.runner.run(self.argv(instance, *command), home=self.home, timeout=timeout)
 
     def check(self, instance, *command, timeout=CMD_TIMEOUT):
-        return self.runner.check(self.argv(instance, *command), self.home, f"{self.label} {' '.join(command)}",
-                                 timeout=timeout)
+        return self.runner.check(
+            self.argv(instance, *command), self.home, f"{self.label} {' '.join(command)}", timeout=timeout
+        )
 
     def prepare(self, instance):
         """Register (ours) and write the supervisor files once."""
@@ -131,10 +140,17 @@ def make_instance(tool, name, workdir, settings_fn, ours_python):
     os.makedirs(state_dir)
     port = free_port()
     gravity = settings_fn(root, port, tool.venv)
-    code = ("import json, sys\nfrom galaxyctl_libs.demo import make_demo_galaxy\n"
-            "print(make_demo_galaxy(sys.argv[1], int(sys.argv[2]), gravity=json.loads(sys.argv[3])))")
-    config = subprocess.run([ours_python, "-c", code, root, str(port), json.dumps(gravity)],
-                            capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    code = (
+        "import json, sys\nfrom galaxyctl_libs.demo import make_demo_galaxy\n"
+        "print(make_demo_galaxy(sys.argv[1], int(sys.argv[2]), gravity=json.loads(sys.argv[3])))"
+    )
+    config = subprocess.run(
+        [ours_python, "-c", code, root, str(port), json.dumps(gravity)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.strip()
     tool.runner.chown(os.path.join(workdir, f"{tool.key}-{name}"))
     return Instance(tool, name, root, config, state_dir, port)
 
@@ -153,8 +169,13 @@ def _web(root, port, venv, preload=False, **extra):
 
 def settings_full(root, port, venv):
     env = {"PYTHONPATH": os.path.join(root, "lib")}
-    return _web(root, port, venv, celery={"enable": True, "enable_beat": True, "environment": env},
-                handlers={"handler": {"processes": 1}})
+    return _web(
+        root,
+        port,
+        venv,
+        celery={"enable": True, "enable_beat": True, "environment": env},
+        handlers={"handler": {"processes": 1}},
+    )
 
 
 def settings_handlers(count):

@@ -1,171 +1,30 @@
-"""Starting, stopping and reloading Galaxy's services, and waiting until Galaxy really serves.
+"""Starting, stopping and reloading Galaxy's services (actions over a backend's controller).
 
-Each verb takes the state dir, updates the supervisor files first (operations.update_locked),
-drives supervisord over XML-RPC and returns data; waits report through a ``progress`` callback.
+Each verb takes the state dir, updates the process manager's files first (backends.update),
+drives supervisord and returns data; waits report through a ``progress`` callback (readiness.py).
 """
 
 import os
-import time
 from dataclasses import dataclass
 
-from galaxyctl_libs.probes import http as health
-from galaxyctl_libs.probes import procfs
-from galaxyctl_libs.backends.supervisor import client as sup
-from galaxyctl_libs.core import targets as targets_mod
-from galaxyctl_libs.errors import GalaxyctlError, NotReadyError
-from galaxyctl_libs.rootpolicy import as_user
+from galaxyctl_libs.actions.readiness import (  # noqa: F401 - DEFAULT_READY_TIMEOUT, tail: part of this API
+    DEFAULT_READY_TIMEOUT,
+    LOG_TAIL_LINES,
+    ReadyResult,
+    check_ports_free,
+    tail,
+    wait_ready,
+)
 from galaxyctl_libs.backends import record as backend_record
+from galaxyctl_libs.backends.supervisor import client as sup
 from galaxyctl_libs.backends.update import applied_targets, select_targets, update_locked
+from galaxyctl_libs.core import targets as targets_mod
 from galaxyctl_libs.core.registration import auto_register, operation_lock
-from galaxyctl_libs.storage.config import instance_storage
 from galaxyctl_libs.core.services import GRACEFUL_HERDER, GRACEFUL_HUP, GRACEFUL_NONE
-
-
-DEFAULT_READY_TIMEOUT = 120
-LOG_TAIL_LINES = 15
-
-
-@dataclass(frozen=True)
-class ReadyResult:
-    program: str
-    bind: str
-    ok: bool
-    seconds: float
-    detail: str = ""
-
-
-def tail(path, lines=LOG_TAIL_LINES):
-    """The last lines of a log file (empty when there is none)."""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - 64 * 1024))
-            data = handle.read().decode("utf-8", "replace")
-    except OSError:
-        return []
-    return data.splitlines()[-lines:]
-
-
-def _port_holder_pid(endpoint):
-    """The PID of whoever listens on the endpoint's TCP port, or None."""
-    if endpoint is None or endpoint.unix_path:
-        return None
-    from galaxyctl_libs.probes import listeners
-
-    try:
-        return listeners.listening_master_pid(endpoint.port)
-    except GalaxyctlError:
-        return None
-
-
-def _port_holder(endpoint, pid=None):
-    """'PID N (command)' of whoever listens on the endpoint's TCP port (or of ``pid``), or ''."""
-    pid = pid or _port_holder_pid(endpoint)
-    if pid is None:
-        return ""
-    command = " ".join(procfs.cmdline(pid)) or "?"
-    return f"PID {pid} ({command[:80]})"
-
-
-def check_ports_free(client, targets):
-    """Before starting web services that are down: a port someone else holds is a clear error now.
-
-    So are a supervisord that does not answer and what a dead one left running (orphans): a
-    second copy would fight them for ports, queues and jobs."""
-    survey = client.survey()
-    running = survey.state == sup.SUPERVISORD_RUNNING
-    if survey.state == sup.SUPERVISORD_NOT_ANSWERING:
-        raise GalaxyctlError(f"supervisord (pid {survey.pid}) is not answering; "
-                             "'galaxyctl shutdown --force' kills it and ends its services")
-    marker = procfs.state_id(client.paths.state_dir)
-    if survey.state == sup.SUPERVISORD_DOWN:
-        orphans = procfs.topmost(procfs.marked_processes(marker))
-        if orphans:
-            raise GalaxyctlError(
-                "cannot start: this state dir's supervisord is gone but left running "
-                f"{', '.join(p.describe() for p in orphans)} (orphans); run 'galaxyctl stop' to end them"
-            )
-    for target in targets:
-        if not target.service.bind:
-            continue
-        try:
-            state = client.process_info(target.program)["statename"] if running else sup.STOPPED
-        except (GalaxyctlError, sup.rpc.Fault):
-            state = sup.STOPPED
-        if state in sup.UP_STATES:
-            continue
-        pid = _port_holder_pid(health.parse_bind(target.service.bind))
-        if pid is not None:
-            holder = _port_holder(None, pid)
-            env = procfs.environ(pid) or {}
-            if env.get(procfs.STATE_ID_ENV.encode()) == marker.encode():
-                holder += ", an orphan of this state dir that supervisord does not manage; run 'galaxyctl stop' to end it"
-            raise GalaxyctlError(
-                f"cannot start {target.program}: {target.service.bind} is already in use by {holder}"
-            )
-
-
-def wait_ready(client, targets, timeout, progress=None):
-    """Wait until every web service among ``targets`` answers HTTP; raise with the log tail if not."""
-    results = []
-    deadline = time.monotonic() + timeout
-    for target in targets:
-        if target.service.uwsgi_config:
-            results.append(_wait_uwsgi(target, max(0.0, deadline - time.monotonic()), progress))
-            continue
-        endpoint = target.service.bind and health.parse_bind(target.service.bind)
-        if not endpoint:
-            continue
-        started = time.monotonic()
-
-        def still_starting(target=target, endpoint=endpoint):
-            state = client.process_info(target.program)["statename"]
-            if state in (sup.FATAL, sup.EXITED, sup.STOPPED):
-                return f"{target.program} is {state}"
-            if state == sup.BACKOFF:
-                holder = _port_holder(endpoint)
-                return f"{target.service.bind} is already in use by {holder}" if holder else ""
-            return ""
-
-        def report(elapsed, result, target=target):
-            if progress:
-                progress(f"waiting for {target.program} on {target.service.bind}: {elapsed:.0f}s ({result.error or result.status})")
-
-        result = health.wait_ready(
-            endpoint, max(0.0, deadline - time.monotonic()), path=target.service.url_prefix + health.READY_PATH,
-            progress=report, still_starting=still_starting,
-        )
-        seconds = time.monotonic() - started
-        if not result.ok:
-            reason = result.error or f"HTTP {result.status}"
-            raise NotReadyError(
-                f"{target.program} did not become ready after {seconds:.0f}s: {reason}",
-                details=[f"last lines of {target.log_file}:"] + ["  " + line for line in tail(target.log_file)],
-            )
-        results.append(ReadyResult(target.program, target.service.bind, True, seconds))
-    return results
-
-
-def _wait_uwsgi(target, timeout, progress):
-    """uWSGI is ready when its stats server shows a worker accepting requests."""
-    from galaxyctl_libs.probes.uwsgi import UwsgiStatsServer
-
-    started = time.monotonic()
-    stats = UwsgiStatsServer(timeout=timeout, fname=target.service.uwsgi_config)
-
-    def report(seconds_left):
-        if progress:
-            progress(f"waiting for {target.program} (stats server {stats.address}): {time.monotonic() - started:.0f}s")
-
-    try:
-        stats.wait_until_accepting(progress=report)
-    except GalaxyctlError as exc:
-        raise NotReadyError(
-            f"{target.program} did not become ready: {exc.message}",
-            details=[f"last lines of {target.log_file}:"] + ["  " + line for line in tail(target.log_file)],
-        ) from None
-    return ReadyResult(target.program, str(stats.address), True, time.monotonic() - started)
+from galaxyctl_libs.errors import GalaxyctlError, NotReadyError
+from galaxyctl_libs.probes import procfs
+from galaxyctl_libs.rootpolicy import as_user
+from galaxyctl_libs.storage.config import instance_storage
 
 
 @dataclass(frozen=True)
@@ -208,8 +67,12 @@ def start(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progres
             client.start(target.program)
     ready = wait_ready(client, targets, timeout, progress) if wait else ()
     return LifecycleResult(
-        "start", tuple(t.program for t in targets), tuple(ready), started_supervisord,
-        warnings=result.warnings, log_dirs=tuple(sorted({i.log_dir for i in result.instances})),
+        "start",
+        tuple(t.program for t in targets),
+        tuple(ready),
+        started_supervisord,
+        warnings=result.warnings,
+        log_dirs=tuple(sorted({i.log_dir for i in result.instances})),
     )
 
 
@@ -250,7 +113,9 @@ def _without_supervisord(action, state_dir, client, survey, targets, names, forc
     ``force``, kill a supervisord that hangs and end its services."""
     if survey.state == sup.SUPERVISORD_SHUTTING_DOWN:  # someone else's shutdown: let it finish
         stopped = client.shutdown()
-        return LifecycleResult(action, (), manager_stopped=stopped, ended=_end_orphans(state_dir, targets, names, client.run_as))
+        return LifecycleResult(
+            action, (), manager_stopped=stopped, ended=_end_orphans(state_dir, targets, names, client.run_as)
+        )
     if survey.state == sup.SUPERVISORD_DOWN:
         return LifecycleResult(action, (), ended=_end_orphans(state_dir, targets, names, client.run_as))
     pid = survey.pid
@@ -294,8 +159,9 @@ def _end_orphans(state_dir, targets, names, run_as=(None, None)):
 
 def _stop_wait(processes, targets):
     """Seconds to wait after SIGTERM: the longest stop_timeout of the services involved (bounded)."""
-    timeouts = {procfs.service_key(t.instance_name, t.service.service_name): t.service.stop_timeout
-                for t in targets or ()}
+    timeouts = {
+        procfs.service_key(t.instance_name, t.service.service_name): t.service.stop_timeout for t in targets or ()
+    }
     return min(ORPHAN_STOP_CAP, max([timeouts.get(p.service, DEFAULT_STOP_TIMEOUT) for p in processes] or [0]))
 
 
@@ -351,7 +217,9 @@ def restart(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progr
             for target in targets:
                 client.start(target.program)
     ready = wait_ready(client, targets, timeout, progress) if wait else ()
-    return LifecycleResult("restart", tuple(t.program for t in targets), tuple(ready), started_supervisord, warnings=result.warnings)
+    return LifecycleResult(
+        "restart", tuple(t.program for t in targets), tuple(ready), started_supervisord, warnings=result.warnings
+    )
 
 
 def graceful(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progress=None):
@@ -365,7 +233,10 @@ def graceful(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, prog
             method = target.service.graceful
             if started_supervisord or method == GRACEFUL_NONE:
                 continue
-            if method in (GRACEFUL_HUP, GRACEFUL_HERDER) and client.process_info(target.program)["statename"] in sup.UP_STATES[:2]:
+            if (
+                method in (GRACEFUL_HUP, GRACEFUL_HERDER)
+                and client.process_info(target.program)["statename"] in sup.UP_STATES[:2]
+            ):
                 client.signal(target.program, "HUP")
                 if method == GRACEFUL_HERDER:
                     _wait_for_reload(client, target, timeout, progress)
@@ -374,7 +245,9 @@ def graceful(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, prog
                 client.start(target.program)
             acted.append(target)
     ready = wait_ready(client, targets, timeout, progress) if wait else ()
-    return LifecycleResult("graceful", tuple(t.program for t in acted), tuple(ready), started_supervisord, warnings=result.warnings)
+    return LifecycleResult(
+        "graceful", tuple(t.program for t in acted), tuple(ready), started_supervisord, warnings=result.warnings
+    )
 
 
 def startup(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progress=None, auto_cwd=None, retries=2):
@@ -420,8 +293,10 @@ def _wait_for_reload(client, target, timeout, progress):
 
     if wait_until(reloaded, timeout, progress=report if progress else None):
         return
-    raise NotReadyError(f"{target.program} did not finish its reload within {timeout:.0f}s",
-                        details=[f"last lines of {target.log_file}:"] + ["  " + line for line in tail(target.log_file)])
+    raise NotReadyError(
+        f"{target.program} did not finish its reload within {timeout:.0f}s",
+        details=[f"last lines of {target.log_file}:"] + ["  " + line for line in tail(target.log_file)],
+    )
 
 
 def shutdown(state_dir, force=False, timeout=sup.RPC_TIMEOUT):

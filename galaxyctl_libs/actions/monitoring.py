@@ -4,14 +4,13 @@ Everything here only looks: nothing is written except the Prometheus textfile an
 """
 
 from galaxyctl_libs import exitcodes, fsutil
+from galaxyctl_libs.backends import record as backend_record
+from galaxyctl_libs.backends.supervisor import client as sup
+from galaxyctl_libs.core import targets as targets_mod
+from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.probes import http as health
 from galaxyctl_libs.probes import procfs
-from galaxyctl_libs.backends.supervisor import client as sup
-from galaxyctl_libs.errors import GalaxyctlError
-from galaxyctl_libs.backends import record as backend_record
-from galaxyctl_libs.core import targets as targets_mod
 from galaxyctl_libs.records import Record
-
 
 # ---------------------------------------------------------------- status
 
@@ -69,16 +68,39 @@ def _status(state_dir, record, names, probe_web, timeout):
         key = target.program if ":" in target.program else f"{target.program}:{target.program}"
         info = infos.get(key)
         if info is None:
-            rows.append(ServiceStatus(target.instance_name, target.service.service_name, target.program, "UNKNOWN", None, 0,
-                                      "not loaded in supervisord; run 'galaxyctl update'"))
+            rows.append(
+                ServiceStatus(
+                    target.instance_name,
+                    target.service.service_name,
+                    target.program,
+                    "UNKNOWN",
+                    None,
+                    0,
+                    "not loaded in supervisord; run 'galaxyctl update'",
+                )
+            )
             continue
         uptime = int(info["now"] - info["start"]) if info["statename"] == sup.RUNNING and info["start"] else 0
         probe = _probe_web(target.service, timeout) if probe_web and info["statename"] in sup.UP_STATES else None
-        web = "" if probe is None else f"ok {probe.elapsed_ms:.0f}ms" if probe.ok else (probe.error or f"HTTP {probe.status}")
-        rows.append(ServiceStatus(
-            target.instance_name, target.service.service_name, target.program, info["statename"],
-            info["pid"] or None, uptime, info["description"], web,
-        ))
+        web = (
+            ""
+            if probe is None
+            else f"ok {probe.elapsed_ms:.0f}ms"
+            if probe.ok
+            else (probe.error or f"HTTP {probe.status}")
+        )
+        rows.append(
+            ServiceStatus(
+                target.instance_name,
+                target.service.service_name,
+                target.program,
+                info["statename"],
+                info["pid"] or None,
+                uptime,
+                info["description"],
+                web,
+            )
+        )
     down = [r for r in rows if r.state not in (sup.RUNNING, sup.STARTING)]
     code = exitcodes.LSB_NOT_RUNNING if down else exitcodes.LSB_RUNNING
     message = f"required storage not mounted: {', '.join(missing)}" if missing else ""
@@ -92,24 +114,55 @@ def _status_without_supervisord(state_dir, targets, survey, missing):
     3 would tell a cron job to start a second copy), else everything is stopped (3)."""
     if survey.state == sup.SUPERVISORD_NOT_ANSWERING:
         message = f"supervisord (pid {survey.pid}) is not answering (state dir {state_dir})"
-        return StatusReport(False, survey.pid, _rows(targets, sup.UNKNOWN, message), exitcodes.LSB_UNKNOWN, message,
-                            missing, survey.state)
+        return StatusReport(
+            False,
+            survey.pid,
+            _rows(targets, sup.UNKNOWN, message),
+            exitcodes.LSB_UNKNOWN,
+            message,
+            missing,
+            survey.state,
+        )
     if survey.state == sup.SUPERVISORD_SHUTTING_DOWN:
         message = f"supervisord (pid {survey.pid}) is shutting down (state dir {state_dir})"
-        return StatusReport(False, survey.pid, _rows(targets, sup.STOPPING, message), exitcodes.LSB_NOT_RUNNING,
-                            message, missing, survey.state)
+        return StatusReport(
+            False,
+            survey.pid,
+            _rows(targets, sup.STOPPING, message),
+            exitcodes.LSB_NOT_RUNNING,
+            message,
+            missing,
+            survey.state,
+        )
     orphans = procfs.topmost(procfs.marked_processes(procfs.state_id(state_dir)))
     if not orphans:
         message = f"supervisord is not running (state dir {state_dir})"
-        return StatusReport(False, None, _rows(targets, sup.STOPPED, "supervisord is not running"),
-                            exitcodes.LSB_NOT_RUNNING, message, missing, survey.state)
+        return StatusReport(
+            False,
+            None,
+            _rows(targets, sup.STOPPED, "supervisord is not running"),
+            exitcodes.LSB_NOT_RUNNING,
+            message,
+            missing,
+            survey.state,
+        )
     pids = {}
     for orphan in orphans:
         pids.setdefault(orphan.service, orphan.pid)
-    message = (f"supervisord is not running, but left running {', '.join(o.describe() for o in orphans)}; "
-               "'galaxyctl stop' ends them")
-    return StatusReport(False, None, _rows(targets, ORPHANED, "running without supervisord", pids),
-                        exitcodes.LSB_DEAD_PIDFILE, message, missing, survey.state, tuple(orphans))
+    message = (
+        f"supervisord is not running, but left running {', '.join(o.describe() for o in orphans)}; "
+        "'galaxyctl stop' ends them"
+    )
+    return StatusReport(
+        False,
+        None,
+        _rows(targets, ORPHANED, "running without supervisord", pids),
+        exitcodes.LSB_DEAD_PIDFILE,
+        message,
+        missing,
+        survey.state,
+        tuple(orphans),
+    )
 
 
 def _rows(targets, state, description, pids=None):
@@ -120,8 +173,17 @@ def _rows(targets, state, description, pids=None):
         if pids is None or pid:
             rows.append(ServiceStatus(t.instance_name, t.service.service_name, t.program, state, pid, 0, description))
         else:
-            rows.append(ServiceStatus(t.instance_name, t.service.service_name, t.program, sup.STOPPED, None, 0,
-                                      "supervisord is not running"))
+            rows.append(
+                ServiceStatus(
+                    t.instance_name,
+                    t.service.service_name,
+                    t.program,
+                    sup.STOPPED,
+                    None,
+                    0,
+                    "supervisord is not running",
+                )
+            )
     return tuple(rows)
 
 
@@ -164,13 +226,17 @@ def _web_workers(state_dir, targets, timeout=30):
             continue
         try:
             if target.service.uwsgi_config:
-                found = workersmod.uwsgi_workers(target.service.uwsgi_config)
+                from galaxyctl_libs.compat.uwsgi import uwsgi_workers
+
+                found = uwsgi_workers(target.service.uwsgi_config)
                 results.append(WebWorkers(target.program, "uwsgi", info["pid"], found))
             else:
                 master = workersmod.gunicorn_master(info["pid"])
                 endpoint = health.parse_bind(target.service.bind)
                 port = endpoint.port if endpoint and not endpoint.unix_path else None
-                results.append(WebWorkers(target.program, "gunicorn", master, workersmod.gunicorn_workers(master, port)))
+                results.append(
+                    WebWorkers(target.program, "gunicorn", master, workersmod.gunicorn_workers(master, port))
+                )
         except GalaxyctlError as exc:
             results.append(WebWorkers(target.program, target.service.service_type, info["pid"], (), exc.message))
     return results
@@ -260,12 +326,14 @@ def verdict(report, probes=(), workers=(), restart_window=300):
     critical += [f"required storage {path} not mounted" for path in report.storage_missing]
     warnings = [
         f"{r.program} {'starting' if r.state == sup.STARTING else f'up {r.uptime_seconds}s'}"
-        for r in running if restart_window > 0 and (r.state == sup.STARTING or r.uptime_seconds < restart_window)
+        for r in running
+        if restart_window > 0 and (r.state == sup.STARTING or r.uptime_seconds < restart_window)
     ]
     answered = [result.elapsed_ms for _, result in probes if result.ok]
     web_ms = max(answered) if answered else None
-    critical += [f"{program} web not answering ({result.error or result.status})" for program, result in probes
-                 if not result.ok]
+    critical += [
+        f"{program} web not answering ({result.error or result.status})" for program, result in probes if not result.ok
+    ]
     total = sum(len(web.workers) for web in workers)
     busy = sum(1 for web in workers for w in web.workers if w.status == "busy")
     if total and busy == total:
@@ -283,7 +351,11 @@ def verdict(report, probes=(), workers=(), restart_window=300):
 def render_prometheus(result):
     """node_exporter textfile format for a CheckResult."""
     metrics = [
-        ("galaxy_check_status", "Nagios status of galaxyctl check (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)", result.code),
+        (
+            "galaxy_check_status",
+            "Nagios status of galaxyctl check (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)",
+            result.code,
+        ),
         ("galaxy_services_running", "Galaxy services running or starting", result.services_running),
         ("galaxy_services_total", "Galaxy services configured", result.services_total),
         ("galaxy_web_up", "1 when every web server answered", int(result.web_ms is not None and result.code != 2)),
@@ -291,7 +363,9 @@ def render_prometheus(result):
         ("galaxy_workers_total", "web workers", result.workers_total),
     ]
     if result.web_ms is not None:
-        metrics.append(("galaxy_web_response_seconds", "time for the web server to answer /api/version", result.web_ms / 1000))
+        metrics.append(
+            ("galaxy_web_response_seconds", "time for the web server to answer /api/version", result.web_ms / 1000)
+        )
     lines = []
     for name, text, value in metrics:
         lines += [f"# HELP {name} {text}", f"# TYPE {name} gauge", f"{name} {value:g}"]

@@ -18,7 +18,14 @@ HERDER_MODULE = "galaxyctl_libs.backends.herder"
 
 # process states (supervisor.states.ProcessStates), by name
 STOPPED, STARTING, RUNNING, BACKOFF, STOPPING, EXITED, FATAL, UNKNOWN = (
-    "STOPPED", "STARTING", "RUNNING", "BACKOFF", "STOPPING", "EXITED", "FATAL", "UNKNOWN",
+    "STOPPED",
+    "STARTING",
+    "RUNNING",
+    "BACKOFF",
+    "STOPPING",
+    "EXITED",
+    "FATAL",
+    "UNKNOWN",
 )
 UP_STATES = (STARTING, RUNNING, BACKOFF)
 
@@ -65,7 +72,19 @@ def herded_argv(service, pid_dir):
     if service.graceful != GRACEFUL_HERDER:
         return service.argv
     pidfile = os.path.join(pid_dir, f"{service.instance_name}_{service.service_name}.pid")
-    herder = (sys.executable, "-m", HERDER_MODULE, "--pidfile", pidfile, "--bind", service.bind,
-              "--ready-path", service.url_prefix + "/api/version", "--ready-timeout", str(service.ready_timeout or 300),
-              "--stop-timeout", str(max(1, service.stop_timeout - 5)))
+    herder = (
+        sys.executable,
+        "-m",
+        HERDER_MODULE,
+        "--pidfile",
+        pidfile,
+        "--bind",
+        service.bind,
+        "--ready-path",
+        service.url_prefix + "/api/version",
+        "--ready-timeout",
+        str(service.ready_timeout or 300),
+        "--stop-timeout",
+        str(max(1, service.stop_timeout - 5)),
+    )
     return herder + ("--",) + tuple(service.argv)

@@ -85,7 +85,7 @@ def option_values(argv, short, long):
         if arg in (short, long) and i + 1 < len(argv):
             values.append(argv[i + 1])
         elif arg.startswith(long + "=") or (arg.startswith(short) and not arg.startswith("--")):
-            values.append(arg.split("=", 1)[1] if arg.startswith("--") else arg[len(short):])
+            values.append(arg.split("=", 1)[1] if arg.startswith("--") else arg[len(short) :])
     return [value for value in values if value]
 
 
@@ -116,8 +116,17 @@ def describe(status):
 class Herder:
     """One gunicorn, reloaded in place: the herder's PID is what supervisord sees throughout."""
 
-    def __init__(self, pidfile, command, bind=None, ready_path=READY_PATH, ready_timeout=300.0, stop_timeout=40.0,
-                 user=None, group=None):
+    def __init__(
+        self,
+        pidfile,
+        command,
+        bind=None,
+        ready_path=READY_PATH,
+        ready_timeout=300.0,
+        stop_timeout=40.0,
+        user=None,
+        group=None,
+    ):
         self.user, self.group = user, group
         self.pidfile = os.path.abspath(pidfile)
         self.argv = list(command) + ["--pid", self.pidfile]
@@ -354,8 +363,11 @@ def spawn(argv, user=None, group=None):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m galaxyctl_libs.backends.herder", description=__doc__.splitlines()[0],
-                                     usage="%(prog)s --pidfile PATH [options] -- GUNICORN_EXE ARG...")
+    parser = argparse.ArgumentParser(
+        prog="python -m galaxyctl_libs.backends.herder",
+        description=__doc__.splitlines()[0],
+        usage="%(prog)s --pidfile PATH [options] -- GUNICORN_EXE ARG...",
+    )
     parser.add_argument("--pidfile", required=True, help="gunicorn's pid file (passed to it as --pid)")
     parser.add_argument("--bind", help="where to probe readiness (default: gunicorn's first -b)")
     parser.add_argument("--ready-path", default=READY_PATH, help="HTTP path that must answer < 500")
@@ -365,7 +377,7 @@ def parse_args(argv):
     parser.add_argument("--group", help="and this group (default: the user's)")
     split = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:split])
-    args.command = argv[split + 1:]
+    args.command = argv[split + 1 :]
     if not args.command:
         parser.error("the gunicorn command line is missing after --")
     return args
@@ -373,8 +385,16 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else list(argv))
-    return Herder(args.pidfile, args.command, args.bind, args.ready_path, args.ready_timeout, args.stop_timeout,
-                  args.user, args.group).run()
+    return Herder(
+        args.pidfile,
+        args.command,
+        args.bind,
+        args.ready_path,
+        args.ready_timeout,
+        args.stop_timeout,
+        args.user,
+        args.group,
+    ).run()
 
 
 if __name__ == "__main__":

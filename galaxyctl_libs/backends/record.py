@@ -45,11 +45,16 @@ def write_applied(state_dir, targets, required_storage=(), supervisor_dir=None, 
     dir, which only galaxyctl's own user can change, so root can trust it (rootpolicy)."""
     # One target per line: readable, and json's C encoder (an ``indent`` would select the pure-Python
     # one, ~90 ms for 500 handlers on every update).
-    lines = [json.dumps({"program": t.program, "log_file": t.log_file, "service": asdict(t.service)}, sort_keys=True)
-             for t in targets]
-    text = (f'{{"required_storage": {json.dumps(list(required_storage))},\n'
-            f' "supervisor_dir": {json.dumps(supervisor_dir)}, "run_as": {json.dumps(list(run_as))},\n "targets": [\n  '
-            + ",\n  ".join(lines) + "\n]}\n")
+    lines = [
+        json.dumps({"program": t.program, "log_file": t.log_file, "service": asdict(t.service)}, sort_keys=True)
+        for t in targets
+    ]
+    text = (
+        f'{{"required_storage": {json.dumps(list(required_storage))},\n'
+        f' "supervisor_dir": {json.dumps(supervisor_dir)}, "run_as": {json.dumps(list(run_as))},\n "targets": [\n  '
+        + ",\n  ".join(lines)
+        + "\n]}\n"
+    )
     path = applied_path(state_dir)
     fsutil.ensure_private_dir(os.path.dirname(path))
     fsutil.write_if_changed(path, text)  # compared as bytes: a damaged (binary) record is just replaced
@@ -71,8 +76,11 @@ def load_applied(state_dir):
     try:
         data = json.loads(text)
         targets = [
-            Target(Service(**{k: tuple(map(_tuple, v)) if isinstance(v, list) else v for k, v in item["service"].items()}),
-                   item["program"], item["log_file"])
+            Target(
+                Service(**{k: tuple(map(_tuple, v)) if isinstance(v, list) else v for k, v in item["service"].items()}),
+                item["program"],
+                item["log_file"],
+            )
             for item in data["targets"]
         ]
         run_as = tuple(data.get("run_as") or (None, None))

@@ -47,16 +47,27 @@ class Progress:
 
 def names_argument(parser):
     parser.add_argument(
-        "names", nargs="*", metavar="NAME",
+        "names",
+        nargs="*",
+        metavar="NAME",
         help="instance and/or service names to act on (default: everything registered)",
     )
 
 
 def wait_arguments(parser):
-    parser.add_argument("--timeout", type=float, default=120, metavar="SECONDS",
-                        help="how long to wait for Galaxy to answer HTTP (default: %(default)s)")
-    parser.add_argument("--no-wait", dest="wait", action="store_false",
-                        help="return as soon as the processes are launched, without waiting for Galaxy to answer")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=120,
+        metavar="SECONDS",
+        help="how long to wait for Galaxy to answer HTTP (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--no-wait",
+        dest="wait",
+        action="store_false",
+        help="return as soon as the processes are launched, without waiting for Galaxy to answer",
+    )
 
 
 def print_lifecycle(result, verb):
@@ -87,8 +98,11 @@ def run_waiting(function, args, **kwargs):
 
 
 def force_argument(parser):
-    parser.add_argument("--force", action="store_true",
-                        help="when supervisord does not answer: kill it, then end its services (TERM, then KILL)")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="when supervisord does not answer: kill it, then end its services (TERM, then KILL)",
+    )
 
 
 def print_json(result):

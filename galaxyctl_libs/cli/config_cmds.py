@@ -10,8 +10,11 @@ from galaxyctl_libs.errors import GalaxyctlError
 
 
 def add_register(sub):
-    p = sub.add_parser("register", help="register Galaxy config files (galaxy.yml) with galaxyctl",
-                       description="Register config files; does not update or start. Run 'galaxyctl update' after.")
+    p = sub.add_parser(
+        "register",
+        help="register Galaxy config files (galaxy.yml) with galaxyctl",
+        description="Register config files; does not update or start. Run 'galaxyctl update' after.",
+    )
     p.add_argument("config", nargs="+", help="path to galaxy.yml (or a gravity-only file naming galaxy_config_file)")
     p.set_defaults(func=cmd_register)
 
@@ -29,8 +32,11 @@ def cmd_register(args):
 
 
 def add_deregister(sub):
-    p = sub.add_parser("deregister", help="stop managing config files",
-                       description="Deregister config files. Run 'galaxyctl update' after to remove their services.")
+    p = sub.add_parser(
+        "deregister",
+        help="stop managing config files",
+        description="Deregister config files. Run 'galaxyctl update' after to remove their services.",
+    )
     p.add_argument("config", nargs="+", help="registered path (or instance name)")
     p.set_defaults(func=cmd_deregister)
 
@@ -132,7 +138,10 @@ def cmd_show(args):
     else:
         import yaml
 
-        print(yaml.safe_dump(json.loads(json.dumps(data, default=list)), default_flow_style=False, sort_keys=False), end="")
+        print(
+            yaml.safe_dump(json.loads(json.dumps(data, default=list)), default_flow_style=False, sort_keys=False),
+            end="",
+        )
     return exitcodes.SUCCESS
 
 

@@ -9,11 +9,16 @@ from galaxyctl_libs.cli.args import names_argument, print_json, state_dir
 
 
 def add_status(sub):
-    p = sub.add_parser("status", help="state of each service and whether the web server answers (LSB exit codes)",
-                       description="Exit 0 when everything runs, 3 when something does not, 4 when unknown "
-                       "(supervisord does not answer), 1 when supervisord died but left services running.")
+    p = sub.add_parser(
+        "status",
+        help="state of each service and whether the web server answers (LSB exit codes)",
+        description="Exit 0 when everything runs, 3 when something does not, 4 when unknown "
+        "(supervisord does not answer), 1 when supervisord died but left services running.",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for supervisord's and the web server's answer")
+    p.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait for supervisord's and the web server's answer"
+    )
     names_argument(p)
     p.set_defaults(func=cmd_status)
 
@@ -29,14 +34,20 @@ def cmd_status(args):
         print(report.message)
     for row in report.services:
         pid = f"pid {row.pid}" if row.pid else ""
-        uptime = f"uptime {row.uptime_seconds // 3600}:{row.uptime_seconds // 60 % 60:02d}:{row.uptime_seconds % 60:02d}" if row.uptime_seconds else ""
+        uptime = (
+            f"uptime {row.uptime_seconds // 3600}:{row.uptime_seconds // 60 % 60:02d}:{row.uptime_seconds % 60:02d}"
+            if row.uptime_seconds
+            else ""
+        )
         web = f"web {row.web}" if row.web else ""
         print(f"{row.program:<32} {row.state:<10} " + "  ".join(x for x in (pid, uptime, web) if x))
     return report.exit_code
 
 
 def add_workers(sub):
-    p = sub.add_parser("workers", help="each web worker, busy or idle (gunicorn from /proc, uWSGI from its stats server)")
+    p = sub.add_parser(
+        "workers", help="each web worker, busy or idle (gunicorn from /proc, uWSGI from its stats server)"
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     names_argument(p)
     p.set_defaults(func=cmd_workers)
@@ -50,22 +61,38 @@ def cmd_workers(args):
         print(print_json(results))
         return exitcodes.SUCCESS
     for result in results:
-        print(f"{result.program} ({result.server}, master {result.master_pid or '-'}){': ' + result.error if result.error else ''}")
+        print(
+            f"{result.program} ({result.server}, master {result.master_pid or '-'}){': ' + result.error if result.error else ''}"
+        )
         for w in result.workers:
             serving = f"connections {w.connections}" if w.connections is not None else f"requests {w.requests}"
-            print(f"  pid {w.pid:<8} {w.status:<6} {serving:<16} rss {w.rss_bytes // 1048576} MiB  cpu {w.cpu_seconds:.1f}s")
+            print(
+                f"  pid {w.pid:<8} {w.status:<6} {serving:<16} rss {w.rss_bytes // 1048576} MiB  cpu {w.cpu_seconds:.1f}s"
+            )
     return exitcodes.SUCCESS
 
 
 def add_check(sub):
-    p = sub.add_parser("check", help="one-line health check for cron and Nagios/Icinga (exit 0/1/2/3)",
-                       description="Prints 'GALAXY OK|WARNING|CRITICAL|UNKNOWN - ... | perfdata' and exits with the "
-                       "Nagios code. CRITICAL: a service down or the web not answering; WARNING: all workers busy "
-                       "or a service restarted recently.")
-    p.add_argument("--timeout", type=float, default=10.0,
-                   help="seconds supervisord and the web server have to answer (default: %(default)s)")
-    p.add_argument("--restart-window", type=float, default=5.0, metavar="MINUTES",
-                   help="warn when a service (re)started less than this long ago (default: %(default)s)")
+    p = sub.add_parser(
+        "check",
+        help="one-line health check for cron and Nagios/Icinga (exit 0/1/2/3)",
+        description="Prints 'GALAXY OK|WARNING|CRITICAL|UNKNOWN - ... | perfdata' and exits with the "
+        "Nagios code. CRITICAL: a service down or the web not answering; WARNING: all workers busy "
+        "or a service restarted recently.",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="seconds supervisord and the web server have to answer (default: %(default)s)",
+    )
+    p.add_argument(
+        "--restart-window",
+        type=float,
+        default=5.0,
+        metavar="MINUTES",
+        help="warn when a service (re)started less than this long ago (default: %(default)s)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing when OK (cron mails only problems)")
     p.add_argument("--prometheus", metavar="FILE", help="also write the figures as a node_exporter textfile")
     names_argument(p)

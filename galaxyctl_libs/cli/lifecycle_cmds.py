@@ -8,17 +8,27 @@ import os
 
 from galaxyctl_libs import exitcodes
 from galaxyctl_libs.cli.args import (
-    force_argument, names_argument, print_ended, print_lifecycle, run_waiting, state_dir, wait_arguments,
+    force_argument,
+    names_argument,
+    print_ended,
+    print_lifecycle,
+    run_waiting,
+    state_dir,
+    wait_arguments,
 )
 
 
 def add_start(sub):
-    p = sub.add_parser("start", help="start Galaxy (update first) and wait until it answers",
-                       description="Start supervisord and Galaxy's services in the background, then wait until "
-                       "the web server answers HTTP. With nothing registered, run from a Galaxy source tree "
-                       "registers its config/galaxy.yml first.")
-    p.add_argument("-f", "--foreground", action="store_true",
-                   help="stay in the foreground following the logs; Ctrl+C stops Galaxy")
+    p = sub.add_parser(
+        "start",
+        help="start Galaxy (update first) and wait until it answers",
+        description="Start supervisord and Galaxy's services in the background, then wait until "
+        "the web server answers HTTP. With nothing registered, run from a Galaxy source tree "
+        "registers its config/galaxy.yml first.",
+    )
+    p.add_argument(
+        "-f", "--foreground", action="store_true", help="stay in the foreground following the logs; Ctrl+C stops Galaxy"
+    )
     wait_arguments(p)
     names_argument(p)
     p.set_defaults(func=cmd_start)
@@ -66,14 +76,18 @@ def add_restart(sub):
 
 
 def add_graceful(sub):
-    _add_waiting(sub, "graceful", "reload services with the least interruption, then wait until Galaxy answers",
-                 cmd_graceful)
+    _add_waiting(
+        sub, "graceful", "reload services with the least interruption, then wait until Galaxy answers", cmd_graceful
+    )
 
 
 def add_stop(sub):
-    p = sub.add_parser("stop", help="stop services; supervisord exits when nothing is left running",
-                       description="Stop services; supervisord exits when nothing is left running. Processes a "
-                       "supervisord that died left running are ended too.")
+    p = sub.add_parser(
+        "stop",
+        help="stop services; supervisord exits when nothing is left running",
+        description="Stop services; supervisord exits when nothing is left running. Processes a "
+        "supervisord that died left running are ended too.",
+    )
     force_argument(p)
     names_argument(p)
     p.set_defaults(func=cmd_stop)
@@ -101,9 +115,12 @@ def cmd_graceful(args):
 
 
 def add_shutdown(sub):
-    p = sub.add_parser("shutdown", help="stop every process and end supervisord",
-                       description="Stop every process and end supervisord; processes a supervisord that died "
-                       "left running are ended too.")
+    p = sub.add_parser(
+        "shutdown",
+        help="stop every process and end supervisord",
+        description="Stop every process and end supervisord; processes a supervisord that died "
+        "left running are ended too.",
+    )
     force_argument(p)
     p.set_defaults(func=cmd_shutdown)
 

@@ -43,15 +43,26 @@ class _Parser(argparse.ArgumentParser):
 # (subcommand, module under galaxyctl_libs.cli, its adder), in --help order.  Only the module of the
 # command named on the command line is imported (a cron ``status`` loads one small module).
 COMMANDS = (
-    ("register", "config_cmds", "add_register"), ("deregister", "config_cmds", "add_deregister"),
-    ("list", "config_cmds", "add_list"), ("instances", "config_cmds", "add_instances"),
-    ("show", "config_cmds", "add_show"), ("rename", "config_cmds", "add_rename"), ("update", "config_cmds", "add_update"),
-    ("start", "lifecycle_cmds", "add_start"), ("stop", "lifecycle_cmds", "add_stop"),
-    ("restart", "lifecycle_cmds", "add_restart"), ("graceful", "lifecycle_cmds", "add_graceful"),
-    ("startup", "lifecycle_cmds", "add_startup"), ("shutdown", "lifecycle_cmds", "add_shutdown"),
-    ("status", "health_cmds", "add_status"), ("check", "health_cmds", "add_check"), ("workers", "health_cmds", "add_workers"),
-    ("luks", "storage_cmds", "add_luks"), ("onedata", "storage_cmds", "add_onedata"),
-    ("follow", "process_cmds", "add_follow"), ("supervisorctl", "process_cmds", "add_supervisorctl"),
+    ("register", "config_cmds", "add_register"),
+    ("deregister", "config_cmds", "add_deregister"),
+    ("list", "config_cmds", "add_list"),
+    ("instances", "config_cmds", "add_instances"),
+    ("show", "config_cmds", "add_show"),
+    ("rename", "config_cmds", "add_rename"),
+    ("update", "config_cmds", "add_update"),
+    ("start", "lifecycle_cmds", "add_start"),
+    ("stop", "lifecycle_cmds", "add_stop"),
+    ("restart", "lifecycle_cmds", "add_restart"),
+    ("graceful", "lifecycle_cmds", "add_graceful"),
+    ("startup", "lifecycle_cmds", "add_startup"),
+    ("shutdown", "lifecycle_cmds", "add_shutdown"),
+    ("status", "health_cmds", "add_status"),
+    ("check", "health_cmds", "add_check"),
+    ("workers", "health_cmds", "add_workers"),
+    ("luks", "storage_cmds", "add_luks"),
+    ("onedata", "storage_cmds", "add_onedata"),
+    ("follow", "process_cmds", "add_follow"),
+    ("supervisorctl", "process_cmds", "add_supervisorctl"),
     ("exec", "process_cmds", "add_exec"),
 )
 
@@ -83,9 +94,14 @@ def build_parser(argv=None):
         prog=PROG,
         description="Manage Galaxy's processes (gunicorn, celery, handlers, …) under supervisord, and check their health.",
     )
-    parser.add_argument("--state-dir", help="state directory (default: $GRAVITY_STATE_DIR, else $XDG_CONFIG_HOME/galaxy-gravity)")
-    parser.add_argument("--allow-root", action="store_true",
-                        help="as root, let Galaxy's services run as root when no galaxy_user is set (not recommended)")
+    parser.add_argument(
+        "--state-dir", help="state directory (default: $GRAVITY_STATE_DIR, else $XDG_CONFIG_HOME/galaxy-gravity)"
+    )
+    parser.add_argument(
+        "--allow-root",
+        action="store_true",
+        help="as root, let Galaxy's services run as root when no galaxy_user is set (not recommended)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     wanted = _command_word(argv) if argv is not None else None
@@ -129,7 +145,9 @@ def _needs_root(args):
 def galaxy_main(argv=None):
     """``galaxy``: register (from a Galaxy root), update and run in the foreground; Ctrl+C stops."""
     parser = argparse.ArgumentParser(prog="galaxy", description="Run Galaxy in the foreground (galaxyctl start -f).")
-    parser.add_argument("--state-dir", help="state directory (default: $GRAVITY_STATE_DIR, else $XDG_CONFIG_HOME/galaxy-gravity)")
+    parser.add_argument(
+        "--state-dir", help="state directory (default: $GRAVITY_STATE_DIR, else $XDG_CONFIG_HOME/galaxy-gravity)"
+    )
     parser.add_argument("--allow-root", action="store_true", help="as root, allow Galaxy to run as root")
     args, rest = parser.parse_known_args(argv)
     prefix = (["--state-dir", args.state_dir] if args.state_dir else []) + (["--allow-root"] if args.allow_root else [])

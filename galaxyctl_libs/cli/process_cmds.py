@@ -32,9 +32,8 @@ def follow_logs(args):
     import subprocess
 
     from galaxyctl_libs.actions import views
-
-    from galaxyctl_libs.rootpolicy import subprocess_credentials
     from galaxyctl_libs.backends.record import load_applied
+    from galaxyctl_libs.rootpolicy import subprocess_credentials
 
     files = views.log_files(state_dir(args), args.names)
     if not files:
@@ -53,18 +52,23 @@ def follow_logs(args):
 
 
 def add_supervisorctl(sub):
-    p = sub.add_parser("supervisorctl", help="run supervisorctl against galaxyctl's supervisord",
-                       description="Pass arguments through to supervisorctl (no arguments: its shell).")
-    p.add_argument("arguments", nargs=argparse.REMAINDER, help="supervisorctl arguments, e.g. 'status' or 'tail -f gunicorn'")
+    p = sub.add_parser(
+        "supervisorctl",
+        help="run supervisorctl against galaxyctl's supervisord",
+        description="Pass arguments through to supervisorctl (no arguments: its shell).",
+    )
+    p.add_argument(
+        "arguments", nargs=argparse.REMAINDER, help="supervisorctl arguments, e.g. 'status' or 'tail -f gunicorn'"
+    )
     p.set_defaults(func=cmd_supervisorctl)
 
 
 def cmd_supervisorctl(args):
     import subprocess
 
-    from galaxyctl_libs.rootpolicy import subprocess_credentials
-    from galaxyctl_libs.backends.supervisor.client import client_for
     from galaxyctl_libs.backends.record import load_applied
+    from galaxyctl_libs.backends.supervisor.client import client_for
+    from galaxyctl_libs.rootpolicy import subprocess_credentials
 
     client = client_for(state_dir(args), load_applied(state_dir(args)))
     if not os.path.exists(client.paths.conf):
@@ -75,8 +79,12 @@ def cmd_supervisorctl(args):
 
 def add_exec(sub):
     p = sub.add_parser("exec", help="run one service in the foreground, as galaxyctl would (or print it with -n)")
-    p.add_argument("-n", "--dry-run", action="store_true",
-                   help="print the working dir, environment and command line (of every service when none is named)")
+    p.add_argument(
+        "-n",
+        "--dry-run",
+        action="store_true",
+        help="print the working dir, environment and command line (of every service when none is named)",
+    )
     p.add_argument("--instance", help="instance name (default: the first)")
     p.add_argument("service", nargs="?", help="service name (default: the first, usually gunicorn)")
     p.set_defaults(func=cmd_exec)

@@ -12,10 +12,13 @@ from galaxyctl_libs.errors import GalaxyctlError
 
 
 def add_luks(sub):
-    p = sub.add_parser("luks", help="the encrypted LUKS volume of gravity.luks: status, open, close",
-                       description="open: cryptsetup luksOpen + mount (the passphrase is asked on the terminal, "
-                       "or read from --key-file; never an argument). close: umount + luksClose, refused while "
-                       "Galaxy is running.")
+    p = sub.add_parser(
+        "luks",
+        help="the encrypted LUKS volume of gravity.luks: status, open, close",
+        description="open: cryptsetup luksOpen + mount (the passphrase is asked on the terminal, "
+        "or read from --key-file; never an argument). close: umount + luksClose, refused while "
+        "Galaxy is running.",
+    )
     p.add_argument("action", choices=("status", "open", "close"))
     p.add_argument("--key-file", help="read the passphrase from this file instead of the terminal")
     p.add_argument("--instance", help="instance whose config holds gravity.luks (default: the only one)")
@@ -49,8 +52,11 @@ def cmd_luks(args):
 
 
 def add_onedata(sub):
-    p = sub.add_parser("onedata", help="Onedata spaces of gravity.onedata: status, mount, umount",
-                       description="Mount with oneclient; the access token goes to oneclient's environment only.")
+    p = sub.add_parser(
+        "onedata",
+        help="Onedata spaces of gravity.onedata: status, mount, umount",
+        description="Mount with oneclient; the access token goes to oneclient's environment only.",
+    )
     p.add_argument("action", choices=("status", "mount", "umount"))
     p.add_argument("space", nargs="?", help="space name (default for status: every space)")
     p.add_argument("--instance", help="instance whose config holds gravity.onedata (default: the only one)")

@@ -45,11 +45,21 @@ class GalaxyCommands:
     name: str = ""
 
 
-def detect_galaxy_commands(init_system=None, *, supervisor_configs=SUPERVISOR_CONFIGS,
-                           program_names=PROGRAM_NAMES, unit_dirs=UNIT_DIRS, unit_names=UNIT_NAMES,
-                           upstart_dir=UPSTART_DIR, initd_dir=INITD_DIR, service_names=SERVICE_NAMES,
-                           supervisord="supervisord", supervisorctl="supervisorctl",
-                           systemctl="systemctl", initctl="initctl"):
+def detect_galaxy_commands(
+    init_system=None,
+    *,
+    supervisor_configs=SUPERVISOR_CONFIGS,
+    program_names=PROGRAM_NAMES,
+    unit_dirs=UNIT_DIRS,
+    unit_names=UNIT_NAMES,
+    upstart_dir=UPSTART_DIR,
+    initd_dir=INITD_DIR,
+    service_names=SERVICE_NAMES,
+    supervisord="supervisord",
+    supervisorctl="supervisorctl",
+    systemctl="systemctl",
+    initctl="initctl",
+):
     """Find how Galaxy is managed here; ``init_system`` limits the search.
 
     ``init_system``: None (try supervisord, systemd, upstart, sysv in that order), one of
@@ -65,8 +75,7 @@ def detect_galaxy_commands(init_system=None, *, supervisor_configs=SUPERVISOR_CO
     elif init_system in MANAGERS:
         order = (init_system,)
     else:
-        raise GalaxyctlError(f"unknown init system {init_system!r}: expected one of "
-                             f"{', '.join(MANAGERS)} or 'init'")
+        raise GalaxyctlError(f"unknown init system {init_system!r}: expected one of {', '.join(MANAGERS)} or 'init'")
     looked = []
     for manager in order:
         if manager == "supervisord":
@@ -79,11 +88,14 @@ def detect_galaxy_commands(init_system=None, *, supervisor_configs=SUPERVISOR_CO
             found = _from_sysv(initd_dir, service_names, looked)
         if found is not None:
             return found
-    raise GalaxyctlError("cannot tell how Galaxy is managed on this host: no Galaxy program, unit or "
-                         "init script found (looked for " + "; ".join(looked) + ")")
+    raise GalaxyctlError(
+        "cannot tell how Galaxy is managed on this host: no Galaxy program, unit or "
+        "init script found (looked for " + "; ".join(looked) + ")"
+    )
 
 
 # -- supervisord --------------------------------------------------------------------------------
+
 
 def _from_supervisor(configs, names, supervisord, supervisorctl, looked):
     looked.append("supervisord [program:]/[group:] " + "/".join(names) + " in " + ", ".join(configs))
@@ -96,9 +108,15 @@ def _from_supervisor(configs, names, supervisord, supervisorctl, looked):
             continue
         control = [supervisorctl, "-c", conf]
         return GalaxyCommands(
-            manager="supervisord", startup=[supervisord, "-c", conf], start=control + ["start", target],
-            stop=control + ["stop", target], restart=control + ["restart", target],
-            status=control + ["status", target], source=conf, name=target)
+            manager="supervisord",
+            startup=[supervisord, "-c", conf],
+            start=control + ["start", target],
+            stop=control + ["stop", target],
+            restart=control + ["restart", target],
+            status=control + ["status", target],
+            source=conf,
+            name=target,
+        )
     return None
 
 
@@ -154,6 +172,7 @@ def _supervisor_target(programs, groups, names):
 
 # -- systemd, upstart, sysv ---------------------------------------------------------------------
 
+
 def _from_systemd(unit_dirs, unit_names, systemctl, looked):
     looked.append("systemd units " + "/".join(unit_names) + " in " + ", ".join(unit_dirs))
     for unit in unit_names:
@@ -161,9 +180,15 @@ def _from_systemd(unit_dirs, unit_names, systemctl, looked):
             path = os.path.join(directory, unit)
             if os.path.isfile(path) or os.path.islink(path):
                 return GalaxyCommands(
-                    manager="systemd", startup=[systemctl, "start", unit], start=[systemctl, "start", unit],
-                    stop=[systemctl, "stop", unit], restart=[systemctl, "restart", unit],
-                    status=[systemctl, "status", "--no-pager", unit], source=path, name=unit)
+                    manager="systemd",
+                    startup=[systemctl, "start", unit],
+                    start=[systemctl, "start", unit],
+                    stop=[systemctl, "stop", unit],
+                    restart=[systemctl, "restart", unit],
+                    status=[systemctl, "status", "--no-pager", unit],
+                    source=path,
+                    name=unit,
+                )
     return None
 
 
@@ -173,9 +198,15 @@ def _from_upstart(upstart_dir, names, initctl, looked):
         path = os.path.join(upstart_dir, f"{name}.conf")
         if os.path.isfile(path):
             return GalaxyCommands(
-                manager="upstart", startup=[initctl, "start", name], start=[initctl, "start", name],
-                stop=[initctl, "stop", name], restart=[initctl, "restart", name],
-                status=[initctl, "status", name], source=path, name=name)
+                manager="upstart",
+                startup=[initctl, "start", name],
+                start=[initctl, "start", name],
+                stop=[initctl, "stop", name],
+                restart=[initctl, "restart", name],
+                status=[initctl, "status", name],
+                source=path,
+                name=name,
+            )
     return None
 
 
@@ -185,8 +216,15 @@ def _from_sysv(initd_dir, names, looked):
         path = os.path.join(initd_dir, name)
         if os.path.isfile(path) and os.access(path, os.X_OK):
             return GalaxyCommands(
-                manager="sysv", startup=[path, "start"], start=[path, "start"], stop=[path, "stop"],
-                restart=[path, "restart"], status=[path, "status"], source=path, name=name)
+                manager="sysv",
+                startup=[path, "start"],
+                start=[path, "start"],
+                stop=[path, "stop"],
+                restart=[path, "restart"],
+                status=[path, "status"],
+                source=path,
+                name=name,
+            )
     return None
 
 

@@ -15,19 +15,41 @@ import os
 import shlex
 from dataclasses import fields
 
-
 from galaxyctl_libs import fsutil
+from galaxyctl_libs.core.schema import (  # noqa: F401 - the settings classes: part of the config API
+    APP_SERVERS,
+    DEFAULT_INSTANCE_NAME,
+    LEGACY_KEYS,
+    NON_PERSISTENT_KEYS,
+    PROCESS_MANAGERS,
+    CelerySettings,
+    GalaxyConfig,
+    GravitySettings,
+    GunicornSettings,
+    GxItProxySettings,
+    ReportsSettings,
+    ServiceCommon,
+    TusdSettings,
+)
 from galaxyctl_libs.core.yamlload import (  # noqa: F401 - load_yaml_file and the limits: part of the config API
-    INCLUDE_DIRS_ENV, MAX_CONFIG_BYTES, MAX_UNKNOWN_KEY_WARNINGS, MAX_YAML_DEPTH, MAX_YAML_NODES, SHOWN_CHARS,
-    UNKNOWN_KEY, ConstructorFixes, _count, clip, clip_repr, kind_only, load_yaml_file, parse_yaml, reader_problem,
+    INCLUDE_DIRS_ENV,
+    MAX_CONFIG_BYTES,
+    MAX_UNKNOWN_KEY_WARNINGS,
+    MAX_YAML_DEPTH,
+    MAX_YAML_NODES,
+    SHOWN_CHARS,
+    UNKNOWN_KEY,
+    ConstructorFixes,
+    _count,
+    clip,
+    clip_repr,
+    kind_only,
+    load_yaml_file,
+    parse_yaml,
+    reader_problem,
 )
 from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.rootpolicy import check_root_controlled
-from galaxyctl_libs.core.schema import (  # noqa: F401 - the settings classes: part of the config API
-    DEFAULT_INSTANCE_NAME, APP_SERVERS, PROCESS_MANAGERS, ServiceCommon, GunicornSettings, CelerySettings, GxItProxySettings,
-    TusdSettings, ReportsSettings, GravitySettings, LEGACY_KEYS, NON_PERSISTENT_KEYS, GalaxyConfig,
-)
-
 
 # ---------------------------------------------------------------- validation
 
@@ -134,8 +156,11 @@ def _to_environment(value, choices, where):
         raise GalaxyctlError(f"{where}: expected a mapping of variable names to values, got {_describe(value)}")
     env = {}
     for name, item in value.items():
-        if not isinstance(name, str) or not name or not (name[0].isalpha() or name[0] == "_") or not all(
-            c.isalnum() or c == "_" for c in name
+        if (
+            not isinstance(name, str)
+            or not name
+            or not (name[0].isalpha() or name[0] == "_")
+            or not all(c.isalnum() or c == "_" for c in name)
         ):
             raise GalaxyctlError(f"{where}: {_describe(name)} is not a valid environment variable name")
         if isinstance(item, bool):
@@ -157,9 +182,18 @@ def _to_handlers(value, choices, where):
 
 
 CONVERTERS = {
-    "bool": _to_bool, "int": _to_int, "port": _to_port, "number": _to_number, "str": _to_str, "name": _to_name,
-    "choice": _to_choice, "umask": _to_umask, "args": _to_args, "environment": _to_environment,
-    "mapping": _to_mapping, "handlers": _to_handlers,
+    "bool": _to_bool,
+    "int": _to_int,
+    "port": _to_port,
+    "number": _to_number,
+    "str": _to_str,
+    "name": _to_name,
+    "choice": _to_choice,
+    "umask": _to_umask,
+    "args": _to_args,
+    "environment": _to_environment,
+    "mapping": _to_mapping,
+    "handlers": _to_handlers,
 }
 
 
@@ -299,7 +333,7 @@ def _load_ini(path):
     """A legacy galaxy.ini: ``[app:main]`` is Galaxy's config, ``[uwsgi]`` is run by uWSGI."""
     import configparser
 
-    from galaxyctl_libs.probes.uwsgi import read_uwsgi_config
+    from galaxyctl_libs.core.uwsgi_config import read_uwsgi_config
 
     check_root_controlled(path, "config file")
     data = fsutil.read_bytes(path, MAX_CONFIG_BYTES)  # a regular file of sane size, before uwsgi opens it
@@ -321,8 +355,11 @@ def _load_ini(path):
 
 def _without_nulls(raw):
     """Drop keys left empty (``gunicorn:`` with only comments under it): they are not set."""
-    return {k: _without_nulls(v) if isinstance(v, dict) and k != "environment" else v
-            for k, v in raw.items() if v is not None}
+    return {
+        k: _without_nulls(v) if isinstance(v, dict) and k != "environment" else v
+        for k, v in raw.items()
+        if v is not None
+    }
 
 
 def merge_attribs(persisted, explicit):

@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 import yaml
 
 from galaxyctl_libs import fsutil
-from galaxyctl_libs.core.yamlload import MAX_CONFIG_BYTES, SHOWN_CHARS, clip, clip_repr, kind_only, parse_yaml, reader_problem
+from galaxyctl_libs.core.yamlload import (
+    MAX_CONFIG_BYTES,
+    SHOWN_CHARS,
+    clip,
+    clip_repr,
+    kind_only,
+    parse_yaml,
+    reader_problem,
+)
 from galaxyctl_libs.errors import GalaxyctlError
 
 DEFAULT_JOB_CONFIG_FILES = ("job_conf.yml", "job_conf.xml")  # Galaxy: the .xml fallback is deprecated
@@ -87,7 +95,7 @@ def _name_list(names, shown=4):
     """``a, b, c`` or, for many, ``a, b, c, … z (500 handlers)``: one warning line stays readable."""
     if len(names) <= shown + 1:
         return ", ".join(names)
-    return f"{', '.join(names[:shown - 1])}, … {names[-1]} ({len(names)} handlers)"
+    return f"{', '.join(names[: shown - 1])}, … {names[-1]} ({len(names)} handlers)"
 
 
 def assignment_warning(job_config):
@@ -107,15 +115,27 @@ def assignment_warning(job_config):
         return None
     current = ", ".join(methods) if methods else "not set"
     if first == "db-skip-locked":
-        return (f"{setting} is {current}, but db-skip-locked is unavailable on a SQLite database (SQLite has "
-                f"no SKIP LOCKED): use db-transaction-isolation for the dynamic job handlers ({names})")
-    advice = ("db-transaction-isolation (the database is SQLite, which has no SKIP LOCKED, so db-skip-locked "
-              "is unavailable)" if sqlite else "db-skip-locked (or db-transaction-isolation)")
+        return (
+            f"{setting} is {current}, but db-skip-locked is unavailable on a SQLite database (SQLite has "
+            f"no SKIP LOCKED): use db-transaction-isolation for the dynamic job handlers ({names})"
+        )
+    advice = (
+        "db-transaction-isolation (the database is SQLite, which has no SKIP LOCKED, so db-skip-locked is unavailable)"
+        if sqlite
+        else "db-skip-locked (or db-transaction-isolation)"
+    )
     return f"dynamic job handlers ({names}) will not be assigned jobs: {setting} is {current}; set it to {advice}"
 
 
-def load_job_handlers(galaxy_section, galaxy_config_file, gravity_handlers, *, galaxy_root=None,
-                      gravity_config_file=None, instance_name="_default_") -> JobConfig:
+def load_job_handlers(
+    galaxy_section,
+    galaxy_config_file,
+    gravity_handlers,
+    *,
+    galaxy_root=None,
+    gravity_config_file=None,
+    instance_name="_default_",
+) -> JobConfig:
     """Read static and dynamic handlers; raise GalaxyctlError naming file and key on bad input.
 
     ``galaxy_section``: the parsed ``galaxy:`` mapping (None is fine).  ``gravity_handlers``: the
@@ -156,8 +176,10 @@ def load_job_handlers(galaxy_section, galaxy_config_file, gravity_handlers, *, g
     for handler in static + dynamic:
         origin = f"{handler.source} ({gravity_file if handler.dynamic else path})"
         if handler.server_name in seen:
-            raise GalaxyctlError(f"job handler {_describe(handler.server_name)} is defined twice: in {seen[handler.server_name]}"
-                                 f" and in {origin}; each handler process needs its own name")
+            raise GalaxyctlError(
+                f"job handler {_describe(handler.server_name)} is defined twice: in {seen[handler.server_name]}"
+                f" and in {origin}; each handler process needs its own name"
+            )
         seen[handler.server_name] = origin
     return JobConfig(static + dynamic, assign, source, path, sqlite, config_dir, tuple(notes))
 
@@ -171,8 +193,10 @@ def _job_config_path(galaxy, config_file, config_dir):
         path = os.path.normpath(os.path.join(config_dir, explicit))
         if os.path.exists(path):
             return path, None
-        return None, (f"{config_file}: galaxy.job_config_file: {path} does not exist; Galaxy falls back to its "
-                      "default job configuration, so no static job handlers are run")
+        return None, (
+            f"{config_file}: galaxy.job_config_file: {path} does not exist; Galaxy falls back to its "
+            "default job configuration, so no static job handlers are run"
+        )
     found = [p for p in (os.path.join(config_dir, n) for n in DEFAULT_JOB_CONFIG_FILES) if os.path.exists(p)]
     return (found[0] if found else None), None
 
@@ -218,10 +242,14 @@ def _parse_xml(data, path):
         parser.Parse(data, True)
         return builder.close()
     except _EntityDeclared:
-        raise GalaxyctlError(f"{path}:{parser.CurrentLineNumber}:{parser.CurrentColumnNumber + 1}: "
-                             "refused: an XML entity declaration (job_conf.xml needs none)") from None
+        raise GalaxyctlError(
+            f"{path}:{parser.CurrentLineNumber}:{parser.CurrentColumnNumber + 1}: "
+            "refused: an XML entity declaration (job_conf.xml needs none)"
+        ) from None
     except expat.ExpatError as exc:
-        raise GalaxyctlError(f"{path}:{exc.lineno}:{exc.offset + 1}: invalid XML: {expat.ErrorString(exc.code)}") from None
+        raise GalaxyctlError(
+            f"{path}:{exc.lineno}:{exc.offset + 1}: invalid XML: {expat.ErrorString(exc.code)}"
+        ) from None
 
 
 def _parse_yaml(data, path):
@@ -264,8 +292,9 @@ def _from_dict(conf, where, prefix, source):
         options = {} if options is None else options
         if not isinstance(options, Mapping):
             _fail(where, here, "a mapping", options)
-        handlers.append(Handler(handler_id, source, (),
-                                _environment(options.get("environment"), where, f"{here}.environment")))
+        handlers.append(
+            Handler(handler_id, source, (), _environment(options.get("environment"), where, f"{here}.environment"))
+        )
     return tuple(handlers), assign
 
 
@@ -313,9 +342,18 @@ def _dynamic(gravity_handlers, where, instance_name):
         if template is None and count == 1 and name[-1].isdigit():
             server_names = [name]  # gravity: an explicit handler name, no pattern applied
         else:
-            server_names = [_expand(template or DEFAULT_NAME_TEMPLATE, where, f"{key}.name_template",
-                                    name=name, process=i, instance_name=instance_name, instance_number=i)
-                            for i in range(count)]
+            server_names = [
+                _expand(
+                    template or DEFAULT_NAME_TEMPLATE,
+                    where,
+                    f"{key}.name_template",
+                    name=name,
+                    process=i,
+                    instance_name=instance_name,
+                    instance_number=i,
+                )
+                for i in range(count)
+            ]
         for server_name in server_names:
             _check_name(server_name, where, key)
             handlers.append(Handler(server_name, "gravity.handlers", pools, env, options))
@@ -337,8 +375,10 @@ def _expand(template, where, key, **fields):
 
 def _check_name(name, where, key):
     if not isinstance(name, str) or not _SERVER_NAME.match(name):
-        raise GalaxyctlError(f"{where}: {key}: {_describe(name)} cannot be a job handler name "
-                             "(use letters, digits, '_', '-', '.', '@' and '+')")
+        raise GalaxyctlError(
+            f"{where}: {key}: {_describe(name)} cannot be a job handler name "
+            "(use letters, digits, '_', '-', '.', '@' and '+')"
+        )
 
 
 def _str_list(value, where, key):

@@ -7,16 +7,14 @@ Each verb takes the state dir and returns data; the CLI renders it.
 import os
 from dataclasses import dataclass, replace
 
-from galaxyctl_libs.core import config as configmod
 from galaxyctl_libs import fsutil
+from galaxyctl_libs.core import config as configmod
 from galaxyctl_libs.core import jobconf
 from galaxyctl_libs.core import state as statemod
+from galaxyctl_libs.core.services import Instance
 from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.paths import StatePaths
 from galaxyctl_libs.rootpolicy import run_as
-from galaxyctl_libs.core.services import Instance
-
-
 
 # ---------------------------------------------------------------- resolving registered configs
 
@@ -40,13 +38,19 @@ def resolve(record, state_dir, enforce_user=True):
     attribs = configmod.merge_attribs(record.attribs, loaded.gravity_raw)
     settings = configmod.parse_gravity(attribs, record.path)
     if settings.process_manager not in (None, "supervisor"):
-        warning = f"{record.path}: gravity.process_manager: {settings.process_manager} is not supported, using supervisor"
+        warning = (
+            f"{record.path}: gravity.process_manager: {settings.process_manager} is not supported, using supervisor"
+        )
         loaded = replace(loaded, warnings=loaded.warnings + (warning,))
     name = settings.instance_name if "instance_name" in loaded.gravity_raw else record.instance_name
     galaxy_root = configmod.find_galaxy_root(record.path, settings)
     job_config = jobconf.load_job_handlers(
-        loaded.galaxy, loaded.galaxy_config_file, settings.handlers, galaxy_root=galaxy_root,
-        gravity_config_file=record.path, instance_name=name,
+        loaded.galaxy,
+        loaded.galaxy_config_file,
+        settings.handlers,
+        galaxy_root=galaxy_root,
+        gravity_config_file=record.path,
+        instance_name=name,
     )
     warning = jobconf.assignment_warning(job_config)
     if warning:

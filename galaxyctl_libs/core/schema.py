@@ -6,7 +6,6 @@ schema (galaxy.yml.sample) and gravity 0.x's older keys both load.
 
 from dataclasses import dataclass, field
 
-
 DEFAULT_INSTANCE_NAME = "_default_"
 APP_SERVERS = ("gunicorn", "unicornherder", "uwsgi")
 PROCESS_MANAGERS = ("supervisor", "systemd", "multiprocessing")

@@ -11,19 +11,23 @@ import shlex
 import sys
 from dataclasses import dataclass
 
-from galaxyctl_libs.probes import procfs
 from galaxyctl_libs.core.config import effective_preload
+from galaxyctl_libs.core.targets import (  # noqa: F401 - the service data lives with the targets
+    GRACEFUL_HERDER,
+    GRACEFUL_HUP,
+    GRACEFUL_NONE,
+    Service,
+)
 from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.paths import StatePaths
-from galaxyctl_libs.core.targets import (  # noqa: F401 - the service data lives with the targets
-    GRACEFUL_HERDER, GRACEFUL_HUP, GRACEFUL_NONE, Service,
-)
+from galaxyctl_libs.probes import procfs
 
 GUNICORN_APP = "galaxy.webapps.galaxy.fast_factory:factory()"
 GUNICORN_WORKER = "galaxy.webapps.galaxy.workers.Worker"
 GUNICORN_CONFIG = "python:galaxy.web_stack.gunicorn_config"
 REPORTS_APP = "galaxy.webapps.reports.buildapp:app_factory()"
 NO_CONTROL_SOCKET_SINCE = (25, 1)  # gunicorn opens ~/.gunicorn control sockets from 25.1 on
+
 
 @dataclass(frozen=True)
 class Instance:
@@ -82,7 +86,9 @@ def gunicorn_version(gunicorn_exe, user=None, group=None):
     import glob
 
     prefix = os.path.dirname(os.path.dirname(os.path.realpath(gunicorn_exe))) if os.path.isabs(gunicorn_exe) else ""
-    for info in glob.glob(os.path.join(prefix, "lib", "python3*", "site-packages", "gunicorn-*.dist-info")) if prefix else ():
+    for info in (
+        glob.glob(os.path.join(prefix, "lib", "python3*", "site-packages", "gunicorn-*.dist-info")) if prefix else ()
+    ):
         found = re.match(r"gunicorn-(\d+)\.(\d+)", os.path.basename(info))
         if found:
             return int(found.group(1)), int(found.group(2))
@@ -91,8 +97,14 @@ def gunicorn_version(gunicorn_exe, user=None, group=None):
     try:
         from galaxyctl_libs.rootpolicy import subprocess_credentials
 
-        out = subprocess.run([gunicorn_exe, "--version"], capture_output=True, text=True, timeout=20,
-                             stdin=subprocess.DEVNULL, **subprocess_credentials(user, group)).stdout
+        out = subprocess.run(
+            [gunicorn_exe, "--version"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            stdin=subprocess.DEVNULL,
+            **subprocess_credentials(user, group),
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     found = re.search(r"(\d+)\.(\d+)", out)
@@ -125,7 +137,8 @@ def _common(instance, section, service_type, service_name, argv, extra_env=(), *
     environment.append((procfs.STATE_ID_ENV, procfs.state_id(instance.state_dir)))
     environment.append((procfs.SERVICE_ENV, procfs.service_key(instance.name, service_name)))
     ignored = tuple(
-        f"{name}" for name in ("memory_limit", "memory_high")
+        f"{name}"
+        for name in ("memory_limit", "memory_high")
         if getattr(section, name) is not None or getattr(settings, name) is not None
     )
     return Service(
@@ -186,8 +199,19 @@ def gunicorn_services(instance):
         # HUP cannot reload preloaded code: then a backend runs gunicorn under our herder, which re-execs
         # it with zero downtime (backends.base.herded_argv); the service itself is gravity's command line.
         herded = preload or settings.app_server == "unicornherder"
-        services.append(_common(instance, gunicorn, "gunicorn", name, argv, graceful=GRACEFUL_HERDER if herded else GRACEFUL_HUP,
-                                bind=gunicorn.bind, url_prefix=prefix, ready_timeout=gunicorn.restart_timeout))
+        services.append(
+            _common(
+                instance,
+                gunicorn,
+                "gunicorn",
+                name,
+                argv,
+                graceful=GRACEFUL_HERDER if herded else GRACEFUL_HUP,
+                bind=gunicorn.bind,
+                url_prefix=prefix,
+                ready_timeout=gunicorn.restart_timeout,
+            )
+        )
     return services
 
 
@@ -297,7 +321,13 @@ class _HandlerSection:
 
 
 SERVICE_BUILDERS = (
-    uwsgi_services, gunicorn_services, celery_services, gx_it_proxy_services, tusd_services, reports_services, handler_services,
+    uwsgi_services,
+    gunicorn_services,
+    celery_services,
+    gx_it_proxy_services,
+    tusd_services,
+    reports_services,
+    handler_services,
 )
 
 

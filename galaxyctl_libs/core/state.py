@@ -10,10 +10,10 @@ import copy
 from dataclasses import dataclass, field
 
 from galaxyctl_libs import fsutil
-from galaxyctl_libs.fsutil import default_state_dir  # noqa: F401 - part of the state API
 from galaxyctl_libs.errors import GalaxyctlError
-
+from galaxyctl_libs.fsutil import default_state_dir  # noqa: F401 - part of the state API
 from galaxyctl_libs.paths import STATE_FILE, StatePaths  # noqa: F401 - STATE_FILE: part of the state API
+
 # Bounds for a state file with aliases (PyYAML writes &id001/*id001 for a list two settings share):
 # what gravity attribs can hold (config.MAX_YAML_NODES each) times a few configs; the depth is a
 # config's plus the levels configstate.yaml adds above the attribs.

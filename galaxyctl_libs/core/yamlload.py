@@ -15,7 +15,6 @@ from galaxyctl_libs import fsutil
 from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.rootpolicy import check_root_controlled
 
-
 # Bounds on what a config file can make us read and build (galaxy.yml may be writable by the
 # Galaxy user, and galaxyctl runs as root).  1 MiB is several times the largest real galaxy.yml or
 # job_conf (galaxy.yml.sample, every option with its comment, is about 200 KB).  250,000 nodes is
@@ -46,8 +45,11 @@ class ConstructorFixes:
             return super().construct_object(node, deep)
         except (ValueError, AttributeError, OverflowError) as exc:
             raise yaml.constructor.ConstructorError(
-                None, None, f"cannot read this {node.tag.rsplit(':', 1)[-1]} value ({type(exc).__name__})",
-                node.start_mark) from None
+                None,
+                None,
+                f"cannot read this {node.tag.rsplit(':', 1)[-1]} value ({type(exc).__name__})",
+                node.start_mark,
+            ) from None
 
     def construct_yaml_int(self, node):
         value = super().construct_yaml_int(node)
@@ -96,8 +98,9 @@ class _BoundedLoader(ConstructorFixes, yaml.SafeLoader):
                 raise YAMLLimitError(None, None, "an alias to a node that contains it (a recursive structure)", mark)
             size = self._size_of(node)
             if size > self.max_nodes:
-                raise YAMLLimitError(None, None, f"aliases expand this document past {self.max_nodes} nodes "
-                                     "(a YAML alias bomb?)", mark)
+                raise YAMLLimitError(
+                    None, None, f"aliases expand this document past {self.max_nodes} nodes (a YAML alias bomb?)", mark
+                )
             self._sizes[id(node)] = size
         return node
 
@@ -158,7 +161,9 @@ def _load_include(loader, node):
     target = os.path.abspath(os.path.join(base, value))
     chain = loader.include_chain + (os.path.abspath(loader.name),)
     if target in chain or len(chain) > MAX_INCLUDE_DEPTH:
-        raise GalaxyctlError(f"{loader.name}: !include {clip_repr(value)} includes itself (through {' -> '.join(chain)})")
+        raise GalaxyctlError(
+            f"{loader.name}: !include {clip_repr(value)} includes itself (through {' -> '.join(chain)})"
+        )
     real = _include_target(loader, value, target)
     return _load_yaml_file(real, chain, loader.root_dir, loader._depth, shown_path=target, follow_symlinks=False)
 

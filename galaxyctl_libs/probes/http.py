@@ -29,7 +29,7 @@ def parse_bind(bind):
     """gunicorn's ``-b``: ``HOST``, ``HOST:PORT``, ``[IPv6]:PORT``, ``unix:PATH``; None for ``fd://``."""
     bind = bind.strip()
     if bind.startswith("unix:"):
-        return Endpoint(unix_path=bind[len("unix:"):])
+        return Endpoint(unix_path=bind[len("unix:") :])
     if bind.startswith("fd://"):
         return None
     if bind.startswith("["):
@@ -73,10 +73,14 @@ def probe(endpoint, path=READY_PATH, timeout=5.0):
     head, _, body = reply.partition(b"\r\n\r\n")
     parts = head.split(b"\r\n", 1)[0].split(None, 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
-        return ProbeResult(False, None, elapsed, "not an HTTP response" if reply else "connection closed without a reply")
+        return ProbeResult(
+            False, None, elapsed, "not an HTTP response" if reply else "connection closed without a reply"
+        )
     status = int(parts[1])
     reason = parts[2].decode("latin-1") if len(parts) > 2 else ""
-    return ProbeResult(status < 500, status, elapsed, "" if status < 500 else reason, body[:4096].decode("utf-8", "replace"))
+    return ProbeResult(
+        status < 500, status, elapsed, "" if status < 500 else reason, body[:4096].decode("utf-8", "replace")
+    )
 
 
 def wait_ready(endpoint, timeout, path=READY_PATH, progress=None, still_starting=None, interval=0.25):

@@ -111,6 +111,7 @@ def master_pid(pids):
 
 # -- lsof ---------------------------------------------------------------------------------------
 
+
 def _lsof_path(use_lsof):
     if use_lsof is False:
         return None
@@ -129,8 +130,14 @@ def _lsof_tcp(lsof, port, hosts):
     import subprocess
 
     try:
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, timeout=LSOF_TIMEOUT, check=False)
+        proc = subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            timeout=LSOF_TIMEOUT,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     out = proc.stdout.decode("ascii", "replace")
@@ -151,6 +158,7 @@ def _lsof_tcp(lsof, port, hosts):
 
 
 # -- /proc --------------------------------------------------------------------------------------
+
 
 def _proc_tcp_inodes(port, hosts, state=_TCP_LISTEN):
     inodes = set()
@@ -186,7 +194,7 @@ def _proc_table(path):
 def _decode_addr(addr_hex, family):
     """Kernel hex address → text; each 32-bit word is in host (little-endian) byte order."""
     raw = bytes.fromhex(addr_hex)
-    raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
     text = socket.inet_ntop(family, raw)
     return None if text in ("0.0.0.0", "::") else text
 
@@ -221,6 +229,7 @@ def _pids_holding(inodes):
 
 
 # -- addresses ----------------------------------------------------------------------------------
+
 
 def _check_port(port):
     try:

@@ -131,7 +131,7 @@ class Marked(Record):
 
     def describe(self):
         """'PID N (service)', the service without the default instance's name; else its command."""
-        name = self.service[len("_default_/"):] if self.service.startswith("_default_/") else self.service
+        name = self.service[len("_default_/") :] if self.service.startswith("_default_/") else self.service
         return f"PID {self.pid} ({name or self.command[:80] or '?'})"
 
 

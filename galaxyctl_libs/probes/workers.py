@@ -5,11 +5,9 @@ listening socket is shared by all workers, but an accepted connection lives only
 that accepted it, so matching socket inodes tells who is serving whom right now.
 """
 
-
 from galaxyctl_libs.probes import listeners
 from galaxyctl_libs.probes.procfs import alive, children, cmdline, cpu_seconds, rss_bytes
 from galaxyctl_libs.records import Record
-
 
 # our herder's module, as a current and an older galaxyctl (still running until the next update) start it
 HERDER_MODULES = frozenset(("galaxyctl_libs.backends.herder", "galaxyctl_libs.herder"))
@@ -40,20 +38,15 @@ def gunicorn_workers(master_pid, port):
     workers = []
     for pid in children(master_pid):
         serving = len(listeners.socket_inodes(pid) & accepted)
-        workers.append(WorkerInfo(
-            pid=pid, status="busy" if serving else "idle", connections=serving, requests=None,
-            rss_bytes=rss_bytes(pid), cpu_seconds=cpu_seconds(pid), server="gunicorn",
-        ))
+        workers.append(
+            WorkerInfo(
+                pid=pid,
+                status="busy" if serving else "idle",
+                connections=serving,
+                requests=None,
+                rss_bytes=rss_bytes(pid),
+                cpu_seconds=cpu_seconds(pid),
+                server="gunicorn",
+            )
+        )
     return tuple(workers)
-
-
-def uwsgi_workers(config_path, timeout=5.0):
-    """Each uWSGI worker from the stats server named in the config."""
-    from galaxyctl_libs.probes.uwsgi import UwsgiStatsServer
-
-    stats = UwsgiStatsServer(timeout=timeout, fname=config_path)
-    return tuple(
-        WorkerInfo(pid=w.pid, status=w.status, connections=None, requests=w.requests,
-                   rss_bytes=w.rss, cpu_seconds=cpu_seconds(w.pid), server="uwsgi")
-        for w in stats.workers()
-    )

@@ -90,9 +90,13 @@ def _bad(where, problem):
     return GalaxyctlError(f"{where}: {problem}")
 
 
-_PATTERNS = {"name": (_NAME, "name (letters, digits, '_.+-', not starting with '-')"), "uuid": (_UUID, "UUID"),
-             "fstype": (_FSTYPE, "filesystem type"), "host": (_HOST, "host name"),
-             "env": (_ENV_NAME, "environment variable name")}
+_PATTERNS = {
+    "name": (_NAME, "name (letters, digits, '_.+-', not starting with '-')"),
+    "uuid": (_UUID, "UUID"),
+    "fstype": (_FSTYPE, "filesystem type"),
+    "host": (_HOST, "host name"),
+    "env": (_ENV_NAME, "environment variable name"),
+}
 _LOOKUP = {"uid": ("user", lambda n: pwd.getpwnam(n).pw_uid), "gid": ("group", lambda n: grp.getgrnam(n).gr_gid)}
 
 
@@ -147,10 +151,10 @@ def parse_storage(gravity, source):
     base = os.path.dirname(os.path.abspath(source)) if source else None
     at = f"{source}: gravity" if source else "gravity"
     warnings = []
-    luks = _parse_luks(_section(pick("luks"), f"{at}.luks", ("ini",) + tuple(_LUKS_SPEC), warnings),
-                       f"{at}.luks", base)
-    onedata = _parse_onedata(_section(pick("onedata"), f"{at}.onedata", ("spaces", "oneclient"), warnings),
-                             f"{at}.onedata", base, warnings)
+    luks = _parse_luks(_section(pick("luks"), f"{at}.luks", ("ini",) + tuple(_LUKS_SPEC), warnings), f"{at}.luks", base)
+    onedata = _parse_onedata(
+        _section(pick("onedata"), f"{at}.onedata", ("spaces", "oneclient"), warnings), f"{at}.onedata", base, warnings
+    )
     storage = _section(pick("storage"), f"{at}.storage", ("required",), warnings)
     required = storage.get("required") or []
     required = [required] if isinstance(required, str) else required
@@ -160,8 +164,14 @@ def parse_storage(gravity, source):
     return StorageConfig(luks, onedata, required, source or "", tuple(warnings))
 
 
-_LUKS_SPEC = {"name": "name", "mount_point": "path", "device": "path", "uuid": "uuid", "filesystem": "fstype",
-              "key_file": "file"}
+_LUKS_SPEC = {
+    "name": "name",
+    "mount_point": "path",
+    "device": "path",
+    "uuid": "uuid",
+    "filesystem": "fstype",
+    "key_file": "file",
+}
 
 
 def _parse_luks(raw, where, base):
@@ -185,8 +195,14 @@ def _parse_luks(raw, where, base):
 
 # Laniakea's luks-cryptdev.ini ([luks] section, written by fast-luks) -> our key names.  Its cipher,
 # hash, keysize and header_path describe how the volume was made; opening it does not need them.
-_INI_KEYS = {"device": "device", "uuid": "uuid", "cryptdev": "name", "mountpoint": "mount_point",
-             "mount_point": "mount_point", "filesystem": "filesystem"}
+_INI_KEYS = {
+    "device": "device",
+    "uuid": "uuid",
+    "cryptdev": "name",
+    "mountpoint": "mount_point",
+    "mount_point": "mount_point",
+    "filesystem": "filesystem",
+}
 
 
 def read_cryptdev_ini(path, where=""):
@@ -212,12 +228,21 @@ def read_cryptdev_ini(path, where=""):
     values = {ours: section[key] for key, ours in _INI_KEYS.items() if section.get(key, "").strip()}
     mapper = section.get("mapper", "").strip()
     if "name" not in values and mapper.startswith("/dev/mapper/"):
-        values["name"] = mapper[len("/dev/mapper/"):]
+        values["name"] = mapper[len("/dev/mapper/") :]
     return values
 
 
-_SPACE_SPEC = {"mount_point": "path", "provider": "host", "token_file": "file", "token_env": "env",
-               "insecure": "flag", "nonempty": "flag", "allow_other": "flag", "uid": "uid", "gid": "gid"}
+_SPACE_SPEC = {
+    "mount_point": "path",
+    "provider": "host",
+    "token_file": "file",
+    "token_env": "env",
+    "insecure": "flag",
+    "nonempty": "flag",
+    "allow_other": "flag",
+    "uid": "uid",
+    "gid": "gid",
+}
 
 
 def _parse_onedata(raw, where, base, warnings):
@@ -230,8 +255,16 @@ def _parse_onedata(raw, where, base, warnings):
             raise _bad(f"{at}.mount_point", "required")
         if (item.get("token_file") is None) == (item.get("token_env") is None):
             raise _bad(at, "give exactly one of token_file or token_env (never the token itself)")
-        spaces.append(OnedataSpace(name, **{k: _convert(item[k], kind, f"{at}.{k}", base)
-                                            for k, kind in _SPACE_SPEC.items() if item.get(k) is not None}))
+        spaces.append(
+            OnedataSpace(
+                name,
+                **{
+                    k: _convert(item[k], kind, f"{at}.{k}", base)
+                    for k, kind in _SPACE_SPEC.items()
+                    if item.get(k) is not None
+                },
+            )
+        )
     oneclient = raw.get("oneclient")
     oneclient = "oneclient" if oneclient is None else _convert(oneclient, "text", f"{where}.oneclient")
     return OnedataConfig(tuple(spaces), oneclient)
@@ -268,8 +301,9 @@ def read_mounts(mountinfo=MOUNTINFO):
         sep = fields.index(b"-", 6)
         if len(fields) < sep + 3:
             continue
-        mounts.append(Mount(_unescape(fields[4]), _unescape(fields[sep + 1]),
-                            _unescape(fields[sep + 2]), _unescape(fields[5])))
+        mounts.append(
+            Mount(_unescape(fields[4]), _unescape(fields[sep + 1]), _unescape(fields[sep + 2]), _unescape(fields[5]))
+        )
     return tuple(mounts)
 
 
@@ -303,8 +337,9 @@ def check_required(storage, mountinfo=MOUNTINFO):
             hints.append("galaxyctl luks open")
         hints.extend(f"galaxyctl onedata mount {s.name}" for s in storage.onedata.spaces if s.mount_point == path)
     hint = f"; mount it first: {', '.join(hints)}" if hints else ""
-    raise GalaxyctlError(f"required storage not mounted: {', '.join(missing)} "
-                         f"({storage.source}: gravity.storage.required){hint}")
+    raise GalaxyctlError(
+        f"required storage not mounted: {', '.join(missing)} ({storage.source}: gravity.storage.required){hint}"
+    )
 
 
 def instance_storage(instance):

@@ -52,13 +52,15 @@ def _run(argv, timeout, data=None, env=None, secret=None):
     with tempfile.TemporaryFile() as out:
         stdin = {"input": data} if data is not None else {"stdin": subprocess.DEVNULL}
         try:
-            proc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, env=env, timeout=timeout,
-                                  check=False, **stdin)
+            proc = subprocess.run(
+                argv, stdout=out, stderr=subprocess.STDOUT, env=env, timeout=timeout, check=False, **stdin
+            )
         except FileNotFoundError:
             raise CommandNotFound(f"{argv[0]}: command not found") from None
         except subprocess.TimeoutExpired:
-            raise GalaxyctlError(f"{argv[0]} {argv[1] if len(argv) > 1 else ''} did not finish "
-                                 f"within {timeout:g} s") from None
+            raise GalaxyctlError(
+                f"{argv[0]} {argv[1] if len(argv) > 1 else ''} did not finish within {timeout:g} s"
+            ) from None
         except OSError as exc:
             raise GalaxyctlError(f"cannot run {argv[0]}: {exc.strerror}") from None
         size = out.seek(0, os.SEEK_END)
@@ -139,9 +141,18 @@ def luks_status(cfg, commands=DEFAULT_COMMANDS, mountinfo=MOUNTINFO):
     """Is the volume open, and is it mounted where configured?"""
     is_open, info, detail = _is_open(cfg, commands)
     mount = find_mount(cfg.mount_point, mountinfo=mountinfo)
-    return LuksStatus(cfg.name, cfg.device_path, cfg.mount_point, is_open, mount is not None,
-                      mount.source if mount else None, info.get("type"), info.get("cipher"),
-                      info.get("keysize"), detail)
+    return LuksStatus(
+        cfg.name,
+        cfg.device_path,
+        cfg.mount_point,
+        is_open,
+        mount is not None,
+        mount.source if mount else None,
+        info.get("type"),
+        info.get("cipher"),
+        info.get("keysize"),
+        detail,
+    )
 
 
 def luks_open(cfg, passphrase=None, key_file=None, commands=DEFAULT_COMMANDS, mountinfo=MOUNTINFO):
@@ -157,8 +168,13 @@ def luks_open(cfg, passphrase=None, key_file=None, commands=DEFAULT_COMMANDS, mo
         argv = [commands.cryptsetup, "luksOpen", cfg.device_path, cfg.name]
         if passphrase is not None:  # read as a key file: no newline is stripped, so none is added
             data = passphrase.encode() if isinstance(passphrase, str) else bytes(passphrase)
-            _must(what, argv + ["--key-file=-"], commands.action_timeout, data=data,
-                  secret=data.decode("utf-8", "replace"))
+            _must(
+                what,
+                argv + ["--key-file=-"],
+                commands.action_timeout,
+                data=data,
+                secret=data.decode("utf-8", "replace"),
+            )
         else:
             check_root_controlled(key_file, "key file")
             _must(what, argv + ["--key-file", key_file], commands.action_timeout)
@@ -180,14 +196,19 @@ def luks_open(cfg, passphrase=None, key_file=None, commands=DEFAULT_COMMANDS, mo
 def luks_close(cfg, galaxy_running, commands=DEFAULT_COMMANDS, mountinfo=MOUNTINFO):
     """Unmount and close the volume; refused while Galaxy runs, since it would lose its data dir."""
     if galaxy_running:
-        raise GalaxyctlError(f"refusing to close LUKS volume {cfg.name} ({cfg.mount_point}) while Galaxy "
-                             "is running; stop it first with 'galaxyctl stop'")
+        raise GalaxyctlError(
+            f"refusing to close LUKS volume {cfg.name} ({cfg.mount_point}) while Galaxy "
+            "is running; stop it first with 'galaxyctl stop'"
+        )
     before = luks_status(cfg, commands, mountinfo)
     if before.mounted:
         _must(f"cannot unmount {cfg.mount_point}", [commands.umount, cfg.mount_point], commands.action_timeout)
     if before.open:
-        _must(f"cannot close LUKS volume {cfg.name}", [commands.cryptsetup, "luksClose", cfg.name],
-              commands.action_timeout)
+        _must(
+            f"cannot close LUKS volume {cfg.name}",
+            [commands.cryptsetup, "luksClose", cfg.name],
+            commands.action_timeout,
+        )
         log.info("closed LUKS volume %s", cfg.name)
     return luks_status(cfg, commands, mountinfo)
 
@@ -208,8 +229,9 @@ def onedata_status(onedata, name, mountinfo=MOUNTINFO):
     """Is the space mounted where configured?"""
     space = onedata.space(name)
     mount = find_mount(space.mount_point, mountinfo=mountinfo)
-    return OnedataStatus(space.name, space.mount_point, mount is not None, mount.fstype if mount else None,
-                         space.provider)
+    return OnedataStatus(
+        space.name, space.mount_point, mount is not None, mount.fstype if mount else None, space.provider
+    )
 
 
 def _read_token(space, environ):
@@ -256,8 +278,13 @@ def onedata_mount(onedata, name, commands=DEFAULT_COMMANDS, mountinfo=MOUNTINFO,
         env[PROVIDER_VAR] = space.provider
     argv = oneclient_argv(onedata, space)
     os.makedirs(space.mount_point, exist_ok=True)
-    _must(f"cannot mount Onedata space {name} on {space.mount_point}", argv, commands.action_timeout,
-          env=env, secret=token)
+    _must(
+        f"cannot mount Onedata space {name} on {space.mount_point}",
+        argv,
+        commands.action_timeout,
+        env=env,
+        secret=token,
+    )
     deadline = time.monotonic() + wait
     while not status.mounted and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -4,12 +4,14 @@ import os
 import shlex
 import shutil
 import sys
+
 import yaml
+
 from galaxyctl_libs.backends.base import herded_argv
-from galaxyctl_libs.probes import procfs
 from galaxyctl_libs.core import state
 from galaxyctl_libs.core.registration import resolve
 from galaxyctl_libs.core.services import build_services
+from galaxyctl_libs.probes import procfs
 
 
 def services_for(config_path, state_dir="/tmp/state"):
@@ -33,27 +35,59 @@ def test_every_service_command_line(tmp_path):
         with open(path, "w") as handle:
             handle.write("#!/bin/sh\n")
         os.chmod(path, 0o755)
-    config = write_config(str(tmp_path / "config"), {
-        "virtualenv": venv,
-        "gunicorn": {"bind": "unix:/run/galaxy.sock", "workers": 2, "extra_args": "--forwarded-allow-ips=*",
-                     "environment": {"FOO": "bar"}},
-        "celery": {"concurrency": 4, "loglevel": "INFO", "extra_args": "-n worker1"},
-        "gx_it_proxy": {"enable": True, "port": 4003, "forward_ip": "10.0.0.2", "forward_port": 8000, "reverse_proxy": True},
-        "tusd": {"enable": True, "upload_dir": "/data/tus", "port": 1081},
-        "reports": {"enable": True, "url_prefix": "/reports"},
-        "handlers": {"handler": {"processes": 2, "pools": ["job-handlers"]}},
-    }, galaxy={"interactivetools_map": "/data/it.sqlite", "galaxy_infrastructure_url": "https://galaxy.example.org/",
-               "database_connection": "postgresql:///galaxy"})
+    config = write_config(
+        str(tmp_path / "config"),
+        {
+            "virtualenv": venv,
+            "gunicorn": {
+                "bind": "unix:/run/galaxy.sock",
+                "workers": 2,
+                "extra_args": "--forwarded-allow-ips=*",
+                "environment": {"FOO": "bar"},
+            },
+            "celery": {"concurrency": 4, "loglevel": "INFO", "extra_args": "-n worker1"},
+            "gx_it_proxy": {
+                "enable": True,
+                "port": 4003,
+                "forward_ip": "10.0.0.2",
+                "forward_port": 8000,
+                "reverse_proxy": True,
+            },
+            "tusd": {"enable": True, "upload_dir": "/data/tus", "port": 1081},
+            "reports": {"enable": True, "url_prefix": "/reports"},
+            "handlers": {"handler": {"processes": 2, "pools": ["job-handlers"]}},
+        },
+        galaxy={
+            "interactivetools_map": "/data/it.sqlite",
+            "galaxy_infrastructure_url": "https://galaxy.example.org/",
+            "database_connection": "postgresql:///galaxy",
+        },
+    )
     services, _, instance = services_for(config)
     bin_dir = os.path.join(venv, "bin")
-    assert list(services) == ["gunicorn", "celery", "celery-beat", "gx-it-proxy", "tusd", "reports", "handler_0", "handler_1"]
+    assert list(services) == [
+        "gunicorn",
+        "celery",
+        "celery-beat",
+        "gx-it-proxy",
+        "tusd",
+        "reports",
+        "handler_0",
+        "handler_1",
+    ]
     # preload (the default): the service is gravity's command line; a backend runs it under our herder
     # (graceful re-execs it without downtime), with the pid file in the backend's own directory
     argv = services["gunicorn"].argv
     assert services["gunicorn"].graceful == "herder" and services["gunicorn"].ready_timeout == 300
     herded = herded_argv(services["gunicorn"], "/run/x")
-    assert herded[:5] == (sys.executable, "-m", "galaxyctl_libs.backends.herder", "--pidfile", "/run/x/_default__gunicorn.pid")
-    assert herded[herded.index("--") + 1:] == argv
+    assert herded[:5] == (
+        sys.executable,
+        "-m",
+        "galaxyctl_libs.backends.herder",
+        "--pidfile",
+        "/run/x/_default__gunicorn.pid",
+    )
+    assert herded[herded.index("--") + 1 :] == argv
     assert shlex.join(argv) == (
         f"{bin_dir}/gunicorn 'galaxy.webapps.galaxy.fast_factory:factory()' --timeout 300 --pythonpath lib "
         "-k galaxy.webapps.galaxy.workers.Worker -b unix:/run/galaxy.sock --workers=2 "
@@ -100,13 +134,21 @@ def test_static_handlers_from_corpus_job_conf_yml_and_xml(tmp_path, galaxy_sampl
     config = write_config(directory, {"celery": {"enable": False, "enable_beat": False}})
     shutil.copy(os.path.join(galaxy_samples, "job_conf.sample.yml"), os.path.join(directory, "job_conf.yml"))
     services, _, _ = services_for(config)
-    assert [n for n in services if n != "gunicorn"] == ["handler0", "handler1", "sge_handler", "special_handler0", "special_handler1"]
+    assert [n for n in services if n != "gunicorn"] == [
+        "handler0",
+        "handler1",
+        "sge_handler",
+        "special_handler0",
+        "special_handler1",
+    ]
     assert services["handler0"].argv[-1] == "--server-name=handler0"
 
     os.unlink(os.path.join(directory, "job_conf.yml"))
     with open(os.path.join(galaxy_samples, "job_conf.xml.sample_basic")) as handle:
         xml = handle.read()
-    xml = xml.replace("</job_conf>", '<handlers assign_with="db-skip-locked"><handler id="main_handler"/></handlers>\n</job_conf>')
+    xml = xml.replace(
+        "</job_conf>", '<handlers assign_with="db-skip-locked"><handler id="main_handler"/></handlers>\n</job_conf>'
+    )
     with open(os.path.join(directory, "job_conf.xml"), "w") as handle:
         handle.write(xml)
     services, _, _ = services_for(config)

@@ -1,12 +1,13 @@
 """The gravity: schema, includes, precedence and configstate.yaml (pure: no process)."""
 
 import os
+
 import pytest
 import yaml
-from galaxyctl_libs.core import config
-from galaxyctl_libs.core import state
-from galaxyctl_libs.errors import GalaxyctlError
+
+from galaxyctl_libs.core import config, state
 from galaxyctl_libs.core.registration import resolve
+from galaxyctl_libs.errors import GalaxyctlError
 
 
 def write(path, text):
@@ -26,23 +27,56 @@ def test_corpus_sample_loads_with_documented_defaults(galaxy_samples):
     assert (gunicorn.start_timeout, gunicorn.stop_timeout, gunicorn.restart_timeout) == (15, 65, 300)
     assert config.effective_preload(settings, gunicorn) is True
     celery = settings.celery
-    assert (celery.enable, celery.enable_beat, celery.concurrency, celery.loglevel, celery.pool) == (True, True, 2, "DEBUG", "threads")
+    assert (celery.enable, celery.enable_beat, celery.concurrency, celery.loglevel, celery.pool) == (
+        True,
+        True,
+        2,
+        "DEBUG",
+        "threads",
+    )
     assert celery.queues == "celery,galaxy.internal,galaxy.external"
     proxy = settings.gx_it_proxy
-    assert (proxy.enable, proxy.version, proxy.ip, proxy.port, proxy.verbose) == (False, ">=0.0.6", "localhost", 4002, True)
+    assert (proxy.enable, proxy.version, proxy.ip, proxy.port, proxy.verbose) == (
+        False,
+        ">=0.0.6",
+        "localhost",
+        4002,
+        True,
+    )
     assert proxy.sessions == "database/interactivetools_map.sqlite"
     tusd = settings.tusd[0]
     assert (tusd.enable, tusd.tusd_path, tusd.host, tusd.port, tusd.hooks_http, tusd.hooks_enabled_events) == (
-        False, "tusd", "localhost", 1080, "/api/upload/hooks", "pre-create")
+        False,
+        "tusd",
+        "localhost",
+        1080,
+        "/api/upload/hooks",
+        "pre-create",
+    )
     reports = settings.reports
-    assert (reports.enable, reports.config_file, reports.bind, reports.workers) == (False, "reports.yml", "localhost:9001", 1)
-    assert (settings.app_server, settings.instance_name, settings.umask, settings.handlers) == ("gunicorn", "_default_", "022", {})
+    assert (reports.enable, reports.config_file, reports.bind, reports.workers) == (
+        False,
+        "reports.yml",
+        "localhost:9001",
+        1,
+    )
+    assert (settings.app_server, settings.instance_name, settings.umask, settings.handlers) == (
+        "gunicorn",
+        "_default_",
+        "022",
+        {},
+    )
     assert settings.service_command_style == "gravity" and settings.use_service_instances is True
 
 
 def test_gravity_0x_style_config_and_include(tmp_path):
-    write(str(tmp_path / "gravity.yml"), "log_dir: /var/log/galaxy\ngunicorn:\n  bind: localhost:8888\ncelery:\n  enable: false\n  enable_beat: false\n")
-    main = write(str(tmp_path / "galaxy.yml"), "gravity: !include gravity.yml\ngalaxy:\n  database_connection: sqlite://\n")
+    write(
+        str(tmp_path / "gravity.yml"),
+        "log_dir: /var/log/galaxy\ngunicorn:\n  bind: localhost:8888\ncelery:\n  enable: false\n  enable_beat: false\n",
+    )
+    main = write(
+        str(tmp_path / "galaxy.yml"), "gravity: !include gravity.yml\ngalaxy:\n  database_connection: sqlite://\n"
+    )
     loaded = config.load_config(main)
     settings = config.parse_gravity(loaded.gravity_raw, main)
     assert settings.gunicorn[0].bind == "localhost:8888" and settings.log_dir == "/var/log/galaxy"
@@ -71,12 +105,18 @@ def test_gunicorn_list_and_legacy_keys():
     "raw, message",
     [
         ({"gunicorn": {"workers": "abc"}}, "F: gravity.gunicorn.workers: expected an integer, got 'abc'"),
-        ({"celery": {"loglevel": "LOUD"}}, "F: gravity.celery.loglevel: expected one of DEBUG, INFO, WARNING, ERROR, got 'LOUD'"),
+        (
+            {"celery": {"loglevel": "LOUD"}},
+            "F: gravity.celery.loglevel: expected one of DEBUG, INFO, WARNING, ERROR, got 'LOUD'",
+        ),
         ({"gunicorn": {"enable": "yes please"}}, "F: gravity.gunicorn.enable: expected true or false"),
         ({"tusd": {"port": 70000}}, "F: gravity.tusd.port: 70000 is out of range"),
         ({"gunicorn": {"environment": ["A=1"]}}, "F: gravity.gunicorn.environment: expected a mapping"),
         ({"gunicorn": {"environment": {"1BAD": "x"}}}, "is not a valid environment variable name"),
-        ({"gunicorn": {"bind": "localhost:8080\n[program:evil]"}}, "F: gravity.gunicorn.bind: must not contain a newline"),
+        (
+            {"gunicorn": {"bind": "localhost:8080\n[program:evil]"}},
+            "F: gravity.gunicorn.bind: must not contain a newline",
+        ),
         ({"instance_name": "a b"}, "F: gravity.instance_name: 'a b' may only contain"),
         ({"app_server": "mod_wsgi"}, "F: gravity.app_server: expected one of gunicorn, unicornherder, uwsgi"),
         ({"gunicorn": "fast"}, "F: gravity.gunicorn: expected a mapping, got 'fast'"),
@@ -98,15 +138,22 @@ def test_yaml_syntax_error_names_file_line_column(tmp_path):
     bad = write(str(tmp_path / "galaxy.yml"), "gravity:\n  gunicorn:\n    bind: [unclosed\n")
     with pytest.raises(GalaxyctlError) as caught:
         config.load_config(bad)
-    assert caught.value.message.startswith(f"{bad}:4:1: YAML syntax error") or caught.value.message.startswith(f"{bad}:3:")
+    assert caught.value.message.startswith(f"{bad}:4:1: YAML syntax error") or caught.value.message.startswith(
+        f"{bad}:3:"
+    )
 
 
 def test_precedence_set_overrides_unset_falls_back_except_app_server_and_handlers(tmp_path):
     path = write(str(tmp_path / "galaxy.yml"), "gravity:\n  gunicorn:\n    workers: 3\n")
-    record = state.ConfigRecord(path=path, attribs={
-        "gunicorn": {"workers": 1, "bind": "localhost:7000"}, "log_dir": "/tmp/logs",
-        "app_server": "unicornherder", "handlers": {"h": {}},
-    })
+    record = state.ConfigRecord(
+        path=path,
+        attribs={
+            "gunicorn": {"workers": 1, "bind": "localhost:7000"},
+            "log_dir": "/tmp/logs",
+            "app_server": "unicornherder",
+            "handlers": {"h": {}},
+        },
+    )
     instance, attribs, _ = resolve(record, str(tmp_path / "state"), enforce_user=False)
     gunicorn = instance.settings.gunicorn[0]
     assert gunicorn.workers == 3  # set in galaxy.yml: wins

@@ -111,6 +111,7 @@ def test_real_clock_timeout_is_kept():
 def test_poll_imports_only_time():
     """status loads it: it must stay free of heavy imports."""
     tree = ast.parse(open(poll.__file__, encoding="utf-8").read())
-    names = {alias.name for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
-             for alias in node.names}
+    names = {
+        alias.name for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in node.names
+    }
     assert names == {"time"}

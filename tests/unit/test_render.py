@@ -1,14 +1,16 @@
 """supervisord's files as rendered, read back by supervisor's own parser; golden text; refusals (pure: no process)."""
 
 import os
+
 import pytest
+from hostile_values import ENV_CARRIED, ENV_REFUSED, HOSTILE, LONG, xml_safe  # noqa: F401 - shared table
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from galaxyctl_libs.core import jobconf
+
 from galaxyctl_libs.backends.supervisor import render as sup
-from galaxyctl_libs.errors import GalaxyctlError
+from galaxyctl_libs.core import jobconf
 from galaxyctl_libs.core.targets import Service
-from hostile_values import ENV_CARRIED, ENV_REFUSED, HOSTILE, LONG, xml_safe  # noqa: F401 - shared table
+from galaxyctl_libs.errors import GalaxyctlError
 
 
 def parse_with_supervisor(files, conf):
@@ -26,8 +28,14 @@ def parse_with_supervisor(files, conf):
 
 
 def one_service(**fields):
-    base = dict(instance_name="_default_", service_type="standalone", service_name="h1", argv=("/bin/true",),
-                environment=(), cwd="/")
+    base = dict(
+        instance_name="_default_",
+        service_type="standalone",
+        service_name="h1",
+        argv=("/bin/true",),
+        environment=(),
+        cwd="/",
+    )
     return Service(**{**base, **fields})
 
 
@@ -77,8 +85,34 @@ def test_grouped_programs_survive_supervisors_parser(tmp_path):
 
 hostile_text = st.one_of(
     st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r\0"), max_size=30),
-    st.lists(st.sampled_from([" ", "\t", "\x0b", "\u00a0", ";", "#", "%", "(", ")", "s", "here", "ENV_HOME",
-                              "'", '"', "\\", ",", "=", "$", "`", "x", "ü"]), max_size=12).map("".join),
+    st.lists(
+        st.sampled_from(
+            [
+                " ",
+                "\t",
+                "\x0b",
+                "\u00a0",
+                ";",
+                "#",
+                "%",
+                "(",
+                ")",
+                "s",
+                "here",
+                "ENV_HOME",
+                "'",
+                '"',
+                "\\",
+                ",",
+                "=",
+                "$",
+                "`",
+                "x",
+                "ü",
+            ]
+        ),
+        max_size=12,
+    ).map("".join),
 )
 
 
@@ -94,8 +128,9 @@ def test_fuzz_values_survive_supervisors_parser_or_are_refused(tmp_path_factory,
         # refused only what supervisor's environment lexer cannot carry
         assert value.startswith(("'", '"')) or value.endswith(("'", '"')) or ("'" in value and '"' in value)
         carried = False
-    service = one_service(argv=("/bin/true", value), environment=(("V", value),) if carried else (),
-                          cwd="/srv/" + value)
+    service = one_service(
+        argv=("/bin/true", value), environment=(("V", value),) if carried else (), cwd="/srv/" + value
+    )
     argv, process = round_trip(tmp, service, os.path.join(tmp, "log" + xml_safe(value).replace("/", "_")))
     assert argv == ["/bin/true", value]
     assert process.directory == "/srv/" + value
@@ -104,10 +139,14 @@ def test_fuzz_values_survive_supervisors_parser_or_are_refused(tmp_path_factory,
 
 def test_golden_program_file():
     service = one_service(
-        instance_name="_default_", service_name="handler0",
+        instance_name="_default_",
+        service_name="handler0",
         argv=("/srv/galaxy/scripts/galaxy-main", "-c", "/srv/a ;b/galaxy.yml", "100%", "it's"),
-        environment=(("A", 'q"uote'), ("B", "%(here)s #x")), cwd="/srv/galaxy ", path_prepend=("/srv/venv/bin",),
-        start_timeout=20, stop_timeout=65,
+        environment=(("A", 'q"uote'), ("B", "%(here)s #x")),
+        cwd="/srv/galaxy ",
+        path_prepend=("/srv/venv/bin",),
+        start_timeout=20,
+        stop_timeout=65,
     )
     assert sup.render_program(service, "/srv/log %", False) == (
         ";\n; Maintained by galaxyctl - CHANGES WILL BE OVERWRITTEN\n;\n\n"
@@ -122,7 +161,7 @@ def test_golden_program_file():
         "stopwaitsecs = 65\n"
         "stopasgroup = true\n"
         "killasgroup = true\n"
-        "environment = PATH=\"/srv/venv/bin:%(ENV_PATH)s\",A='q\"uote',B=\"%%(here%(here).0s)s %(here).0s#x\"\n"
+        'environment = PATH="/srv/venv/bin:%(ENV_PATH)s",A=\'q"uote\',B="%%(here%(here).0s)s %(here).0s#x"\n'
         "process_name = %(program_name)s\n"
         "stdout_logfile = /srv/log %%%%/handler0.log\n"
         "redirect_stderr = true\n"
@@ -142,14 +181,17 @@ def test_golden_supervisord_conf():
     )
 
 
-@pytest.mark.parametrize("value, fragment", [
-    ("'single'", "begins or ends with a quote"),
-    ('x="y"', "begins or ends with a quote"),
-    ("a'b \"c", "both quote characters"),
-    ("a\nb", "newline"),
-    ("a\x00b", "NUL"),
-    ("\udcff", "UTF-8"),
-])
+@pytest.mark.parametrize(
+    "value, fragment",
+    [
+        ("'single'", "begins or ends with a quote"),
+        ('x="y"', "begins or ends with a quote"),
+        ("a'b \"c", "both quote characters"),
+        ("a\nb", "newline"),
+        ("a\x00b", "NUL"),
+        ("\udcff", "UTF-8"),
+    ],
+)
 def test_environment_values_supervisor_cannot_carry_are_refused_in_one_line(value, fragment):
     with pytest.raises(GalaxyctlError) as raised:
         sup.render_program(one_service(environment=(("V", value),)), "/log", False)
@@ -170,11 +212,23 @@ def test_log_dir_with_control_characters_is_refused():
     assert "/srv/log\tx/h1.log" in sup.render_program(one_service(), "/srv/log\tx", False)
 
 
-@pytest.mark.parametrize("field, value", [
-    ("instance_name", "a]b"), ("instance_name", "a b"), ("instance_name", "a:b"), ("instance_name", "a,b"),
-    ("instance_name", "a%b"), ("instance_name", "a;b"), ("instance_name", ""), ("service_name", "h]1"),
-    ("service_name", "h 1"), ("service_name", "h:1"), ("service_name", "h,1"), ("service_name", "%(x)s"),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("instance_name", "a]b"),
+        ("instance_name", "a b"),
+        ("instance_name", "a:b"),
+        ("instance_name", "a,b"),
+        ("instance_name", "a%b"),
+        ("instance_name", "a;b"),
+        ("instance_name", ""),
+        ("service_name", "h]1"),
+        ("service_name", "h 1"),
+        ("service_name", "h:1"),
+        ("service_name", "h,1"),
+        ("service_name", "%(x)s"),
+    ],
+)
 def test_hostile_program_names_are_refused(field, value):
     service = one_service(**{field: value})
     for grouped in (False, True):
@@ -182,10 +236,20 @@ def test_hostile_program_names_are_refused(field, value):
             sup.program_names(service, grouped)
 
 
-@pytest.mark.parametrize("handlers", [
-    {"a]b": {}}, {"a:b": {}}, {"a,b": {}}, {"a b": {}}, {"a%b": {}}, {"a;b": {}}, {"h": {"name_template": "{name} x"}},
-    {"h": {"name_template": "{name}]%"}}, {"h": {"name_template": "{name}:{process}"}},
-])
+@pytest.mark.parametrize(
+    "handlers",
+    [
+        {"a]b": {}},
+        {"a:b": {}},
+        {"a,b": {}},
+        {"a b": {}},
+        {"a%b": {}},
+        {"a;b": {}},
+        {"h": {"name_template": "{name} x"}},
+        {"h": {"name_template": "{name}]%"}},
+        {"h": {"name_template": "{name}:{process}"}},
+    ],
+)
 def test_hostile_handler_names_are_refused(tmp_path, handlers):
     with pytest.raises(GalaxyctlError, match="cannot be a job handler name"):
         jobconf.load_job_handlers({}, str(tmp_path / "galaxy.yml"), handlers)

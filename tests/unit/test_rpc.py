@@ -6,22 +6,28 @@ from galaxyctl_libs.backends.supervisor import rpc
 
 
 def reply(value_xml):
-    return (f"<?xml version='1.0'?><methodResponse><params><param><value>{value_xml}</value></param></params>"
-            "</methodResponse>").encode()
+    return (
+        f"<?xml version='1.0'?><methodResponse><params><param><value>{value_xml}</value></param></params>"
+        "</methodResponse>"
+    ).encode()
 
 
 def test_scalars_arrays_and_structs():
-    body = reply("<array><data><value><struct><member><name>name</name><value><string>gunicorn</string></value>"
-                 "</member><member><name>pid</name><value><int>12</int></value></member><member><name>ok</name>"
-                 "<value><boolean>1</boolean></value></member><member><name>bare</name><value>text &amp; more</value>"
-                 "</member></struct></value></data></array>")
+    body = reply(
+        "<array><data><value><struct><member><name>name</name><value><string>gunicorn</string></value>"
+        "</member><member><name>pid</name><value><int>12</int></value></member><member><name>ok</name>"
+        "<value><boolean>1</boolean></value></member><member><name>bare</name><value>text &amp; more</value>"
+        "</member></struct></value></data></array>"
+    )
     assert rpc.parse_response(body) == [{"name": "gunicorn", "pid": 12, "ok": True, "bare": "text & more"}]
 
 
 def test_fault_is_raised_with_its_string():
-    body = (b"<?xml version='1.0'?><methodResponse><fault><value><struct><member><name>faultCode</name><value><int>10"
-            b"</int></value></member><member><name>faultString</name><value><string>BAD_NAME: x</string></value>"
-            b"</member></struct></value></fault></methodResponse>")
+    body = (
+        b"<?xml version='1.0'?><methodResponse><fault><value><struct><member><name>faultCode</name><value><int>10"
+        b"</int></value></member><member><name>faultString</name><value><string>BAD_NAME: x</string></value>"
+        b"</member></struct></value></fault></methodResponse>"
+    )
     with pytest.raises(rpc.Fault) as caught:
         rpc.parse_response(body)
     assert caught.value.faultString == "BAD_NAME: x" and caught.value.faultCode == 10

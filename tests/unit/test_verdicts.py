@@ -11,38 +11,55 @@ def row(program, state="RUNNING", uptime=3600, pid=10):
 
 
 def report(*rows, running=True, code=exitcodes.LSB_RUNNING, **kwargs):
-    return StatusReport(running, 1 if running else None, tuple(rows), code, supervisord_state="RUNNING" if running else "DOWN",
-                        **kwargs)
+    return StatusReport(
+        running, 1 if running else None, tuple(rows), code, supervisord_state="RUNNING" if running else "DOWN", **kwargs
+    )
 
 
 def worker(status):
-    return WorkerInfo(pid=20, status=status, connections=1 if status == "busy" else 0, requests=None, rss_bytes=0,
-                      cpu_seconds=0.0, server="gunicorn")
+    return WorkerInfo(
+        pid=20,
+        status=status,
+        connections=1 if status == "busy" else 0,
+        requests=None,
+        rss_bytes=0,
+        cpu_seconds=0.0,
+        server="gunicorn",
+    )
 
 
 OK_PROBE = ("gunicorn", ProbeResult(True, 200, 12.4))
 
 
 def test_everything_up_and_answering_is_ok_with_perfdata():
-    result = verdict(report(row("gunicorn"), row("celery")), (OK_PROBE,),
-                     (WebWorkers("gunicorn", "gunicorn", 10, (worker("idle"), worker("busy"))),))
+    result = verdict(
+        report(row("gunicorn"), row("celery")),
+        (OK_PROBE,),
+        (WebWorkers("gunicorn", "gunicorn", 10, (worker("idle"), worker("busy"))),),
+    )
     assert result.code == exitcodes.NAGIOS_OK
-    assert result.line() == ("GALAXY OK - 2/2 services running, web 12 ms | services_running=2;;;0;2 web_ms=12ms "
-                             "workers_busy=1;;;0;2")
+    assert result.line() == (
+        "GALAXY OK - 2/2 services running, web 12 ms | services_running=2;;;0;2 web_ms=12ms workers_busy=1;;;0;2"
+    )
     assert "galaxy_web_up 1" in render_prometheus(result)
 
 
 def test_a_stopped_service_or_a_silent_web_server_is_critical():
-    result = verdict(report(row("gunicorn"), row("celery", "FATAL"), code=exitcodes.LSB_NOT_RUNNING),
-                     (("gunicorn", ProbeResult(False, None, 5000.0, "timed out")),))
+    result = verdict(
+        report(row("gunicorn"), row("celery", "FATAL"), code=exitcodes.LSB_NOT_RUNNING),
+        (("gunicorn", ProbeResult(False, None, 5000.0, "timed out")),),
+    )
     assert result.code == exitcodes.NAGIOS_CRITICAL
     assert result.problems == ("celery FATAL", "gunicorn web not answering (timed out)")
     assert "galaxy_web_up 0" in render_prometheus(result)
 
 
 def test_recent_start_and_all_workers_busy_warn():
-    result = verdict(report(row("gunicorn", uptime=30), row("celery", "STARTING", uptime=0)), (OK_PROBE,),
-                     (WebWorkers("gunicorn", "gunicorn", 10, (worker("busy"),)),))
+    result = verdict(
+        report(row("gunicorn", uptime=30), row("celery", "STARTING", uptime=0)),
+        (OK_PROBE,),
+        (WebWorkers("gunicorn", "gunicorn", 10, (worker("busy"),)),),
+    )
     assert result.code == exitcodes.NAGIOS_WARNING
     assert result.problems == ("gunicorn up 30s", "celery starting", "all 1 web workers busy")
     assert verdict(report(row("gunicorn", uptime=30)), (OK_PROBE,), restart_window=0).code == exitcodes.NAGIOS_OK

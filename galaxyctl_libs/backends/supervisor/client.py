@@ -10,7 +10,15 @@ import sys
 
 from galaxyctl_libs import fsutil
 from galaxyctl_libs.backends.base import (  # noqa: F401 - the process states, named once for every backend
-    BACKOFF, EXITED, FATAL, RUNNING, STARTING, STOPPED, STOPPING, UNKNOWN, UP_STATES,
+    BACKOFF,
+    EXITED,
+    FATAL,
+    RUNNING,
+    STARTING,
+    STOPPED,
+    STOPPING,
+    UNKNOWN,
+    UP_STATES,
 )
 from galaxyctl_libs.backends.supervisor import rpc
 from galaxyctl_libs.backends.supervisor.render import Paths
@@ -60,7 +68,9 @@ class SupervisorClient:
         """One XML-RPC call; supervisord not answering is a user-facing error, not a traceback."""
         try:
             with as_user(*self.run_as):  # the socket is in the Galaxy user's dir: connect with its ids
-                return rpc.call(self.paths.socket, f"supervisor.{method}", args, self.slow_timeout if slow else self.timeout)
+                return rpc.call(
+                    self.paths.socket, f"supervisor.{method}", args, self.slow_timeout if slow else self.timeout
+                )
         except OSError as exc:
             raise GalaxyctlError(f"supervisord ({self.paths.socket}) did not answer {method}: {exc}") from None
 
@@ -123,14 +133,25 @@ class SupervisorClient:
         credentials = subprocess_credentials(*self.run_as)  # supervisord runs as the Galaxy user, never root
         if credentials:
             self._check_galaxy_user_can_run(credentials)
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=self.paths.root,
-                                stdin=subprocess.DEVNULL, **credentials)
+        result = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.paths.root,
+            stdin=subprocess.DEVNULL,
+            **credentials,
+        )
         if result.returncode != 0:
             detail = (result.stderr or result.stdout).strip().splitlines()
-            raise GalaxyctlError(f"supervisord did not start: {detail[-1] if detail else 'exit code ' + str(result.returncode)}")
+            raise GalaxyctlError(
+                f"supervisord did not start: {detail[-1] if detail else 'exit code ' + str(result.returncode)}"
+            )
         if wait_until(self.is_running, timeout):
             return True
-        raise GalaxyctlError(f"supervisord did not answer on {self.paths.socket} within {timeout}s; see {self.paths.log}")
+        raise GalaxyctlError(
+            f"supervisord did not answer on {self.paths.socket} within {timeout}s; see {self.paths.log}"
+        )
 
     def _check_galaxy_user_can_run(self, credentials):
         """supervisord and our herder run with galaxyctl's Python as the Galaxy user: say so clearly
@@ -139,8 +160,12 @@ class SupervisorClient:
 
         probe = [sys.executable, "-c", "import supervisor.supervisord, galaxyctl_libs.backends.herder"]
         try:
-            ok = subprocess.run(probe, capture_output=True, timeout=60, cwd="/", stdin=subprocess.DEVNULL,
-                                **credentials).returncode == 0
+            ok = (
+                subprocess.run(
+                    probe, capture_output=True, timeout=60, cwd="/", stdin=subprocess.DEVNULL, **credentials
+                ).returncode
+                == 0
+            )
         except OSError:
             ok = False
         if not ok:
@@ -174,7 +199,13 @@ class SupervisorClient:
         try:
             return self.call(method, *args, slow=slow)
         except rpc.Fault as fault:
-            if fault.faultString.split(":")[0] in ("BAD_NAME", "NOT_RUNNING", "ALREADY_STARTED", "ALREADY_ADDED", "STILL_RUNNING"):
+            if fault.faultString.split(":")[0] in (
+                "BAD_NAME",
+                "NOT_RUNNING",
+                "ALREADY_STARTED",
+                "ALREADY_ADDED",
+                "STILL_RUNNING",
+            ):
                 return None
             raise
 

@@ -88,7 +88,7 @@ def _checked(value, what):
 def _percent(text, expansions=1):
     """Escape ``%`` for supervisor's %-expansion applied ``expansions`` times, and break up any
     '%(here)s' so supervisor's textual replacement of it (done before expanding) never matches."""
-    text = text.replace("%", "%" * 2 ** expansions)
+    text = text.replace("%", "%" * 2**expansions)
     return text.replace("%(here)s", "%(here" + _NOTHING + ")s")
 
 
@@ -124,16 +124,20 @@ def _env_token(value, what):
     stripped of quote characters at both ends): quoted with whichever quote it lacks, bare if it
     has both and only word characters, else refused: there is no escape character."""
     if value.startswith(_QUOTES) or value.endswith(_QUOTES):
-        raise GalaxyctlError(f"{what} {_shown(value)}: supervisord cannot pass an environment value that "
-                             "begins or ends with a quote character")
+        raise GalaxyctlError(
+            f"{what} {_shown(value)}: supervisord cannot pass an environment value that "
+            "begins or ends with a quote character"
+        )
     if '"' not in value:
         return f'"{value}"'
     if "'" not in value:
         return f"'{value}'"
     if all(char in _ENV_WORD_CHARS or char in _QUOTES for char in value):
         return value
-    raise GalaxyctlError(f"{what} {_shown(value)}: supervisord cannot pass an environment value with both "
-                         "quote characters and characters other than letters, digits and _/.+-():")
+    raise GalaxyctlError(
+        f"{what} {_shown(value)}: supervisord cannot pass an environment value with both "
+        "quote characters and characters other than letters, digits and _/.+-():"
+    )
 
 
 def _environment(service, what):
@@ -144,8 +148,9 @@ def _environment(service, what):
         for directory in service.path_prepend:
             directory = _checked(directory, f"{what}: PATH directory")
             if os.pathsep in directory:
-                raise GalaxyctlError(f"{what}: PATH directory {_shown(directory)}: "
-                                     "PATH cannot carry a ':' in a directory")
+                raise GalaxyctlError(
+                    f"{what}: PATH directory {_shown(directory)}: PATH cannot carry a ':' in a directory"
+                )
             prefix += directory + os.pathsep
         token = _env_token(prefix, f"{what}: PATH directory")
         quote = token[0] if token[0] in _QUOTES else ""
@@ -161,8 +166,9 @@ def _environment(service, what):
 def _check_name(name, what):
     """``name`` if it is safe as (part of) a program or group name, else a one-line refusal."""
     if not name or not all(c.isalnum() or c in _NAME_PUNCTUATION for c in name):
-        raise GalaxyctlError(f"{what} {_shown(name)} cannot name a supervisord program "
-                             "(use letters, digits, '_', '-', '.', '@' and '+')")
+        raise GalaxyctlError(
+            f"{what} {_shown(name)} cannot name a supervisord program (use letters, digits, '_', '-', '.', '@' and '+')"
+        )
     return name
 
 
@@ -212,8 +218,10 @@ def render_program(service, log_dir, grouped, pid_dir=None):
     log_dir = _checked(log_dir, f"{service.instance_name}: log dir")
     if any((char < " " and char != "\t") or char in "\ufffe\uffff" for char in log_dir):
         # getProcessInfo returns the log file's path, and XML 1.0 has no way to write these
-        raise GalaxyctlError(f"{service.instance_name}: log dir {_shown(log_dir)}: supervisord reports log file "
-                             "paths over XML-RPC, which cannot carry control characters")
+        raise GalaxyctlError(
+            f"{service.instance_name}: log dir {_shown(log_dir)}: supervisord reports log file "
+            "paths over XML-RPC, which cannot carry control characters"
+        )
     lines = [
         f"[program:{section}]",
         "command = " + _command(herded_argv(service, pid_dir or log_dir), f"{what}: command line argument"),
@@ -245,7 +253,9 @@ def render_files(paths, instances_services, log_dirs):
         instance_dir = os.path.join(paths.conf_dir, f"{instance_name}.d")
         for service in services:
             name = f"{service.config_type}_{service.service_type}_{service.service_name}.conf"
-            files[os.path.join(instance_dir, name)] = render_program(service, log_dirs[instance_name], grouped, paths.root)
+            files[os.path.join(instance_dir, name)] = render_program(
+                service, log_dirs[instance_name], grouped, paths.root
+            )
         if grouped and services:
             programs = ",".join(program_names(s, True)[0] for s in services)
             files[os.path.join(paths.conf_dir, f"group_{instance_name}.conf")] = (

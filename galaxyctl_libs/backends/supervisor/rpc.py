@@ -41,8 +41,10 @@ def _param(value):
 
 def request_body(method, params):
     values = "".join(f"<param><value>{_param(p)}</value></param>" for p in params)
-    return (f"<?xml version='1.0'?><methodCall><methodName>{escape(method)}</methodName>"
-            f"<params>{values}</params></methodCall>").encode("utf-8")
+    return (
+        f"<?xml version='1.0'?><methodCall><methodName>{escape(method)}</methodName>"
+        f"<params>{values}</params></methodCall>"
+    ).encode("utf-8")
 
 
 class _Struct:
@@ -53,8 +55,13 @@ class _Struct:
 
 
 _SCALARS = {
-    "int": int, "i4": int, "i8": int, "double": float, "string": str,
-    "boolean": lambda text: text.strip() == "1", "nil": lambda text: None,
+    "int": int,
+    "i4": int,
+    "i8": int,
+    "double": float,
+    "string": str,
+    "boolean": lambda text: text.strip() == "1",
+    "nil": lambda text: None,
 }
 
 
@@ -122,8 +129,9 @@ def parse_response(body):
 def call(socket_path, method, params=(), timeout=30.0):
     """POST one call to the XML-RPC server on a unix socket and return its value."""
     body = request_body(method, params)
-    head = (f"POST /RPC2 HTTP/1.0\r\nHost: localhost\r\nContent-Type: text/xml\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode("ascii")
+    head = (
+        f"POST /RPC2 HTTP/1.0\r\nHost: localhost\r\nContent-Type: text/xml\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode("ascii")
     reply = netio.exchange(netio.connect_unix(socket_path, timeout), head + body)
     header, _, payload = reply.partition(b"\r\n\r\n")
     status = header.split(b"\r\n", 1)[0].split()
