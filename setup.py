@@ -12,6 +12,7 @@ setup(
     extras_require={
         # galaxy-config: Galaxy's sample configs for the tests (the release the e2e test runs)
         "test": [
+            "ruff",
             "pytest",
             "hypothesis",
             "gunicorn",
