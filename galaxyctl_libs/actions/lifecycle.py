@@ -251,7 +251,7 @@ def graceful(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, prog
 
 
 def startup(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progress=None, auto_cwd=None, retries=2):
-    """The seed's first start: start and wait; a start that gets stuck is restarted, ``retries`` times.
+    """Laniakea's galaxyctl first start: start and wait; a start that gets stuck is restarted, ``retries`` times.
     (It always waits: judging a start is the point; ``wait`` is accepted for a uniform signature.)"""
     try:
         return start(state_dir, names, True, timeout, progress, auto_cwd)

@@ -88,3 +88,36 @@ def herded_argv(service, pid_dir):
         str(max(1, service.stop_timeout - 5)),
     )
     return herder + ("--",) + tuple(service.argv)
+
+
+class Backend:
+    """The seam: what a process manager gives galaxyctl.  ``update`` and the actions speak only
+    through it (and the controller it returns), so a second manager is a second implementation.
+
+    A backend keeps its files, and its record of what it applied, under its own directory.
+    """
+
+    name = None  # the gravity ``process_manager`` value it implements
+
+    def paths(self, state_dir, run_dir=None):
+        """Where its files live for ``state_dir`` (``run_dir``: the Galaxy user's runtime dir as root)."""
+        raise NotImplementedError
+
+    def render(self, paths, instances_services, log_dirs):
+        """Its files for ``{instance: services}``, as ``{path: content}`` (pure: nothing is written)."""
+        raise NotImplementedError
+
+    def managed_dir(self, paths):
+        """The directory whose files ``reconcile`` owns (stale ones there are removed)."""
+        raise NotImplementedError
+
+    def target_name(self, service, grouped):
+        """The name the manager knows ``service`` by (to start, stop, signal and ask about it)."""
+        raise NotImplementedError
+
+    def log_file(self, service, log_dir, grouped):
+        raise NotImplementedError
+
+    def controller(self, paths, run_as=(None, None), **kwargs):
+        """The object that starts, stops, signals and asks the manager (supervisor.client.SupervisorClient)."""
+        raise NotImplementedError

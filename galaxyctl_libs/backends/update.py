@@ -12,8 +12,7 @@ from galaxyctl_libs import fsutil
 from galaxyctl_libs.backends import record as backend_record
 from galaxyctl_libs.backends.base import Changes, reconcile
 from galaxyctl_libs.backends.record import Target
-from galaxyctl_libs.backends.supervisor import client as supervisor_client
-from galaxyctl_libs.backends.supervisor import render as supervisor_render
+from galaxyctl_libs.backends.supervisor.backend import SUPERVISOR
 from galaxyctl_libs.core import state as statemod
 from galaxyctl_libs.core import targets as targets_mod
 from galaxyctl_libs.core.registration import operation_lock, resolve_all
@@ -55,19 +54,20 @@ def update_locked(state_dir, client=None):
                         f"{record.path}: {', '.join(service.ignored)} for {service.service_name} ignored under supervisor"
                     )
     run_as = _one_galaxy_user(instances)
-    paths = supervisor_render.Paths(state_dir, StatePaths.of(state_dir).runtime_dir if run_as[0] else None)
-    files = supervisor_render.render_files(paths, services, log_dirs)
+    backend = SUPERVISOR  # gravity.process_manager picks among backends once there are two
+    paths = backend.paths(state_dir, StatePaths.of(state_dir).runtime_dir if run_as[0] else None)
+    files = backend.render(paths, services, log_dirs)
     if run_as[0]:
         _make_runtime_dir(paths.root, *run_as)
     with as_user(*run_as):  # rootpolicy rule 3: the Galaxy user's files are written as that user
         for instance in instances:
             fsutil.make_dirs(instance.log_dir, what="log_dir")
-        changes = reconcile(paths.root, paths.conf_dir, files)
+        changes = reconcile(paths.root, backend.managed_dir(paths), files)
     result_targets = all_targets(UpdateResult(tuple(instances), services, changes))
     required = sorted({path for i in instances for path in instance_storage(i).required})
     backend_record.write_applied(state_dir, result_targets, required, paths.root if run_as[0] else None, run_as)
     applied = ((), (), ())
-    client = client or supervisor_client.SupervisorClient(paths, run_as=run_as)
+    client = client or backend.controller(paths, run_as=run_as)
     if client.is_running():
         applied = tuple(tuple(groups) for groups in client.apply_changes())
     return UpdateResult(tuple(instances), services, changes, applied, tuple(warnings), client)
@@ -121,8 +121,8 @@ def all_targets(result):
     everything = []
     for instance in result.instances:
         for service in result.services[instance.name]:
-            program = supervisor_render.program_names(service, grouped)[1]
-            everything.append(Target(service, program, supervisor_render.log_file(service, instance.log_dir, grouped)))
+            name = SUPERVISOR.target_name(service, grouped)
+            everything.append(Target(service, name, SUPERVISOR.log_file(service, instance.log_dir, grouped)))
     return everything
 
 

@@ -55,7 +55,7 @@ class UwsgiSocket:
 
     def __init__(self, server=None, port=None, timeout=None, fname=None, use_lsof=None):
         self.fname = fname
-        self.timeout = timeout  # kept for the seed's signature; the lookup itself is bounded
+        self.timeout = timeout  # kept for Laniakea's signature; the lookup itself is bounded
         self.use_lsof = use_lsof
         address = _address_from_args(server, port, "UwsgiSocket")
         if address is not None:
@@ -77,7 +77,7 @@ class UwsgiSocket:
         return self.port
 
     def get_uwsgi_master_pid(self):
-        """``(master_pid, stderr, status)`` as in the seed, but with the master's PID alone.
+        """``(master_pid, stderr, status)`` as in Laniakea's galaxyctl_libs, but with the master's PID alone.
 
         ``status`` 0: found (``stderr`` ''); 1: nothing listens (``master_pid`` None, ``stderr``
         says where we looked); 2: the lookup itself failed (``stderr`` says why).  Every address
@@ -231,7 +231,7 @@ class UwsgiStatsServer:
         )
 
     def get_busy_list(self, fname=None):
-        """PIDs of the workers whose status is ``busy`` (serving a request), as the seed returned PIDs.
+        """PIDs of the workers whose status is ``busy`` (serving a request), as Laniakea's returned PIDs.
 
         A worker with ``accepting == 0`` (loading the app, being respawned or cheaped) is not
         reported here unless its status is ``busy``: see ``workers()`` (``accepting``) and
@@ -241,10 +241,10 @@ class UwsgiStatsServer:
             self._address(fname)
         return [worker.pid for worker in self.workers() if worker.status == "busy"]
 
-    # -- the seed's names -----------------------------------------------------------------------
+    # -- Laniakea's names -------------------------------------------------------------------------
 
-    def GetUwsgiStatsServer(self, fname=None):  # noqa: N802 - seed name
-        """Seed API: without ``fname`` the stats dict (truthy); with ``fname``, as the seed README
+    def GetUwsgiStatsServer(self, fname=None):  # noqa: N802 - Laniakea's name
+        """Laniakea's API: without ``fname`` the stats dict (truthy); with ``fname``, as Laniakea's README
         shows it, the workers-accepting status (bool) read with that file's stats address."""
         if fname is None:
             return self.get_uwsgi_stats_server()

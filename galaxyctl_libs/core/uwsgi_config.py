@@ -51,7 +51,7 @@ class UwsgiConfig:
 
     @property
     def listen_addresses(self):
-        """Every address the master listens on, uwsgi sockets first (the seed's ``socket``)."""
+        """Every address the master listens on, uwsgi sockets first (Laniakea's ``socket``)."""
         return self.sockets + self.http_sockets + self.http
 
     def values(self, key):
