@@ -107,16 +107,24 @@ class Galaxyctl:
             self.seen_pids.add(pid)
             self.seen_pids.update(descendants_of(pid))
 
-    def __call__(self, *args, check=True, timeout=120, cwd=None, env=None):
-        argv = [sys.executable, GALAXYCTL, "--state-dir", self.state_dir, *args]
+    command = (sys.executable, GALAXYCTL)  # how galaxyctl is run
+    default_cwd = None
+
+    def credentials(self, user):
+        """subprocess keywords that run galaxyctl as ``user`` (a pwd entry), or as ourselves."""
+        return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []} if user else {}
+
+    def __call__(self, *args, check=True, timeout=120, cwd=None, env=None, user=None):
+        argv = [*self.command, "--state-dir", self.state_dir, *args]
         result = subprocess.run(
             argv,
             capture_output=True,
             text=True,
             timeout=timeout,
-            cwd=cwd,
+            cwd=cwd or self.default_cwd,
             env=env or self.env,
             stdin=subprocess.DEVNULL,
+            **self.credentials(user),
         )
         self.remember()
         if check and result.returncode != 0:
@@ -328,29 +336,13 @@ class UserGalaxyctl(Galaxyctl):
     def __init__(self, state_dir, venv, as_user=None):
         super().__init__(state_dir)
         self.exe = os.path.join(venv, "bin", "galaxyctl")
+        self.command = (self.exe,)
+        self.default_cwd = "/"  # a directory every user may enter
         self.env.pop("GALAXYCTL_ALLOW_ROOT", None)
         self.as_user = as_user
 
-    def __call__(self, *args, check=True, timeout=120, cwd=None, env=None, user=None):
-        user = user or self.as_user
-        argv = [self.exe, "--state-dir", self.state_dir, *args]
-        extra = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []} if user else {}
-        result = subprocess.run(
-            argv,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            cwd=cwd or "/",
-            env=env or self.env,
-            stdin=subprocess.DEVNULL,
-            **extra,
-        )
-        self.remember()
-        if check and result.returncode != 0:
-            raise AssertionError(
-                f"galaxyctl {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
-            )
-        return result
+    def credentials(self, user):
+        return super().credentials(user or self.as_user)
 
     def supervisord_pid(self):
         """Also where a Galaxy user's supervisord keeps its pid file (/run/galaxyctl/ID)."""

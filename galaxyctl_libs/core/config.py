@@ -15,7 +15,6 @@ import os
 import shlex
 from dataclasses import fields
 
-from galaxyctl_libs import fsutil
 from galaxyctl_libs.core.schema import (  # noqa: F401 - the settings classes: part of the config API
     APP_SERVERS,
     DEFAULT_INSTANCE_NAME,
@@ -46,10 +45,10 @@ from galaxyctl_libs.core.yamlload import (  # noqa: F401 - load_yaml_file and th
     kind_only,
     load_yaml_file,
     parse_yaml,
+    read_config_text,
     reader_problem,
 )
 from galaxyctl_libs.errors import GalaxyctlError
-from galaxyctl_libs.rootpolicy import check_root_controlled
 
 # ---------------------------------------------------------------- validation
 
@@ -335,14 +334,7 @@ def _load_ini(path):
 
     from galaxyctl_libs.core.uwsgi_config import read_uwsgi_config
 
-    check_root_controlled(path, "config file")
-    data = fsutil.read_bytes(path, MAX_CONFIG_BYTES)  # a regular file of sane size, before uwsgi opens it
-    if data is None:
-        raise GalaxyctlError(f"config file not found: {path}")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise GalaxyctlError(f"{path}: not valid UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    text = read_config_text(path)  # a regular file of sane size, before uwsgi opens it
     read_uwsgi_config(path)  # a broken [uwsgi] section fails here, naming the file
     parser = configparser.ConfigParser(interpolation=None, strict=False)
     try:

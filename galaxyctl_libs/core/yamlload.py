@@ -222,17 +222,24 @@ def load_yaml_file(path, include_chain=()):
     return _load_yaml_file(path, include_chain, root_dir, 0)[0]
 
 
-def _load_yaml_file(path, include_chain, root_dir, depth, shown_path=None, follow_symlinks=True):
-    """(data, node count) of one file, ``depth`` levels down in the including document."""
-    shown = shown_path or path
-    check_root_controlled(path, "config file")  # as root, what steers root must be root's (rootpolicy)
+def read_config_text(path, shown=None, follow_symlinks=True):
+    """The text of a config file: as root one that root alone can change (rootpolicy), a regular
+    file of at most MAX_CONFIG_BYTES, UTF-8; each failure one line naming the file (``shown``)."""
+    shown = shown or path
+    check_root_controlled(path, "config file")
     data = fsutil.read_bytes(path, MAX_CONFIG_BYTES, follow_symlinks)
     if data is None:
         raise GalaxyctlError(f"config file not found: {shown}")
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise GalaxyctlError(f"{shown}: not valid UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def _load_yaml_file(path, include_chain, root_dir, depth, shown_path=None, follow_symlinks=True):
+    """(data, node count) of one file, ``depth`` levels down in the including document."""
+    shown = shown_path or path
+    text = read_config_text(path, shown, follow_symlinks)
     loader = None
     try:
         loader = _IncludeLoader(text)  # checks for unprintable characters already
