@@ -37,31 +37,19 @@ class UpdateResult:
 
 def update_locked(state_dir, client=None):
     with statemod.locked_state(state_dir) as state:
-        resolved = resolve_all(state)
-        services, log_dirs, warnings, instances = {}, {}, [], []
-        for record, instance, attribs, config_warnings in resolved:
-            record.attribs = {k: v for k, v in attribs.items()}
-            record.instance_name = instance.name
-            built = build_services(instance)
-            record.services = [statemod.ServiceRecord(s.config_type, s.service_type, s.service_name) for s in built]
-            services[instance.name] = built
-            log_dirs[instance.name] = instance.log_dir
-            instances.append(instance)
-            warnings.extend(config_warnings)
-            for service in built:
-                if service.ignored:
-                    warnings.append(
-                        f"{record.path}: {', '.join(service.ignored)} for {service.service_name} ignored under supervisor"
-                    )
-    run_as = _one_galaxy_user(instances)
-    backend = SUPERVISOR  # gravity.process_manager picks among backends once there are two
-    paths = backend.paths(state_dir, StatePaths.of(state_dir).runtime_dir if run_as[0] else None)
-    files = backend.render(paths, services, log_dirs)
-    if run_as[0]:
-        _make_runtime_dir(paths.root, *run_as)
-    with as_user(*run_as):  # rootpolicy rule 3: the Galaxy user's files are written as that user
-        for instance in instances:
-            fsutil.make_dirs(instance.log_dir, what="log_dir")
+        instances, services, log_dirs, warnings = _services_of(state)
+        # Whatever can refuse the new config happens before the state is saved (on leaving this
+        # block): a value the format cannot carry or a log_dir that cannot be made changes nothing.
+        run_as = _one_galaxy_user(instances)
+        backend = SUPERVISOR  # gravity.process_manager picks among backends once there are two
+        paths = backend.paths(state_dir, StatePaths.of(state_dir).runtime_dir if run_as[0] else None)
+        files = backend.render(paths, services, log_dirs)
+        if run_as[0]:
+            _make_runtime_dir(paths.root, *run_as)
+        with as_user(*run_as):  # rootpolicy rule 3: the Galaxy user's files are made as that user
+            for instance in instances:
+                fsutil.make_dirs(instance.log_dir, what="log_dir")
+    with as_user(*run_as):
         changes = reconcile(paths.root, backend.managed_dir(paths), files)
     result_targets = all_targets(UpdateResult(tuple(instances), services, changes))
     required = sorted({path for i in instances for path in instance_storage(i).required})
@@ -71,6 +59,28 @@ def update_locked(state_dir, client=None):
     if client.is_running():
         applied = tuple(tuple(groups) for groups in client.apply_changes())
     return UpdateResult(tuple(instances), services, changes, applied, tuple(warnings), client)
+
+
+def _services_of(state):
+    """Every registered config resolved and its services built; the state's records updated to match
+    (saved by the caller's ``locked_state``).  Returns (instances, {name: services}, {name: log dir},
+    warnings)."""
+    services, log_dirs, warnings, instances = {}, {}, [], []
+    for record, instance, attribs, config_warnings in resolve_all(state):
+        record.attribs = {k: v for k, v in attribs.items()}
+        record.instance_name = instance.name
+        built = build_services(instance)
+        record.services = [statemod.ServiceRecord(s.config_type, s.service_type, s.service_name) for s in built]
+        services[instance.name] = built
+        log_dirs[instance.name] = instance.log_dir
+        instances.append(instance)
+        warnings.extend(config_warnings)
+        warnings.extend(
+            f"{record.path}: {', '.join(service.ignored)} for {service.service_name} ignored under supervisor"
+            for service in built
+            if service.ignored
+        )
+    return instances, services, log_dirs, warnings
 
 
 def _one_galaxy_user(instances):

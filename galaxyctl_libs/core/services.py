@@ -1,7 +1,7 @@
 """What runs: each of Galaxy's services as plain data (argv, environment, cwd, timeouts).
 
 The command lines are gravity's for the same config, so a deployment moves over unchanged.  A
-process manager renderer (supervisor.py) turns these into files; ``galaxyctl exec`` runs one as is.
+process manager backend (backends/) turns these into its files; ``galaxyctl exec`` runs one as is.
 """
 
 import functools
