@@ -154,6 +154,8 @@ def _common(instance, section, service_type, service_name, argv, extra_env=(), *
         stop_timeout=section.stop_timeout,
         user=instance.run_as[0],
         group=instance.run_as[1],
+        memory_limit=section.memory_limit or settings.memory_limit,  # the service's own, else the global one
+        memory_high=section.memory_high or settings.memory_high,
         ignored=ignored,
         **kwargs,
     )

@@ -35,6 +35,8 @@ class Service(Record):
     user: str = None
     group: str = None
     config_type: str = "galaxy"
+    memory_limit: float = None  # GB: systemd's MemoryMax= (supervisord has no such limit)
+    memory_high: float = None  # GB: systemd's MemoryHigh=
     ignored: tuple = ()  # settings accepted but without effect here (shown, not compared)
 
     _not_compared = ("ignored",)

@@ -1,0 +1,42 @@
+"""systemd as a galaxyctl backend: backends.base.Backend over render.py (the controller comes later)."""
+
+from galaxyctl_libs.backends.base import Backend
+from galaxyctl_libs.backends.systemd import render
+
+
+class SystemdBackend(Backend):
+    """Units in the unit dir (system or user manager).  ``service_instances`` is gravity's
+    ``use_service_instances``: numbered handler processes share one template unit."""
+
+    name = "systemd"
+
+    def __init__(self, user_mode=False, unit_dir=None, service_instances=True):
+        self.user_mode = user_mode
+        self.unit_dir = unit_dir or render.default_unit_dir(user_mode)
+        self.service_instances = service_instances
+
+    def paths(self, state_dir, run_dir=None):
+        return render.Paths(state_dir, self.unit_dir, self.user_mode, run_dir)
+
+    def render(self, paths, instances_services, log_dirs):
+        return render.render_units(paths, instances_services, log_dirs, service_instances=self.service_instances)
+
+    def managed_dir(self, paths):
+        """galaxyctl's own directory, never the unit dir: ``reconcile`` removes whatever it was not
+        given there, and the unit dir holds every other unit of the machine.  Stale galaxy units
+        are the controller's to remove, by the ``# galaxyctl-state=`` line each unit carries."""
+        return paths.root
+
+    def target_name(self, service, grouped):
+        return render.unit_name(service, grouped, self.service_instances)
+
+    def log_file(self, service, log_dir, grouped):
+        return render.log_file(service, log_dir, grouped)
+
+    def controller(self, paths, run_as=(None, None), **kwargs):
+        raise NotImplementedError(
+            "the systemd backend renders unit files only; its controller (systemctl) is not written yet"
+        )
+
+
+SYSTEMD = SystemdBackend()

@@ -1,0 +1,387 @@
+"""systemd's unit files as rendered: golden text, hostile values read back by a reader that follows
+systemd's documented rules and checked by systemd-analyze where it is installed, refusals (pure)."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+from hostile_values import HOSTILE
+
+from galaxyctl_libs.backends.systemd import render as sd
+from galaxyctl_libs.backends.systemd.backend import SystemdBackend
+from galaxyctl_libs.core import state
+from galaxyctl_libs.core.registration import resolve
+from galaxyctl_libs.core.services import build_services
+from galaxyctl_libs.core.targets import Service
+from galaxyctl_libs.errors import GalaxyctlError
+from galaxyctl_libs.records import replace
+
+PY = sys.executable
+STATE = "/srv/state"
+CONFIG = "/srv/galaxy/config/galaxy.yml"
+VENV = "/srv/galaxy/venv/bin"
+SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
+EXTRA_HOSTILE = {
+    "specifier": "%i",
+    "specifiers": "%n%%%H",
+    "newline": "a\nb",
+    "controls": "t\tr\rx\x01\x7f",
+    "cr_end": "end\\",
+    "dollar_dollar": "$$",
+    "lone_dollar": "$",
+    "semicolon_word": ";",
+}
+ALL_HOSTILE = {**HOSTILE, **EXTRA_HOSTILE}
+
+
+def service(name, service_type="standalone", argv=None, environment=(), **fields):
+    env = (("GALAXY_CONFIG_FILE", CONFIG),) + tuple(environment) + (("GALAXYCTL_SERVICE", f"_default_/{name}"),)
+    base = dict(
+        instance_name="_default_",
+        service_type=service_type,
+        service_name=name,
+        argv=tuple(argv or (PY, "-c", "pass")),
+        environment=env,
+        cwd="/srv/galaxy/server",
+        path_prepend=(VENV,),
+        user="galaxy",
+        group="galaxy",
+    )
+    return Service(**{**base, **fields})
+
+
+def rich_services():
+    gunicorn_argv = (f"{VENV}/gunicorn", "galaxy.webapps.galaxy.fast_factory:factory()", "-b", "127.0.0.1:8080")
+    handlers = [
+        service(
+            f"handler_{n}",
+            argv=(f"{VENV}/galaxy-main", "-c", CONFIG, f"--server-name=handler_{n}"),
+            start_timeout=20,
+            stop_timeout=65,
+        )
+        for n in (0, 1)
+    ]
+    return (
+        service(
+            "gunicorn",
+            "gunicorn",
+            argv=gunicorn_argv + ("--preload",),
+            graceful="herder",
+            bind="127.0.0.1:8080",
+            stop_timeout=15,
+            memory_limit=8,
+            memory_high=6.5,
+        ),
+        service("celery", "celery", argv=(f"{VENV}/celery", "--app", "galaxy.celery", "worker"), memory_limit=2),
+        *handlers,
+    )
+
+
+GOLDEN_HEAD = """\
+# Maintained by galaxyctl - CHANGES WILL BE OVERWRITTEN
+# galaxyctl-state={state_id}
+
+[Unit]
+Description=Galaxy {name}
+After=network.target time-sync.target
+PartOf=galaxy.target
+
+[Service]
+Type=simple
+User=galaxy
+Group=galaxy
+WorkingDirectory=/srv/galaxy/server
+UMask=0022
+Environment="PATH=/srv/galaxy/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+Environment="GALAXY_CONFIG_FILE=/srv/galaxy/config/galaxy.yml"
+Environment="GALAXYCTL_SERVICE=_default_/{name}"
+"""
+GOLDEN_TAILS = {
+    "galaxy-gunicorn.service": """\
+ExecStart="{py}" "-m" "galaxyctl_libs.backends.herder" "--pidfile" "/run/galaxyctl/x/_default__gunicorn.pid" \
+"--bind" "127.0.0.1:8080" "--ready-path" "/api/version" "--ready-timeout" "300" "--stop-timeout" "10" "--" \
+"/srv/galaxy/venv/bin/gunicorn" "galaxy.webapps.galaxy.fast_factory:factory()" "-b" "127.0.0.1:8080" "--preload"
+ExecReload=/bin/kill -s HUP $MAINPID
+KillMode=mixed
+TimeoutStartSec=10
+TimeoutStopSec=15
+Restart=always
+MemoryMax=8G
+MemoryHigh=6.5G
+""",
+    "galaxy-celery.service": """\
+ExecStart="/srv/galaxy/venv/bin/celery" "--app" "galaxy.celery" "worker"
+TimeoutStartSec=10
+TimeoutStopSec=10
+Restart=always
+MemoryMax=2G
+StandardOutput=append:/var/log/galaxy/celery.log
+StandardError=inherit
+""",
+    "galaxy-handler@.service": """\
+ExecStart="/srv/galaxy/venv/bin/galaxy-main" "-c" "/srv/galaxy/config/galaxy.yml" "--server-name=handler_%i"
+TimeoutStartSec=20
+TimeoutStopSec=65
+Restart=always
+StandardOutput=append:/var/log/galaxy/handler_%i.log
+StandardError=inherit
+""",
+}
+GOLDEN_TARGET = """\
+# Maintained by galaxyctl - CHANGES WILL BE OVERWRITTEN
+# galaxyctl-state={state_id}
+
+[Unit]
+Description=Galaxy
+After=network.target time-sync.target
+Wants=galaxy-gunicorn.service
+Wants=galaxy-celery.service
+Wants=galaxy-handler@0.service
+Wants=galaxy-handler@1.service
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def test_golden_units_for_gunicorn_celery_and_two_handlers():
+    assert '"' not in PY and "\\" not in PY and "%" not in PY and "$" not in PY
+    paths = sd.Paths(STATE, "/etc/systemd/system", run_dir="/run/galaxyctl/x")
+    files = sd.render_units(paths, {"_default_": rich_services()}, {"_default_": "/var/log/galaxy"})
+    # the gunicorn's log: the journal when there is no log dir; here, its file
+    tails = dict(GOLDEN_TAILS)
+    tails["galaxy-gunicorn.service"] += "StandardOutput=append:/var/log/galaxy/gunicorn.log\nStandardError=inherit\n"
+    expected = {
+        os.path.join("/etc/systemd/system", unit): GOLDEN_HEAD.format(
+            state_id=paths.state_id, name=unit[7:-8].replace("@", "_%i")
+        )
+        + tail.format(py=PY)
+        for unit, tail in tails.items()
+    }
+    expected["/etc/systemd/system/galaxy.target"] = GOLDEN_TARGET.format(state_id=paths.state_id)
+    assert files == expected
+
+
+def test_journal_without_log_dir_and_user_mode_drops_user_and_installs_in_default_target():
+    paths = sd.Paths(STATE, "/home/g/.config/systemd/user", user_mode=True)
+    files = sd.render_units(paths, {"_default_": rich_services()[1:2]}, {"_default_": None})
+    unit = files["/home/g/.config/systemd/user/galaxy-celery.service"]
+    assert "StandardOutput" not in unit and "User=" not in unit and "Group=" not in unit
+    assert files["/home/g/.config/systemd/user/galaxy.target"].endswith("WantedBy=default.target\n")
+
+
+def test_names_with_instances_templates_and_backend():
+    backend = SystemdBackend(unit_dir="/u")
+    handler = service("handler_3", instance_name="main")
+    assert backend.target_name(handler, grouped=False) == "galaxy-main-handler@3.service"
+    assert backend.target_name(service("gunicorn", "gunicorn"), grouped=True) == "galaxy-_default_-gunicorn.service"
+    assert (
+        sd.target_unit("_default_", False) == "galaxy.target" and sd.target_unit("main", False) == "galaxy-main.target"
+    )
+    assert SystemdBackend(service_instances=False).target_name(handler, False) == "galaxy-main-handler_3.service"
+    assert backend.log_file(handler, None, False) is None
+    assert backend.log_file(handler, "/l", True) == "/l/main_galaxy_standalone_handler_3.log"
+    paths = backend.paths(STATE)
+    assert (paths.unit_dir, backend.managed_dir(paths)) == ("/u", os.path.join(STATE, "systemd"))
+    with pytest.raises(NotImplementedError, match="controller"):
+        backend.controller(paths)
+    files = SystemdBackend(unit_dir="/u", service_instances=False).render(
+        paths, {"x": tuple(replace(s, instance_name="x") for s in rich_services()[2:])}, {}
+    )
+    assert sorted(files) == ["/u/galaxy-x-handler_0.service", "/u/galaxy-x-handler_1.service", "/u/galaxy-x.target"]
+
+
+def test_template_instances_expand_to_each_handlers_own_unit():
+    paths = sd.Paths(STATE, "/u")
+    handlers = rich_services()[2:]
+    template = sd.render_units(paths, {"_default_": handlers}, {"_default_": "/l"})["/u/galaxy-handler@.service"]
+    alone = sd.render_units(paths, {"_default_": handlers}, {"_default_": "/l"}, service_instances=False)
+    for n in (0, 1):
+        assert sd.expand_specifiers(template, str(n)) == sd.expand_specifiers(alone[f"/u/galaxy-handler_{n}.service"])
+
+
+# ---------------------------------------------------------------- reading back by systemd's rules
+
+_C_ESCAPES = {
+    "a": "\a",
+    "b": "\b",
+    "f": "\f",
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+    "v": "\v",
+    "\\": "\\",
+    '"': '"',
+    "'": "'",
+    "s": " ",
+}
+
+
+def split_words(text):
+    """systemd's extract_first_word(EXTRACT_UNQUOTE|EXTRACT_CUNESCAPE): words split at whitespace,
+    double or single quotes group, backslash escapes as in C (\\xNN too); anything else is an error."""
+    words, word, quote, i, in_word = [], [], None, 0, False
+    while i < len(text):
+        char = text[i]
+        if char == "\\":
+            nxt = text[i + 1]
+            if nxt == "x":
+                word.append(chr(int(text[i + 2 : i + 4], 16)))
+                i += 4
+            else:
+                word.append(_C_ESCAPES[nxt])  # KeyError: an escape systemd would refuse
+                i += 2
+            in_word = True
+            continue
+        if quote:
+            if char == quote:
+                quote = None
+            else:
+                word.append(char)
+        elif char in "\"'":
+            quote, in_word = char, True
+        elif char in " \t":
+            if in_word:
+                words.append("".join(word))
+            word, in_word = [], False
+        else:
+            word.append(char)
+            in_word = True
+        i += 1
+    assert quote is None, "unterminated quote"
+    if in_word:
+        words.append("".join(word))
+    return words
+
+
+def specifiers(word, instance=""):
+    assert not re.search(r"%[^%i]", word.replace("%%", "")), f"unexpected specifier in {word!r}"
+    return sd.expand_specifiers(word, instance)
+
+
+def dollars(word):
+    """systemd's $-expansion at exec time: we never want a variable replaced, only $$ → $."""
+    assert not re.search(r"\$[^$]", word.replace("$$", "")) and not word.replace("$$", "").endswith("$")
+    return word.replace("$$", "$")
+
+
+def read_unit(text):
+    """``{key: [values]}`` of a unit file, lines joined and stripped as systemd reads them."""
+    values = {}
+    for line in text.split("\n"):
+        line = line.strip(" \t")
+        if not line or line[0] in "#;[":
+            continue
+        assert not line.endswith("\\"), "a continued line"
+        key, _, value = line.partition("=")
+        values.setdefault(key, []).append(value.strip(" \t"))
+    return values
+
+
+def exec_argv(text):
+    return [dollars(specifiers(w)) for w in split_words(read_unit(text)["ExecStart"][0])]
+
+
+def environment(text):
+    return dict(specifiers(split_words(v)[0]).split("=", 1) for v in read_unit(text)["Environment"])
+
+
+def hostile_units(directory):
+    units = {}
+    for index, (label, value) in enumerate(sorted(ALL_HOSTILE.items())):
+        units[label] = service(
+            f"h{index}", argv=(PY, "-c", "pass", value, f"--x={value}"), environment=(("HOSTILE", value),)
+        )
+    paths = sd.Paths(STATE, directory)
+    files = sd.render_units(paths, {"_default_": tuple(units.values())}, {"_default_": None})
+    return units, {label: files[os.path.join(directory, sd.unit_name(s, False))] for label, s in units.items()}, files
+
+
+@pytest.mark.parametrize("label", sorted(ALL_HOSTILE))
+def test_hostile_values_come_back_exact(label):
+    value = ALL_HOSTILE[label]
+    units, texts, _ = hostile_units("/u")
+    assert exec_argv(texts[label]) == [PY, "-c", "pass", value, f"--x={value}"]
+    env = environment(texts[label])
+    assert env["HOSTILE"] == value and env["PATH"].startswith(VENV + ":")
+    assert len(split_words(read_unit(texts[label])["ExecStart"][0])) == 5
+
+
+@pytest.mark.skipif(not SYSTEMD_ANALYZE, reason="systemd-analyze is not installed (Debian's systemd package)")
+def test_systemd_analyze_verify_accepts_every_unit(tmp_path):
+    units, _, files = hostile_units(str(tmp_path))
+    rich = tuple(replace(s, instance_name="rich") for s in rich_services())
+    rich = sd.render_units(sd.Paths(STATE, str(tmp_path)), {"rich": rich}, {"rich": str(tmp_path / "log")})
+    for path, content in {**files, **rich}.items():
+        # stand-ins for Galaxy's programs: systemd-analyze checks that each command exists
+        content = re.sub(r'"/srv/galaxy/venv/bin/[a-z-]+"', '"/bin/true"', content)
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(content.replace("/srv/galaxy/server", str(tmp_path)))
+    names = [os.path.basename(p) for p in {**files, **rich} if "@." not in p]
+    names += ["galaxy-rich-handler@0.service", "galaxy-rich-handler@1.service"]
+    env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{tmp_path}:", "SYSTEMD_LOG_COLOR": "0"}
+    run = subprocess.run(
+        [SYSTEMD_ANALYZE, "verify", "--man=no", *names], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert (run.returncode, run.stderr) == (0, "")
+
+
+# ---------------------------------------------------------------- refusals
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (dict(cwd="/srv/a\nb"), "line break"),
+        (dict(cwd="srv"), "absolute path"),
+        (dict(cwd="/srv/../etc"), "absolute path"),
+        (dict(cwd="/srv/x "), "whitespace"),
+        (dict(argv=(PY, "a\0b")), "NUL"),
+        (dict(argv=("bin/python",)), "bare program name"),
+        (dict(argv=("/opt/$x/python",)), "containing '\\$'"),
+        (dict(argv=("-python",)), "not beginning"),
+        (dict(environment=(("1X", "v"),)), "not a valid environment variable name"),
+        (dict(environment=(("X", "\udcff"),)), "not valid UTF-8"),
+        (dict(path_prepend=("/a:b",)), "PATH cannot carry"),
+        (dict(user="gal axy "), "whitespace"),
+        (dict(umask="9"), "octal"),
+        (dict(memory_limit=-1), "positive number"),
+        (dict(service_name="h/1"), "cannot name a systemd unit"),
+    ],
+)
+def test_refused_in_one_line(fields, message):
+    with pytest.raises(GalaxyctlError, match=message) as raised:
+        sd.render_units(sd.Paths(STATE, "/u"), {"_default_": (service("h1", **fields),)}, {"_default_": "/l"})
+    assert "\n" not in str(raised.value)
+
+
+def test_refused_log_dir_collisions_and_differing_handlers():
+    paths = sd.Paths(STATE, "/u")
+    with pytest.raises(GalaxyctlError, match="log file"):
+        sd.render_units(paths, {"_default_": (service("h1"),)}, {"_default_": "/l/../x"})
+    with pytest.raises(GalaxyctlError, match="would both be galaxy-a-b-c.service"):
+        sd.render_units(
+            paths, {"a-b": (service("c", instance_name="a-b"),), "a": (service("b-c", instance_name="a"),)}, {}
+        )
+    pools = [service(f"handler_{n}", argv=(PY, f"--server-name=handler_{n}", f"--attach-to-pool=p{n}")) for n in (0, 1)]
+    with pytest.raises(GalaxyctlError, match="use_service_instances: false"):
+        sd.render_units(paths, {"_default_": tuple(pools)}, {})
+    assert len(sd.render_units(paths, {"_default_": tuple(pools)}, {}, service_instances=False)) == 3
+
+
+def test_memory_sizes():
+    assert [sd.memory_size(v, "m") for v in (None, 0, 2, 2.0, 1.5, 1e-9)] == [None, None, "2G", "2G", "1.5G", "1"]
+
+
+def test_services_carry_memory_settings_per_service_else_global(tmp_path):
+    config = tmp_path / "galaxy.yml"
+    gravity = {"memory_limit": 8, "celery": {"memory_high": 2, "memory_limit": 3}}
+    config.write_text(yaml.safe_dump({"gravity": gravity, "galaxy": {}}))
+    instance, _, _ = resolve(state.ConfigRecord(path=str(config)), str(tmp_path / "state"), enforce_user=False)
+    services = {s.service_name: s for s in build_services(instance)}
+    assert (services["gunicorn"].memory_limit, services["gunicorn"].memory_high) == (8, None)
+    assert (services["celery"].memory_limit, services["celery"].memory_high) == (3, 2)
