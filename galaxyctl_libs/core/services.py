@@ -19,7 +19,11 @@ What differs from gravity, on purpose (README.rst: "Command lines: what differs 
 - the umask is applied by ``exec`` too (gravity only writes it to the process manager's files);
 - the celery-beat schedule of an instance not named ``_default_`` is ``<name>-celerybeat-schedule``
   (instances share one state dir here), and as root it lives where the Galaxy user can write;
-- a packaged Galaxy (no galaxy_root) runs in its config's directory (gravity: wherever it was run).
+- a packaged Galaxy (no galaxy_root) runs in its config's directory (gravity: wherever it was run);
+- PATH has the virtualenv's bin without gravity's trailing slash;
+- configs gravity refuses run with Galaxy's defaults (tusd without galaxy_infrastructure_url or
+  upload_dir, gx-it-proxy without interactivetools_enable, reports without its config file);
+- a multi-process service is one service per process here (``gunicorn_1``: gravity's ``-i 1 gunicorn``).
 """
 
 import functools
