@@ -32,7 +32,7 @@ def test_celery_beat_and_fake_tusd_under_supervisord(gctl, demo_galaxy, short_tm
     printed = gctl("exec", "-n").stdout  # every service: cwd, umask, environment, command line
     for name in ("gunicorn", "celery", "celery-beat", "tusd"):
         assert f"# {name}\n" in printed
-    assert printed.count("GALAXY_CONFIG_FILE=") == 4 and f"{fake} -host=localhost -port=1099" in printed
+    assert printed.count("GALAXY_CONFIG_FILE=") == 3 and f"{fake} -host=localhost -port=1099" in printed
     gctl("start", "--timeout", "60")
 
     def running():
@@ -40,7 +40,7 @@ def test_celery_beat_and_fake_tusd_under_supervisord(gctl, demo_galaxy, short_tm
         return {r["service"]: r for r in rows if r["state"] in ("RUNNING", "STARTING")}
 
     assert wait_for(lambda: set(running()) == {"gunicorn", "celery", "celery-beat", "tusd"}, timeout=60)
-    schedule = os.path.join(gctl.state_dir, "celery-beat-schedule")
+    schedule = os.path.join(gctl.state_dir, "celerybeat-schedule")
     assert wait_for(
         lambda: any(os.path.join(gctl.state_dir, f).startswith(schedule) for f in os.listdir(gctl.state_dir)),
         timeout=60,

@@ -1,7 +1,29 @@
 """What runs: each of Galaxy's services as plain data (argv, environment, cwd, timeouts).
 
-The command lines are gravity's for the same config, so a deployment moves over unchanged.  A
-process manager backend (backends/) turns these into its files; ``galaxyctl exec`` runs one as is.
+The command lines and environments are gravity 1.2.4's for the same config (``galaxyctl exec -n``
+prints the same argv and environment; tests/test_gravity_parity.py runs both and compares), so a
+deployment moves over unchanged.  A process manager backend (backends/) turns these into its
+files; ``galaxyctl exec`` runs one as is.
+
+What differs from gravity, on purpose (README.rst: "Command lines: what differs from gravity 1.x"):
+
+- executables are absolute paths (the virtualenv's, else galaxyctl's own bin dir, else PATH):
+  supervisord resolves a bare name itself, against its own PATH, not the service's;
+- ``--no-control-socket`` is added when the gunicorn actually installed is 25.1 or newer (gravity
+  reads the version pinned in Galaxy's requirements.txt);
+- a preloaded gunicorn runs under our herder (backends.base.herded_argv) so ``graceful`` reloads
+  code without downtime; the service here, and ``exec -n``, are gravity's command line;
+- every service carries GALAXYCTL_STATE_ID and GALAXYCTL_SERVICE (procfs): how galaxyctl finds what
+  a supervisord killed with -9 left running;
+- environment values are literal (gravity expands ``{galaxy_root}``-style fields in them);
+- the umask is applied by ``exec`` too (gravity only writes it to the process manager's files);
+- the celery-beat schedule of an instance not named ``_default_`` is ``<name>-celerybeat-schedule``
+  (instances share one state dir here), and as root it lives where the Galaxy user can write;
+- a packaged Galaxy (no galaxy_root) runs in its config's directory (gravity: wherever it was run);
+- PATH has the virtualenv's bin without gravity's trailing slash;
+- configs gravity refuses run with Galaxy's defaults (tusd without galaxy_infrastructure_url or
+  upload_dir, gx-it-proxy without interactivetools_enable, reports without its config file);
+- a multi-process service is one service per process here (``gunicorn_1``: gravity's ``-i 1 gunicorn``).
 """
 
 import functools
@@ -25,7 +47,10 @@ from galaxyctl_libs.probes import procfs
 GUNICORN_APP = "galaxy.webapps.galaxy.fast_factory:factory()"
 GUNICORN_WORKER = "galaxy.webapps.galaxy.workers.Worker"
 GUNICORN_CONFIG = "python:galaxy.web_stack.gunicorn_config"
-REPORTS_APP = "galaxy.webapps.reports.buildapp:app_factory()"
+REPORTS_APP = "galaxy.webapps.reports.fast_factory:factory()"
+REPORTS_WORKER = "uvicorn.workers.UvicornWorker"
+CELERY_BEAT_SCHEDULE = "celerybeat-schedule"
+GX_IT_PROXY_PACKAGE = "@galaxyproject/gx-it-proxy"
 NO_CONTROL_SOCKET_SINCE = (25, 1)  # gunicorn opens ~/.gunicorn control sockets from 25.1 on
 
 
@@ -122,17 +147,28 @@ def beat_dir(instance):
     return StatePaths.of(instance.state_dir).runtime_dir
 
 
-def _common(instance, section, service_type, service_name, argv, extra_env=(), **kwargs):
-    """One Service with the settings every service shares (env, umask, timeouts, user)."""
+def galaxy_environment(instance):
+    """What gravity gives the services that load Galaxy (gunicorn, celery, celery-beat; uWSGI here
+    too): ``lib`` on the Python path (relative: they run in galaxy_root) and the config file."""
+    return [("PYTHONPATH", "lib"), ("GALAXY_CONFIG_FILE", instance.galaxy_config_file)]
+
+
+def _common(instance, section, service_type, service_name, argv, base_env=(), **kwargs):
+    """One Service with the settings every service shares (env, umask, timeouts, user).
+
+    The environment is gravity's: the service type's own variables (``base_env``), VIRTUAL_ENV, the
+    section's ``environment``, and the virtualenv's bin in front of PATH -- of the section's PATH
+    when it sets one, else of the inherited one.
+    """
     settings = instance.settings
-    environment = [("GALAXY_CONFIG_FILE", instance.galaxy_config_file)]
-    if instance.galaxy_root and os.path.isdir(os.path.join(instance.galaxy_root, "lib", "galaxy")):
-        # a source tree: gunicorn imports --config python:galaxy.… before it applies --pythonpath
-        environment.append(("PYTHONPATH", os.path.join(instance.galaxy_root, "lib")))
+    environment = list(base_env)
     if settings.virtualenv:
         environment.append(("VIRTUAL_ENV", settings.virtualenv))
-    environment.extend(extra_env)
-    environment.extend(section.environment.items())
+    path_prepend = (_bin_dir(instance),) if settings.virtualenv else ()
+    for name, value in section.environment.items():
+        if name == "PATH" and path_prepend:
+            value, path_prepend = os.pathsep.join(path_prepend + (value,)), ()
+        environment.append((name, value))
     # last, so a config cannot override them: they find this state dir's processes without supervisord
     environment.append((procfs.STATE_ID_ENV, procfs.state_id(instance.state_dir)))
     environment.append((procfs.SERVICE_ENV, procfs.service_key(instance.name, service_name)))
@@ -148,7 +184,7 @@ def _common(instance, section, service_type, service_name, argv, extra_env=(), *
         argv=tuple(argv),
         environment=tuple(environment),
         cwd=instance.galaxy_root or os.path.dirname(instance.galaxy_config_file),
-        path_prepend=(_bin_dir(instance),) if settings.virtualenv else (),
+        path_prepend=path_prepend,
         umask=section.umask or settings.umask,
         start_timeout=section.start_timeout,
         stop_timeout=section.stop_timeout,
@@ -159,6 +195,11 @@ def _common(instance, section, service_type, service_name, argv, extra_env=(), *
         ignored=ignored,
         **kwargs,
     )
+
+
+def _number(value):
+    """A number as gravity prints it: ``300``, not ``300.0`` (nor ``1e+06``)."""
+    return str(int(value)) if float(value).is_integer() else str(value)
 
 
 def _numbered(name, index, count):
@@ -174,7 +215,8 @@ def uwsgi_services(instance):
     # --die-on-term: uWSGI 2.0 reloads on SIGTERM otherwise, and supervisord stops with SIGTERM
     argv = [find_executable(instance, "uwsgi"), option, path, "--die-on-term"]
     gunicorn = instance.settings.gunicorn[0]
-    return [_common(instance, gunicorn, "uwsgi", "uwsgi", argv, graceful=GRACEFUL_HUP, uwsgi_config=path)]
+    env = galaxy_environment(instance)
+    return [_common(instance, gunicorn, "uwsgi", "uwsgi", argv, env, graceful=GRACEFUL_HUP, uwsgi_config=path)]
 
 
 def gunicorn_services(instance):
@@ -188,15 +230,15 @@ def gunicorn_services(instance):
             continue
         exe = find_executable(instance, "gunicorn")
         preload = effective_preload(settings, gunicorn)
-        argv = [exe, GUNICORN_APP, "--timeout", f"{gunicorn.timeout:g}", "--pythonpath", "lib"]
+        argv = [exe, GUNICORN_APP, "--timeout", _number(gunicorn.timeout), "--pythonpath", "lib"]
         argv += ["-k", GUNICORN_WORKER, "-b", gunicorn.bind, f"--workers={gunicorn.workers}"]
         argv += ["--config", GUNICORN_CONFIG]
         if preload:
             argv.append("--preload")
+        argv += shlex.split(gunicorn.extra_args)
         version = gunicorn_version(exe, *instance.run_as)
         if version and version >= NO_CONTROL_SOCKET_SINCE:
-            argv.append("--no-control-socket")
-        argv += shlex.split(gunicorn.extra_args)
+            argv.append("--no-control-socket")  # last, like gravity's
         name = _numbered("gunicorn", index, len(settings.gunicorn))
         # HUP cannot reload preloaded code: then a backend runs gunicorn under our herder, which re-execs
         # it with zero downtime (backends.base.herded_argv); the service itself is gravity's command line.
@@ -208,6 +250,7 @@ def gunicorn_services(instance):
                 "gunicorn",
                 name,
                 argv,
+                galaxy_environment(instance),
                 graceful=GRACEFUL_HERDER if herded else GRACEFUL_HUP,
                 bind=gunicorn.bind,
                 url_prefix=prefix,
@@ -217,30 +260,50 @@ def gunicorn_services(instance):
     return services
 
 
+def beat_schedule(instance):
+    """celery-beat's ``--schedule`` file: gravity's name in beat_dir, prefixed by the instance name
+    unless it is ``_default_`` (every registered instance shares the state dir)."""
+    name = CELERY_BEAT_SCHEDULE if instance.name == "_default_" else f"{instance.name}-{CELERY_BEAT_SCHEDULE}"
+    return os.path.join(beat_dir(instance), name)
+
+
 def celery_services(instance):
     celery = instance.settings.celery
     exe = find_executable(instance, "celery") if celery.enable or celery.enable_beat else None
+    env = galaxy_environment(instance)
     services = []
     if celery.enable:
         argv = [exe, "--app", "galaxy.celery", "worker", "--concurrency", str(celery.concurrency)]
         argv += ["--loglevel", celery.loglevel, "--pool", celery.pool, "--queues", celery.queues]
         argv += shlex.split(celery.extra_args)
-        services.append(_common(instance, celery, "celery", "celery", argv))
+        services.append(_common(instance, celery, "celery", "celery", argv, env))
     if celery.enable_beat:
-        name = "celery-beat-schedule" if instance.name == "_default_" else f"{instance.name}-celery-beat-schedule"
-        schedule = os.path.join(beat_dir(instance), name)
-        argv = [exe, "--app", "galaxy.celery", "beat", "--loglevel", celery.loglevel, "--schedule", schedule]
-        services.append(_common(instance, celery, "celery-beat", "celery-beat", argv))
+        argv = [exe, "--app", "galaxy.celery", "beat", "--loglevel", celery.loglevel]
+        argv += ["--schedule", beat_schedule(instance)]
+        services.append(_common(instance, celery, "celery-beat", "celery-beat", argv, env))
     return services
+
+
+def proxy_path_prefix(galaxy):
+    """gx-it-proxy's ``--proxyPathPrefix``, as gravity builds it from Galaxy's settings: the base path
+    (``/`` by default) with exactly one slash either side, then ``interactivetools_prefix``
+    (``interactivetool`` by default, taken as written), then ``/ep``."""
+    base = galaxy.get("interactivetools_base_path")
+    base = "/" if base is None else str(base)
+    base = "/" + f"/{base.strip('/')}/".lstrip("/")
+    prefix = galaxy.get("interactivetools_prefix")
+    return f"{base}{'interactivetool' if prefix is None else prefix}/ep"
 
 
 def gx_it_proxy_services(instance):
     proxy = instance.settings.gx_it_proxy
     if not proxy.enable:
         return []
-    sessions = instance.galaxy.get("interactivetools_map") or proxy.sessions
-    argv = [find_executable(instance, "npx", python_tool=False), "--yes", f"@galaxyproject/gx-it-proxy@{proxy.version}"]
-    argv += ["--ip", proxy.ip, "--port", str(proxy.port), "--sessions", sessions]
+    galaxy = instance.galaxy
+    sessions = galaxy.get("interactivetoolsproxy_map") or galaxy.get("interactivetools_map") or proxy.sessions
+    # npx asks before it installs a package unless npm_config_yes (below) says yes
+    argv = [find_executable(instance, "npx", python_tool=False), f"{GX_IT_PROXY_PACKAGE}@{proxy.version}"]
+    argv += ["--ip", proxy.ip, "--port", str(proxy.port), "--sessions", str(sessions)]
     if proxy.verbose:
         argv.append("--verbose")
     if proxy.forward_ip:
@@ -249,10 +312,8 @@ def gx_it_proxy_services(instance):
         argv += ["--forwardPort", str(proxy.forward_port)]
     if proxy.reverse_proxy:
         argv.append("--reverseProxy")
-    prefix = instance.galaxy.get("interactivetools_prefix")
-    if prefix:
-        argv += ["--proxyPathPrefix", f"/{str(prefix).strip('/')}/ep"]
-    return [_common(instance, proxy, "gx-it-proxy", "gx-it-proxy", argv)]
+    argv += ["--proxyPathPrefix", proxy_path_prefix(galaxy)]
+    return [_common(instance, proxy, "gx-it-proxy", "gx-it-proxy", argv, [("npm_config_yes", "true")])]
 
 
 def tusd_services(instance):
@@ -262,9 +323,12 @@ def tusd_services(instance):
         if not tusd.enable:
             continue
         upload_dir = tusd.upload_dir or instance.galaxy.get("tus_upload_store") or "database/tmp/tus_upload_store"
-        infrastructure = str(instance.galaxy.get("galaxy_infrastructure_url") or "http://localhost:8080").rstrip("/")
+        hooks_http = tusd.hooks_http
+        if hooks_http.startswith("/"):  # a path on Galaxy (gravity refuses it without galaxy_infrastructure_url)
+            infrastructure = str(instance.galaxy.get("galaxy_infrastructure_url") or "http://localhost:8080")
+            hooks_http = infrastructure.rstrip("/") + hooks_http
         argv = [tusd.tusd_path, f"-host={tusd.host}", f"-port={tusd.port}", f"-upload-dir={upload_dir}"]
-        argv += [f"-hooks-http={infrastructure}{tusd.hooks_http}", "-hooks-http-forward-headers=X-Api-Key,Cookie"]
+        argv += [f"-hooks-http={hooks_http}", "-hooks-http-forward-headers=X-Api-Key,Cookie"]
         argv += shlex.split(tusd.extra_args)
         argv += ["-hooks-enabled-events", tusd.hooks_enabled_events]
         name = _numbered("tusd", index, len(settings.tusd))
@@ -273,32 +337,36 @@ def tusd_services(instance):
 
 
 def reports_services(instance):
+    """Galaxy's reports app: the FastAPI factory under uvicorn workers, served at ``url_prefix``."""
     reports = instance.settings.reports
     if not reports.enable:
         return []
     config_file = os.path.join(os.path.dirname(instance.galaxy_config_file), reports.config_file)
-    argv = [find_executable(instance, "gunicorn"), REPORTS_APP, "--config", GUNICORN_CONFIG]
-    argv += ["-b", reports.bind, f"--workers={reports.workers}", "--timeout", f"{reports.timeout:g}"]
-    argv += ["--pythonpath", "lib"] + shlex.split(reports.extra_args)
-    env = [("GALAXY_REPORTS_CONFIG", config_file)]
+    argv = [find_executable(instance, "gunicorn"), REPORTS_APP, "--timeout", _number(reports.timeout)]
+    argv += ["--pythonpath", "lib", "-k", REPORTS_WORKER, "-b", reports.bind, f"--workers={reports.workers}"]
+    argv += ["--config", GUNICORN_CONFIG]
+    if reports.url_prefix:
+        argv += ["--env", f"SCRIPT_NAME={reports.url_prefix}"]
+    argv += shlex.split(reports.extra_args)
+    env = [("PYTHONPATH", "lib"), ("GALAXY_REPORTS_CONFIG", config_file)]
     prefix = (reports.url_prefix or "").rstrip("/")
-    if prefix:
-        env.append(("GALAXY_REPORTS_URL_PREFIX", prefix))
-    return [_common(instance, reports, "reports", "reports", argv, extra_env=env, bind=reports.bind, url_prefix=prefix)]
+    return [_common(instance, reports, "reports", "reports", argv, env, bind=reports.bind, url_prefix=prefix)]
 
 
 def galaxy_main_argv(instance):
-    """``scripts/galaxy-main`` of a source tree (absolute: supervisord resolves paths itself), else
-    the ``galaxy-main`` console script of a packaged Galaxy."""
-    if instance.galaxy_root:
-        script = os.path.join(instance.galaxy_root, "scripts", "galaxy-main")
-        if os.path.exists(script):
-            return [script]
+    """A source tree's ``scripts/galaxy-main`` run by Python (the virtualenv's; relative, like
+    gravity's: the service runs in galaxy_root), else a packaged Galaxy's ``galaxy-main``."""
+    if instance.galaxy_root and os.path.exists(os.path.join(instance.galaxy_root, "scripts", "galaxy-main")):
+        return [find_executable(instance, "python"), "./scripts/galaxy-main"]
     return [find_executable(instance, "galaxy-main")]
 
 
 def handler_services(instance):
-    """One service per job handler process: ``galaxy-main -c CONFIG --server-name=NAME [--attach-to-pool=P]``."""
+    """One service per job handler process: ``galaxy-main -c CONFIG --server-name=NAME [--attach-to-pool=P]``.
+
+    Like gravity, a handler gets no GALAXY_CONFIG_FILE nor PYTHONPATH: ``-c`` names the config and
+    galaxy-main finds its own lib.
+    """
     services = []
     for handler in instance.handlers:
         argv = galaxy_main_argv(instance) + ["-c", instance.galaxy_config_file, f"--server-name={handler.server_name}"]

@@ -48,6 +48,7 @@ def test_every_service_command_line(tmp_path):
             "celery": {"concurrency": 4, "loglevel": "INFO", "extra_args": "-n worker1"},
             "gx_it_proxy": {
                 "enable": True,
+                "environment": {"PATH": "/opt/node/bin"},
                 "port": 4003,
                 "forward_ip": "10.0.0.2",
                 "forward_port": 8000,
@@ -95,7 +96,7 @@ def test_every_service_command_line(tmp_path):
     )
     env = dict(services["gunicorn"].environment)
     marker = {"GALAXYCTL_STATE_ID": procfs.state_id("/tmp/state"), "GALAXYCTL_SERVICE": "_default_/gunicorn"}
-    assert env == {"GALAXY_CONFIG_FILE": config, "VIRTUAL_ENV": venv, "FOO": "bar", **marker}
+    assert env == {"PYTHONPATH": "lib", "GALAXY_CONFIG_FILE": config, "VIRTUAL_ENV": venv, "FOO": "bar", **marker}
     assert list(env)[-2:] == list(marker)  # last: a config's environment cannot override the marker
     assert services["gunicorn"].path_prepend == (bin_dir,)
     assert services["gunicorn"].full_environment({"PATH": "/usr/bin"})["PATH"] == f"{bin_dir}:/usr/bin"
@@ -104,22 +105,35 @@ def test_every_service_command_line(tmp_path):
         "--queues celery,galaxy.internal,galaxy.external -n worker1"
     )
     assert services["celery-beat"].command_line == (
-        f"{bin_dir}/celery --app galaxy.celery beat --loglevel INFO --schedule /tmp/state/celery-beat-schedule"
+        f"{bin_dir}/celery --app galaxy.celery beat --loglevel INFO --schedule /tmp/state/celerybeat-schedule"
     )
     assert services["gx-it-proxy"].command_line == (
-        f"{bin_dir}/npx --yes '@galaxyproject/gx-it-proxy@>=0.0.6' --ip localhost --port 4003 --sessions /data/it.sqlite "
-        "--verbose --forwardIP 10.0.0.2 --forwardPort 8000 --reverseProxy"
+        f"{bin_dir}/npx '@galaxyproject/gx-it-proxy@>=0.0.6' --ip localhost --port 4003 --sessions /data/it.sqlite "
+        "--verbose --forwardIP 10.0.0.2 --forwardPort 8000 --reverseProxy --proxyPathPrefix /interactivetool/ep"
     )
+    # npx says yes through npm_config_yes; a section's PATH gets the virtualenv's bin in front, like gravity's
+    proxy_env = dict(services["gx-it-proxy"].environment)
+    assert proxy_env["npm_config_yes"] == "true" and proxy_env["PATH"] == f"{bin_dir}:/opt/node/bin"
+    assert services["gx-it-proxy"].path_prepend == ()
     assert services["tusd"].command_line == (
         "tusd -host=localhost -port=1081 -upload-dir=/data/tus -hooks-http=https://galaxy.example.org/api/upload/hooks "
         "-hooks-http-forward-headers=X-Api-Key,Cookie -hooks-enabled-events pre-create"
     )
     assert services["tusd"].graceful == "none"
-    assert services["reports"].argv[1] == "galaxy.webapps.reports.buildapp:app_factory()"
-    assert ("GALAXY_REPORTS_URL_PREFIX", "/reports") in services["reports"].environment
+    assert "GALAXY_CONFIG_FILE" not in dict(services["tusd"].environment)
+    assert services["reports"].command_line == (
+        f"{bin_dir}/gunicorn 'galaxy.webapps.reports.fast_factory:factory()' --timeout 300 --pythonpath lib "
+        "-k uvicorn.workers.UvicornWorker -b localhost:9001 --workers=1 "
+        "--config python:galaxy.web_stack.gunicorn_config --env SCRIPT_NAME=/reports"
+    )
+    reports_env = dict(services["reports"].environment)
+    assert reports_env["GALAXY_REPORTS_CONFIG"] == os.path.join(os.path.dirname(config), "reports.yml")
+    assert reports_env["PYTHONPATH"] == "lib" and "GALAXY_CONFIG_FILE" not in reports_env
+    # a packaged Galaxy (no source tree): its galaxy-main; a handler has -c, not GALAXY_CONFIG_FILE
     assert services["handler_1"].command_line == (
         f"{bin_dir}/galaxy-main -c {config} --server-name=handler_1 --attach-to-pool=job-handlers"
     )
+    assert set(dict(services["handler_1"].environment)) == {"VIRTUAL_ENV", *marker}
 
 
 def test_gunicorn_without_preload_is_gravitys_command_line_and_hups(tmp_path):
@@ -166,3 +180,28 @@ def test_memory_limits_are_accepted_and_said_to_be_ignored(tmp_path):
     services, _, _ = services_for(config)
     assert services["gunicorn"].ignored == ("memory_limit",)
     assert services["celery"].ignored == ("memory_limit", "memory_high")
+
+
+def test_proxy_path_prefix_follows_gravitys_rule():
+    from galaxyctl_libs.core.services import proxy_path_prefix
+
+    assert proxy_path_prefix({}) == "/interactivetool/ep"
+    assert proxy_path_prefix({"interactivetools_base_path": "galaxy"}) == "/galaxy/interactivetool/ep"
+    assert proxy_path_prefix({"interactivetools_base_path": "/a/b/", "interactivetools_prefix": "it"}) == "/a/b/it/ep"
+
+
+def test_tusd_hooks_url_and_source_tree_handler(tmp_path):
+    from galaxyctl_libs.demo import make_demo_galaxy
+
+    config = make_demo_galaxy(
+        str(tmp_path / "g"),
+        gravity={
+            "tusd": [{"enable": True, "upload_dir": "/u"}, {"enable": True, "hooks_http": "http://h/x", "port": 2}],
+            "handlers": {"h1": {}},
+        },
+    )
+    services = services_for(config)[0]
+    assert "-hooks-http=http://localhost:8080/api/upload/hooks" in services["tusd_0"].argv
+    assert "-hooks-http=http://h/x" in services["tusd_1"].argv
+    assert services["h1"].argv[1:3] == ("./scripts/galaxy-main", "-c")
+    assert services["h1"].cwd == str(tmp_path / "g")
