@@ -86,7 +86,8 @@ class Galaxyctl:
     def __init__(self, state_dir):
         self.state_dir = state_dir
         self.env = dict(os.environ, GALAXYCTL_ALLOW_ROOT="1")
-        self.env.pop("GRAVITY_STATE_DIR", None)
+        for name in ("GRAVITY_STATE_DIR", "GRAVITY_CONFIG_FILE", "GALAXY_CONFIG_FILE"):  # they pick configs
+            self.env.pop(name, None)
         self.seen_pids = set()
 
     @property

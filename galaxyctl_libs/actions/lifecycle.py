@@ -222,8 +222,11 @@ def restart(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progr
     )
 
 
-def graceful(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progress=None):
-    """Reload with the least interruption each service allows (HUP, else restart; tusd left alone)."""
+def graceful(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progress=None, start_if_stopped=False):
+    """Reload with the least interruption each service allows (HUP, else restart; tusd left alone).
+
+    A stopped service is started (a HUP has nothing to reach); ``start_if_stopped`` also starts a
+    stopped service that a reload leaves alone (tusd)."""
     with operation_lock(state_dir):
         result, targets = _prepare(state_dir, names)
         client = result.client
@@ -231,7 +234,12 @@ def graceful(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, prog
         acted = []
         for target in targets:
             method = target.service.graceful
-            if started_supervisord or method == GRACEFUL_NONE:
+            if started_supervisord:
+                continue
+            if method == GRACEFUL_NONE:
+                if start_if_stopped and client.process_info(target.program)["statename"] not in sup.UP_STATES:
+                    client.start(target.program)
+                    acted.append(target)
                 continue
             if (
                 method in (GRACEFUL_HUP, GRACEFUL_HERDER)

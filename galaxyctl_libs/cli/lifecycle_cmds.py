@@ -69,6 +69,7 @@ def _add_waiting(sub, name, helptext, func):
     wait_arguments(p)
     names_argument(p)
     p.set_defaults(func=func)
+    return p
 
 
 def add_restart(sub):
@@ -76,8 +77,14 @@ def add_restart(sub):
 
 
 def add_graceful(sub):
-    _add_waiting(
+    p = _add_waiting(
         sub, "graceful", "reload services with the least interruption, then wait until Galaxy answers", cmd_graceful
+    )
+    p.add_argument(
+        "--start-if-stopped",
+        action="store_true",
+        help="also start stopped services a reload leaves alone (tusd); stopped services that a reload "
+        "restarts are started anyway, and supervisord too when it is down",
     )
 
 
@@ -110,7 +117,7 @@ def cmd_restart(args):
 def cmd_graceful(args):
     from galaxyctl_libs.actions import lifecycle
 
-    print_lifecycle(run_waiting(lifecycle.graceful, args), "reloaded")
+    print_lifecycle(run_waiting(lifecycle.graceful, args, start_if_stopped=args.start_if_stopped), "reloaded")
     return exitcodes.SUCCESS
 
 

@@ -9,7 +9,9 @@ import argparse
 import os
 import sys
 
+from galaxyctl_libs.cli import run_configs
 from galaxyctl_libs.cli.args import PROG, state_dir
+from galaxyctl_libs.cli.run_configs import takes_value
 from galaxyctl_libs.errors import GalaxyctlError
 
 
@@ -63,6 +65,7 @@ COMMANDS = (
     ("onedata", "storage_cmds", "add_onedata"),
     ("follow", "process_cmds", "add_follow"),
     ("supervisorctl", "process_cmds", "add_supervisorctl"),
+    ("pm", "process_cmds", "add_pm"),
     ("exec", "process_cmds", "add_exec"),
 )
 
@@ -80,7 +83,7 @@ def _command_word(argv):
         if word == "--":
             return None
         if word.startswith("-"):
-            if "=" not in word and len(word) > 2 and "--state-dir".startswith(word):
+            if len(word) > 1 and takes_value(word):
                 next(argv, None)  # its value
             continue
         return word
@@ -93,7 +96,9 @@ def build_parser(argv=None):
     parser = _Parser(
         prog=PROG,
         description="Manage Galaxy's processes (gunicorn, celery, handlers, …) under supervisord, and check their health.",
+        epilog=run_configs.PRECEDENCE_HELP,
     )
+    run_configs.add_global_options(parser)
     parser.add_argument(
         "--state-dir", help="state directory (default: $GRAVITY_STATE_DIR, else $XDG_CONFIG_HOME/galaxy-gravity)"
     )
@@ -119,12 +124,17 @@ def main(argv=None):
 
         os.environ[ALLOW_ROOT_ENV] = "1"  # our own process environment: read by rootpolicy.run_as
     try:
+        run_configs.apply(args)
         if os.geteuid() == 0:
             from galaxyctl_libs.rootpolicy import enter
 
             enter(state_dir(args), needs_root=_needs_root(args))
         return args.func(args)
     except GalaxyctlError as exc:
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
         print(f"{PROG}: error: {exc.message}", file=sys.stderr)
         for line in exc.details:
             print(line, file=sys.stderr)

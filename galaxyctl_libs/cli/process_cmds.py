@@ -51,16 +51,23 @@ def follow_logs(args):
             tail.wait(timeout=10)
 
 
-def add_supervisorctl(sub):
+def add_supervisorctl(sub, name="supervisorctl", helptext="run supervisorctl against galaxyctl's supervisord"):
     p = sub.add_parser(
-        "supervisorctl",
-        help="run supervisorctl against galaxyctl's supervisord",
+        name,
+        help=helptext,
         description="Pass arguments through to supervisorctl (no arguments: its shell).",
     )
     p.add_argument(
         "arguments", nargs=argparse.REMAINDER, help="supervisorctl arguments, e.g. 'status' or 'tail -f gunicorn'"
     )
     p.set_defaults(func=cmd_supervisorctl)
+
+
+def add_pm(sub):
+    """gravity 1.x's name for it: the process manager's own tool (here always supervisorctl)."""
+    add_supervisorctl(
+        sub, "pm", "gravity 1.x's name for supervisorctl: pass arguments to the process manager's own tool"
+    )
 
 
 def cmd_supervisorctl(args):
@@ -81,26 +88,75 @@ def add_exec(sub):
     p = sub.add_parser("exec", help="run one service in the foreground, as galaxyctl would (or print it with -n)")
     p.add_argument(
         "-n",
+        "--no-exec",
         "--dry-run",
+        dest="dry_run",
         action="store_true",
         help="print the working dir, environment and command line (of every service when none is named)",
     )
+    p.add_argument(
+        "-i",
+        "--service-instance",
+        type=int,
+        metavar="N",
+        help="for a service run as several processes (handler → handler_0, handler_1, …): the Nth, from 0",
+    )
     p.add_argument("--instance", help="instance name (default: the first)")
-    p.add_argument("service", nargs="?", help="service name (default: the first, usually gunicorn)")
+    p.add_argument(
+        "words",
+        nargs="*",
+        metavar="[INSTANCE] SERVICE",
+        help="service name (default: the first, usually gunicorn), after an instance name if given",
+    )
     p.set_defaults(func=cmd_exec)
 
 
 def cmd_exec(args):
     from galaxyctl_libs.actions import views
 
-    if args.dry_run and not args.service:
-        for number, target in enumerate(views.find_targets(state_dir(args), args.instance)):
+    if len(args.words) > 2 or (len(args.words) == 2 and args.instance):
+        raise GalaxyctlError("exec takes at most one instance and one service name")
+    instance = args.words[0] if len(args.words) == 2 else args.instance
+    service = args.words[-1] if args.words else None
+    if args.dry_run and not service:
+        for number, target in enumerate(views.find_targets(state_dir(args), instance)):
             print(("\n" if number else "") + f"# {target.program}")
             print("\n".join(views.exec_description(target)))
         return exitcodes.SUCCESS
-    target = views.find_targets(state_dir(args), args.instance, args.service)[0]
+    if service is None:
+        target = views.find_targets(state_dir(args), instance)[0]
+    else:
+        target = pick_process(views.find_targets(state_dir(args), instance), service, args.service_instance)
     if args.dry_run:
         print("\n".join(views.exec_description(target)))
         return exitcodes.SUCCESS
     views.exec_service(target)
     return exitcodes.FAILURE  # not reached: exec replaced us
+
+
+def pick_process(targets, service, number=None):
+    """The target of ``service``, or with ``number`` the Nth (from 0) of the processes it runs as.
+
+    A service run as several processes has one service each, named NAME_0, NAME_1, … (gravity's
+    handler names) or NAME0, NAME1, … (gravity's lists): those are NAME's processes, in number order."""
+    import re
+
+    exact = [t for t in targets if t.service.service_name == service]
+    if exact and not number:
+        return exact[0]  # the first instance's, as always
+    numbered = re.compile(re.escape(service) + r"_?([0-9]+)\Z")
+    processes = sorted(
+        ((int(m.group(1)), t) for t in targets for m in [numbered.match(t.service.service_name)] if m),
+        key=lambda pair: pair[0],
+    )
+    processes = exact or [t for _, t in processes]
+    if not processes:
+        raise GalaxyctlError(f"no service named {service!r}")
+    if number is None:
+        if len(processes) > 1:
+            names = ", ".join(t.service.service_name for t in processes)
+            raise GalaxyctlError(f"{service} runs as {len(processes)} processes ({names}): pick one with -i N, from 0")
+        return processes[0]
+    if not 0 <= number < len(processes):
+        raise GalaxyctlError(f"-i {number}: {service} runs as {len(processes)} process(es), number them from 0")
+    return processes[number]

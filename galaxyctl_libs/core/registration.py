@@ -124,7 +124,7 @@ def register(state_dir, paths):
 
 def _register_locked(state_dir, paths):
     results = []
-    with statemod.locked_state(state_dir) as state:
+    with statemod.locked_state(state_dir, registered=True) as state:
         for path in paths:
             path = os.path.abspath(path)
             loaded = configmod.load_config(path)
@@ -155,7 +155,7 @@ def registered_path(state, path):
 
 def deregister(state_dir, paths):
     removed = []
-    with operation_lock(state_dir), statemod.locked_state(state_dir) as state:
+    with operation_lock(state_dir), statemod.locked_state(state_dir, registered=True) as state:
         for path in paths:
             removed.append(state.config_files.pop(registered_path(state, path)).path)
     return removed
@@ -163,7 +163,7 @@ def deregister(state_dir, paths):
 
 def rename(state_dir, old, new):
     new = os.path.abspath(new)
-    with operation_lock(state_dir), statemod.locked_state(state_dir) as state:
+    with operation_lock(state_dir), statemod.locked_state(state_dir, registered=True) as state:
         old = registered_path(state, old)
         if new in state.config_files:
             raise GalaxyctlError(f"already registered: {new}")
@@ -175,15 +175,22 @@ def rename(state_dir, old, new):
 
 
 def auto_register(state_dir, cwd):
-    """gravity 0.x's convenience: nothing registered and we stand in a Galaxy root → register its config."""
-    state = statemod.load_state(state_dir)
-    if state.config_files:
+    """gravity 0.x's convenience: nothing registered and we stand in a Galaxy root → register its config.
+
+    Not when this run names its configs (-c, the environment): those are used as they are; configs
+    gravity 1.x's auto-load found are used only outside a Galaxy root (there registering wins, as before)."""
+    if statemod.load_registered(state_dir).config_files:
+        return None
+    given = statemod.run_configs()
+    if given is not None and given.source != statemod.FROM_AUTO_LOAD:
         return None
     for name in ("config/galaxy.yml", "config/galaxy.yml.sample"):
         candidate = os.path.join(cwd, name)
         if os.path.exists(candidate) and os.path.isdir(os.path.join(cwd, "lib", "galaxy")):
             return _register_locked(state_dir, [candidate])[0]
+    if given is not None:
+        return None
     raise GalaxyctlError(
-        "no Galaxy config is registered: run 'galaxyctl register /path/to/galaxy.yml' "
+        "no Galaxy config is registered: run 'galaxyctl register /path/to/galaxy.yml', name one with -c "
         "(or run this from the root of a Galaxy source tree)"
     )

@@ -7,6 +7,7 @@ and never overwritten, so a bad moment never costs an admin the registrations.
 
 import contextlib
 import copy
+import os
 from dataclasses import dataclass, field
 
 from galaxyctl_libs import fsutil
@@ -54,6 +55,7 @@ class State:
     state_dir: str
     config_files: dict = field(default_factory=dict)  # path -> ConfigRecord
     extra: dict = field(default_factory=dict)
+    transient: bool = False  # built from this run's config files (RunConfigs): never written
 
     @property
     def path(self):
@@ -181,8 +183,8 @@ def _check_depth(data, path):
         stack.extend((child, depth + 1) for child in children)
 
 
-def load_state(state_dir):
-    """Read the state (an empty State when the dir or file does not exist yet).
+def load_registered(state_dir):
+    """Read configstate.yaml (an empty State when the dir or file does not exist yet).
 
     At most fsutil.MAX_STATE_FILE_BYTES of a regular file are read; text that is not UTF-8 is a
     corrupt state, reported and left as it is.
@@ -196,6 +198,11 @@ def load_state(state_dir):
     return parse_state(state_dir, text, path)
 
 
+def load_state(state_dir):
+    """The configs this run acts on: the registered ones, or this run's (see use_run_configs)."""
+    return _apply_run_configs(load_registered(state_dir))
+
+
 def save_state(state):
     """Write configstate.yaml atomically, only if its content changed."""
     fsutil.ensure_private_dir(state.state_dir)
@@ -203,12 +210,70 @@ def save_state(state):
 
 
 @contextlib.contextmanager
-def locked_state(state_dir, write=True):
-    """Hold the state lock, yield the State, save it on a clean exit (when ``write``)."""
+def locked_state(state_dir, write=True, registered=False):
+    """Hold the state lock, yield the State, save it on a clean exit (when ``write``).
+
+    ``registered``: the registrations themselves, whatever configs this run names (for register,
+    deregister, rename)."""
     fsutil.ensure_private_dir(state_dir)
     with fsutil.exclusive_lock(StatePaths.of(state_dir).state_lock):
-        state = load_state(state_dir)
+        state = load_registered(state_dir) if registered else load_state(state_dir)
         before = copy.deepcopy(state.as_dict())
         yield state
-        if write and state.as_dict() != before:
+        if write and not state.transient and state.as_dict() != before:
             save_state(state)
+
+
+# ---------------------------------------------------------------- gravity 1.x's stateless use
+
+# Where this run's config files came from (RunConfigs.source): named with -c, from the environment,
+# or found in gravity 1.x's auto-load places.
+FROM_OPTION = "-c"
+FROM_GRAVITY_ENV = "$GRAVITY_CONFIG_FILE"
+FROM_GALAXY_ENV = "$GALAXY_CONFIG_FILE"
+FROM_AUTO_LOAD = "auto-load"
+
+
+@dataclass(frozen=True)
+class RunConfigs:
+    paths: tuple  # absolute
+    source: str
+
+
+_run_configs = None
+
+
+def use_run_configs(paths, source):
+    """Act on ``paths`` in this process, as if they were registered, without writing configstate.yaml.
+
+    Precedence, for every state dir this process opens: configs named with -c are this run's; the
+    state dir's registrations must then be the same files (or none): one supervisord serves one set,
+    and -c must not silently drop registered instances from it.  The environment and auto-load only
+    count when nothing is registered.  ``paths`` empty: back to the registered configs only."""
+    global _run_configs
+    _run_configs = RunConfigs(tuple(os.path.abspath(p) for p in paths), source) if paths else None
+
+
+def run_configs():
+    """This run's RunConfigs, or None."""
+    return _run_configs
+
+
+def _apply_run_configs(state):
+    given = _run_configs
+    if given is None:
+        return state
+    if state.config_files:
+        if given.source != FROM_OPTION or sorted(state.config_files) == sorted(set(given.paths)):
+            return state
+        raise GalaxyctlError(
+            f"{state.state_dir} has other config files registered ({', '.join(sorted(state.config_files))}); "
+            "-c would drop them from its supervisord: name them with -c as well, or use another --state-dir"
+        )
+    from galaxyctl_libs.core import config as configmod
+
+    transient = State(state_dir=state.state_dir, transient=True)
+    for path in given.paths:
+        name = configmod.parse_gravity(configmod.load_config(path).gravity_raw, path).instance_name
+        transient.config_files.setdefault(path, ConfigRecord(path=path, instance_name=name))
+    return transient
