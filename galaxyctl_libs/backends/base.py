@@ -12,6 +12,7 @@ import sys
 
 from galaxyctl_libs import fsutil
 from galaxyctl_libs.core.targets import GRACEFUL_HERDER
+from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.records import Record
 
 HERDER_MODULE = "galaxyctl_libs.backends.herder"
@@ -121,3 +122,20 @@ class Backend:
     def controller(self, paths, run_as=(None, None), **kwargs):
         """The object that starts, stops, signals and asks the manager (supervisor.client.SupervisorClient)."""
         raise NotImplementedError
+
+
+def shown(value):
+    """``value`` for a one-line message: quoted, escaped, and cut short if long."""
+    return repr(value) if len(value) <= 80 else repr(value[:77]) + "..."
+
+
+def checked_text(value, what, file_kind, forbidden="\0", forbidden_text="a NUL character"):
+    """``value`` as a string a ``file_kind`` (UTF-8 text) can hold; else one refusal line."""
+    value = str(value)
+    if any(char in value for char in forbidden):
+        raise GalaxyctlError(f"{what} {shown(value)}: {file_kind} cannot carry {forbidden_text}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise GalaxyctlError(f"{what} {shown(value)}: not valid UTF-8, the encoding of {file_kind}") from None
+    return value

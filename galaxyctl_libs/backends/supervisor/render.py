@@ -7,7 +7,8 @@ format so it reaches the process exactly, or refused in one line where the forma
 
 import os
 
-from galaxyctl_libs.backends.base import herded_argv
+from galaxyctl_libs.backends.base import checked_text, herded_argv
+from galaxyctl_libs.backends.base import shown as _shown
 from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.paths import StatePaths
 from galaxyctl_libs.records import Record
@@ -68,21 +69,9 @@ _NAME_PUNCTUATION = frozenset("_.@+-")
 _ENV_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 
 
-def _shown(value):
-    """``value`` for a one-line message: quoted, escaped, and cut short if long."""
-    return repr(value) if len(value) <= 80 else repr(value[:77]) + "..."
-
-
 def _checked(value, what):
     """``value`` as a string, refused in one line when no supervisor file can hold it."""
-    value = str(value)
-    if "\n" in value or "\r" in value or "\0" in value:
-        raise GalaxyctlError(f"{what} {_shown(value)}: supervisord's files cannot carry a newline or NUL character")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise GalaxyctlError(f"{what} {_shown(value)}: not valid UTF-8, the encoding of supervisord's files") from None
-    return value
+    return checked_text(value, what, "supervisord's files", "\n\r\0", "a newline or NUL character")
 
 
 def _percent(text, expansions=1):

@@ -17,7 +17,8 @@ continues on the next.  Each value is escaped for that, or refused in one line.
 import os
 import re
 
-from galaxyctl_libs.backends.base import herded_argv
+from galaxyctl_libs.backends.base import checked_text, herded_argv
+from galaxyctl_libs.backends.base import shown as _shown
 from galaxyctl_libs.core.targets import GRACEFUL_HERDER, GRACEFUL_HUP
 from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.paths import StatePaths
@@ -68,19 +69,8 @@ class Paths(Record):
 # ---------------------------------------------------------------- values
 
 
-def _shown(value):
-    return repr(value) if len(value) <= 80 else repr(value[:77]) + "..."
-
-
 def _checked(value, what):
-    value = str(value)
-    if "\0" in value:
-        raise GalaxyctlError(f"{what} {_shown(value)}: a unit file cannot carry a NUL character")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise GalaxyctlError(f"{what} {_shown(value)}: not valid UTF-8, the encoding of unit files") from None
-    return value
+    return checked_text(value, what, "unit files")
 
 
 def _raw(value, what):
