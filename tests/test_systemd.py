@@ -243,7 +243,9 @@ def _galaxy(machine, port, **gravity):
 
 
 def _galaxyctl(machine, config, *args, check=True, timeout=180):
-    return machine.run(GALAXYCTL, "-c", config, *args, check=check, timeout=timeout)
+    result = machine.run(GALAXYCTL, "-c", config, *args, check=check, timeout=timeout)
+    print(f"$ galaxyctl -c {config} {' '.join(args)} → {result.returncode}\n{result.stdout}{result.stderr}")
+    return result
 
 
 def _uid_of(machine, pid):
@@ -269,6 +271,15 @@ def test_update_start_status_stop_and_stale_units(machine):
         status = _galaxyctl(machine, config, "status", check=False)
         assert status.returncode == 0, status.stdout + status.stderr
         assert "galaxy-handler@1.service" in status.stdout
+        assert _galaxyctl(machine, config, "pm", "is-active", "galaxy-gunicorn.service").stdout.strip() == "active"
+
+        # graceful: HUP to gunicorn's master through systemctl kill; the master stays, Galaxy keeps answering
+        graceful = _galaxyctl(machine, config, "graceful", check=False)
+        assert graceful.returncode == 0, graceful.stdout + graceful.stderr
+        assert machine.run("systemctl", "show", "-P", "MainPID", "galaxy-gunicorn.service").stdout.strip() == main_pid
+        assert wait_for(lambda: _answers(port), timeout=60)
+        log = machine.path("/opt/galaxy/database/gravity/log/gunicorn.log")
+        assert wait_for(lambda: "Handling signal: hup" in open(log).read(), timeout=10), open(log).read()[-2000:]
 
         started = time.monotonic()
         _galaxyctl(machine, config, "stop")
