@@ -282,7 +282,8 @@ def test_update_start_status_stop_and_stale_units(machine):
         assert wait_for(lambda: "Handling signal: hup" in open(log).read(), timeout=10), open(log).read()[-2000:]
 
         started = time.monotonic()
-        _galaxyctl(machine, config, "stop")
+        stopped = _galaxyctl(machine, config, "stop")
+        assert "All processes stopped" in stopped.stdout and "supervisord" not in stopped.stdout
         assert not _answers(port), f"still serving {time.monotonic() - started:.1f}s after stop"
         status = _galaxyctl(machine, config, "status", check=False)
         assert status.returncode == 3, status.stdout + status.stderr

@@ -101,7 +101,7 @@ def _services_of(state):
         warnings.extend(
             f"{record.path}: {', '.join(service.ignored)} for {service.service_name} ignored under supervisor"
             for service in built
-            if service.ignored
+            if service.ignored and instance.settings.process_manager != "systemd"  # systemd sets MemoryMax/High
         )
     return instances, services, log_dirs, warnings
 

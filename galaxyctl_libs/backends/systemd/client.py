@@ -93,6 +93,8 @@ def _unit_pattern(path):
 class SystemdController:
     """Start, stop, signal and ask systemd about the units of one state dir."""
 
+    manager = "systemd"  # what the CLI names (SupervisorClient: supervisord)
+
     def __init__(self, paths, run_as=(None, None), timeout=30, slow_timeout=600, programs=None):
         self.paths = paths
         self.run_as = tuple(run_as)  # the units' User=; systemctl itself runs as galaxyctl's user
@@ -184,7 +186,7 @@ class SystemdController:
 
     def apply_changes(self, changes=None):
         """After write_units: stop the units whose files were removed, then daemon-reload when files
-        changed.  Returns (written, (), removed) unit names."""
+        changed.  Returns no process groups: update's own lines say which unit files changed."""
         changes = changes or Changes((), ())
         removed = [_unit_pattern(path) for path in changes.removed]
         if removed:
@@ -193,11 +195,7 @@ class SystemdController:
             self.systemctl("daemon-reload", slow=True)
             if removed:
                 self.systemctl("reset-failed", "--", *removed, check=False)
-        return (
-            tuple(os.path.basename(p) for p in changes.written),
-            (),
-            tuple(os.path.basename(p) for p in changes.removed),
-        )
+        return (), (), ()
 
     def start(self, name):
         if self.process_info(name)["statename"] in (RUNNING, STARTING):
