@@ -211,7 +211,7 @@ def machine(tmp_path_factory):
     _wheels(str(wheels))
     name = f"gxsd{os.getpid()}"
     dirs = _cgroup_dirs(f"galaxyctl-test-{name}")
-    nspawn = box = None
+    nspawn = box = log = None
     try:
         for directory in dirs:
             os.makedirs(directory, exist_ok=True)
@@ -234,6 +234,8 @@ def machine(tmp_path_factory):
         yield box
     finally:
         _teardown(box, nspawn, name, dirs)
+        if log is not None:
+            log.close()
 
 
 def _galaxy(machine, port, **gravity):
@@ -288,7 +290,9 @@ def test_update_start_status_stop_and_stale_units(machine):
         status = _galaxyctl(machine, config, "status", check=False)
         assert status.returncode == 3, status.stdout + status.stderr
 
-        # no handlers any more: their template goes, the rest stays; only our files are touched
+        # no handlers any more, while they run: their template goes and they stop, gunicorn runs on;
+        # only files with our marker are touched
+        _galaxyctl(machine, config, "start")
         foreign = os.path.join(unit_dir, "galaxy-foreign.service")
         with open(foreign, "w") as handle:
             handle.write("[Service]\nExecStart=/bin/true\n")
@@ -302,6 +306,11 @@ def test_update_start_status_stop_and_stale_units(machine):
         assert units == ["galaxy-foreign.service", "galaxy-gunicorn.service", "galaxy.target"], units
         target = open(os.path.join(unit_dir, "galaxy.target")).read()
         assert "handler" not in target
+        for instance in ("galaxy-handler@0.service", "galaxy-handler@1.service"):
+            state = machine.run("systemctl", "is-active", instance, check=False).stdout.strip()
+            assert state == "inactive", (instance, state)
+        assert _answers(port)
+        assert _galaxyctl(machine, config, "status", check=False).returncode == 0
     finally:
         _galaxyctl(machine, config, "shutdown", check=False)
         machine.run("sh", "-c", "rm -f /etc/systemd/system/galaxy*; systemctl daemon-reload", check=False)
