@@ -38,6 +38,7 @@ class LifecycleResult:
     log_dirs: tuple = ()
     ended: tuple = ()  # "PID N (service)" of main processes ended without supervisord's help
     killed_supervisord: int = None  # PID of a supervisord that did not answer, killed (--force)
+    manager: str = "supervisord"  # the process manager acted through (systemd: its units stop, it stays)
 
 
 def _prepare(state_dir, names, auto_cwd=None):
@@ -101,7 +102,8 @@ def stop(state_dir, names=(), force=False, timeout=sup.RPC_TIMEOUT):
         if not still_up:
             stopped = client.shutdown()
             ended = _end_orphans(state_dir, targets, names, client.run_as)
-    return LifecycleResult("stop", tuple(programs), manager_stopped=stopped, ended=ended)
+    manager = getattr(client, "manager", "supervisord")
+    return LifecycleResult("stop", tuple(programs), manager_stopped=stopped, ended=ended, manager=manager)
 
 
 ORPHAN_STOP_CAP = 300  # seconds: the longest wait for processes to stop on SIGTERM, whatever stop_timeout says

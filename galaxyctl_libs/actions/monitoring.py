@@ -66,7 +66,7 @@ def _status(state_dir, record, names, probe_web, timeout):
     rows = []
     for target in targets:
         key = target.program if ":" in target.program else f"{target.program}:{target.program}"
-        info = infos.get(key)
+        info = infos.get(key) or infos.get(target.program)  # systemd: keyed by unit name
         if info is None:
             rows.append(
                 ServiceStatus(

@@ -30,6 +30,24 @@ STOPPED, STARTING, RUNNING, BACKOFF, STOPPING, EXITED, FATAL, UNKNOWN = (
 )
 UP_STATES = (STARTING, RUNNING, BACKOFF)
 
+# supervisord itself, as a controller's ``survey`` finds it
+SUPERVISORD_RUNNING = "RUNNING"  # it answers
+SUPERVISORD_DOWN = "DOWN"  # no supervisord process for this state dir
+SUPERVISORD_NOT_ANSWERING = "NOT_ANSWERING"  # its process lives but no answer came within the timeout
+SUPERVISORD_SHUTTING_DOWN = "SHUTTING_DOWN"  # it answers with a fault: it is on its way out
+
+
+class Survey(Record):
+    """supervisord's state and, when it answers, ``getAllProcessInfo`` keyed by ``group:name``."""
+
+    state: str
+    pid: int = None
+    processes: dict = None
+
+    @property
+    def answering(self):
+        return self.processes is not None
+
 
 class Changes(Record):
     written: tuple

@@ -38,9 +38,12 @@ class Applied(Record):
     required_storage: tuple = ()
     supervisor_dir: str = None  # where supervisord's files are when not STATE/supervisor
     run_as: tuple = (None, None)  # (user, group) supervisord runs as, when galaxyctl is root
+    process_manager: str = "supervisor"  # the backend that applied it (gravity's process_manager)
+    unit_dir: str = None  # systemd: where the units are
+    user_mode: bool = False  # systemd: systemctl --user
 
 
-def write_applied(state_dir, targets, required_storage=(), supervisor_dir=None, run_as=(None, None)):
+def write_applied(state_dir, targets, required_storage=(), supervisor_dir=None, run_as=(None, None), backend=None):
     """Record what supervisord was given (only rewritten when it changed).  It lives in the state
     dir, which only galaxyctl's own user can change, so root can trust it (rootpolicy)."""
     # One target per line: readable, and json's C encoder (an ``indent`` would select the pure-Python
@@ -51,7 +54,9 @@ def write_applied(state_dir, targets, required_storage=(), supervisor_dir=None, 
     ]
     text = (
         f'{{"required_storage": {json.dumps(list(required_storage))},\n'
-        f' "supervisor_dir": {json.dumps(supervisor_dir)}, "run_as": {json.dumps(list(run_as))},\n "targets": [\n  '
+        f' "supervisor_dir": {json.dumps(supervisor_dir)}, "run_as": {json.dumps(list(run_as))},\n'
+        + (f" {_backend_fields(backend)},\n" if backend else "")
+        + ' "targets": [\n  '
         + ",\n  ".join(lines)
         + "\n]}\n"
     )
@@ -84,9 +89,27 @@ def load_applied(state_dir):
             for item in data["targets"]
         ]
         run_as = tuple(data.get("run_as") or (None, None))
-        return Applied(targets, tuple(data.get("required_storage", ())), data.get("supervisor_dir"), run_as)
+        manager = data.get("process_manager") or "supervisor"
+        return Applied(
+            targets,
+            tuple(data.get("required_storage", ())),
+            data.get("supervisor_dir"),
+            run_as,
+            str(manager),
+            data.get("unit_dir"),
+            bool(data.get("user_mode")),
+        )
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
         return None  # an old or damaged record: the caller falls back to the configs
+
+
+def _backend_fields(backend):
+    """``"process_manager": ...`` and, for systemd, where its units are (``backend``: (name, paths))."""
+    name, paths = backend
+    fields = {"process_manager": name}
+    if name == "systemd":
+        fields.update(unit_dir=paths.unit_dir, user_mode=paths.user_mode)
+    return json.dumps(fields, sort_keys=True)[1:-1]
 
 
 def _tuple(value):

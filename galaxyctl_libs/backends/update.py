@@ -32,7 +32,8 @@ class UpdateResult:
     changes: object  # backends.base.Changes
     applied: tuple = ((), (), ())  # (added, changed, removed) groups in the running supervisord
     warnings: tuple = ()
-    client: object = None  # supervisor.SupervisorClient for this state dir's supervisord
+    client: object = None  # supervisor.SupervisorClient for this state dir's supervisord (or SystemdController)
+    backend: object = None  # backends.base.Backend that applied it (None: supervisor)
 
 
 def update_locked(state_dir, client=None):
@@ -41,24 +42,46 @@ def update_locked(state_dir, client=None):
         # Whatever can refuse the new config happens before the state is saved (on leaving this
         # block): a value the format cannot carry or a log_dir that cannot be made changes nothing.
         run_as = _one_galaxy_user(instances)
-        backend = SUPERVISOR  # gravity.process_manager picks among backends once there are two
+        backend = backend_of(instances)  # gravity.process_manager: supervisor (unset) or systemd
         paths = backend.paths(state_dir, StatePaths.of(state_dir).runtime_dir if run_as[0] else None)
         files = backend.render(paths, services, log_dirs)
         if run_as[0]:
-            _make_runtime_dir(paths.root, *run_as)
+            _make_runtime_dir(paths.run_dir, *run_as)  # supervisor's root, or systemd's herder pid dir
         with as_user(*run_as):  # rootpolicy rule 3: the Galaxy user's files are made as that user
             for instance in instances:
                 fsutil.make_dirs(instance.log_dir, what="log_dir")
-    with as_user(*run_as):
-        changes = reconcile(paths.root, backend.managed_dir(paths), files)
-    result_targets = all_targets(UpdateResult(tuple(instances), services, changes))
+    if backend is SUPERVISOR:
+        with as_user(*run_as):
+            changes = reconcile(paths.root, backend.managed_dir(paths), files)
+    else:  # unit files are systemd's (root's, in system mode); only files with our marker are removed
+        changes = backend.write(paths, files)
+    result_targets = all_targets(UpdateResult(tuple(instances), services, changes, backend=backend))
     required = sorted({path for i in instances for path in instance_storage(i).required})
-    backend_record.write_applied(state_dir, result_targets, required, paths.root if run_as[0] else None, run_as)
+    recorded = None if backend is SUPERVISOR else (backend.name, paths)
+    backend_record.write_applied(state_dir, result_targets, required, paths.run_dir, run_as, recorded)
     applied = ((), (), ())
     client = client or backend.controller(paths, run_as=run_as)
     if client.is_running():
-        applied = tuple(tuple(groups) for groups in client.apply_changes())
-    return UpdateResult(tuple(instances), services, changes, applied, tuple(warnings), client)
+        applied = tuple(
+            tuple(groups) for groups in client.apply_changes(*(() if backend is SUPERVISOR else (changes,)))
+        )
+    return UpdateResult(tuple(instances), services, changes, applied, tuple(warnings), client, backend)
+
+
+def backend_of(instances):
+    """The backend gravity.process_manager names (all instances of a state dir share one)."""
+    managers = {instance.settings.process_manager or "supervisor" for instance in instances}
+    managers.discard("multiprocessing")  # gravity's foreground mode: run under supervisor here
+    if len(managers) > 1:
+        raise GalaxyctlError(
+            f"the instances of one state dir must share one process_manager ({', '.join(sorted(managers))})"
+        )
+    if managers != {"systemd"}:
+        return SUPERVISOR
+    from galaxyctl_libs.backends.systemd.backend import SystemdBackend
+
+    instance_mode = {bool(instance.settings.use_service_instances) for instance in instances}
+    return SystemdBackend(user_mode=os.geteuid() != 0, service_instances=instance_mode == {True})
 
 
 def _services_of(state):
@@ -78,7 +101,7 @@ def _services_of(state):
         warnings.extend(
             f"{record.path}: {', '.join(service.ignored)} for {service.service_name} ignored under supervisor"
             for service in built
-            if service.ignored
+            if service.ignored and instance.settings.process_manager != "systemd"  # systemd sets MemoryMax/High
         )
     return instances, services, log_dirs, warnings
 
@@ -128,11 +151,12 @@ def update(state_dir):
 def all_targets(result):
     """Every service of an update result, with its supervisord name and log file."""
     grouped = len(result.services) > 1
+    backend = result.backend or SUPERVISOR
     everything = []
     for instance in result.instances:
         for service in result.services[instance.name]:
-            name = SUPERVISOR.target_name(service, grouped)
-            everything.append(Target(service, name, SUPERVISOR.log_file(service, instance.log_dir, grouped)))
+            name = backend.target_name(service, grouped)
+            everything.append(Target(service, name, backend.log_file(service, instance.log_dir, grouped)))
     return everything
 
 
@@ -149,7 +173,8 @@ def resolved_targets(state_dir, enforce_user=False):
     state = statemod.load_state(state_dir)
     resolved = resolve_all(state, enforce_user=enforce_user)
     services = {instance.name: build_services(instance) for _, instance, _, _ in resolved}
-    return all_targets(UpdateResult(tuple(i for _, i, _, _ in resolved), services, Changes((), ())))
+    instances = tuple(i for _, i, _, _ in resolved)
+    return all_targets(UpdateResult(instances, services, Changes((), ()), backend=backend_of(instances)))
 
 
 def applied_targets(state_dir):

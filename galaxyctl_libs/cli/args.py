@@ -78,7 +78,7 @@ def print_lifecycle(result, verb):
         print(f"{ready.program}: ready on {ready.bind} after {ready.seconds:.1f}s")
     print_ended(result)
     if result.manager_stopped:
-        print("All processes stopped, supervisord exited")
+        print("All processes stopped" + (", supervisord exited" if result.manager == "supervisord" else ""))
 
 
 def print_ended(result):

@@ -78,6 +78,9 @@ def cmd_supervisorctl(args):
     from galaxyctl_libs.rootpolicy import subprocess_credentials
 
     client = client_for(state_dir(args), load_applied(state_dir(args)))
+    if getattr(client.paths, "unit_dir", None):  # systemd: the arguments go to systemctl, as gravity's pm
+        argv = ["systemctl"] + (["--user"] if client.paths.user_mode else []) + list(args.arguments)
+        return subprocess.run(argv).returncode
     if not os.path.exists(client.paths.conf):
         raise GalaxyctlError(f"no supervisord configuration in {client.paths.root}: run 'galaxyctl update' first")
     argv = [sys.executable, "-m", "supervisor.supervisorctl", "-c", client.paths.conf, *args.arguments]

@@ -37,7 +37,7 @@ def resolve(record, state_dir, enforce_user=True):
     loaded = configmod.load_config(record.path)
     attribs = configmod.merge_attribs(record.attribs, loaded.gravity_raw)
     settings = configmod.parse_gravity(attribs, record.path)
-    if settings.process_manager not in (None, "supervisor"):
+    if settings.process_manager not in (None, "supervisor", "systemd"):
         warning = (
             f"{record.path}: gravity.process_manager: {settings.process_manager} is not supported, using supervisor"
         )

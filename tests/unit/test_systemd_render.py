@@ -13,6 +13,7 @@ from hostile_values import HOSTILE
 
 from galaxyctl_libs.backends.systemd import render as sd
 from galaxyctl_libs.backends.systemd.backend import SystemdBackend
+from galaxyctl_libs.backends.systemd.client import SystemdController
 from galaxyctl_libs.core import state
 from galaxyctl_libs.core.registration import resolve
 from galaxyctl_libs.core.services import build_services
@@ -187,8 +188,7 @@ def test_names_with_instances_templates_and_backend():
     assert backend.log_file(handler, "/l", True) == "/l/main_galaxy_standalone_handler_3.log"
     paths = backend.paths(STATE)
     assert (paths.unit_dir, backend.managed_dir(paths)) == ("/u", os.path.join(STATE, "systemd"))
-    with pytest.raises(NotImplementedError, match="controller"):
-        backend.controller(paths)
+    assert isinstance(backend.controller(paths), SystemdController)
     files = SystemdBackend(unit_dir="/u", service_instances=False).render(
         paths, {"x": tuple(replace(s, instance_name="x") for s in rich_services()[2:])}, {}
     )

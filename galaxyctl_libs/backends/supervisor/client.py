@@ -17,38 +17,24 @@ from galaxyctl_libs.backends.base import (  # noqa: F401 - the process states, n
     STARTING,
     STOPPED,
     STOPPING,
+    SUPERVISORD_DOWN,
+    SUPERVISORD_NOT_ANSWERING,
+    SUPERVISORD_RUNNING,
+    SUPERVISORD_SHUTTING_DOWN,
     UNKNOWN,
     UP_STATES,
+    Survey,
 )
 from galaxyctl_libs.backends.supervisor import rpc
 from galaxyctl_libs.backends.supervisor.render import Paths
 from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.probes import procfs
 from galaxyctl_libs.probes.poll import wait_until
-from galaxyctl_libs.records import Record
 from galaxyctl_libs.rootpolicy import as_user, subprocess_credentials
 
 MAX_SOCKET_PATH = 100  # AF_UNIX paths are limited to 107 bytes
 
-# supervisord itself, as ``SupervisorClient.survey`` finds it
-SUPERVISORD_RUNNING = "RUNNING"  # it answers
-SUPERVISORD_DOWN = "DOWN"  # no supervisord process for this state dir
-SUPERVISORD_NOT_ANSWERING = "NOT_ANSWERING"  # its process lives but no answer came within the timeout
-SUPERVISORD_SHUTTING_DOWN = "SHUTTING_DOWN"  # it answers with a fault: it is on its way out
-
 RPC_TIMEOUT = 10  # seconds for one call from stop/shutdown: a healthy supervisord answers in milliseconds
-
-
-class Survey(Record):
-    """supervisord's state and, when it answers, ``getAllProcessInfo`` keyed by ``group:name``."""
-
-    state: str
-    pid: int = None
-    processes: dict = None
-
-    @property
-    def answering(self):
-        return self.processes is not None
 
 
 class SupervisorClient:
@@ -287,6 +273,13 @@ def client_for(state_dir, applied=None, **kwargs):
     (``applied``: a targets.Applied record, or None for the plain ``STATE/supervisor``)."""
     run_dir = applied.supervisor_dir if applied is not None else None
     run_as = applied.run_as if applied is not None else (None, None)
+    if applied is not None and applied.process_manager == "systemd":
+        from galaxyctl_libs.backends.systemd.client import SystemdController
+        from galaxyctl_libs.backends.systemd.render import Paths as UnitPaths
+
+        paths = UnitPaths(state_dir, applied.unit_dir, applied.user_mode, run_dir)
+        programs = [target.program for target in applied.targets]
+        return SystemdController(paths, run_as=run_as, programs=programs, **kwargs)
     return SupervisorClient(Paths(state_dir, run_dir), run_as=run_as, **kwargs)
 
 

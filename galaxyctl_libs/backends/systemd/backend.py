@@ -1,7 +1,8 @@
-"""systemd as a galaxyctl backend: backends.base.Backend over render.py (the controller comes later)."""
+"""systemd as a galaxyctl backend: backends.base.Backend over render.py and client.py."""
 
 from galaxyctl_libs.backends.base import Backend
 from galaxyctl_libs.backends.systemd import render
+from galaxyctl_libs.backends.systemd.client import SystemdController, write_units
 
 
 class SystemdBackend(Backend):
@@ -33,10 +34,12 @@ class SystemdBackend(Backend):
     def log_file(self, service, log_dir, grouped):
         return render.log_file(service, log_dir, grouped)
 
+    def write(self, paths, files):
+        """Write changed units, remove this state dir's stale ones (marked files only): Changes."""
+        return write_units(paths, files)
+
     def controller(self, paths, run_as=(None, None), **kwargs):
-        raise NotImplementedError(
-            "the systemd backend renders unit files only; its controller (systemctl) is not written yet"
-        )
+        return SystemdController(paths, run_as=run_as, **kwargs)
 
 
 SYSTEMD = SystemdBackend()

@@ -1,0 +1,249 @@
+"""Control of Galaxy's systemd units over ``systemctl`` (argv lists, no shell; ``--user`` in user mode).
+
+``SystemdController`` answers the same calls as supervisor.client.SupervisorClient, so the actions
+drive either.  systemd itself is always there when it answers: the "supervisord" of a survey is
+RUNNING then, and starting or shutting "it" down means the units, never systemd.  Our units are the
+ones the last update recorded, and the files in the unit dir that carry this state dir's
+``# galaxyctl-state=`` line (render.OWNER_KEY): only those are ever stopped for being stale or removed.
+"""
+
+import os
+import subprocess
+import time
+
+from galaxyctl_libs import fsutil
+from galaxyctl_libs.backends.base import (
+    BACKOFF,
+    FATAL,
+    RUNNING,
+    STARTING,
+    STOPPED,
+    STOPPING,
+    SUPERVISORD_DOWN,
+    SUPERVISORD_NOT_ANSWERING,
+    SUPERVISORD_RUNNING,
+    UNKNOWN,
+    Changes,
+    Survey,
+)
+from galaxyctl_libs.backends.systemd.render import OWNER_KEY
+from galaxyctl_libs.errors import GalaxyctlError
+from galaxyctl_libs.probes.poll import wait_until
+
+PROPERTIES = "Id,LoadState,ActiveState,SubState,MainPID,ExecMainStartTimestampMonotonic,NeedDaemonReload"
+UNIT_SUFFIXES = (".service", ".target")
+MAX_UNIT_FILE_BYTES = 1 << 20
+
+
+def state_of(active, sub):
+    """Our process state for systemd's ActiveState/SubState."""
+    if sub == "auto-restart":
+        return BACKOFF
+    return {
+        "active": RUNNING,
+        "reloading": RUNNING,
+        "activating": STARTING,
+        "deactivating": STOPPING,
+        "failed": FATAL,
+        "inactive": STOPPED,
+    }.get(active, UNKNOWN)
+
+
+def marked_units(unit_dir, state_id):
+    """{unit file name: path} of the regular files directly in ``unit_dir`` that carry our marker."""
+    found = {}
+    marker = f"{OWNER_KEY}{state_id}".encode()
+    try:
+        names = os.listdir(unit_dir)
+    except OSError:
+        return found
+    for name in names:
+        path = os.path.join(unit_dir, name)
+        if not name.endswith(UNIT_SUFFIXES) or os.path.islink(path) or not os.path.isfile(path):
+            continue
+        try:
+            data = fsutil.read_bytes(path, MAX_UNIT_FILE_BYTES)
+        except (OSError, GalaxyctlError):
+            continue
+        if data is not None and marker in data.split(b"\n", 3)[:3]:
+            found[name] = path
+    return found
+
+
+def write_units(paths, files):
+    """Write the unit files that changed; remove stale units of this state dir (marked files only).
+    Returns backends.base.Changes (paths)."""
+    fsutil.ensure_private_dir(paths.root)
+    os.makedirs(paths.unit_dir, mode=0o755, exist_ok=True)
+    written = fsutil.write_many_if_changed(files, mode=0o644)
+    removed = []
+    for _name, path in sorted(marked_units(paths.unit_dir, paths.state_id).items()):
+        if path not in files:
+            fsutil.remove_file(path)
+            removed.append(path)
+    return Changes(tuple(written), tuple(removed))
+
+
+def _unit_pattern(path):
+    """The units a file stands for: a template's instances by a glob (``galaxy-handler@*.service``)."""
+    name = os.path.basename(path)
+    return name.replace("@.", "@*.") if "@." in name else name
+
+
+class SystemdController:
+    """Start, stop, signal and ask systemd about the units of one state dir."""
+
+    manager = "systemd"  # what the CLI names (SupervisorClient: supervisord)
+
+    def __init__(self, paths, run_as=(None, None), timeout=30, slow_timeout=600, programs=None):
+        self.paths = paths
+        self.run_as = tuple(run_as)  # the units' User=; systemctl itself runs as galaxyctl's user
+        self.timeout = timeout
+        self.slow_timeout = slow_timeout  # a stop waits for the unit's TimeoutStopSec
+        self._programs = programs  # the units the last update recorded (None: read the record)
+
+    # ------------------------------------------------------------ systemctl
+
+    def systemctl(self, *args, slow=False, check=True):
+        argv = ["systemctl"] + (["--user"] if self.paths.user_mode else []) + list(args)
+        timeout = self.slow_timeout if slow else self.timeout
+        try:
+            result = subprocess.run(
+                argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, errors="replace"
+            )
+        except subprocess.TimeoutExpired:
+            raise GalaxyctlError(f"systemctl {' '.join(args[:2])} did not finish within {timeout}s") from None
+        except OSError as exc:
+            raise GalaxyctlError(f"cannot run systemctl: {exc}") from None
+        if check and result.returncode != 0:
+            lines = (result.stderr or result.stdout).strip().splitlines()
+            raise GalaxyctlError(
+                f"systemctl {' '.join(args)}: {lines[-1] if lines else 'exit ' + str(result.returncode)}"
+            )
+        return result
+
+    def units(self):
+        """Every unit of ours: the recorded services, and our marked files (targets, plain services)."""
+        programs = self._programs
+        if programs is None:
+            from galaxyctl_libs.backends.record import load_applied
+
+            applied = load_applied(self.paths.state_dir)
+            programs = [t.program for t in applied.targets] if applied is not None else []
+        files = [n for n in marked_units(self.paths.unit_dir, self.paths.state_id) if "@." not in n]
+        return sorted(set(programs) | set(files))
+
+    def targets(self):
+        return sorted(n for n in marked_units(self.paths.unit_dir, self.paths.state_id) if n.endswith(".target"))
+
+    def show(self, units):
+        """``systemctl show`` once for ``units``: {unit: {property: value}}."""
+        if not units:
+            return {}
+        out = self.systemctl("show", f"--property={PROPERTIES}", "--", *units).stdout
+        # one block per unit, in the order asked (keyed by the name asked: Id may be an alias's)
+        blocks = [block for block in out.split("\n\n") if block.strip()]
+        shown = {}
+        for unit, block in zip(units, blocks):
+            shown[unit] = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        return shown
+
+    # ------------------------------------------------------------ the calls actions make
+
+    def pid(self):
+        return None  # systemd (PID 1 of its machine) is not ours to signal
+
+    def is_running(self):
+        try:
+            return self.systemctl("show", "--property=Version", check=True).returncode == 0
+        except GalaxyctlError:
+            return False
+
+    def survey(self):
+        try:
+            shown = self.show(self.units())
+        except GalaxyctlError as exc:
+            state = SUPERVISORD_NOT_ANSWERING if "did not finish" in exc.message else SUPERVISORD_DOWN
+            return Survey(state, None)
+        now = time.monotonic()
+        return Survey(SUPERVISORD_RUNNING, None, {unit: _info(unit, props, now) for unit, props in shown.items()})
+
+    def all_processes(self):
+        return self.survey().processes or {}
+
+    def process_info(self, name):
+        props = self.show([name]).get(name)
+        if props is None:
+            raise GalaxyctlError(f"systemd does not know {name}")
+        return _info(name, props, time.monotonic())
+
+    def start_supervisord(self, timeout=30):
+        """systemd runs already: load changed unit files if it has not.  Never 'started' (False)."""
+        shown = self.show(self.units())
+        if any(props.get("NeedDaemonReload") == "yes" for props in shown.values()):
+            self.systemctl("daemon-reload", slow=True)
+        return False
+
+    def apply_changes(self, changes=None):
+        """After write_units: stop the units whose files were removed, then daemon-reload when files
+        changed.  Returns no process groups: update's own lines say which unit files changed."""
+        changes = changes or Changes((), ())
+        removed = [_unit_pattern(path) for path in changes.removed]
+        if removed:
+            self.systemctl("stop", "--", *removed, slow=True, check=False)
+        if changes:
+            self.systemctl("daemon-reload", slow=True)
+            if removed:
+                self.systemctl("reset-failed", "--", *removed, check=False)
+        return (), (), ()
+
+    def start(self, name):
+        if self.process_info(name)["statename"] in (RUNNING, STARTING):
+            return False
+        self.systemctl("start", "--", name, slow=True)
+        return True
+
+    def stop(self, name):
+        self.systemctl("stop", "--", name, slow=True)
+
+    def signal(self, name, signame):
+        self.systemctl("kill", f"--signal={signame}", "--kill-who=main", "--", name)
+        return True
+
+    def kill_group(self, name):
+        self.systemctl("kill", "--signal=KILL", "--kill-who=all", "--", name, check=False)
+
+    def shutdown(self, timeout=60):
+        """Stop the targets and every unit of ours; wait (bounded) until none is active any more."""
+        units = self.targets() + self.units()
+        if not units:
+            return False
+        self.systemctl("stop", "--", *dict.fromkeys(units), slow=True)
+
+        def all_down():
+            return all(p.get("ActiveState") in ("inactive", "failed") for p in self.show(units).values())
+
+        if not wait_until(all_down, timeout):
+            raise GalaxyctlError(f"units still active {timeout}s after systemctl stop: {', '.join(units)}")
+        return True
+
+
+def _info(unit, props, now):
+    """A unit as supervisor's getProcessInfo describes a process (what the actions read)."""
+    state = state_of(props.get("ActiveState"), props.get("SubState"))
+    if props.get("LoadState") in ("not-found", "bad-setting", "error"):
+        state = UNKNOWN if props.get("ActiveState") == "inactive" else state
+    pid = int(props.get("MainPID") or 0)
+    started = int(props.get("ExecMainStartTimestampMonotonic") or 0) / 1e6
+    description = f"{props.get('ActiveState', '?')}/{props.get('SubState', '?')}" + (f", pid {pid}" if pid else "")
+    if props.get("LoadState") not in (None, "loaded"):
+        description += f" ({props.get('LoadState')})"
+    return {
+        "group": unit,
+        "name": unit,
+        "statename": state,
+        "pid": pid,
+        "start": started,
+        "now": now,
+        "description": description,
+    }
