@@ -204,11 +204,12 @@ class Herder:
                     log(f"reload deferred: master {self.master} is still starting")
                 deferred = True
             elif self.hups and alive(self.master):
-                self.hups, deferred = 0, False
+                # one reload serves every SIGHUP that came before it starts or while it runs
+                extra, self.hups, deferred = self.hups - 1, 0, False
                 self.reload()
-                if self.hups:
-                    log(f"ignored {self.hups} SIGHUP received during the reload")
-                    self.hups = 0
+                extra, self.hups = extra + self.hups, 0
+                if extra:
+                    log(f"ignored {extra} SIGHUP received during the reload")
                 continue
             if not alive(self.master):
                 successor = self.successor()
