@@ -39,6 +39,7 @@ NOT_ON_STATUS_PATH = (
     "http.client",
     "xmlrpc.client",
     "encodings.idna",
+    "galaxyctl_libs.backends.supervisor.render",
     "galaxyctl_libs.core.config",
     "galaxyctl_libs.core.registration",
     "galaxyctl_libs.core.state",

@@ -26,7 +26,7 @@ from galaxyctl_libs.backends.base import (  # noqa: F401 - the process states, n
     Survey,
 )
 from galaxyctl_libs.backends.supervisor import rpc
-from galaxyctl_libs.backends.supervisor.render import Paths
+from galaxyctl_libs.backends.supervisor.paths import Paths
 from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.probes import procfs
 from galaxyctl_libs.probes.poll import wait_until

@@ -9,43 +9,10 @@ import os
 
 from galaxyctl_libs.backends.base import checked_text, herded_argv
 from galaxyctl_libs.backends.base import shown as _shown
+from galaxyctl_libs.backends.supervisor.paths import Paths  # noqa: F401 - render.Paths, as before
 from galaxyctl_libs.errors import GalaxyctlError
-from galaxyctl_libs.paths import StatePaths
-from galaxyctl_libs.records import Record
 
 HEADER = ";\n; Maintained by galaxyctl - CHANGES WILL BE OVERWRITTEN\n;\n"
-
-
-class Paths(Record):
-    """Where supervisord's files live for one state dir: ``STATE/supervisor``, or as root with a
-    Galaxy user, that user's runtime dir (``run_dir``; see services.runtime_dir)."""
-
-    state_dir: str
-    run_dir: str = None
-
-    @property
-    def root(self):
-        return self.run_dir or StatePaths.of(self.state_dir).backend_dir("supervisor")
-
-    @property
-    def conf(self):
-        return os.path.join(self.root, "supervisord.conf")
-
-    @property
-    def conf_dir(self):
-        return os.path.join(self.root, "supervisord.conf.d")
-
-    @property
-    def socket(self):
-        return os.path.join(self.root, "supervisor.sock")
-
-    @property
-    def pidfile(self):
-        return os.path.join(self.root, "supervisord.pid")
-
-    @property
-    def log(self):
-        return os.path.join(self.root, "supervisord.log")
 
 
 # ---------------------------------------------------------------- rendering
