@@ -15,6 +15,7 @@ import nspawn
 import pytest
 import yaml
 from conftest import REPO, free_port, http_get, wait_for
+from test_graceful import bump_version, graceful_under_load
 
 from galaxyctl_libs.demo import make_demo_galaxy
 
@@ -66,6 +67,8 @@ def test_update_start_status_stop_and_stale_units(machine):
         units = sorted(n for n in os.listdir(unit_dir) if n.startswith("galaxy"))
         assert units == ["galaxy-gunicorn.service", "galaxy-handler@.service", "galaxy.target"], units
         machine.run("systemd-analyze", "verify", *(f"/etc/systemd/system/{u}" for u in units if "@." not in u))
+        # the target is enabled (Galaxy comes back at boot), as gravity enables it
+        assert machine.run("systemctl", "is-enabled", "galaxy.target").stdout.strip() == "enabled"
 
         _galaxyctl(machine, config, "start")
         assert wait_for(lambda: _answers(port), timeout=60), machine.run("journalctl", "--no-pager", "-n", "50").stdout
@@ -82,8 +85,13 @@ def test_update_start_status_stop_and_stale_units(machine):
         assert graceful.returncode == 0, graceful.stdout + graceful.stderr
         assert machine.run("systemctl", "show", "-P", "MainPID", "galaxy-gunicorn.service").stdout.strip() == main_pid
         assert wait_for(lambda: _answers(port), timeout=60)
-        log = machine.path("/opt/galaxy/database/gravity/log/gunicorn.log")
-        assert wait_for(lambda: "Handling signal: hup" in open(log).read(), timeout=10), open(log).read()[-2000:]
+
+        # no log_dir: gunicorn logs to the journal, as under gravity
+        def journal():
+            return machine.run("journalctl", "-u", "galaxy-gunicorn.service", "--no-pager", "-q").stdout
+
+        assert wait_for(lambda: "Handling signal: hup" in journal(), timeout=10), journal()[-2000:]
+        assert not os.path.exists(machine.path("/opt/galaxy/database/gravity/log/gunicorn.log"))
 
         started = time.monotonic()
         stopped = _galaxyctl(machine, config, "stop")
@@ -120,6 +128,105 @@ def test_update_start_status_stop_and_stale_units(machine):
 
 def _answers(port):
     try:
-        return http_get(f"http://127.0.0.1:{port}/api/version", timeout=2)[0] == 200
+        return http_get(_url(port), timeout=2)[0] == 200
     except (OSError, ValueError):
         return False
+
+
+def _main_pid(machine, unit, user=None):
+    argv = ["systemctl"] + (["--user"] if user else []) + ["show", "-P", "MainPID", unit]
+    return int(_as(machine, user, *argv).stdout.strip() or 0)
+
+
+def _as(machine, user, *argv, check=True, timeout=180):
+    """``argv`` inside, as ``user`` with its runtime dir (for systemctl --user) when given."""
+    if user:
+        uid = machine.run("id", "-u", user).stdout.strip()
+        argv = ("runuser", "-u", user, "--", "env", f"XDG_RUNTIME_DIR=/run/user/{uid}", *argv)
+    return machine.run(*argv, check=check, timeout=timeout)
+
+
+@pytest.mark.parametrize("preload", [False, True])
+def test_graceful_under_load_restart_crash_and_follow(machine, preload):
+    """graceful loses no request (HUP to gunicorn's master, or with preload our herder as MainPID);
+    restart and a kill -9 that systemd repairs leave status right; follow reads the log files
+    (log_dir set, without preload) or the journal (no log_dir, with preload)."""
+    port = free_port()
+    logs = {} if preload else {"log_dir": "/opt/galaxy/database/logs"}
+    config = _galaxy(machine, port, gunicorn={"preload": preload, "workers": 2}, **logs)
+    try:
+        _galaxyctl(machine, config, "start")
+        assert wait_for(lambda: _answers(port), timeout=60)
+        main_pid = _main_pid(machine, "galaxy-gunicorn.service")
+        bump_version(machine.path(config), 2)
+        failures, served = graceful_under_load(lambda *args: _galaxyctl(machine, config, *args), [_url(port)])
+        assert failures == [] and len(served) >= 300, (failures[:5], len(served))
+        assert wait_for(lambda: http_get(_url(port))[1]["version_minor"] == "2", timeout=30)
+        # the unit's main process stayed: gunicorn's master (HUP), or our herder, which re-exec'd gunicorn
+        assert _main_pid(machine, "galaxy-gunicorn.service") == main_pid
+
+        out = _galaxyctl(machine, config, "restart").stdout
+        assert "ready" in out, out
+        restarted = _main_pid(machine, "galaxy-gunicorn.service")
+        assert restarted not in (0, main_pid) and _answers(port)
+
+        machine.run("kill", "-9", str(restarted))  # a crash: Restart=always brings it back
+        assert wait_for(lambda: _main_pid(machine, "galaxy-gunicorn.service") not in (0, restarted), timeout=30)
+        assert wait_for(lambda: _answers(port), timeout=60)
+        assert wait_for(lambda: _galaxyctl(machine, config, "status", check=False).returncode == 0, timeout=30)
+
+        # follow, until interrupted: the journal, or the log file (written by systemd, not galaxyctl)
+        followed = machine.run("timeout", "-s", "INT", "3", GALAXYCTL, "-c", config, "follow", check=False)
+        assert "Booting worker" in followed.stdout, followed.stdout[-2000:] + followed.stderr
+        if preload:
+            assert "StandardOutput=" not in open(machine.path("/etc/systemd/system/galaxy-gunicorn.service")).read()
+        else:
+            assert "Booting worker" in open(machine.path("/opt/galaxy/database/logs/gunicorn.log")).read()
+    finally:
+        _galaxyctl(machine, config, "shutdown", check=False)
+        machine.run("sh", "-c", "rm -f /etc/systemd/system/galaxy*; systemctl daemon-reload", check=False)
+
+
+def test_user_mode_as_an_unprivileged_user(machine):
+    """--user: units in the user's ~/.config/systemd/user, driven through its user manager (lingering,
+    as a Galaxy host without a login session needs), with no XDG_RUNTIME_DIR given."""
+    user = "gxuser"
+    machine.run("useradd", "--create-home", "--user-group", user)
+    machine.run("loginctl", "enable-linger", user)
+    uid = int(machine.run("id", "-u", user).stdout)
+    assert wait_for(lambda: os.path.exists(machine.path(f"/run/user/{uid}/systemd/private")), timeout=60)
+    port = free_port()
+    config = make_demo_galaxy(machine.path(f"/home/{user}/galaxy"), port=port, gravity={"process_manager": "systemd"})
+    config = config[len(machine.path("")) :]
+    machine.run("chown", "-R", f"{user}:{user}", f"/home/{user}/galaxy")
+    unit_dir = machine.path(f"/home/{user}/.config/systemd/user")
+
+    def gx(*args, check=True):
+        result = _as(machine, user, GALAXYCTL, "--user", "-c", config, *args, check=check)
+        print(f"$ {user}: galaxyctl {' '.join(args)} → {result.returncode}\n{result.stdout}{result.stderr}")
+        return result
+
+    try:
+        gx("update")
+        assert sorted(n for n in os.listdir(unit_dir) if n.startswith("galaxy")) == [
+            "galaxy-gunicorn.service",
+            "galaxy.target",
+        ]
+        unit = open(os.path.join(unit_dir, "galaxy-gunicorn.service")).read()
+        assert "User=" not in unit  # a user manager cannot switch users
+        gx("start")
+        assert wait_for(lambda: _answers(port), timeout=60)
+        pid = _main_pid(machine, "galaxy-gunicorn.service", user=user)
+        assert _uid_of(machine, pid) == uid
+        assert gx("status", check=False).returncode == 0
+        assert gx("pm", "is-enabled", "galaxy.target").stdout.strip() == "enabled"
+        assert "All processes stopped" in gx("stop").stdout
+        assert not _answers(port)
+        assert gx("status", check=False).returncode == 3
+    finally:
+        gx("shutdown", check=False)
+        machine.run("loginctl", "disable-linger", user, check=False)
+
+
+def _url(port):
+    return f"http://127.0.0.1:{port}/api/version"

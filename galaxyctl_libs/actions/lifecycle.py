@@ -12,6 +12,7 @@ from galaxyctl_libs.actions.readiness import (  # noqa: F401 - DEFAULT_READY_TIM
     LOG_TAIL_LINES,
     ReadyResult,
     check_ports_free,
+    log_details,
     tail,
     wait_ready,
 )
@@ -25,6 +26,8 @@ from galaxyctl_libs.errors import GalaxyctlError, NotReadyError
 from galaxyctl_libs.probes import procfs
 from galaxyctl_libs.rootpolicy import as_user
 from galaxyctl_libs.storage.config import instance_storage
+
+JOURNAL = "the systemd journal"  # where a start says the logs are when the manager keeps them
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,7 @@ def start(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progres
         tuple(ready),
         started_supervisord,
         warnings=result.warnings,
-        log_dirs=tuple(sorted({i.log_dir for i in result.instances})),
+        log_dirs=tuple(sorted({d or JOURNAL for d in result.log_dirs.values()})),
     )
 
 
@@ -305,7 +308,7 @@ def _wait_for_reload(client, target, timeout, progress):
         return
     raise NotReadyError(
         f"{target.program} did not finish its reload within {timeout:.0f}s",
-        details=[f"last lines of {target.log_file}:"] + ["  " + line for line in tail(target.log_file)],
+        details=log_details(target, client),
     )
 
 

@@ -39,6 +39,19 @@ def tail(path, lines=LOG_TAIL_LINES):
     return data.splitlines()[-lines:]
 
 
+def log_details(target, client=None):
+    """The lines a failure shows under its message: the end of the service's log file, or of its
+    journal when a systemd unit logs there (no log_dir)."""
+    if target.log_file:
+        return [f"last lines of {target.log_file}:"] + ["  " + line for line in tail(target.log_file)]
+    journal = getattr(client, "journal_tail", None)
+    if journal is None:
+        return [f"its log is in the journal: galaxyctl follow {target.service.service_name}"]
+    return [f"last lines of its journal (journalctl -u {target.program}):"] + [
+        "  " + line for line in journal(target.program, LOG_TAIL_LINES)
+    ]
+
+
 def _port_holder_pid(endpoint):
     """The PID of whoever listens on the endpoint's TCP port, or None."""
     if endpoint is None or endpoint.unix_path:
@@ -140,7 +153,7 @@ def wait_ready(client, targets, timeout, progress=None):
             reason = result.error or f"HTTP {result.status}"
             raise NotReadyError(
                 f"{target.program} did not become ready after {seconds:.0f}s: {reason}",
-                details=[f"last lines of {target.log_file}:"] + ["  " + line for line in tail(target.log_file)],
+                details=log_details(target, client),
             )
         results.append(ReadyResult(target.program, target.service.bind, True, seconds))
     return results
@@ -162,6 +175,6 @@ def _wait_uwsgi(target, timeout, progress):
     except GalaxyctlError as exc:
         raise NotReadyError(
             f"{target.program} did not become ready: {exc.message}",
-            details=[f"last lines of {target.log_file}:"] + ["  " + line for line in tail(target.log_file)],
+            details=log_details(target),
         ) from None
     return ReadyResult(target.program, str(stats.address), True, time.monotonic() - started)

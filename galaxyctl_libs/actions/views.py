@@ -75,5 +75,6 @@ def exec_service(target):
     os.execvpe(service.argv[0], list(service.argv), env)
 
 
-def log_files(state_dir, names=()):
-    return [t.log_file for t in targets_mod.select(applied_targets(state_dir), names)]
+def selected_targets(state_dir, names=()):
+    """The applied targets ``names`` select (all without names): what follow and logs act on."""
+    return targets_mod.select(applied_targets(state_dir), names)

@@ -134,6 +134,10 @@ class Backend:
         """The name the manager knows ``service`` by (to start, stop, signal and ask about it)."""
         raise NotImplementedError
 
+    def log_dir(self, instance):
+        """Where ``instance``'s services write their logs (None: the manager keeps them, e.g. the journal)."""
+        return instance.log_dir
+
     def log_file(self, service, log_dir, grouped):
         raise NotImplementedError
 

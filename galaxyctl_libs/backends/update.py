@@ -34,22 +34,24 @@ class UpdateResult:
     warnings: tuple = ()
     client: object = None  # supervisor.SupervisorClient for this state dir's supervisord (or SystemdController)
     backend: object = None  # backends.base.Backend that applied it (None: supervisor)
+    log_dirs: dict = None  # instance name -> where its logs go (None: the manager's, e.g. the journal)
 
 
 def update_locked(state_dir, client=None):
     with statemod.locked_state(state_dir) as state:
-        instances, services, log_dirs, warnings = _services_of(state)
+        instances, services, warnings = _services_of(state)
         # Whatever can refuse the new config happens before the state is saved (on leaving this
         # block): a value the format cannot carry or a log_dir that cannot be made changes nothing.
         run_as = _one_galaxy_user(instances)
         backend = backend_of(instances)  # gravity.process_manager: supervisor (unset) or systemd
         paths = backend.paths(state_dir, StatePaths.of(state_dir).runtime_dir if run_as[0] else None)
+        log_dirs = {instance.name: backend.log_dir(instance) for instance in instances}
         files = backend.render(paths, services, log_dirs)
         if run_as[0]:
             _make_runtime_dir(paths.run_dir, *run_as)  # supervisor's root, or systemd's herder pid dir
         with as_user(*run_as):  # rootpolicy rule 3: the Galaxy user's files are made as that user
-            for instance in instances:
-                fsutil.make_dirs(instance.log_dir, what="log_dir")
+            for log_dir in filter(None, log_dirs.values()):
+                fsutil.make_dirs(log_dir, what="log_dir")
     if backend is SUPERVISOR:
         with as_user(*run_as):
             changes = reconcile(paths.root, backend.managed_dir(paths), files)
@@ -65,7 +67,7 @@ def update_locked(state_dir, client=None):
         applied = tuple(
             tuple(groups) for groups in client.apply_changes(*(() if backend is SUPERVISOR else (changes,)))
         )
-    return UpdateResult(tuple(instances), services, changes, applied, tuple(warnings), client, backend)
+    return UpdateResult(tuple(instances), services, changes, applied, tuple(warnings), client, backend, log_dirs)
 
 
 def backend_of(instances):
@@ -81,21 +83,30 @@ def backend_of(instances):
     from galaxyctl_libs.backends.systemd.backend import SystemdBackend
 
     instance_mode = {bool(instance.settings.use_service_instances) for instance in instances}
-    return SystemdBackend(user_mode=os.geteuid() != 0, service_instances=instance_mode == {True})
+    return SystemdBackend(user_mode=systemd_user_mode(), service_instances=instance_mode == {True})
+
+
+USER_MODE_ENV = "GALAXYCTL_SYSTEMD_USER"  # "1"/"0": --user/--no-user of this run (the CLI sets it)
+
+
+def systemd_user_mode(environ=None):
+    """gravity's rule: ``--user``/``--no-user`` when given, else user mode unless run as root."""
+    value = (os.environ if environ is None else environ).get(USER_MODE_ENV)
+    if value in ("0", "1"):
+        return value == "1"
+    return os.geteuid() != 0
 
 
 def _services_of(state):
     """Every registered config resolved and its services built; the state's records updated to match
-    (saved by the caller's ``locked_state``).  Returns (instances, {name: services}, {name: log dir},
-    warnings)."""
-    services, log_dirs, warnings, instances = {}, {}, [], []
+    (saved by the caller's ``locked_state``).  Returns (instances, {name: services}, warnings)."""
+    services, warnings, instances = {}, [], []
     for record, instance, attribs, config_warnings in resolve_all(state):
         record.attribs = {k: v for k, v in attribs.items()}
         record.instance_name = instance.name
         built = build_services(instance)
         record.services = [statemod.ServiceRecord(s.config_type, s.service_type, s.service_name) for s in built]
         services[instance.name] = built
-        log_dirs[instance.name] = instance.log_dir
         instances.append(instance)
         warnings.extend(config_warnings)
         warnings.extend(
@@ -103,7 +114,7 @@ def _services_of(state):
             for service in built
             if service.ignored and instance.settings.process_manager != "systemd"  # systemd sets MemoryMax/High
         )
-    return instances, services, log_dirs, warnings
+    return instances, services, warnings
 
 
 def _one_galaxy_user(instances):
@@ -156,7 +167,7 @@ def all_targets(result):
     for instance in result.instances:
         for service in result.services[instance.name]:
             name = backend.target_name(service, grouped)
-            everything.append(Target(service, name, backend.log_file(service, instance.log_dir, grouped)))
+            everything.append(Target(service, name, backend.log_file(service, backend.log_dir(instance), grouped)))
     return everything
 
 

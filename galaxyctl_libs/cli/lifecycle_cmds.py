@@ -45,7 +45,10 @@ def cmd_start(args):
         result = run_waiting(lifecycle.start, args, auto_cwd=os.getcwd())
         print_lifecycle(result, "started")
         for log_dir in result.log_dirs:
-            print(f"Log files are in {log_dir}", flush=True)
+            if log_dir == lifecycle.JOURNAL:
+                print(f"Logs are in {log_dir} ('galaxyctl follow' shows them)", flush=True)
+            else:
+                print(f"Log files are in {log_dir}", flush=True)
         if args.foreground:
             from galaxyctl_libs.cli.process_cmds import follow_logs
 

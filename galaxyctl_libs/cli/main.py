@@ -123,6 +123,8 @@ def main(argv=None):
         from galaxyctl_libs.rootpolicy import ALLOW_ROOT_ENV
 
         os.environ[ALLOW_ROOT_ENV] = "1"  # our own process environment: read by rootpolicy.run_as
+    if args.user_mode is not None:
+        os.environ["GALAXYCTL_SYSTEMD_USER"] = "1" if args.user_mode else "0"  # backends.update.USER_MODE_ENV
     try:
         run_configs.apply(args)
         if os.geteuid() == 0:

@@ -14,7 +14,10 @@ from galaxyctl_libs.errors import GalaxyctlError
 
 
 def add_follow(sub):
-    p = sub.add_parser("follow", help="follow the services' log files (like tail -f)")
+    p = sub.add_parser(
+        "follow",
+        help="follow the services' logs (tail -F of their log files; under systemd without log_dir, journalctl -f)",
+    )
     names_argument(p)
     p.set_defaults(func=cmd_follow)
 
@@ -28,27 +31,43 @@ def cmd_follow(args):
 
 
 def follow_logs(args):
-    """Follow the logs with tail -F until interrupted (KeyboardInterrupt propagates)."""
-    import subprocess
-
+    """Follow the logs until interrupted (KeyboardInterrupt propagates): the log files with tail -F,
+    and the journal of the systemd units that write no file (no log_dir), as gravity does."""
     from galaxyctl_libs.actions import views
     from galaxyctl_libs.backends.record import load_applied
-    from galaxyctl_libs.rootpolicy import subprocess_credentials
 
-    files = views.log_files(state_dir(args), args.names)
-    if not files:
+    targets = views.selected_targets(state_dir(args), args.names)
+    if not targets:
         raise GalaxyctlError("no services, no log files to follow")
     applied = load_applied(state_dir(args))
+    files = [t.log_file for t in targets if t.log_file]
+    units = [t.program for t in targets if not t.log_file]
+    if applied is not None and applied.process_manager == "systemd" and units:
+        from galaxyctl_libs.backends.systemd.client import manager_argv, manager_env
+
+        if files:
+            raise GalaxyctlError("some services log to files, some to the journal: follow them by name")
+        unit_args = [word for unit in units for word in ("-u", unit)]
+        argv = manager_argv("journalctl", applied.user_mode, "-f", "-n", "20", "--no-pager", *unit_args)
+        return _run_until_interrupted(argv, env=manager_env(applied.user_mode))
     # as root, the logs are the Galaxy user's files: read them as that user (a link there to a
     # root-only file shows nothing); tail -F waits for files that do not exist yet
+    from galaxyctl_libs.rootpolicy import subprocess_credentials
+
     credentials = subprocess_credentials(*applied.run_as) if applied is not None else {}
-    tail = subprocess.Popen(["tail", "-n", "20", "-F", *files], **credentials)
+    return _run_until_interrupted(["tail", "-n", "20", "-F", *files], **credentials)
+
+
+def _run_until_interrupted(argv, **popen_args):
+    import subprocess
+
+    child = subprocess.Popen(argv, **popen_args)
     try:
-        tail.wait()
+        return child.wait()
     finally:
-        if tail.poll() is None:
-            tail.terminate()
-            tail.wait(timeout=10)
+        if child.poll() is None:
+            child.terminate()
+            child.wait(timeout=10)
 
 
 def add_supervisorctl(sub, name="supervisorctl", helptext="run supervisorctl against galaxyctl's supervisord"):
@@ -79,8 +98,12 @@ def cmd_supervisorctl(args):
 
     client = client_for(state_dir(args), load_applied(state_dir(args)))
     if getattr(client.paths, "unit_dir", None):  # systemd: the arguments go to systemctl, as gravity's pm
-        argv = ["systemctl"] + (["--user"] if client.paths.user_mode else []) + list(args.arguments)
-        return subprocess.run(argv).returncode
+        from galaxyctl_libs.backends.systemd.client import manager_argv, manager_env
+
+        user_mode = client.paths.user_mode
+        return subprocess.run(
+            manager_argv("systemctl", user_mode, *args.arguments), env=manager_env(user_mode)
+        ).returncode
     if not os.path.exists(client.paths.conf):
         raise GalaxyctlError(f"no supervisord configuration in {client.paths.root}: run 'galaxyctl update' first")
     argv = [sys.executable, "-m", "supervisor.supervisorctl", "-c", client.paths.conf, *args.arguments]

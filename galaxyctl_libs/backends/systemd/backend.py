@@ -31,12 +31,16 @@ class SystemdBackend(Backend):
     def target_name(self, service, grouped):
         return render.unit_name(service, grouped, self.service_instances)
 
+    def log_dir(self, instance):
+        """Files only where gravity.log_dir asks for them; else the journal, as under gravity."""
+        return instance.log_dir if instance.settings.log_dir else None
+
     def log_file(self, service, log_dir, grouped):
         return render.log_file(service, log_dir, grouped)
 
     def write(self, paths, files):
         """Write changed units, remove this state dir's stale ones (marked files only): Changes."""
-        return write_units(paths, files)
+        return write_units(paths, files, SystemdController(paths))
 
     def controller(self, paths, run_as=(None, None), **kwargs):
         return SystemdController(paths, run_as=run_as, **kwargs)

@@ -30,7 +30,7 @@ from galaxyctl_libs.backends.systemd.render import OWNER_KEY
 from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.probes.poll import wait_until
 
-PROPERTIES = "Id,LoadState,ActiveState,SubState,MainPID,ExecMainStartTimestampMonotonic,NeedDaemonReload"
+PROPERTIES = "Id,LoadState,ActiveState,SubState,MainPID,ExecMainStartTimestampMonotonic,NeedDaemonReload,UnitFileState"
 UNIT_SUFFIXES = (".service", ".target")
 MAX_UNIT_FILE_BYTES = 1 << 20
 
@@ -70,18 +70,36 @@ def marked_units(unit_dir, state_id):
     return found
 
 
-def write_units(paths, files):
-    """Write the unit files that changed; remove stale units of this state dir (marked files only).
-    Returns backends.base.Changes (paths)."""
+def write_units(paths, files, controller=None):
+    """Write the unit files that changed; remove stale units of this state dir (marked files only),
+    a stale target disabled first (while its file still says what to undo).  Returns
+    backends.base.Changes (paths)."""
     fsutil.ensure_private_dir(paths.root)
     os.makedirs(paths.unit_dir, mode=0o755, exist_ok=True)
     written = fsutil.write_many_if_changed(files, mode=0o644)
-    removed = []
-    for _name, path in sorted(marked_units(paths.unit_dir, paths.state_id).items()):
-        if path not in files:
-            fsutil.remove_file(path)
-            removed.append(path)
-    return Changes(tuple(written), tuple(removed))
+    stale = [path for _name, path in sorted(marked_units(paths.unit_dir, paths.state_id).items()) if path not in files]
+    targets = [os.path.basename(path) for path in stale if path.endswith(".target")]
+    if targets and controller is not None:
+        controller.systemctl("disable", "--no-reload", "--", *targets, check=False)
+    for path in stale:
+        fsutil.remove_file(path)
+    return Changes(tuple(written), tuple(stale))
+
+
+def manager_env(user_mode, environ=None):
+    """The environment for systemctl/journalctl: in user mode, the user's runtime dir when the caller
+    has none (cron, sudo -u), so ``--user`` finds the user's manager as gravity's users expect."""
+    environ = dict(os.environ if environ is None else environ)
+    if user_mode and not environ.get("XDG_RUNTIME_DIR") and not environ.get("DBUS_SESSION_BUS_ADDRESS"):
+        runtime = f"/run/user/{os.getuid()}"
+        if os.path.isdir(runtime):
+            environ["XDG_RUNTIME_DIR"] = runtime
+    return environ
+
+
+def manager_argv(tool, user_mode, *args):
+    """``systemctl``/``journalctl`` argv, with ``--user`` in user mode."""
+    return [tool] + (["--user"] if user_mode else []) + list(args)
 
 
 def _unit_pattern(path):
@@ -104,13 +122,22 @@ class SystemdController:
 
     # ------------------------------------------------------------ systemctl
 
+    def _run(self, tool, args, timeout):
+        """``tool`` (systemctl, journalctl) for this manager: output captured, bounded, no stdin."""
+        return subprocess.run(
+            manager_argv(tool, self.paths.user_mode, *args),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            errors="replace",
+            env=manager_env(self.paths.user_mode),
+        )
+
     def systemctl(self, *args, slow=False, check=True):
-        argv = ["systemctl"] + (["--user"] if self.paths.user_mode else []) + list(args)
         timeout = self.slow_timeout if slow else self.timeout
         try:
-            result = subprocess.run(
-                argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, errors="replace"
-            )
+            result = self._run("systemctl", args, timeout)
         except subprocess.TimeoutExpired:
             raise GalaxyctlError(f"systemctl {' '.join(args[:2])} did not finish within {timeout}s") from None
         except OSError as exc:
@@ -185,8 +212,9 @@ class SystemdController:
         return False
 
     def apply_changes(self, changes=None):
-        """After write_units: stop the units whose files were removed, then daemon-reload when files
-        changed.  Returns no process groups: update's own lines say which unit files changed."""
+        """After write_units: stop the units whose files were removed, daemon-reload when files
+        changed, and enable the targets that are not (so Galaxy starts at boot, as under gravity).
+        Returns no process groups: update's own lines say which unit files changed."""
         changes = changes or Changes((), ())
         removed = [_unit_pattern(path) for path in changes.removed]
         if removed:
@@ -195,6 +223,11 @@ class SystemdController:
             self.systemctl("daemon-reload", slow=True)
             if removed:
                 self.systemctl("reset-failed", "--", *removed, check=False)
+        targets = self.targets()
+        shown = self.show(targets) if targets else {}
+        disabled = [name for name in targets if shown.get(name, {}).get("UnitFileState") != "enabled"]
+        if disabled:
+            self.systemctl("enable", "--", *disabled)
         return (), (), ()
 
     def start(self, name):
@@ -212,6 +245,14 @@ class SystemdController:
 
     def kill_group(self, name):
         self.systemctl("kill", "--signal=KILL", "--kill-who=all", "--", name, check=False)
+
+    def journal_tail(self, unit, lines):
+        """The last ``lines`` journal lines of ``unit`` (empty when journalctl cannot tell)."""
+        try:
+            result = self._run("journalctl", ("-u", unit, "-n", str(lines), "--no-pager", "-q"), self.timeout)
+        except (OSError, subprocess.TimeoutExpired):
+            return []
+        return result.stdout.splitlines()[-lines:]
 
     def shutdown(self, timeout=60):
         """Stop the targets and every unit of ours; wait (bounded) until none is active any more."""
