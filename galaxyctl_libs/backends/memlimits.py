@@ -110,6 +110,16 @@ def over(watch, rss):
     return None
 
 
+def excess(service, rss):
+    """``over memory_high 1 GB`` when ``rss`` passes one of ``service``'s limits (status), else ''."""
+    try:
+        limits = Watch("", OTHER, limit_bytes(service.memory_limit), limit_bytes(service.memory_high))
+    except GalaxyctlError:  # a record from before the check: no verdict rather than no status
+        return ""
+    passed = over(limits, rss)
+    return f"over {passed[0]} {size_text(passed[1])}" if passed else ""
+
+
 def decide(watch, rss, workers=(), jobs=0):
     """What to do about a service whose process tree uses ``rss`` bytes; None when under its limits.
 

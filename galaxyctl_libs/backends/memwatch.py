@@ -37,26 +37,15 @@ def log(message):
     print(f"memwatch: {message}", flush=True)
 
 
-def tree_rss(pid, tree):
-    """RSS of ``pid`` and its descendants (``tree``: procfs.children_map()), and their PIDs."""
-    pids, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        pids.append(current)
-        todo.extend(tree.get(current, ()))
-    return sum(procfs.rss_bytes(p) for p in pids), pids
-
-
 def sample(watch, pid, tree):
     """(rss of the tree, workers as ((pid, rss), ...), job processes) of one running service."""
-    rss, pids = tree_rss(pid, tree)
     workers, jobs = (), 0
     if watch.kind == memlimits.WEB:
         master = gunicorn_master(pid)
         workers = tuple((w, procfs.rss_bytes(w)) for w in tree.get(master, ()) if procfs.alive(w)) if master else ()
     elif watch.kind == memlimits.HANDLER:
-        jobs = len(pids) - 1
-    return rss, workers, jobs
+        jobs = len(tree.get(pid, ()))  # a job the local runner runs is a child of the handler
+    return procfs.tree_rss(pid, tree), workers, jobs
 
 
 class Watcher:

@@ -165,3 +165,12 @@ def test_a_service_named_like_the_watcher_is_refused(tmp_path):
     paths = sup.Paths(str(tmp_path / "state"))
     with pytest.raises(GalaxyctlError, match="memory watcher"):
         sup.memwatch_service(paths, {"_default_": (service(MEMWATCH_PROGRAM, memory_limit=1),)}, False)
+
+
+def test_excess_as_status_shows_it():
+    limited = service("h", memory_limit=2, memory_high=1)
+    assert ml.excess(limited, GB) == ""
+    assert ml.excess(limited, GB + 1) == "over memory_high 1 GB"
+    assert ml.excess(limited, 3 * GB) == "over memory_limit 2 GB"
+    assert ml.excess(service("h"), 100 * GB) == ""
+    assert ml.excess(service("h", memory_high=-1), 100 * GB) == ""  # a damaged record: no verdict, no error
