@@ -11,9 +11,10 @@ import os
 import sys
 
 import pytest
-from conftest import alive, children_of, http_get, wait_for
+from conftest import ROOT_ONLY, alive, children_of, http_get, uids, wait_for
 
-from galaxyctl_libs.backends.base import MEMWATCH_PROGRAM
+from galaxyctl_libs.backends.base import MEMWATCH_MODULE, MEMWATCH_PROGRAM
+from galaxyctl_libs.probes import procfs
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RSS is read from /proc")
 
@@ -25,9 +26,10 @@ def status_rows(gctl):
     return {row["service"]: row for row in report["services"]}
 
 
-def watcher_log(gctl):
+def watcher_log(gctl, log_dir=None):
     try:
-        with open(os.path.join(gctl.state_dir, "log", f"{MEMWATCH_PROGRAM}.log"), encoding="utf-8") as handle:
+        path = os.path.join(log_dir or os.path.join(gctl.state_dir, "log"), f"{MEMWATCH_PROGRAM}.log")
+        with open(path, encoding="utf-8") as handle:
             return handle.read()
     except OSError:
         return ""
@@ -78,3 +80,22 @@ def test_a_gunicorn_worker_over_memory_high_is_recycled_while_the_master_stays(g
     assert http_get(f"http://127.0.0.1:{port}/api/version")[0] == 200
     assert "restarting" not in log
     gctl("stop")
+
+
+@ROOT_ONLY
+def test_as_root_the_watcher_runs_as_the_galaxy_user(root_gctl, demo_galaxy, user_venv, test_user):
+    """Root starts it, but like supervisord and every service it runs with the Galaxy user's ids, and
+    as that user it still reaches supervisord and recycles that user's gunicorn worker."""
+    gravity = {"galaxy_user": test_user.pw_name, "virtualenv": user_venv, "gunicorn": {"workers": 2}}
+    config, port = demo_galaxy(gravity={**gravity, "memory_high": 0.25})
+    root_gctl("register", config)
+    root_gctl("start", "--timeout", "60")
+    supervisord = root_gctl.supervisord_pid()
+    [watcher] = [pid for pid in children_of(supervisord) if MEMWATCH_MODULE in procfs.cmdline(pid)]
+    assert uids(watcher) == uids(supervisord) == {test_user.pw_uid}
+    log_dir = os.path.join(os.path.dirname(os.path.dirname(config)), "database", "gravity", "log")
+    hog = http_get(f"http://127.0.0.1:{port}/hog?mb=320", timeout=30)[1]["pid"]
+    assert wait_for(lambda: not alive(hog), WATCH_TIMEOUT), watcher_log(root_gctl, log_dir)
+    assert f"recycling worker {hog} uses " in watcher_log(root_gctl, log_dir)
+    assert os.stat(os.path.join(log_dir, f"{MEMWATCH_PROGRAM}.log")).st_uid == test_user.pw_uid
+    root_gctl("stop")
