@@ -99,3 +99,32 @@ def test_as_root_the_watcher_runs_as_the_galaxy_user(root_gctl, demo_galaxy, use
     assert f"recycling worker {hog} uses " in watcher_log(root_gctl, log_dir)
     assert os.stat(os.path.join(log_dir, f"{MEMWATCH_PROGRAM}.log")).st_uid == test_user.pw_uid
     root_gctl("stop")
+
+
+def test_update_adds_and_removes_the_watcher_of_a_running_supervisord(gctl, demo_galaxy):
+    import yaml
+
+    config, _ = demo_galaxy()
+    gctl("register", config)
+    gctl("start", "--timeout", "60")
+
+    def watcher_state():
+        out = gctl("supervisorctl", "status", check=False).stdout
+        line = next((line for line in out.splitlines() if line.startswith(MEMWATCH_PROGRAM)), "")
+        return line.split()[1] if line else None
+
+    assert watcher_state() is None  # no limit, no watcher
+    with open(config) as handle:
+        settings = yaml.safe_load(handle)
+    settings["gravity"]["gunicorn"]["memory_high"] = 4
+    with open(config, "w") as handle:
+        yaml.safe_dump(settings, handle)
+    gctl("update")
+    assert wait_for(lambda: watcher_state() == "RUNNING", 30)
+    assert status_rows(gctl)["gunicorn"]["memory"] == ""  # far under 4 GB
+    settings["gravity"]["gunicorn"]["memory_high"] = 0  # none (an unset key would fall back to the saved state)
+    with open(config, "w") as handle:
+        yaml.safe_dump(settings, handle)
+    gctl("update")
+    assert watcher_state() is None
+    gctl("stop")

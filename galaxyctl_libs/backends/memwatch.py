@@ -12,7 +12,9 @@ excess is logged.  Every action is one line on stdout (supervisord's log of this
     python -m galaxyctl_libs.backends.memwatch --socket SUPERVISOR_SOCKET [--interval S]
         [--cooldown S] --watch PROGRAM KIND LIMIT_BYTES HIGH_BYTES [--watch ...]
 
-It exits when supervisord goes (its parent changes) or on SIGTERM.
+It exits when supervisord goes (its parent changes) or on SIGTERM.  It takes no galaxyctl lock:
+a ``galaxyctl stop NAME`` that lands between its stop and its start of a service is undone by
+that start (a window of the service's stop time, only while it is being restarted).
 """
 
 import argparse
@@ -77,7 +79,7 @@ class Watcher:
             except (OSError, rpc.Fault) as exc:  # supervisord busy or shutting down: try again next time
                 log(f"supervisord did not answer ({exc}); trying again in {self.interval:g}s")
             end = time.monotonic() + self.interval
-            while not self.stopping and time.monotonic() < end:  # a stop signal ends the wait early
+            while not self.stopping and time.monotonic() < end and os.getppid() == self.parent:
                 time.sleep(min(0.2, self.interval))
         log("stopped")
         return 0
