@@ -1,7 +1,8 @@
 """A tiny stand-in Galaxy source tree, to try galaxyctl (and to test it) without installing Galaxy.
 
 It has what galaxyctl's services import: ``galaxy.webapps.galaxy.fast_factory:factory()`` (a WSGI
-app answering ``/api/version`` with a value read when the app loads, so a reload is visible),
+app answering ``/api/version`` with a value read when the app loads, so a reload is visible;
+``/slow?seconds=S`` takes its time, ``/hog?mb=N`` makes the worker keep N MB more),
 the worker class, an empty ``galaxy.web_stack.gunicorn_config``, ``galaxy.celery`` (a celery app on
 kombu's filesystem transport, no broker server needed) and ``scripts/galaxy-main``.
 
@@ -23,6 +24,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", "..", "..", ".."))
+HOARD = []  # what /hog?mb=N made this worker keep
 
 
 def _read_code_version():
@@ -44,6 +46,10 @@ def factory():
         path = environ.get("PATH_INFO", "")
         if path.endswith("/api/version"):
             body = {"version_major": "demo", "version_minor": loaded, "pid": os.getpid()}
+        elif path.endswith("/hog"):  # a worker that grows: N MB more, resident (written), kept
+            megabytes = int((environ.get("QUERY_STRING") or "mb=100").partition("=")[2] or 100)
+            HOARD.append(bytearray(b"x") * (megabytes << 20))
+            body = {"hoarded_mb": sum(len(b) for b in HOARD) >> 20, "pid": os.getpid()}
         elif path.endswith("/slow"):
             seconds = float((environ.get("QUERY_STRING") or "seconds=5").partition("=")[2] or 5)
             time.sleep(seconds)
@@ -96,8 +102,11 @@ app = celery_app
 
 GALAXY_MAIN = '''\
 #!/usr/bin/env python3
-"""Demo job handler: parses galaxy-main's arguments, says so, and waits to be stopped."""
+"""Demo job handler: parses galaxy-main's arguments, says so, and waits to be stopped.
+
+DEMO_HOG_MB=N: once started, it keeps N MB resident (a memory hog, for memory_limit)."""
 import argparse
+import os
 import signal
 import sys
 import time
@@ -109,6 +118,7 @@ parser.add_argument("--attach-to-pool", action="append", default=[])
 args, _ = parser.parse_known_args()
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 print(f"demo handler {args.server_name} pools={args.attach_to_pool} config={args.config_file}", flush=True)
+hoard = bytearray(b"x") * (int(os.environ.get("DEMO_HOG_MB") or 0) << 20)
 while True:
     time.sleep(3600)
 '''

@@ -17,6 +17,7 @@ from galaxyctl_libs.actions.readiness import (  # noqa: F401 - DEFAULT_READY_TIM
     wait_ready,
 )
 from galaxyctl_libs.backends import record as backend_record
+from galaxyctl_libs.backends.base import MEMWATCH_PROGRAM
 from galaxyctl_libs.backends.supervisor import client as sup
 from galaxyctl_libs.backends.update import applied_targets, select_targets, update_locked
 from galaxyctl_libs.core import targets as targets_mod
@@ -100,7 +101,11 @@ def stop(state_dir, names=(), force=False, timeout=sup.RPC_TIMEOUT):
         programs = sorted(survey.processes) if targets is None else [t.program for t in targets]
         for program in programs:
             client.stop(program)
-        still_up = [p for p in client.all_processes().values() if p["statename"] in sup.UP_STATES + (sup.STOPPING,)]
+        still_up = [
+            p
+            for p in client.all_processes().values()
+            if p["statename"] in sup.UP_STATES + (sup.STOPPING,) and p["name"] != MEMWATCH_PROGRAM  # watches the rest
+        ]
         stopped, ended = False, ()
         if not still_up:
             stopped = client.shutdown()

@@ -4,13 +4,14 @@ Everything here only looks: nothing is written except the Prometheus textfile an
 """
 
 from galaxyctl_libs import exitcodes, fsutil
+from galaxyctl_libs.backends import memlimits
 from galaxyctl_libs.backends import record as backend_record
 from galaxyctl_libs.backends.supervisor import client as sup
 from galaxyctl_libs.core import targets as targets_mod
 from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.probes import http as health
 from galaxyctl_libs.probes import procfs
-from galaxyctl_libs.records import Record
+from galaxyctl_libs.records import Record, replace
 
 # ---------------------------------------------------------------- status
 
@@ -24,6 +25,8 @@ class ServiceStatus(Record):
     uptime_seconds: int
     description: str
     web: str = ""  # for web services: "ok 12ms", or why not
+    rss_bytes: int = 0  # resident memory of its process tree (RSS summed), 0 when not running
+    memory: str = ""  # "over memory_high 1 GB" when past one of its limits (memlimits.excess)
 
 
 ORPHANED = "ORPHANED"  # a service's process runs, but the supervisord that started it is gone
@@ -104,7 +107,24 @@ def _status(state_dir, record, names, probe_web, timeout):
     down = [r for r in rows if r.state not in (sup.RUNNING, sup.STARTING)]
     code = exitcodes.LSB_NOT_RUNNING if down else exitcodes.LSB_RUNNING
     message = f"required storage not mounted: {', '.join(missing)}" if missing else ""
-    return StatusReport(True, survey.pid, tuple(rows), code, message, missing, survey.state)
+    return StatusReport(True, survey.pid, _with_memory(rows, targets), code, message, missing, survey.state)
+
+
+def _with_memory(rows, targets):
+    """Each row with a PID gets the RSS of its process tree (one /proc scan for them all) and,
+    when past one of its service's memory limits, which."""
+    if not any(row.pid for row in rows):
+        return tuple(rows)
+    tree = procfs.children_map()
+    services = {t.program: t.service for t in targets}
+    found = []
+    for row in rows:
+        if row.pid:
+            rss = procfs.tree_rss(row.pid, tree)
+            service = services.get(row.program)
+            row = replace(row, rss_bytes=rss, memory=memlimits.excess(service, rss) if service else "")
+        found.append(row)
+    return tuple(found)
 
 
 def _status_without_supervisord(state_dir, targets, survey, missing):
@@ -156,7 +176,7 @@ def _status_without_supervisord(state_dir, targets, survey, missing):
     return StatusReport(
         False,
         None,
-        _rows(targets, ORPHANED, "running without supervisord", pids),
+        _with_memory(_rows(targets, ORPHANED, "running without supervisord", pids), targets),
         exitcodes.LSB_DEAD_PIDFILE,
         message,
         missing,
@@ -329,6 +349,7 @@ def verdict(report, probes=(), workers=(), restart_window=300):
         for r in running
         if restart_window > 0 and (r.state == sup.STARTING or r.uptime_seconds < restart_window)
     ]
+    warnings += [f"{r.program} {r.memory}" for r in report.services if r.memory]
     answered = [result.elapsed_ms for _, result in probes if result.ok]
     web_ms = max(answered) if answered else None
     critical += [

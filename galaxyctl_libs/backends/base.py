@@ -16,6 +16,8 @@ from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.records import Record
 
 HERDER_MODULE = "galaxyctl_libs.backends.herder"
+MEMWATCH_MODULE = "galaxyctl_libs.backends.memwatch"
+MEMWATCH_PROGRAM = "galaxyctl_memwatch"  # supervisord's name of the memory watcher (memwatch.py)
 
 # process states (supervisor.states.ProcessStates), by name
 STOPPED, STARTING, RUNNING, BACKOFF, STOPPING, EXITED, FATAL, UNKNOWN = (

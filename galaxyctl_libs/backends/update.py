@@ -109,11 +109,6 @@ def _services_of(state):
         services[instance.name] = built
         instances.append(instance)
         warnings.extend(config_warnings)
-        warnings.extend(
-            f"{record.path}: {', '.join(service.ignored)} for {service.service_name} ignored under supervisor"
-            for service in built
-            if service.ignored and instance.settings.process_manager != "systemd"  # systemd sets MemoryMax/High
-        )
     return instances, services, warnings
 
 

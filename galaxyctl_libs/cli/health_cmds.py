@@ -25,6 +25,7 @@ def add_status(sub):
 
 def cmd_status(args):
     from galaxyctl_libs.actions import monitoring
+    from galaxyctl_libs.backends.memlimits import size_text
 
     report = monitoring.status(state_dir(args), args.names, timeout=args.timeout)
     if args.json:
@@ -40,7 +41,8 @@ def cmd_status(args):
             else ""
         )
         web = f"web {row.web}" if row.web else ""
-        print(f"{row.program:<32} {row.state:<10} " + "  ".join(x for x in (pid, uptime, web) if x))
+        rss = f"rss {size_text(row.rss_bytes)}" + (f" ({row.memory})" if row.memory else "") if row.pid else ""
+        print(f"{row.program:<32} {row.state:<10} " + "  ".join(x for x in (pid, uptime, rss, web) if x))
     return report.exit_code
 
 

@@ -172,11 +172,6 @@ def _common(instance, section, service_type, service_name, argv, base_env=(), **
     # last, so a config cannot override them: they find this state dir's processes without supervisord
     environment.append((procfs.STATE_ID_ENV, procfs.state_id(instance.state_dir)))
     environment.append((procfs.SERVICE_ENV, procfs.service_key(instance.name, service_name)))
-    ignored = tuple(
-        f"{name}"
-        for name in ("memory_limit", "memory_high")
-        if getattr(section, name) is not None or getattr(settings, name) is not None
-    )
     return Service(
         instance_name=instance.name,
         service_type=service_type,
@@ -192,7 +187,6 @@ def _common(instance, section, service_type, service_name, argv, base_env=(), **
         group=instance.run_as[1],
         memory_limit=section.memory_limit or settings.memory_limit,  # the service's own, else the global one
         memory_high=section.memory_high or settings.memory_high,
-        ignored=ignored,
         **kwargs,
     )
 

@@ -35,9 +35,9 @@ class Service(Record):
     user: str = None
     group: str = None
     config_type: str = "galaxy"
-    memory_limit: float = None  # GB: systemd's MemoryMax= (supervisord has no such limit)
-    memory_high: float = None  # GB: systemd's MemoryHigh=
-    ignored: tuple = ()  # settings accepted but without effect here (shown, not compared)
+    memory_limit: float = None  # GB: systemd's MemoryMax=; under supervisord, backends/memwatch.py
+    memory_high: float = None  # GB: systemd's MemoryHigh=; likewise
+    ignored: tuple = ()  # settings accepted but without effect here (shown, not compared; none today)
 
     _not_compared = ("ignored",)
 

@@ -77,6 +77,18 @@ def rss_bytes(pid):
     return 0
 
 
+def tree_rss(pid, tree=None):
+    """RSS of ``pid`` and all its descendants, summed (pages shared between them count once per
+    process).  ``tree``: a children_map() to reuse when asking about several processes."""
+    tree = children_map() if tree is None else tree
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        total += rss_bytes(current)
+        todo.extend(tree.get(current, ()))
+    return total
+
+
 def cpu_seconds(pid):
     fields = stat_fields(pid)
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS if fields else 0.0

@@ -175,11 +175,13 @@ def test_handler_assignment_warning_names_the_setting(tmp_path):
     assert any("handling.assign" in w and "db-transaction-isolation" in w for w in warnings)
 
 
-def test_memory_limits_are_accepted_and_said_to_be_ignored(tmp_path):
+def test_memory_limits_are_carried_and_no_longer_said_to_be_ignored(tmp_path):
     config = write_config(str(tmp_path / "config"), {"memory_limit": 8, "celery": {"memory_high": 2}})
-    services, _, _ = services_for(config)
-    assert services["gunicorn"].ignored == ("memory_limit",)
-    assert services["celery"].ignored == ("memory_limit", "memory_high")
+    services, warnings, _ = services_for(config)
+    assert (services["gunicorn"].memory_limit, services["gunicorn"].memory_high) == (8, None)
+    assert (services["celery"].memory_limit, services["celery"].memory_high) == (8, 2)
+    assert services["gunicorn"].ignored == services["celery"].ignored == ()
+    assert not any("memory" in w for w in warnings)
 
 
 def test_proxy_path_prefix_follows_gravitys_rule():

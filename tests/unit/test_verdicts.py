@@ -74,3 +74,12 @@ def test_supervisord_down_hung_unknown_and_storage():
     assert unknown.code == exitcodes.NAGIOS_UNKNOWN and unknown.summary == "corrupt record"
     storage = verdict(report(row("gunicorn"), storage_missing=("/data",)), (OK_PROBE,))
     assert storage.code == exitcodes.NAGIOS_CRITICAL and "required storage /data not mounted" in storage.problems
+
+
+def test_a_service_over_a_memory_limit_is_a_warning_naming_it():
+    from galaxyctl_libs.records import replace
+
+    over = replace(row("handler_0"), rss_bytes=3 << 30, memory="over memory_high 2 GB")
+    result = verdict(report(row("gunicorn"), over), (OK_PROBE,))
+    assert result.code == exitcodes.NAGIOS_WARNING
+    assert result.problems == ("handler_0 over memory_high 2 GB",)

@@ -6,11 +6,15 @@ format so it reaches the process exactly, or refused in one line where the forma
 """
 
 import os
+import sys
 
-from galaxyctl_libs.backends.base import checked_text, herded_argv
+from galaxyctl_libs.backends import memlimits
+from galaxyctl_libs.backends.base import MEMWATCH_MODULE, MEMWATCH_PROGRAM, checked_text, herded_argv
 from galaxyctl_libs.backends.base import shown as _shown
 from galaxyctl_libs.backends.supervisor.paths import Paths  # noqa: F401 - render.Paths, as before
+from galaxyctl_libs.core.targets import Service
 from galaxyctl_libs.errors import GalaxyctlError
+from galaxyctl_libs.probes import procfs
 
 HEADER = ";\n; Maintained by galaxyctl - CHANGES WILL BE OVERWRITTEN\n;\n"
 
@@ -217,4 +221,48 @@ def render_files(paths, instances_services, log_dirs):
             files[os.path.join(paths.conf_dir, f"group_{instance_name}.conf")] = (
                 HEADER + f"\n[group:{instance_name}]\nprograms = {programs}\n"
             )
+    watcher = memwatch_service(paths, instances_services, grouped)
+    if watcher is not None:
+        log_dir = next(
+            log_dirs[name] for name, services in instances_services.items() if watcher.user in _users(services)
+        )
+        files[os.path.join(paths.conf_dir, f"{MEMWATCH_PROGRAM}.conf")] = render_program(watcher, log_dir, False)
     return files
+
+
+def _users(services):
+    return {service.user for service in services if service.memory_limit or service.memory_high}
+
+
+def memwatch_service(paths, instances_services, grouped):
+    """The memory watcher (backends/memwatch.py) as a service, when a service has memory_limit or
+    memory_high (supervisord has no such setting); else None.  It runs as the Galaxy user, like
+    every service, and carries the state dir's marker, so a supervisord that died leaves no watcher."""
+    targets = [(s, program_names(s, grouped)[1]) for services in instances_services.values() for s in services]
+    watches = memlimits.watches(targets)
+    if not watches:
+        return None
+    taken = set(instances_services) | {s.service_name for s, _ in targets}
+    if MEMWATCH_PROGRAM in taken:
+        raise GalaxyctlError(
+            f"{MEMWATCH_PROGRAM!r} names galaxyctl's memory watcher: name the instance or service otherwise"
+        )
+    first = next(s for s, _ in targets if s.memory_limit or s.memory_high)
+    argv = (sys.executable, "-m", MEMWATCH_MODULE, "--socket", paths.socket)
+    argv += tuple(word for watch in watches for word in watch.argv())
+    marker = (
+        (procfs.STATE_ID_ENV, procfs.state_id(paths.state_dir)),
+        (procfs.SERVICE_ENV, f"galaxyctl/{MEMWATCH_PROGRAM}"),
+    )
+    return Service(
+        instance_name=first.instance_name,
+        service_type="memwatch",
+        service_name=MEMWATCH_PROGRAM,
+        argv=argv,
+        environment=marker,
+        cwd=paths.root,
+        start_timeout=1,
+        stop_timeout=15,
+        user=first.user,
+        group=first.group,
+    )
