@@ -34,5 +34,6 @@ ENV_CARRIED = {k: v for k, v in HOSTILE.items() if k not in ENV_REFUSED}
 
 
 def xml_safe(value):
-    """``value`` without the control characters XML-RPC cannot carry (so a log dir may not have them)."""
-    return "".join(char for char in value if char >= " " or char == "\t")
+    """``value`` without the characters XML-RPC cannot carry (so a log dir may not have them): control
+    characters and the noncharacters U+FFFE/U+FFFF, as the supervisor renderer refuses them."""
+    return "".join(char for char in value if (char >= " " or char == "\t") and char not in "\ufffe\uffff")

@@ -174,6 +174,10 @@ def test_graceful_under_load_restart_crash_and_follow(machine, preload):
         assert wait_for(lambda: _main_pid(machine, "galaxy-gunicorn.service") not in (0, restarted), timeout=30)
         assert wait_for(lambda: _answers(port), timeout=60)
         assert wait_for(lambda: _galaxyctl(machine, config, "status", check=False).returncode == 0, timeout=30)
+        check = _galaxyctl(machine, config, "check", check=False)
+        assert check.returncode in (0, 1) and "CRITICAL" not in check.stdout, check.stdout  # 1: just restarted
+        workers = _galaxyctl(machine, config, "workers")
+        assert workers.stdout.count("idle") + workers.stdout.count("busy") >= 2, workers.stdout
 
         # follow, until interrupted: the journal, or the log file (written by systemd, not galaxyctl)
         followed = machine.run("timeout", "-s", "INT", "3", GALAXYCTL, "-c", config, "follow", check=False)

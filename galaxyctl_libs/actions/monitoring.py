@@ -64,7 +64,9 @@ def _status(state_dir, record, names, probe_web, timeout):
     client = sup.client_for(state_dir, record, timeout=timeout)
     survey = client.survey()
     if not survey.answering:
-        return _status_without_supervisord(state_dir, targets, survey, missing)
+        return _status_without_supervisord(
+            state_dir, targets, survey, missing, getattr(client, "manager", "supervisord")
+        )
     infos = survey.processes
     rows = []
     for target in targets:
@@ -79,7 +81,7 @@ def _status(state_dir, record, names, probe_web, timeout):
                     "UNKNOWN",
                     None,
                     0,
-                    "not loaded in supervisord; run 'galaxyctl update'",
+                    f"not loaded in {getattr(client, 'manager', 'supervisord')}; run 'galaxyctl update'",
                 )
             )
             continue
@@ -127,13 +129,15 @@ def _with_memory(rows, targets):
     return tuple(found)
 
 
-def _status_without_supervisord(state_dir, targets, survey, missing):
+def _status_without_supervisord(state_dir, targets, survey, missing, manager="supervisord"):
     """Rows when supervisord does not answer: it hangs (LSB 4, unknown: its services may run or not),
     it is shutting down (3), or it is gone.  Gone, /proc is searched for the processes it left:
     they run unmanaged (LSB 1, "dead and pid file exists": the manager died, what it ran did not;
-    3 would tell a cron job to start a second copy), else everything is stopped (3)."""
+    3 would tell a cron job to start a second copy), else everything is stopped (3).  ``manager``
+    names it (systemd, when systemctl cannot reach it)."""
+    who = f"{manager} (pid {survey.pid})" if survey.pid else manager
     if survey.state == sup.SUPERVISORD_NOT_ANSWERING:
-        message = f"supervisord (pid {survey.pid}) is not answering (state dir {state_dir})"
+        message = f"{who} is not answering (state dir {state_dir})"
         return StatusReport(
             False,
             survey.pid,
@@ -144,7 +148,7 @@ def _status_without_supervisord(state_dir, targets, survey, missing):
             survey.state,
         )
     if survey.state == sup.SUPERVISORD_SHUTTING_DOWN:
-        message = f"supervisord (pid {survey.pid}) is shutting down (state dir {state_dir})"
+        message = f"{who} is shutting down (state dir {state_dir})"
         return StatusReport(
             False,
             survey.pid,
@@ -156,11 +160,11 @@ def _status_without_supervisord(state_dir, targets, survey, missing):
         )
     orphans = procfs.topmost(procfs.marked_processes(procfs.state_id(state_dir)))
     if not orphans:
-        message = f"supervisord is not running (state dir {state_dir})"
+        message = f"{manager} is not running (state dir {state_dir})"
         return StatusReport(
             False,
             None,
-            _rows(targets, sup.STOPPED, "supervisord is not running"),
+            _rows(targets, sup.STOPPED, f"{manager} is not running"),
             exitcodes.LSB_NOT_RUNNING,
             message,
             missing,
@@ -170,13 +174,13 @@ def _status_without_supervisord(state_dir, targets, survey, missing):
     for orphan in orphans:
         pids.setdefault(orphan.service, orphan.pid)
     message = (
-        f"supervisord is not running, but left running {', '.join(o.describe() for o in orphans)}; "
+        f"{manager} is not running, but left running {', '.join(o.describe() for o in orphans)}; "
         "'galaxyctl stop' ends them"
     )
     return StatusReport(
         False,
         None,
-        _with_memory(_rows(targets, ORPHANED, "running without supervisord", pids), targets),
+        _with_memory(_rows(targets, ORPHANED, f"running without {manager}", pids), targets),
         exitcodes.LSB_DEAD_PIDFILE,
         message,
         missing,
