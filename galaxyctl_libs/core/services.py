@@ -365,11 +365,24 @@ def handler_services(instance):
     for handler in instance.handlers:
         argv = galaxy_main_argv(instance) + ["-c", instance.galaxy_config_file, f"--server-name={handler.server_name}"]
         argv += list(handler.attach_to_pool_args())
-        options = dict(handler.options)
-        timeouts = {k: options[k] for k in ("start_timeout", "stop_timeout") if isinstance(options.get(k), int)}
-        section = _HandlerSection(handler.env, **timeouts)
+        section = _HandlerSection(handler.env, **_handler_settings(handler))
         services.append(_common(instance, section, "standalone", handler.server_name, argv))
     return services
+
+
+def _handler_settings(handler):
+    """The service settings a handler entry may carry, as gravity reads them from it (timeouts, umask,
+    memory limits in GB); a value of the wrong type is refused, not silently dropped."""
+    options, found = dict(handler.options), {}
+    for key, kinds in (("start_timeout", int), ("stop_timeout", int), ("memory_limit", (int, float)),
+                       ("memory_high", (int, float)), ("umask", str)):  # fmt: skip
+        value = options.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, kinds) or (kinds is not str and value < 0):
+            raise GalaxyctlError(f"handler {handler.server_name}: {key}: {value!r} is not a valid value")
+        found[key] = value
+    return found
 
 
 @dataclass(frozen=True)

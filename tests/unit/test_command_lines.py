@@ -5,12 +5,14 @@ import shlex
 import shutil
 import sys
 
+import pytest
 import yaml
 
 from galaxyctl_libs.backends.base import herded_argv
 from galaxyctl_libs.core import state
 from galaxyctl_libs.core.registration import resolve
 from galaxyctl_libs.core.services import build_services
+from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.probes import procfs
 
 
@@ -182,6 +184,18 @@ def test_memory_limits_are_carried_and_no_longer_said_to_be_ignored(tmp_path):
     assert (services["celery"].memory_limit, services["celery"].memory_high) == (8, 2)
     assert services["gunicorn"].ignored == services["celery"].ignored == ()
     assert not any("memory" in w for w in warnings)
+
+
+def test_a_handler_entry_carries_its_own_service_settings_as_in_gravity(tmp_path):
+    handlers = {"handler": {"processes": 2, "memory_high": 1.5, "memory_limit": 3, "umask": "027", "stop_timeout": 90}}
+    config = write_config(str(tmp_path / "config"), {"memory_limit": 8, "handlers": handlers})
+    services, _, _ = services_for(config)
+    for name in ("handler_0", "handler_1"):
+        handler = services[name]
+        assert (handler.memory_limit, handler.memory_high, handler.umask, handler.stop_timeout) == (3, 1.5, "027", 90)
+    bad = write_config(str(tmp_path / "bad"), {"handlers": {"handler": {"memory_high": "lots"}}})
+    with pytest.raises(GalaxyctlError, match="memory_high"):
+        services_for(bad)
 
 
 def test_proxy_path_prefix_follows_gravitys_rule():
