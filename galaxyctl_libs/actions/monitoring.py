@@ -113,16 +113,15 @@ def _status(state_dir, record, names, probe_web, timeout):
 
 
 def _with_memory(rows, targets):
-    """Each row with a PID gets the RSS of its process tree (one /proc scan for them all) and,
+    """Each row with a PID gets the RSS of its process tree (walked down the kernel's child lists) and,
     when past one of its service's memory limits, which."""
     if not any(row.pid for row in rows):
         return tuple(rows)
-    tree = procfs.children_map()
     services = {t.program: t.service for t in targets}
     found = []
     for row in rows:
         if row.pid:
-            rss = procfs.tree_rss(row.pid, tree)
+            rss = procfs.tree_rss(row.pid)  # the kernel's child lists: no scan of every process
             service = services.get(row.program)
             row = replace(row, rss_bytes=rss, memory=memlimits.excess(service, rss) if service else "")
         found.append(row)

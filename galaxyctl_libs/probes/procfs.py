@@ -44,14 +44,49 @@ def children_map():
     return tree
 
 
+_KERNEL_LISTS_CHILDREN = []  # [bool] once known: does /proc/PID/task/TID/children exist here?
+
+
+def _kernel_lists_children():
+    if not _KERNEL_LISTS_CHILDREN:
+        _KERNEL_LISTS_CHILDREN.append(os.path.exists(f"{PROC}/self/task/{os.getpid()}/children"))
+    return _KERNEL_LISTS_CHILDREN[0]
+
+
+def _direct_children(pid):
+    """The children of ``pid`` from the kernel's lists of each of its threads: a few small reads
+    where children_map reads every process's stat (a Galaxy host runs hundreds)."""
+    try:
+        tids = os.listdir(f"{PROC}/{pid}/task")
+    except OSError:
+        return []
+    kids = []
+    for tid in tids:
+        try:
+            with open(f"{PROC}/{pid}/task/{tid}/children", encoding="ascii") as handle:
+                kids += [int(p) for p in handle.read().split()]
+        except (OSError, ValueError):
+            continue  # that thread ended meanwhile
+    return kids
+
+
+def _children_of(tree):
+    """A children lookup: ``tree`` (a children_map) when given, else the kernel's lists when it
+    keeps them, else one children_map made now."""
+    if tree is None and _kernel_lists_children():
+        return _direct_children
+    tree = children_map() if tree is None else tree
+    return lambda pid: tree.get(pid, [])
+
+
 def children(pid):
-    return sorted(children_map().get(pid, []))
+    return sorted(_children_of(None)(pid))
 
 
-def descendants(pid):
-    tree, found, todo = children_map(), [], [pid]
+def descendants(pid, tree=None):
+    kids_of, found, todo = _children_of(tree), [], [pid]
     while todo:
-        kids = tree.get(todo.pop(), [])
+        kids = kids_of(todo.pop())
         found += kids
         todo += kids
     return found
@@ -79,14 +114,8 @@ def rss_bytes(pid):
 
 def tree_rss(pid, tree=None):
     """RSS of ``pid`` and all its descendants, summed (pages shared between them count once per
-    process).  ``tree``: a children_map() to reuse when asking about several processes."""
-    tree = children_map() if tree is None else tree
-    total, todo = 0, [pid]
-    while todo:
-        current = todo.pop()
-        total += rss_bytes(current)
-        todo.extend(tree.get(current, ()))
-    return total
+    process).  ``tree``: a children_map() to reuse when asking about many processes."""
+    return sum(rss_bytes(current) for current in [pid] + descendants(pid, tree))
 
 
 def cpu_seconds(pid):
