@@ -193,8 +193,15 @@ def _common(instance, section, service_type, service_name, argv, base_env=(), **
         memory_limit=section.memory_limit or settings.memory_limit,  # the service's own, else the global one
         memory_high=section.memory_high or settings.memory_high,
         ignored=ignored,
+        start_stagger=_stagger(section.start_stagger, settings.start_stagger),
         **kwargs,
     )
+
+
+def _stagger(own, default):
+    """``start_stagger``: the section's own, else the gravity section's, else none (0)."""
+    value = own if own is not None else default
+    return max(0.0, float(value)) if value else 0
 
 
 def _number(value):
@@ -373,7 +380,13 @@ def handler_services(instance):
         argv += list(handler.attach_to_pool_args())
         options = dict(handler.options)
         timeouts = {k: options[k] for k in ("start_timeout", "stop_timeout") if isinstance(options.get(k), int)}
-        section = _HandlerSection(handler.env, **timeouts)
+        stagger = options.get("start_stagger")
+        if stagger is not None and (isinstance(stagger, bool) or not isinstance(stagger, (int, float)) or stagger < 0):
+            raise GalaxyctlError(
+                f"{instance.config_path}: gravity.handlers: {handler.server_name}: start_stagger: expected a number of "
+                f"seconds, got {stagger!r}"
+            )
+        section = _HandlerSection(handler.env, start_stagger=stagger, **timeouts)
         services.append(_common(instance, section, "standalone", handler.server_name, argv))
     return services
 
@@ -388,6 +401,7 @@ class _HandlerSection:
     stop_timeout: int = 65
     memory_limit: float = None
     memory_high: float = None
+    start_stagger: float = None
 
 
 SERVICE_BUILDERS = (
