@@ -11,7 +11,8 @@ runs Galaxy's own database check once beforehand (what ``scripts/galaxy-quicksta
 time is reported as ``db_check_s``), ``--db empty`` starts on no database at all.  Measured:
 whether ``galaxyctl start`` succeeded, seconds from ``start`` to the first HTTP 200 on
 ``/api/version`` (polled every 0.2 s), to ``start``'s exit, and to every service RUNNING.
-Then ``shutdown``; every process still alive is ended by PID and the directory removed.
+Also the exits supervisord did not expect (services that crashed and were restarted) and which
+logs name ``NoVersionTableError``.  Then ``shutdown``; every process still alive is ended by PID and the directory removed.
 """
 
 import argparse
@@ -62,6 +63,21 @@ def _first_200(url, stop, found):
         time.sleep(0.2)
 
 
+def _crashes(root):
+    """Exits supervisord did not expect (it restarted those), and which logs name NoVersionTableError."""
+    try:
+        with open(os.path.join(root, "state", "supervisor", "supervisord.log")) as handle:
+            exits = [line.split("exited: ", 1)[1] for line in handle if "not expected" in line]
+    except OSError:
+        exits = []
+    named = []
+    for name in sorted(os.listdir(os.path.join(root, "logs"))):
+        with open(os.path.join(root, "logs", name), errors="replace") as handle:
+            if "NoVersionTableError" in handle.read():
+                named.append(name)
+    return {"unexpected_exits": exits, "no_version_table_in": named}
+
+
 def one_run(args, quickstart):
     root = tempfile.mkdtemp(prefix="gxbench")
     os.chmod(root, 0o755)
@@ -109,6 +125,7 @@ def one_run(args, quickstart):
         stop.set()
         if found:
             figures["first_200_s"] = round(found[0] - began, 1)
+        figures["crashes"] = _crashes(root)
     finally:
         supervisord = os.path.join(root, "state", "supervisor", "supervisord.pid")
         try:

@@ -80,6 +80,10 @@ def start(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progres
     )
 
 
+def _pid(client, target):
+    return client.process_info(target.program)["pid"]
+
+
 def _left(deadline):
     return max(0.0, deadline - time.monotonic())
 
@@ -263,7 +267,11 @@ def graceful(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, prog
                 client.start(target.program)
             acted.append(target)
             when[target.program] = time.time()  # after it: what started before it is explained by it
-        planned.record(state_dir, [(t.program, when[t.program], start_grace(t, timeout)) for t in acted], "graceful")
+        planned.record(
+            state_dir,
+            [(t.program, when[t.program], start_grace(t, timeout), _pid(client, t)) for t in acted],
+            "graceful",
+        )
     ready = wait_ready(client, targets, timeout, progress) if wait else ()
     return LifecycleResult(
         "graceful", tuple(t.program for t in acted), tuple(ready), started_supervisord, warnings=result.warnings

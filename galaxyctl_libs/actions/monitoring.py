@@ -104,7 +104,7 @@ def _row(target, info, plan, probe_web, timeout, exits, restart_window):
     state = info["statename"]
     now = time.time()
     started_at = now - (info["now"] - info["start"]) if info["start"] else None
-    explained = plan is not None and started_at is not None and plan.explains(started_at)
+    explained = plan is not None and started_at is not None and plan.explains(started_at, info["pid"])
     in_grace = explained and plan.in_grace(now) and state in sup.UP_STATES
     uptime = int(info["now"] - info["start"]) if state == sup.RUNNING and info["start"] else 0
     probe = _probe_web(target.service, timeout) if probe_web and state in sup.UP_STATES else None
@@ -366,7 +366,13 @@ def verdict(report, probes=(), workers=(), restart_window=300):
         if r.unplanned_restarts
     ]
     warnings += [f"{r.program} starting" for r in running if r.state == sup.STARTING and not r.in_grace]
-    starting = {r.program for r in running if r.in_grace}
+    silent = {program for program, result in probes if not result.ok}
+    answered = {program for program, result in probes if result.ok}
+    starting = {
+        r.program
+        for r in running
+        if r.in_grace and r.program not in answered and (r.state == sup.STARTING or r.program in silent)
+    }
     probes = [(program, result) for program, result in probes if result.ok or program not in starting]
     answered = [result.elapsed_ms for _, result in probes if result.ok]
     web_ms = max(answered) if answered else None

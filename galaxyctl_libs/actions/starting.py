@@ -54,6 +54,7 @@ def _start_each(state_dir, client, targets, timeout, action, progress):
                 time.sleep(pause)
                 at = time.time()
             if client.start(target.program):
-                entries.append((target.program, at, start_grace(target, timeout)))
+                pid = client.process_info(target.program)["pid"]
+                entries.append((target.program, at, start_grace(target, timeout), pid))
     finally:
         planned.record(state_dir, entries, action)

@@ -21,7 +21,7 @@ from galaxyctl_libs.records import Record
 PLANNED_NAME = "planned.json"
 MAX_BYTES = 1 << 20
 MAX_ENTRIES = 2000
-STARTED_SLACK = 5.0  # seconds between galaxyctl asking for a start and the process's start time
+STARTED_SLACK = 2.0  # seconds between galaxyctl's action and the process's start time (supervisor: whole seconds)
 
 
 class Planned(Record):
@@ -30,9 +30,13 @@ class Planned(Record):
     action: str  # start, restart, graceful, update
     at: float  # when (time.time())
     grace: float = 0  # seconds after ``at`` during which starting (not yet answering) is expected
+    pid: int = 0  # the process it left running, when known
 
-    def explains(self, started_at):
-        """Did this action start a process that started at ``started_at`` (wall clock)?"""
+    def explains(self, started_at, pid=None):
+        """Is the process now running (``pid``, started at ``started_at``, wall clock) the one this
+        action left running?  By PID when both are known, else by its start time."""
+        if self.pid and pid:
+            return pid == self.pid
         return started_at <= self.at + STARTED_SLACK
 
     def in_grace(self, now=None):
@@ -55,7 +59,9 @@ def load(state_dir):
     try:
         raw = json.loads(data.decode("utf-8"))
         return {
-            str(program): Planned(str(entry["action"]), float(entry["at"]), float(entry.get("grace", 0)))
+            str(program): Planned(
+                str(entry["action"]), float(entry["at"]), float(entry.get("grace", 0)), int(entry.get("pid") or 0)
+            )
             for program, entry in raw["programs"].items()
         }
     except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError):
@@ -63,19 +69,21 @@ def load(state_dir):
 
 
 def record(state_dir, entries, action):
-    """Note that galaxyctl ``action``-ed programs: ``entries`` are ``(program, at, grace)`` (``at``:
-    time.time() just before it asked the process manager).  The caller holds the operation lock."""
+    """Note that galaxyctl ``action``-ed programs: ``entries`` are ``(program, at, grace, pid)``
+    (``at``: time.time() when it acted; ``pid``: the process it left running, or 0).  The caller
+    holds the operation lock."""
     entries = list(entries)
     if not entries:
         return
     known = load(state_dir)
-    for program, at, grace in entries:
+    for program, at, grace, pid in entries:
         known.pop(program, None)  # re-inserted last: the newest are kept when trimming
-        known[program] = Planned(action, float(at), float(grace or 0))
+        known[program] = Planned(action, float(at), float(grace or 0), int(pid or 0))
     newest = sorted(known.items(), key=lambda item: item[1].at)[-MAX_ENTRIES:]
     body = {
         "programs": {
-            program: {"action": p.action, "at": round(p.at, 3), "grace": round(p.grace, 1)} for program, p in newest
+            program: {"action": p.action, "at": round(p.at, 3), "grace": round(p.grace, 1), "pid": p.pid}
+            for program, p in newest
         }
     }
     path = path_of(state_dir)

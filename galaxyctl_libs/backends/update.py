@@ -68,7 +68,8 @@ def update_locked(state_dir, client=None):
         applied = tuple(tuple(groups) for groups in client.apply_changes(**arguments))
         programs = [t for t in result_targets if t.program.split(":")[0] in started]
         now = time.time()  # after the starts: a process started before it is explained by it
-        planned.record(state_dir, [(t.program, now, t.service.start_timeout) for t in programs], "update")
+        entries = [(t.program, now, t.service.start_timeout, client.process_info(t.program)["pid"]) for t in programs]
+        planned.record(state_dir, entries, "update")
     return UpdateResult(tuple(instances), services, changes, applied, tuple(warnings), client, backend)
 
 
