@@ -177,12 +177,17 @@ def migration_needed(client, target, since):
     """The line of ``target``'s log (written after ``since[program]``) where Galaxy refuses to run
     on a database that needs a migration; '' when there is none."""
     offset = (since or {}).get(target.program, 0)
+    import stat
+
     try:
-        with as_user(*client.run_as):
-            with open(target.log_file, "rb") as handle:
-                size = os.fstat(handle.fileno()).st_size
-                handle.seek(max(offset if offset <= size else 0, size - MIGRATION_SCAN_BYTES))
-                text = handle.read(MIGRATION_SCAN_BYTES).decode("utf-8", "replace")
+        with as_user(*client.run_as):  # a regular file only, never through a link (nor a FIFO that blocks)
+            fd = os.open(target.log_file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                return ""
+            handle.seek(max(offset if offset <= info.st_size else 0, info.st_size - MIGRATION_SCAN_BYTES))
+            text = handle.read(MIGRATION_SCAN_BYTES).decode("utf-8", "replace")
     except OSError:
         return ""
     found = [line for line in text.splitlines() if any(marker in line for marker in MIGRATION_MARKERS)]
