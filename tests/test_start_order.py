@@ -93,3 +93,24 @@ def test_a_database_that_needs_a_migration_is_one_line_naming_the_command(gctl, 
     rows = _rows(gctl)
     assert [r["state"] for name, r in rows.items() if name.startswith("handler")] == ["STOPPED"], rows
     assert not os.path.exists(os.path.join(root, "database", "events.log"))
+
+
+def test_a_web_server_still_loading_after_a_planned_start_is_starting_not_a_problem(gctl, demo_galaxy):
+    config, port = demo_galaxy(
+        gravity={"gunicorn": {"start_timeout": 1, "environment": {"DEMO_GALAXY_LOAD_SECONDS": "8"}}}
+    )
+    gctl("register", config)
+    gctl("start", "--no-wait", "--timeout", "60")
+
+    def loading():  # the port is bound, the app is not loaded yet: the probe times out
+        result = gctl("status", "--json", "--timeout", "1", check=False)
+        row = json.loads(result.stdout)["services"][0]
+        return row if row["web"].startswith("starting") else None
+
+    row = wait_for(loading, timeout=30, interval=0.2)
+    assert row and row["state"] == "STARTING" and row["web"].startswith("starting ("), row
+    assert row["in_grace"] and row["planned"] == "start"
+    check = gctl("check", "--timeout", "1", check=False)
+    assert check.returncode == 0 and "1/1 services running (1 starting)" in check.stdout, check.stdout
+    assert wait_for(lambda: _rows(gctl)["gunicorn"]["web"].startswith("ok"), timeout=60, interval=0.5)
+    assert _rows(gctl)["gunicorn"]["state"] == "RUNNING"
