@@ -42,7 +42,9 @@ def test_web_first_then_handlers_and_celery_and_check_knows_planned_from_crashes
     assert "ready on" in started.stdout
 
     # order: the web answered before any handler started; handlers 1 s apart; then celery
-    events = _events(root)
+    events = wait_for(
+        lambda: [e for e in _events(root) if e[1].startswith("handler started")][1:] and _events(root), 30
+    )
     answered = [float(t) for t, what in events if what.startswith("web answered")]
     handlers = [float(t) for t, what in events if what.startswith("handler started")]
     assert answered and len(handlers) == 2, events
