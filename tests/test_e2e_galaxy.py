@@ -320,11 +320,13 @@ def test_real_galaxy_under_galaxyctl(galaxy_venv, record_property):
         assert rows, _status(gctl)
         handlers = sorted(name for name in rows if name.startswith("handler"))
         assert {"gunicorn", "celery", "celery-beat"} <= set(rows) and len(handlers) == 2, sorted(rows)
-        # the handlers and celery started once the web server answered (the poller looks every 0.2 s)
+        # the handlers and celery started once the web server answered: galaxyctl's own probe saw it
+        # a little before the poller's answer arrived (a loaded machine: up to seconds); started all
+        # at once, they would have started with the web server, tens of seconds before it answered
         for name in handlers + ["celery", "celery-beat"]:
             started_at = _started_at(rows[name]["pid"])
             figures[f"{name}_started_after_web_s"] = round(started_at - first_200[0], 1)
-            assert started_at > first_200[0] - 1, (name, started_at, first_200)
+            assert started_at > first_200[0] - 5, (name, started_at, first_200)
         gctl.remember()
         service_pids.update(row["pid"] for row in rows.values())
         for pid in list(service_pids):
