@@ -15,10 +15,10 @@ import time
 
 from galaxyctl_libs import fsutil
 from galaxyctl_libs.errors import GalaxyctlError
-from galaxyctl_libs.paths import StatePaths
+from galaxyctl_libs.paths import PLANNED_FILE, StatePaths
 from galaxyctl_libs.records import Record
 
-PLANNED_NAME = "planned.json"
+PLANNED_NAME = PLANNED_FILE
 MAX_BYTES = 1 << 20
 MAX_ENTRIES = 2000
 STARTED_SLACK = 2.0  # seconds between galaxyctl's action and the process's start time (supervisor: whole seconds)
@@ -44,7 +44,7 @@ class Planned(Record):
 
 
 def path_of(state_dir):
-    return os.path.join(os.fspath(StatePaths.of(state_dir)), PLANNED_NAME)
+    return StatePaths.of(state_dir).planned
 
 
 def load(state_dir):
