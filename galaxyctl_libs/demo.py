@@ -25,6 +25,20 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", "..", "..", ".."))
 HOARD = []  # what /hog?mb=N made this worker keep
+EVENTS = os.path.join(ROOT, "database", "events.log")
+
+
+class OutdatedDatabaseError(Exception):
+    """What Galaxy raises when its database must be migrated before it runs (the same words)."""
+
+
+def note(event):
+    """Append "TIME EVENT" to database/events.log: tests read in which order things happened."""
+    try:
+        with open(EVENTS, "a") as handle:
+            handle.write(f"{time.time():.3f} {event}\\n")
+    except OSError:
+        pass
 
 
 def _read_code_version():
@@ -37,13 +51,24 @@ def _read_code_version():
 
 def factory():
     loaded = _read_code_version()
+    if os.path.exists(os.path.join(ROOT, "database", "needs-migration")):
+        raise OutdatedDatabaseError(
+            "Your galaxy database has version demo1, but this code expects version demo2. To upgrade your "
+            "database, run `manage_db.sh upgrade`. Please remember to backup your database before migrating."
+        )
+    time.sleep(float(os.environ.get("DEMO_GALAXY_LOAD_SECONDS") or 0))  # Galaxy takes a while to load
     if os.environ.get("DEMO_GALAXY_FAIL"):
         raise RuntimeError("demo Galaxy asked to fail at load time")
     if os.environ.get("DEMO_GALAXY_HANG"):
         time.sleep(10 ** 6)
 
+    answered = []
+
     def app(environ, start_response):
         path = environ.get("PATH_INFO", "")
+        if path.endswith("/api/version") and not answered:
+            answered.append(True)
+            note(f"web answered {os.getpid()}")
         if path.endswith("/api/version"):
             body = {"version_major": "demo", "version_minor": loaded, "pid": os.getpid()}
         elif path.endswith("/hog"):  # a worker that grows: N MB more, resident (written), kept
@@ -117,6 +142,12 @@ parser.add_argument("--server-name")
 parser.add_argument("--attach-to-pool", action="append", default=[])
 args, _ = parser.parse_known_args()
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+try:
+    with open(os.path.join(root, "database", "events.log"), "a") as events:
+        events.write(f"{time.time():.3f} handler started {args.server_name} {os.getpid()}\\n")
+except OSError:
+    pass
 print(f"demo handler {args.server_name} pools={args.attach_to_pool} config={args.config_file}", flush=True)
 hoard = bytearray(b"x") * (int(os.environ.get("DEMO_HOG_MB") or 0) << 20)
 while True:

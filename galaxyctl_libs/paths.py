@@ -12,6 +12,7 @@ from galaxyctl_libs.records import Record
 
 STATE_FILE = "configstate.yaml"
 STATE_LOCK_FILE = ".configstate.lock"  # guards configstate.yaml read-modify-writes
+PLANNED_FILE = "planned.json"  # what galaxyctl started and when (backends.planned)
 OPERATION_LOCK_FILE = ".galaxyctl.lock"  # taken before the state lock, never after it: one order, no deadlock
 RUNTIME_ROOT = "/run/galaxyctl"  # as root with a Galaxy user: that user's runtime dirs (rootpolicy, rule 3)
 
@@ -48,6 +49,10 @@ class StatePaths(Record):
     @property
     def operation_lock(self):
         return os.path.join(self.state_dir, OPERATION_LOCK_FILE)
+
+    @property
+    def planned(self):
+        return os.path.join(self.state_dir, PLANNED_FILE)
 
     @property
     def log_dir(self):

@@ -32,6 +32,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -189,6 +190,24 @@ def _tail(path, lines=8):
         return str(exc)
 
 
+def _poll_first_200(base, found, stop):
+    """Append the wall-clock time /api/version first answers 200 (polled every 0.2 s until ``stop``)."""
+    while not stop.is_set():
+        if _version(base)[0] == 200:
+            found.append(time.time())
+            return
+        time.sleep(0.2)
+
+
+def _started_at(pid):
+    """When a process started (wall clock, to the clock tick), from /proc."""
+    with open(f"/proc/{pid}/stat") as handle:
+        ticks = int(handle.read().rsplit(")", 1)[1].split()[19])
+    with open("/proc/stat") as handle:
+        boot = next(int(line.split()[1]) for line in handle if line.startswith("btime "))
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
 def _rss_kb(pid):
     try:
         with open(f"/proc/{pid}/status") as handle:
@@ -245,23 +264,21 @@ def test_real_galaxy_under_galaxyctl(galaxy_venv, record_property):
         os.makedirs(os.path.join(root, sub))
     port = free_port()
     config = os.path.join(root, "config", "galaxy.yml")
+    text = quickstart.render_config(
+        root,
+        "127.0.0.1",
+        port,
+        user=user,
+        virtualenv=galaxy_venv,
+        state_dir=os.path.join(root, "state"),
+        extra_galaxy={"bootstrap_admin_api_key": API_KEY, "admin_users": "e2e@example.org"},
+    )
+    assert "      processes: 1\n" in text
     with open(config, "w") as handle:
-        handle.write(
-            quickstart.render_config(
-                root,
-                "127.0.0.1",
-                port,
-                user=user,
-                virtualenv=galaxy_venv,
-                state_dir=os.path.join(root, "state"),
-                extra_galaxy={"bootstrap_admin_api_key": API_KEY, "admin_users": "e2e@example.org"},
-            )
-        )
-    # as the quickstart does: create the database first (all services start at once; on an empty
-    # database the web server races the others and exits with NoVersionTableError)
-    started = time.monotonic()
-    quickstart.create_database(galaxy_venv, config, os.path.join(root, "logs", "create-db.log"))
-    figures_db = round(time.monotonic() - started, 1)
+        handle.write(text.replace("      processes: 1\n", "      processes: 2\n"))  # two job handlers
+    # No database is created beforehand: galaxyctl starts the web server first, alone, and the rest
+    # once it answers (it has created the database by then); started all at once, one of them would
+    # see the tables another is still creating (NoVersionTableError).
     if user:
         for sub in ("data", "logs"):
             quickstart.chown_tree(os.path.join(root, sub), user)
@@ -271,24 +288,45 @@ def test_real_galaxy_under_galaxyctl(galaxy_venv, record_property):
         gctl = UserGalaxyctl(os.path.join(root, "state"), galaxy_venv)
     else:
         gctl = Galaxyctl(os.path.join(root, "state"))
-    figures = {"create_db_s": figures_db}
+    figures = {}
     service_pids = set()
     try:
         gctl("register", config)
 
-        # start: galaxyctl waits until the web server answers HTTP
+        # start: galaxyctl waits until the web server answers HTTP; a poller notes when it first did
+        first_200, stop_polling = [], threading.Event()
+        poller = threading.Thread(target=_poll_first_200, args=(base, first_200, stop_polling), daemon=True)
+        poller.start()
         started = time.monotonic()
-        result = gctl("start", "--timeout", str(START_TIMEOUT), timeout=START_TIMEOUT + 60)
+        try:
+            result = gctl("start", "--timeout", str(START_TIMEOUT), timeout=START_TIMEOUT + 60)
+        finally:
+            stop_polling.set()
+            poller.join(timeout=10)
         figures["start_to_ready_s"] = round(time.monotonic() - started, 1)
         assert "ready on" in result.stdout, result.stdout
         status, body = _version(base)
         assert status == 200 and body["version_major"] == GALAXY_VERSION.rsplit(".", 1)[0], body
+        assert first_200, "the poller never saw /api/version answer"
+        figures["first_200_s"] = round(first_200[0] - (time.time() - (time.monotonic() - started)), 1)
+
+        # right after a planned start, check is OK even while the handlers and celery still start
+        # (the cron example's check --quiet mails nothing after a deploy)
+        checked = gctl("check", check=False, timeout=120)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
 
         # status: every service RUNNING (celery and the handler after their startsecs)
         rows = wait_for(lambda: _all_running(gctl), timeout=SETTLE_TIMEOUT, interval=2)
         assert rows, _status(gctl)
-        handlers = [name for name in rows if name.startswith("handler")]
-        assert {"gunicorn", "celery", "celery-beat"} <= set(rows) and len(handlers) == 1, sorted(rows)
+        handlers = sorted(name for name in rows if name.startswith("handler"))
+        assert {"gunicorn", "celery", "celery-beat"} <= set(rows) and len(handlers) == 2, sorted(rows)
+        # the handlers and celery started once the web server answered: galaxyctl's own probe saw it
+        # a little before the poller's answer arrived (a loaded machine: up to seconds); started all
+        # at once, they would have started with the web server, tens of seconds before it answered
+        for name in handlers + ["celery", "celery-beat"]:
+            started_at = _started_at(rows[name]["pid"])
+            figures[f"{name}_started_after_web_s"] = round(started_at - first_200[0], 1)
+            assert started_at > first_200[0] - 5, (name, started_at, first_200)
         gctl.remember()
         service_pids.update(row["pid"] for row in rows.values())
         for pid in list(service_pids):
@@ -303,11 +341,12 @@ def test_real_galaxy_under_galaxyctl(galaxy_venv, record_property):
         )
         assert _all_running(gctl), _status(gctl)
 
-        # the handler is a galaxy-main with its --server-name (and pools) on the command line
-        handler_argv = _cmdline(rows[handlers[0]]["pid"])
-        assert f"--server-name={handlers[0]}" in handler_argv, handler_argv
-        assert os.path.basename(handler_argv[1]) == "galaxy-main" or "galaxy-main" in handler_argv[0], handler_argv
-        assert "--attach-to-pool=job-handlers" in handler_argv, handler_argv
+        # each handler is a galaxy-main with its --server-name (and pools) on the command line
+        for handler in handlers:
+            handler_argv = _cmdline(rows[handler]["pid"])
+            assert f"--server-name={handler}" in handler_argv, handler_argv
+            assert os.path.basename(handler_argv[1]) == "galaxy-main" or "galaxy-main" in handler_argv[0], handler_argv
+            assert "--attach-to-pool=job-handlers" in handler_argv, handler_argv
         if user:
             uid = pwd.getpwnam(user).pw_uid
             # every process: supervisord, galaxyctl's gunicorn herder and all of Galaxy's
@@ -329,8 +368,11 @@ def test_real_galaxy_under_galaxyctl(galaxy_venv, record_property):
         job_started = time.monotonic()
         assert _run_a_job(base) == "ok"
         figures["upload_job_s"] = round(time.monotonic() - job_started, 1)
-        with open(os.path.join(root, "logs", f"{handlers[0]}.log"), errors="replace") as handle:
-            assert "Grabbed Job(s)" in handle.read()
+        grabbed = []
+        for handler in handlers:
+            with open(os.path.join(root, "logs", f"{handler}.log"), errors="replace") as handle:
+                grabbed.append("Grabbed Job(s)" in handle.read())
+        assert any(grabbed), handlers
 
         # graceful: Galaxy answers again afterwards, everything running
         started = time.monotonic()

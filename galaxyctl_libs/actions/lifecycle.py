@@ -5,6 +5,7 @@ drives supervisord and returns data; waits report through a ``progress`` callbac
 """
 
 import os
+import time
 from dataclasses import dataclass
 
 from galaxyctl_libs.actions.readiness import (  # noqa: F401 - DEFAULT_READY_TIMEOUT, tail: part of this API
@@ -16,6 +17,8 @@ from galaxyctl_libs.actions.readiness import (  # noqa: F401 - DEFAULT_READY_TIM
     tail,
     wait_ready,
 )
+from galaxyctl_libs.actions.starting import start_grace, start_in_order
+from galaxyctl_libs.backends import planned
 from galaxyctl_libs.backends import record as backend_record
 from galaxyctl_libs.backends.base import MEMWATCH_PROGRAM
 from galaxyctl_libs.backends.supervisor import client as sup
@@ -67,10 +70,10 @@ def start(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progres
             storage.check_required(instance_storage(next(i for i in result.instances if i.name == instance)))
         client = result.client
         check_ports_free(client, targets)
+        deadline = time.monotonic() + timeout
         started_supervisord = client.start_supervisord()
-        for target in targets:
-            client.start(target.program)
-    ready = wait_ready(client, targets, timeout, progress) if wait else ()
+        start_in_order(state_dir, client, targets, timeout, progress, wait)
+    ready = wait_ready(client, targets, _left(deadline), progress) if wait else ()
     return LifecycleResult(
         "start",
         tuple(t.program for t in targets),
@@ -79,6 +82,14 @@ def start(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progres
         warnings=result.warnings,
         log_dirs=tuple(sorted({d or JOURNAL for d in result.log_dirs.values()})),
     )
+
+
+def _pid(client, target):
+    return client.process_info(target.program)["pid"]
+
+
+def _left(deadline):
+    return max(0.0, deadline - time.monotonic())
 
 
 def stop(state_dir, names=(), force=False, timeout=sup.RPC_TIMEOUT):
@@ -219,14 +230,14 @@ def restart(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progr
     with operation_lock(state_dir):
         result, targets = _prepare(state_dir, names)
         client = result.client
+        deadline = time.monotonic() + timeout
         started_supervisord = client.start_supervisord()
         if not started_supervisord:
             for target in targets:
                 client.stop(target.program)
             check_ports_free(client, targets)
-            for target in targets:
-                client.start(target.program)
-    ready = wait_ready(client, targets, timeout, progress) if wait else ()
+        start_in_order(state_dir, client, targets, timeout, progress, wait, action="restart")
+    ready = wait_ready(client, targets, _left(deadline), progress) if wait else ()
     return LifecycleResult(
         "restart", tuple(t.program for t in targets), tuple(ready), started_supervisord, warnings=result.warnings
     )
@@ -241,15 +252,16 @@ def graceful(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, prog
         result, targets = _prepare(state_dir, names)
         client = result.client
         started_supervisord = client.start_supervisord()
-        acted = []
-        for target in targets:
+        if started_supervisord:  # it starts nothing by itself (autostart = false): start all, in order
+            start_in_order(state_dir, client, targets, timeout, progress, wait, action="graceful")
+        acted, when = [], {}
+        for target in () if started_supervisord else targets:
             method = target.service.graceful
-            if started_supervisord:
-                continue
             if method == GRACEFUL_NONE:
                 if start_if_stopped and client.process_info(target.program)["statename"] not in sup.UP_STATES:
                     client.start(target.program)
                     acted.append(target)
+                    when[target.program] = time.time()
                 continue
             if (
                 method in (GRACEFUL_HUP, GRACEFUL_HERDER)
@@ -262,6 +274,12 @@ def graceful(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, prog
                 client.stop(target.program)
                 client.start(target.program)
             acted.append(target)
+            when[target.program] = time.time()  # after it: what started before it is explained by it
+        planned.record(
+            state_dir,
+            [(t.program, when[t.program], start_grace(t, timeout), _pid(client, t)) for t in acted],
+            "graceful",
+        )
     ready = wait_ready(client, targets, timeout, progress) if wait else ()
     return LifecycleResult(
         "graceful", tuple(t.program for t in acted), tuple(ready), started_supervisord, warnings=result.warnings

@@ -4,7 +4,7 @@ Everything here only looks: nothing is written except the Prometheus textfile an
 """
 
 from galaxyctl_libs import exitcodes, fsutil
-from galaxyctl_libs.backends import memlimits
+from galaxyctl_libs.backends import memlimits, planned
 from galaxyctl_libs.backends import record as backend_record
 from galaxyctl_libs.backends.supervisor import client as sup
 from galaxyctl_libs.core import targets as targets_mod
@@ -27,6 +27,9 @@ class ServiceStatus(Record):
     web: str = ""  # for web services: "ok 12ms", or why not
     rss_bytes: int = 0  # resident memory of its process tree (RSS summed), 0 when not running
     memory: str = ""  # "over memory_high 1 GB" when past one of its limits (memlimits.excess)
+    planned: str = ""  # the galaxyctl action that started this process (start, restart, graceful, update)
+    in_grace: bool = False  # galaxyctl started it and its start timeout has not passed: starting is expected
+    unplanned_restarts: int = 0  # restarts galaxyctl did not do (crashes) in check's window
 
 
 ORPHANED = "ORPHANED"  # a service's process runs, but the supervisord that started it is gone
@@ -53,7 +56,7 @@ def status(state_dir, names=(), probe_web=True, timeout=5.0):
     return _status(state_dir, record, names, probe_web, timeout)
 
 
-def _status(state_dir, record, names, probe_web, timeout):
+def _status(state_dir, record, names, probe_web, timeout, restart_window=None):
     try:
         targets = targets_mod.select(record.targets, names)
     except GalaxyctlError as exc:
@@ -68,6 +71,11 @@ def _status(state_dir, record, names, probe_web, timeout):
             state_dir, targets, survey, missing, getattr(client, "manager", "supervisord")
         )
     infos = survey.processes
+    plans = planned.load(state_dir)
+    exits = None
+    if restart_window:
+        reader = getattr(client, "unexpected_exits", None)  # supervisor: its log; others: start times only
+        exits = (reader() if reader else None) or {}
     rows = []
     for target in targets:
         key = target.program if ":" in target.program else f"{target.program}:{target.program}"
@@ -85,27 +93,7 @@ def _status(state_dir, record, names, probe_web, timeout):
                 )
             )
             continue
-        uptime = int(info["now"] - info["start"]) if info["statename"] == sup.RUNNING and info["start"] else 0
-        probe = _probe_web(target.service, timeout) if probe_web and info["statename"] in sup.UP_STATES else None
-        web = (
-            ""
-            if probe is None
-            else f"ok {probe.elapsed_ms:.0f}ms"
-            if probe.ok
-            else (probe.error or f"HTTP {probe.status}")
-        )
-        rows.append(
-            ServiceStatus(
-                target.instance_name,
-                target.service.service_name,
-                target.program,
-                info["statename"],
-                info["pid"] or None,
-                uptime,
-                info["description"],
-                web,
-            )
-        )
+        rows.append(_row(target, info, plans.get(target.program), probe_web, timeout, exits, restart_window))
     down = [r for r in rows if r.state not in (sup.RUNNING, sup.STARTING)]
     code = exitcodes.LSB_NOT_RUNNING if down else exitcodes.LSB_RUNNING
     message = f"required storage not mounted: {', '.join(missing)}" if missing else ""
@@ -126,6 +114,44 @@ def _with_memory(rows, targets):
             row = replace(row, rss_bytes=rss, memory=memlimits.excess(service, rss) if service else "")
         found.append(row)
     return tuple(found)
+
+
+def _row(target, info, plan, probe_web, timeout, exits, restart_window):
+    """One service's row.  A process galaxyctl started whose start timeout has not passed is
+    ``in_grace``: a web server of it that does not answer yet is STARTING, not a failure."""
+    import time
+
+    state = info["statename"]
+    now = time.time()
+    started_at = now - (info["now"] - info["start"]) if info["start"] else None
+    explained = plan is not None and started_at is not None and plan.explains(started_at, info["pid"])
+    in_grace = explained and plan.in_grace(now) and state in sup.UP_STATES
+    uptime = int(info["now"] - info["start"]) if state == sup.RUNNING and info["start"] else 0
+    probe = _probe_web(target.service, timeout) if probe_web and state in sup.UP_STATES else None
+    web = (
+        "" if probe is None else f"ok {probe.elapsed_ms:.0f}ms" if probe.ok else (probe.error or f"HTTP {probe.status}")
+    )
+    if probe is not None and not probe.ok and in_grace:
+        state, web = sup.STARTING, f"starting ({web})"
+    restarts = 0
+    if exits is not None and state in sup.UP_STATES:
+        since = max(now - restart_window, plan.at if plan is not None else 0)
+        restarts = sum(1 for when in exits.get(target.program.split(":")[-1], ()) if when > since)
+        if not restarts and plan is not None and not explained and started_at and started_at > since:
+            restarts = 1  # started after galaxyctl's last action on it, and not by galaxyctl
+    return ServiceStatus(
+        target.instance_name,
+        target.service.service_name,
+        target.program,
+        state,
+        info["pid"] or None,
+        uptime,
+        info["description"],
+        web,
+        planned=plan.action if explained else "",
+        in_grace=bool(in_grace),
+        unplanned_restarts=restarts,
+    )
 
 
 def _status_without_supervisord(state_dir, targets, survey, missing, manager="supervisord"):
@@ -301,6 +327,7 @@ class CheckResult(Record):
     workers_busy: int
     workers_total: int
     problems: tuple = ()
+    unplanned_restarts: int = 0  # restarts galaxyctl did not do, in the window, all services together
 
     @property
     def label(self):
@@ -317,18 +344,25 @@ class CheckResult(Record):
 
 def check(state_dir, names=(), timeout=10.0, restart_window=300):
     """Nagios-style health: CRITICAL when a service is down or the web does not answer in ``timeout``;
-    WARNING when every worker is busy or a service (re)started less than ``restart_window`` s ago."""
+    WARNING when every worker is busy, a service restarted in the last ``restart_window`` s without
+    galaxyctl doing it (a crash supervisord or systemd restarted), or a service is still starting
+    although galaxyctl did not start it or its start timeout has passed.  Right after a planned
+    start or graceful, services still starting are not a problem (backends.planned)."""
     try:
         record = applied(state_dir)  # read once: status, probes and workers all work from it
     except GalaxyctlError as exc:
         return CheckResult(exitcodes.NAGIOS_UNKNOWN, exc.message, 0, 0, None, 0, 0)
-    report = _status(state_dir, record, names, False, timeout)
+    report = _status(state_dir, record, names, False, timeout, restart_window)
     probes, workers = (), ()
     if report.supervisord_running:
         targets = targets_mod.select(record.targets, names)
         probes = tuple((t.program, result) for t in targets for result in [_probe_web(t.service, timeout)] if result)
         workers = tuple(_web_workers(state_dir, targets, timeout))
     return verdict(report, probes, workers, restart_window)
+
+
+def _times(count):
+    return "once" if count == 1 else f"{count} times"
 
 
 def verdict(report, probes=(), workers=(), restart_window=300):
@@ -347,11 +381,21 @@ def verdict(report, probes=(), workers=(), restart_window=300):
         critical += [f"{r.program} {ORPHANED} (pid {r.pid})" for r in rows]
         critical += [f"{ORPHANED} {o.describe()}" for o in report.orphans if o.pid not in {r.pid for r in rows}]
     critical += [f"required storage {path} not mounted" for path in report.storage_missing]
+    minutes = f"{restart_window / 60:g} min"
     warnings = [
-        f"{r.program} {'starting' if r.state == sup.STARTING else f'up {r.uptime_seconds}s'}"
+        f"{r.program} restarted {_times(r.unplanned_restarts)} in the last {minutes}, not by galaxyctl"
         for r in running
-        if restart_window > 0 and (r.state == sup.STARTING or r.uptime_seconds < restart_window)
+        if r.unplanned_restarts
     ]
+    warnings += [f"{r.program} starting" for r in running if r.state == sup.STARTING and not r.in_grace]
+    silent = {program for program, result in probes if not result.ok}
+    answered = {program for program, result in probes if result.ok}
+    starting = {
+        r.program
+        for r in running
+        if r.in_grace and r.program not in answered and (r.state == sup.STARTING or r.program in silent)
+    }
+    probes = [(program, result) for program, result in probes if result.ok or program not in starting]
     warnings += [f"{r.program} {r.memory}" for r in report.services if r.memory]
     answered = [result.elapsed_ms for _, result in probes if result.ok]
     web_ms = max(answered) if answered else None
@@ -363,13 +407,16 @@ def verdict(report, probes=(), workers=(), restart_window=300):
     if total and busy == total:
         warnings.append(f"all {total} web workers busy")
     summary = f"{len(running)}/{len(report.services)} services running"
+    if starting:
+        summary += f" ({len(starting)} starting)"
     if web_ms is not None:
         summary += f", web {web_ms:.0f} ms"
     problems = tuple(critical or warnings)
     if problems:
         summary += ": " + "; ".join(problems)
     code = exitcodes.NAGIOS_CRITICAL if critical else exitcodes.NAGIOS_WARNING if warnings else exitcodes.NAGIOS_OK
-    return CheckResult(code, summary, len(running), len(report.services), web_ms, busy, total, problems)
+    restarts = sum(r.unplanned_restarts for r in running)
+    return CheckResult(code, summary, len(running), len(report.services), web_ms, busy, total, problems, restarts)
 
 
 def render_prometheus(result):
@@ -385,6 +432,11 @@ def render_prometheus(result):
         ("galaxy_web_up", "1 when every web server answered", int(result.web_ms is not None and result.code != 2)),
         ("galaxy_workers_busy", "web workers serving a request now", result.workers_busy),
         ("galaxy_workers_total", "web workers", result.workers_total),
+        (
+            "galaxy_unplanned_restarts",
+            "restarts in check's window that galaxyctl did not do (crashes the process manager restarted)",
+            result.unplanned_restarts,
+        ),
     ]
     if result.web_ms is not None:
         metrics.append(

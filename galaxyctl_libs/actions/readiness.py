@@ -12,6 +12,7 @@ from galaxyctl_libs.backends.supervisor import client as sup
 from galaxyctl_libs.errors import GalaxyctlError, NotReadyError
 from galaxyctl_libs.probes import http as health
 from galaxyctl_libs.probes import procfs
+from galaxyctl_libs.rootpolicy import as_user
 
 DEFAULT_READY_TIMEOUT = 120
 LOG_TAIL_LINES = 15
@@ -113,8 +114,11 @@ def check_ports_free(client, targets):
             raise GalaxyctlError(f"cannot start {target.program}: {target.service.bind} is already in use by {holder}")
 
 
-def wait_ready(client, targets, timeout, progress=None):
-    """Wait until every web service among ``targets`` answers HTTP; raise with the log tail if not."""
+def wait_ready(client, targets, timeout, progress=None, since=None):
+    """Wait until every web service among ``targets`` answers HTTP; raise with the log tail if not.
+
+    ``since`` (``{program: log offset}`` taken before the start): a service that stops because
+    Galaxy's database must be migrated first is then one line saying so (migration_error)."""
     results = []
     deadline = time.monotonic() + timeout
     for target in targets:
@@ -130,6 +134,8 @@ def wait_ready(client, targets, timeout, progress=None):
             state = client.process_info(target.program)["statename"]
             if state in (sup.FATAL, sup.EXITED, sup.STOPPED):
                 return f"{target.program} is {state}"
+            if state == sup.BACKOFF and since is not None and migration_needed(client, target, since):
+                return "Galaxy's database needs a migration"
             if state == sup.BACKOFF:
                 holder = _port_holder(endpoint)
                 return f"{target.service.bind} is already in use by {holder}" if holder else ""
@@ -150,6 +156,9 @@ def wait_ready(client, targets, timeout, progress=None):
         )
         seconds = time.monotonic() - started
         if not result.ok:
+            line = migration_needed(client, target, since) if since is not None else ""
+            if line:
+                raise migration_error(target, line)
             reason = result.error or f"HTTP {result.status}"
             raise NotReadyError(
                 f"{target.program} did not become ready after {seconds:.0f}s: {reason}",
@@ -157,6 +166,73 @@ def wait_ready(client, targets, timeout, progress=None):
             )
         results.append(ReadyResult(target.program, target.service.bind, True, seconds))
     return results
+
+
+# what Galaxy's exceptions say when its database must be migrated before it runs
+# (galaxy.model.migrations.exceptions: OutdatedDatabaseError, SAMigrateError, ...)
+MIGRATION_MARKERS = ("OutdatedDatabaseError", "SAMigrateError", "IncorrectSAMigrateVersionError")
+MIGRATION_SCAN_BYTES = 256 * 1024
+
+
+def log_offsets(client, targets):
+    """``{program: size of its log}`` now: where the output of a start about to happen begins."""
+    offsets = {}
+    with as_user(*client.run_as):  # the Galaxy user's log dir: looked at with that user's ids
+        for target in targets:
+            try:
+                offsets[target.program] = os.stat(target.log_file).st_size
+            except OSError:
+                offsets[target.program] = 0
+    return offsets
+
+
+def migration_needed(client, target, since):
+    """The line of ``target``'s log (written after ``since[program]``) where Galaxy refuses to run
+    on a database that needs a migration; '' when there is none."""
+    offset = (since or {}).get(target.program, 0)
+    import stat
+
+    try:
+        with as_user(*client.run_as):  # a regular file only, never through a link (nor a FIFO that blocks)
+            fd = os.open(target.log_file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                return ""
+            handle.seek(max(offset if offset <= info.st_size else 0, info.st_size - MIGRATION_SCAN_BYTES))
+            text = handle.read(MIGRATION_SCAN_BYTES).decode("utf-8", "replace")
+    except OSError:
+        return ""
+    found = [line for line in text.splitlines() if any(marker in line for marker in MIGRATION_MARKERS)]
+    return found[-1].strip() if found else ""
+
+
+def upgrade_command(service):
+    """The command that migrates the database of the Galaxy ``service`` runs (its config, its venv)."""
+    import shlex
+
+    config = dict(service.environment).get("GALAXY_CONFIG_FILE")
+    script = os.path.join(service.cwd, "manage_db.sh")
+    venv_tool = os.path.join(service.path_prepend[0], "galaxy-manage-db") if service.path_prepend else None
+    if venv_tool and os.path.exists(venv_tool):
+        argv = [venv_tool]
+    elif os.path.exists(script):
+        argv = ["sh", script]
+    else:
+        argv = [venv_tool or "galaxy-manage-db"]
+    return shlex.join(argv + (["-c", config] if config else []) + ["upgrade"])
+
+
+def migration_error(target, line):
+    """One line: Galaxy's database must be migrated, and the command that does it."""
+    import re
+
+    found = re.search(r"database has version (\S+), but this code expects version ([^\s.]+)", line)
+    detail = f": it is at version {found.group(1)}, this Galaxy expects {found.group(2)}" if found else ""
+    return GalaxyctlError(
+        f"{target.program} did not start: Galaxy's database needs a migration{detail}; back it up, run "
+        f"'{upgrade_command(target.service)}', then start again"
+    )
 
 
 def _wait_uwsgi(target, timeout, progress):

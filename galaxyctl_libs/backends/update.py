@@ -6,9 +6,11 @@ Also the targets: each service with the name the backend knows it by, and its lo
 """
 
 import os
+import time
 from dataclasses import dataclass
 
 from galaxyctl_libs import fsutil
+from galaxyctl_libs.backends import planned
 from galaxyctl_libs.backends import record as backend_record
 from galaxyctl_libs.backends.base import Changes, reconcile
 from galaxyctl_libs.backends.record import Target
@@ -61,12 +63,15 @@ def update_locked(state_dir, client=None):
     required = sorted({path for i in instances for path in instance_storage(i).required})
     recorded = None if backend is SUPERVISOR else (backend.name, paths)
     backend_record.write_applied(state_dir, result_targets, required, paths.run_dir, run_as, recorded)
-    applied = ((), (), ())
+    applied, started = ((), (), ()), []
     client = client or backend.controller(paths, run_as=run_as)
     if client.is_running():
-        applied = tuple(
-            tuple(groups) for groups in client.apply_changes(*(() if backend is SUPERVISOR else (changes,)))
-        )
+        arguments = {"started": started} if backend is SUPERVISOR else {"changes": changes}
+        applied = tuple(tuple(groups) for groups in client.apply_changes(**arguments))
+        programs = [t for t in result_targets if t.program.split(":")[0] in started]
+        now = time.time()  # after the starts: a process started before it is explained by it
+        entries = [(t.program, now, t.service.start_timeout, client.process_info(t.program)["pid"]) for t in programs]
+        planned.record(state_dir, entries, "update")
     return UpdateResult(tuple(instances), services, changes, applied, tuple(warnings), client, backend, log_dirs)
 
 

@@ -79,8 +79,10 @@ def add_check(sub):
         "check",
         help="one-line health check for cron and Nagios/Icinga (exit 0/1/2/3)",
         description="Prints 'GALAXY OK|WARNING|CRITICAL|UNKNOWN - ... | perfdata' and exits with the "
-        "Nagios code. CRITICAL: a service down or the web not answering; WARNING: all workers busy "
-        "or a service restarted recently.",
+        "Nagios code. CRITICAL: a service down or the web not answering; WARNING: all workers busy, "
+        "a service restarted without galaxyctl doing it (a crash supervisord repaired), or a service "
+        "still starting after its start timeout. Right after galaxyctl start or graceful, services "
+        "still starting are OK.",
     )
     p.add_argument(
         "--timeout",
@@ -93,7 +95,7 @@ def add_check(sub):
         type=float,
         default=5.0,
         metavar="MINUTES",
-        help="warn when a service (re)started less than this long ago (default: %(default)s)",
+        help="count restarts galaxyctl did not do in the last MINUTES (default: %(default)s)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing when OK (cron mails only problems)")
     p.add_argument("--prometheus", metavar="FILE", help="also write the figures as a node_exporter textfile")

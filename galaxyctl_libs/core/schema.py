@@ -29,6 +29,7 @@ class ServiceCommon:
     memory_limit: float = _opt(None, "number")
     memory_high: float = _opt(None, "number")
     environment: dict = _opt({}, "environment")
+    start_stagger: float = _opt(None, "number")  # galaxyctl's: seconds between starting processes of one kind
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class GravitySettings:
     umask: str = _opt("022", "umask")
     memory_limit: float = _opt(None, "number")
     memory_high: float = _opt(None, "number")
+    start_stagger: float = _opt(None, "number")  # galaxyctl's: the default of every service section
     galaxy_config_file: str = _opt(None, "str")
     galaxy_root: str = _opt(None, "str")
     galaxy_user: str = _opt(None, "str")

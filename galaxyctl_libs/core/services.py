@@ -187,8 +187,15 @@ def _common(instance, section, service_type, service_name, argv, base_env=(), **
         group=instance.run_as[1],
         memory_limit=section.memory_limit or settings.memory_limit,  # the service's own, else the global one
         memory_high=section.memory_high or settings.memory_high,
+        start_stagger=_stagger(section.start_stagger, settings.start_stagger),
         **kwargs,
     )
+
+
+def _stagger(own, default):
+    """``start_stagger``: the section's own, else the gravity section's, else none (0)."""
+    value = own if own is not None else default
+    return max(0.0, float(value)) if value else 0
 
 
 def _number(value):
@@ -365,22 +372,34 @@ def handler_services(instance):
     for handler in instance.handlers:
         argv = galaxy_main_argv(instance) + ["-c", instance.galaxy_config_file, f"--server-name={handler.server_name}"]
         argv += list(handler.attach_to_pool_args())
-        section = _HandlerSection(handler.env, **_handler_settings(handler))
+        section = _HandlerSection(handler.env, **_handler_settings(instance, handler))
         services.append(_common(instance, section, "standalone", handler.server_name, argv))
     return services
 
 
-def _handler_settings(handler):
+_HANDLER_SETTINGS = (  # (key, types, what a valid value is)
+    ("start_timeout", int, "a number of seconds"),
+    ("stop_timeout", int, "a number of seconds"),
+    ("start_stagger", (int, float), "a number of seconds"),
+    ("memory_limit", (int, float), "a number of GB"),
+    ("memory_high", (int, float), "a number of GB"),
+    ("umask", str, "an octal umask"),
+)
+
+
+def _handler_settings(instance, handler):
     """The service settings a handler entry may carry, as gravity reads them from it (timeouts, umask,
-    memory limits in GB); a value of the wrong type is refused, not silently dropped."""
+    memory limits, start_stagger); a value of the wrong type is refused, not silently dropped."""
     options, found = dict(handler.options), {}
-    for key, kinds in (("start_timeout", int), ("stop_timeout", int), ("memory_limit", (int, float)),
-                       ("memory_high", (int, float)), ("umask", str)):  # fmt: skip
+    for key, kinds, expected in _HANDLER_SETTINGS:
         value = options.get(key)
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, kinds) or (kinds is not str and value < 0):
-            raise GalaxyctlError(f"handler {handler.server_name}: {key}: {value!r} is not a valid value")
+            raise GalaxyctlError(
+                f"{instance.config_path}: gravity.handlers: {handler.server_name}: {key}: expected {expected}, "
+                f"got {value!r}"
+            )
         found[key] = value
     return found
 
@@ -395,6 +414,7 @@ class _HandlerSection:
     stop_timeout: int = 65
     memory_limit: float = None
     memory_high: float = None
+    start_stagger: float = None
 
 
 SERVICE_BUILDERS = (

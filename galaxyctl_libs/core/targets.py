@@ -38,6 +38,7 @@ class Service(Record):
     memory_limit: float = None  # GB: systemd's MemoryMax=; under supervisord, backends/memwatch.py
     memory_high: float = None  # GB: systemd's MemoryHigh=; likewise
     ignored: tuple = ()  # settings accepted but without effect here (shown, not compared; none today)
+    start_stagger: float = 0  # seconds to wait before starting it after another of its kind (core.order)
 
     _not_compared = ("ignored",)
 

@@ -155,7 +155,7 @@ def test_golden_program_file():
         "'it'\"'\"'s'\n"
         "directory = /srv/galaxy %(here).0s\n"
         "umask = 022\n"
-        "autostart = true\n"
+        "autostart = false\n"
         "autorestart = true\n"
         "startsecs = 20\n"
         "stopwaitsecs = 65\n"

@@ -6,8 +6,8 @@ from galaxyctl_libs.probes.http import ProbeResult
 from galaxyctl_libs.probes.workers import WorkerInfo
 
 
-def row(program, state="RUNNING", uptime=3600, pid=10):
-    return ServiceStatus("_default_", program, program, state, pid, uptime, "")
+def row(program, state="RUNNING", uptime=3600, pid=10, **kwargs):
+    return ServiceStatus("_default_", program, program, state, pid, uptime, "", **kwargs)
 
 
 def report(*rows, running=True, code=exitcodes.LSB_RUNNING, **kwargs):
@@ -54,15 +54,34 @@ def test_a_stopped_service_or_a_silent_web_server_is_critical():
     assert "galaxy_web_up 0" in render_prometheus(result)
 
 
-def test_recent_start_and_all_workers_busy_warn():
+def test_unplanned_restarts_unexpected_starts_and_all_workers_busy_warn():
     result = verdict(
-        report(row("gunicorn", uptime=30), row("celery", "STARTING", uptime=0)),
+        report(row("gunicorn", uptime=30, unplanned_restarts=2), row("celery", "STARTING", uptime=0)),
         (OK_PROBE,),
         (WebWorkers("gunicorn", "gunicorn", 10, (worker("busy"),)),),
     )
     assert result.code == exitcodes.NAGIOS_WARNING
-    assert result.problems == ("gunicorn up 30s", "celery starting", "all 1 web workers busy")
-    assert verdict(report(row("gunicorn", uptime=30)), (OK_PROBE,), restart_window=0).code == exitcodes.NAGIOS_OK
+    assert result.problems == (
+        "gunicorn restarted 2 times in the last 5 min, not by galaxyctl",
+        "celery starting",
+        "all 1 web workers busy",
+    )
+    once = verdict(report(row("handler", unplanned_restarts=1)), (OK_PROBE,), restart_window=600)
+    assert once.problems == ("handler restarted once in the last 10 min, not by galaxyctl",)
+
+
+def test_a_planned_start_is_ok_while_its_services_are_starting():
+    """Right after galaxyctl start: a recent uptime is no problem, nor a service still starting (or
+    a web server not answering yet) within its start timeout."""
+    assert verdict(report(row("gunicorn", uptime=30)), (OK_PROBE,)).code == exitcodes.NAGIOS_OK
+    result = verdict(
+        report(row("gunicorn", "STARTING", uptime=0, in_grace=True), row("celery", "STARTING", in_grace=True)),
+        (("gunicorn", ProbeResult(False, None, 3.0, "connection refused")),),
+    )
+    assert result.code == exitcodes.NAGIOS_OK, result.line()
+    assert result.summary == "2/2 services running (2 starting)"
+    late = verdict(report(row("gunicorn", "STARTING")), (("gunicorn", ProbeResult(False, None, 3.0, "refused")),))
+    assert late.code == exitcodes.NAGIOS_CRITICAL and late.problems[0] == "gunicorn web not answering (refused)"
 
 
 def test_supervisord_down_hung_unknown_and_storage():

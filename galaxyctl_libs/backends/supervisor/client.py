@@ -167,17 +167,25 @@ class SupervisorClient:
     def process_info(self, name):
         return self.call("getProcessInfo", name)
 
-    def apply_changes(self):
+    def apply_changes(self, started=None):
         """Make supervisord load changed files: add new groups, replace changed ones, drop removed ones.
 
-        Changed groups that were running come back (autostart); a removed group is stopped first.
+        Programs do not start by themselves (``autostart = false``: ``start`` orders them), so a
+        changed group that was running is started again, and a new group is started when Galaxy is
+        up (something else runs).  The groups started are appended to ``started`` (a list).
         """
         added, changed, removed = self.call("reloadConfig")[0]
+        up = {info["group"] for info in self.all_processes().values() if info["statename"] in UP_STATES}
+        galaxy_up = bool(up - set(removed))
         for group in removed + changed:
             self._call_ignoring("stopProcessGroup", group, True, slow=True)
             self._call_ignoring("removeProcessGroup", group)
         for group in changed + added:
             self._call_ignoring("addProcessGroup", group)
+        for group in [g for g in changed if g in up] + (list(added) if galaxy_up else []):
+            self._call_ignoring("startProcessGroup", group, False)
+            if started is not None:
+                started.append(group)
         return added, changed, removed
 
     def _call_ignoring(self, method, *args, slow=False):
@@ -221,6 +229,15 @@ class SupervisorClient:
     def signal(self, name, signame):
         return self.call("signalProcess", name, signame)
 
+    def unexpected_exits(self):
+        """``{process name: [wall-clock times]}`` of the exits supervisord did not expect (a crash,
+        a kill -9: it restarts those), from the end of its own log (read over XML-RPC); None when
+        it cannot be read."""
+        try:
+            return parse_unexpected_exits(self.call("readLog", -LOG_SCAN_BYTES, 0))
+        except (GalaxyctlError, rpc.Fault):
+            return None
+
     def shutdown(self, timeout=60):
         """Stop every process and end supervisord; wait (bounded) until it is gone."""
         from signal import SIGTERM
@@ -253,6 +270,28 @@ class SupervisorClient:
                 fsutil.remove_file(stale)
             except OSError:
                 pass  # a read-only state dir: a stale pid file names no live supervisord (see pid)
+
+
+LOG_SCAN_BYTES = 256 * 1024  # of supervisord's log, for unexpected_exits
+
+
+def parse_unexpected_exits(text):
+    """``exited: NAME (...; not expected)`` lines of a supervisord log, as ``{NAME: [times]}``
+    (supervisord writes local time, to the millisecond)."""
+    import re
+    import time
+
+    found = {}
+    pattern = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d+) \w+ exited: (\S+) \(.*; not expected\)$")
+    for line in text.splitlines():
+        match = pattern.match(line)
+        if match:
+            try:
+                when = time.mktime(time.strptime(match.group(1), "%Y-%m-%d %H:%M:%S")) + int(match.group(2)) / 1000
+            except (ValueError, OverflowError):
+                continue
+            found.setdefault(match.group(3), []).append(when)
+    return found
 
 
 def _exited(pid):

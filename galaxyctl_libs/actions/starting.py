@@ -1,0 +1,60 @@
+"""Start services in dependency order, through a backend's controller (start/process_info only).
+
+The first Galaxy web server of each instance starts alone and is waited for until it answers
+HTTP: it creates or migrates the database, and a handler or celery worker that started beside it
+on an empty database would see half-made tables and exit.  Then the rest, in core.order's order
+(job handlers, workflow schedulers, celery, beat, reports, gx-it-proxy, tusd), processes of one
+kind ``start_stagger`` seconds apart.  What galaxyctl started is recorded (backends.planned), so
+``check`` knows these starts were planned.
+"""
+
+import time
+
+from galaxyctl_libs.actions.readiness import log_offsets, wait_ready
+from galaxyctl_libs.backends import planned
+from galaxyctl_libs.backends.base import UP_STATES
+from galaxyctl_libs.core import order
+
+
+def start_grace(target, timeout):
+    """How long a planned start may take before ``check`` counts it as a problem: a web server may
+    take as long as ``start`` waits for it; anything else its start timeout."""
+    service = target.service
+    if service.bind or service.uwsgi_config:
+        return max(float(service.start_timeout), float(timeout or 0))
+    return float(service.start_timeout)
+
+
+def start_in_order(state_dir, client, targets, timeout, progress=None, wait=True, action="start"):
+    """Start whatever among ``targets`` is not running, in order (see the module), and record it.
+
+    With ``wait`` the first web servers are waited for before the rest start (a service that does not
+    come up raises, and the rest stay stopped); without it everything is started at once, in order.
+    Returns the ReadyResults of the first web servers waited for."""
+    first, rest = order.start_stages(targets)
+    since = log_offsets(client, first) if wait else None
+    _start_each(state_dir, client, first, timeout, action, progress)
+    ready = []
+    if wait and first:
+        ready = wait_ready(client, first, timeout, progress, since=since)
+    _start_each(state_dir, client, rest, timeout, action, progress)
+    return ready
+
+
+def _start_each(state_dir, client, targets, timeout, action, progress):
+    entries, previous = [], None
+    try:
+        for target in targets:
+            pause = order.stagger_before(previous, target)
+            previous = target
+            at = time.time()
+            if pause and client.process_info(target.program)["statename"] not in UP_STATES:
+                if progress:
+                    progress(f"start_stagger: {pause:g}s before {target.program}")
+                time.sleep(pause)
+                at = time.time()
+            if client.start(target.program):
+                pid = client.process_info(target.program)["pid"]
+                entries.append((target.program, at, start_grace(target, timeout), pid))
+    finally:
+        planned.record(state_dir, entries, action)
