@@ -24,6 +24,7 @@ class ServiceStatus(Record):
     uptime_seconds: int
     description: str
     web: str = ""  # for web services: "ok 12ms", or why not
+    health: object = None  # handlers' heartbeat, celery's ping: actions.health.ServiceHealth
 
 
 ORPHANED = "ORPHANED"  # a service's process runs, but the supervisord that started it is gone
@@ -40,17 +41,25 @@ class StatusReport(Record):
     orphans: tuple = ()  # procfs.Marked: the main processes a supervisord that died left running
 
 
-def status(state_dir, names=(), probe_web=True, timeout=5.0):
+def status(state_dir, names=(), probe_web=True, timeout=5.0, heartbeat_age=None, ping=False):
     """One row per service; LSB exit code: 0 all running, 3 something is not, 4 unknown (supervisord
-    does not answer within ``timeout``), 1 supervisord died but left services running (orphans)."""
+    does not answer within ``timeout``), 1 supervisord died but left services running (orphans).
+    Running handlers show their heartbeat (older than ``heartbeat_age`` s: stale), celery workers
+    their answer to a ping when ``ping`` (it loads Galaxy's app: seconds)."""
     try:
         record = applied(state_dir)
     except GalaxyctlError as exc:
         return StatusReport(False, None, (), exitcodes.LSB_UNKNOWN, exc.message)
-    return _status(state_dir, record, names, probe_web, timeout)
+    return _status(state_dir, record, names, probe_web, timeout, _health_options(heartbeat_age, ping))
 
 
-def _status(state_dir, record, names, probe_web, timeout):
+def _health_options(heartbeat_age, ping):
+    from galaxyctl_libs.probes.heartbeat import STALE_AFTER
+
+    return {"max_age": STALE_AFTER if heartbeat_age is None else heartbeat_age, "ping": ping}
+
+
+def _status(state_dir, record, names, probe_web, timeout, health=None):
     try:
         targets = targets_mod.select(record.targets, names)
     except GalaxyctlError as exc:
@@ -101,6 +110,10 @@ def _status(state_dir, record, names, probe_web, timeout):
                 web,
             )
         )
+    if health is not None:
+        from galaxyctl_libs.actions import health as healthmod
+
+        rows = healthmod.annotate(targets, rows, record.run_as, timeout, **health)
     down = [r for r in rows if r.state not in (sup.RUNNING, sup.STARTING)]
     code = exitcodes.LSB_NOT_RUNNING if down else exitcodes.LSB_RUNNING
     message = f"required storage not mounted: {', '.join(missing)}" if missing else ""
@@ -278,6 +291,7 @@ class CheckResult(Record):
     workers_busy: int
     workers_total: int
     problems: tuple = ()
+    health: tuple = ()  # the ServiceStatus rows of handlers and celery workers, with their probe's answer
 
     @property
     def label(self):
@@ -289,17 +303,22 @@ class CheckResult(Record):
         if self.web_ms is not None:
             perf.append(f"web_ms={self.web_ms:.0f}ms")
         perf.append(f"workers_busy={self.workers_busy};;;0;{self.workers_total}")
+        if self.health:
+            from galaxyctl_libs.actions.health import perfdata
+
+            perf += perfdata(self.health)
         return f"GALAXY {self.label} - {self.summary} | {' '.join(perf)}"
 
 
-def check(state_dir, names=(), timeout=10.0, restart_window=300):
-    """Nagios-style health: CRITICAL when a service is down or the web does not answer in ``timeout``;
+def check(state_dir, names=(), timeout=10.0, restart_window=300, heartbeat_age=None, ping=True):
+    """Nagios-style health: CRITICAL when a service is down, the web does not answer in ``timeout``,
+    a handler's heartbeat is older than ``heartbeat_age`` s or a celery worker does not answer a ping;
     WARNING when every worker is busy or a service (re)started less than ``restart_window`` s ago."""
     try:
         record = applied(state_dir)  # read once: status, probes and workers all work from it
     except GalaxyctlError as exc:
         return CheckResult(exitcodes.NAGIOS_UNKNOWN, exc.message, 0, 0, None, 0, 0)
-    report = _status(state_dir, record, names, False, timeout)
+    report = _status(state_dir, record, names, False, timeout, _health_options(heartbeat_age, ping))
     probes, workers = (), ()
     if report.supervisord_running:
         targets = targets_mod.select(record.targets, names)
@@ -334,6 +353,13 @@ def verdict(report, probes=(), workers=(), restart_window=300):
     critical += [
         f"{program} web not answering ({result.error or result.status})" for program, result in probes if not result.ok
     ]
+    probed = tuple(r for r in report.services if r.health)
+    if probed:
+        from galaxyctl_libs.actions.health import problems as health_problems
+
+        more_critical, more_warnings = health_problems(probed)
+        critical += more_critical
+        warnings += more_warnings
     total = sum(len(web.workers) for web in workers)
     busy = sum(1 for web in workers for w in web.workers if w.status == "busy")
     if total and busy == total:
@@ -345,7 +371,7 @@ def verdict(report, probes=(), workers=(), restart_window=300):
     if problems:
         summary += ": " + "; ".join(problems)
     code = exitcodes.NAGIOS_CRITICAL if critical else exitcodes.NAGIOS_WARNING if warnings else exitcodes.NAGIOS_OK
-    return CheckResult(code, summary, len(running), len(report.services), web_ms, busy, total, problems)
+    return CheckResult(code, summary, len(running), len(report.services), web_ms, busy, total, problems, probed)
 
 
 def render_prometheus(result):
@@ -369,6 +395,10 @@ def render_prometheus(result):
     lines = []
     for name, text, value in metrics:
         lines += [f"# HELP {name} {text}", f"# TYPE {name} gauge", f"{name} {value:g}"]
+    if result.health:
+        from galaxyctl_libs.actions.health import prometheus_lines
+
+        lines += prometheus_lines(result.health)
     return "\n".join(lines) + "\n"
 
 

@@ -34,6 +34,7 @@ import sys
 from dataclasses import dataclass
 
 from galaxyctl_libs.core.config import effective_preload
+from galaxyctl_libs.core.database import database_url
 from galaxyctl_libs.core.targets import (  # noqa: F401 - the service data lives with the targets
     GRACEFUL_HERDER,
     GRACEFUL_HUP,
@@ -374,7 +375,9 @@ def handler_services(instance):
         options = dict(handler.options)
         timeouts = {k: options[k] for k in ("start_timeout", "stop_timeout") if isinstance(options.get(k), int)}
         section = _HandlerSection(handler.env, **timeouts)
-        services.append(_common(instance, section, "standalone", handler.server_name, argv))
+        cwd = instance.galaxy_root or os.path.dirname(instance.galaxy_config_file)
+        db = database_url(instance.galaxy, instance.galaxy_root, instance.galaxy_config_file, cwd)
+        services.append(_common(instance, section, "standalone", handler.server_name, argv, heartbeat_db=db))
     return services
 
 

@@ -38,8 +38,9 @@ class Service(Record):
     memory_limit: float = None  # GB: systemd's MemoryMax= (supervisord has no such limit)
     memory_high: float = None  # GB: systemd's MemoryHigh=
     ignored: tuple = ()  # settings accepted but without effect here (shown, not compared)
+    heartbeat_db: str = None  # handlers, workflow schedulers: Galaxy's database URL, where they heartbeat
 
-    _not_compared = ("ignored",)
+    _not_compared = ("ignored", "heartbeat_db")
 
     @property
     def command_line(self):
