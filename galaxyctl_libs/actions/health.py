@@ -15,7 +15,6 @@ OK, STARTING, CRITICAL, UNKNOWN = "ok", "starting", "critical", "unknown"
 HEARTBEAT, PING = "heartbeat", "ping"
 HANDLER_TYPE = "standalone"  # galaxy-main: job handlers and workflow schedulers
 CELERY_TYPE = "celery"
-PROBED_STATES = ("RUNNING",)
 
 
 class ServiceHealth(Record):
@@ -26,12 +25,15 @@ class ServiceHealth(Record):
     pid: int = None  # heartbeat: the PID that wrote it
 
 
-def annotate(targets, rows, run_as=(None, None), timeout=5.0, max_age=heartbeat.STALE_AFTER, ping=True):
-    """``rows`` (monitoring.ServiceStatus) with ``health`` set where a probe applies."""
+def annotate(targets, rows, run_as=(None, None), timeout=5.0, max_age=None, ping=True):
+    """``rows`` (monitoring.ServiceStatus) with ``health`` set where a probe applies (``max_age``:
+    a heartbeat older is stale; None: heartbeat.STALE_AFTER)."""
+    max_age = heartbeat.STALE_AFTER if max_age is None else max_age
     by_program = {t.program: t for t in targets}
-    live = [r for r in rows if r.state in PROBED_STATES and r.program in by_program]
-    workers = [r for r in live if by_program[r.program].service.service_type == CELERY_TYPE] if ping else []
+    live = [r for r in rows if r.state in ("RUNNING", "STARTING") and r.program in by_program]
     handlers = [r for r in live if by_program[r.program].service.heartbeat_db]
+    workers = [r for r in live if r.state == "RUNNING" and by_program[r.program].service.service_type == CELERY_TYPE]
+    workers = workers if ping else []
     if not workers and not handlers:
         return rows
     from galaxyctl_libs.probes import celeryping
@@ -136,7 +138,11 @@ def prometheus_lines(rows):
             labels = f'instance="{_label(r.instance)}",service="{_label(r.service)}",probe="{r.health.probe}"'
             if probe is None:
                 samples.append(f"{name}{{{labels}}} {int(r.health.state == OK)}")
-            elif r.health.probe == probe and r.health.seconds is not None and r.health.state == OK:
+            elif (
+                r.health.probe == probe
+                and r.health.seconds is not None
+                and (probe == HEARTBEAT or r.health.state == OK)
+            ):
                 samples.append(f"{name}{{{labels}}} {r.health.seconds:g}")
         if samples:
             lines += [f"# HELP {name} {text}", f"# TYPE {name} gauge"] + samples

@@ -50,13 +50,7 @@ def status(state_dir, names=(), probe_web=True, timeout=5.0, heartbeat_age=None,
         record = applied(state_dir)
     except GalaxyctlError as exc:
         return StatusReport(False, None, (), exitcodes.LSB_UNKNOWN, exc.message)
-    return _status(state_dir, record, names, probe_web, timeout, _health_options(heartbeat_age, ping))
-
-
-def _health_options(heartbeat_age, ping):
-    from galaxyctl_libs.probes.heartbeat import STALE_AFTER
-
-    return {"max_age": STALE_AFTER if heartbeat_age is None else heartbeat_age, "ping": ping}
+    return _status(state_dir, record, names, probe_web, timeout, {"max_age": heartbeat_age, "ping": ping})
 
 
 def _status(state_dir, record, names, probe_web, timeout, health=None):
@@ -291,6 +285,7 @@ class CheckResult(Record):
     workers_busy: int
     workers_total: int
     problems: tuple = ()
+    web_up: bool = None  # every web server answered (None: none was probed)
     health: tuple = ()  # the ServiceStatus rows of handlers and celery workers, with their probe's answer
 
     @property
@@ -318,7 +313,7 @@ def check(state_dir, names=(), timeout=10.0, restart_window=300, heartbeat_age=N
         record = applied(state_dir)  # read once: status, probes and workers all work from it
     except GalaxyctlError as exc:
         return CheckResult(exitcodes.NAGIOS_UNKNOWN, exc.message, 0, 0, None, 0, 0)
-    report = _status(state_dir, record, names, False, timeout, _health_options(heartbeat_age, ping))
+    report = _status(state_dir, record, names, False, timeout, {"max_age": heartbeat_age, "ping": ping})
     probes, workers = (), ()
     if report.supervisord_running:
         targets = targets_mod.select(record.targets, names)
@@ -371,7 +366,14 @@ def verdict(report, probes=(), workers=(), restart_window=300):
     if problems:
         summary += ": " + "; ".join(problems)
     code = exitcodes.NAGIOS_CRITICAL if critical else exitcodes.NAGIOS_WARNING if warnings else exitcodes.NAGIOS_OK
-    return CheckResult(code, summary, len(running), len(report.services), web_ms, busy, total, problems, probed)
+    web_up = all(result.ok for _, result in probes) if probes else None
+    return CheckResult(code, summary, len(running), len(report.services), web_ms, busy, total, problems, web_up, probed)
+
+
+def _web_up(result):
+    if result.web_up is not None:
+        return result.web_up
+    return result.web_ms is not None and result.code != exitcodes.NAGIOS_CRITICAL
 
 
 def render_prometheus(result):
@@ -384,7 +386,7 @@ def render_prometheus(result):
         ),
         ("galaxy_services_running", "Galaxy services running or starting", result.services_running),
         ("galaxy_services_total", "Galaxy services configured", result.services_total),
-        ("galaxy_web_up", "1 when every web server answered", int(result.web_ms is not None and result.code != 2)),
+        ("galaxy_web_up", "1 when every web server answered", int(_web_up(result))),
         ("galaxy_workers_busy", "web workers serving a request now", result.workers_busy),
         ("galaxy_workers_total", "web workers", result.workers_total),
     ]

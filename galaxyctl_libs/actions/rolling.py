@@ -97,6 +97,7 @@ class _Roll:
             self.say(f"{target.program}: warm shutdown (running tasks finish), then start")
             self.client.stop(target.program)
             self.client.start(target.program)
+            self.wait_running(target)
         for index in range(0, len(handlers), batch):
             self.step()
             self.restart_handlers(handlers[index : index + batch])
@@ -111,6 +112,16 @@ class _Roll:
         else:
             self.client.stop(target.program)
             self.client.start(target.program)
+
+    def wait_running(self, target):
+        """Until supervisord / systemd calls ``target`` running (after its start_timeout), bounded."""
+        state = wait_until(lambda: self.state(target) not in (sup.STARTING, sup.BACKOFF), self.timeout)
+        if state and self.state(target) == sup.RUNNING:
+            return
+        raise NotReadyError(
+            f"{target.program} is {self.state(target)} after its restart",
+            details=[f"last lines of {target.log_file}:"] + ["  " + line for line in tail(target.log_file)],
+        )
 
     def restart_handlers(self, batch):
         """Restart ``batch`` and wait until each heartbeats from its new process (bounded)."""
@@ -145,7 +156,7 @@ class _Roll:
 
     def handler_ready(self, target, log_offset):
         info = self.client.process_info(target.program)
-        if info["statename"] != sup.RUNNING or not info["pid"]:
+        if info["statename"] not in sup.UP_STATES[:2] or not info["pid"]:
             return False
         if not target.service.heartbeat_db:
             return _log_says_running(target, log_offset)
