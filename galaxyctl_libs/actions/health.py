@@ -58,9 +58,9 @@ def read_beats(targets, run_as=(None, None), timeout=5.0):
     found = {}
     for url in sorted({t.service.heartbeat_db for t in targets if t.service.heartbeat_db}):
         service = next(t.service for t in targets if t.service.heartbeat_db == url)
-        credentials = subprocess_credentials(service.user, service.group)
         try:
             with as_user(*run_as):  # rootpolicy: the Galaxy user's database is read with its ids
+                credentials = subprocess_credentials(service.user, service.group)  # inside: no setgroups
                 found[url] = heartbeat.read(url, heartbeat.interpreter(service.argv), credentials, timeout)
         except GalaxyctlError as exc:
             found[url] = exc
