@@ -213,3 +213,27 @@ def test_rolling_graceful_of_two_real_handlers_fails_no_job(galaxy_venv, record_
         gctl.cleanup()
         kill_pids(sorted(p for p in service_pids if p), timeout=30)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_heartbeat_read_through_galaxys_interpreter(galaxy_venv, tmp_path):  # noqa: F811
+    """A database other than a SQLite file is read by Galaxy's interpreter and its SQLAlchemy (here a
+    relative SQLite URL takes that path); a driver Galaxy's venv lacks is one clear line."""
+    from galaxyctl_libs.errors import GalaxyctlError
+    from galaxyctl_libs.probes import heartbeat
+
+    with sqlite3.connect(os.path.join(tmp_path, "universe.sqlite")) as conn:
+        conn.execute("CREATE TABLE worker_process (server_name, hostname, pid, update_time TIMESTAMP)")
+        conn.execute(
+            "INSERT INTO worker_process VALUES ('handler_0', ?, 7, datetime('now', '-5 seconds'))",
+            (heartbeat.hostname(),),
+        )
+    python = os.path.join(galaxy_venv, "bin", "python")
+    rows = heartbeat._read_foreign(f"sqlite:///{tmp_path}/universe.sqlite", python, None, heartbeat.hostname(), 60)
+    beats = heartbeat._beats(rows)
+    assert beats["handler_0"].pid == 7 and beats["handler_0"].age_seconds < 60
+    try:
+        heartbeat.read("mysql+nosuchdriver://galaxy:secret@127.0.0.1:1/galaxy", python, None, 60)
+        raise AssertionError("an unknown driver must be an error")
+    except GalaxyctlError as exc:
+        assert exc.message.startswith("cannot read the heartbeat from the mysql+nosuchdriver database: ")
+        assert "secret" not in exc.message

@@ -36,7 +36,9 @@ try:
         ).fetchall()
 finally:
     engine.dispose()
-json.dump([[r[0], r[1], r[2], r[3].isoformat(sep=" ") if r[3] is not None else None] for r in rows], sys.stdout)
+def when(value):
+    return value.isoformat(sep=" ") if hasattr(value, "isoformat") else value
+json.dump([[r[0], r[1], r[2], when(r[3])] for r in rows], sys.stdout)
 """
 
 
