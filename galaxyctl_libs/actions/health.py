@@ -12,6 +12,7 @@ from galaxyctl_libs.records import Record, replace
 from galaxyctl_libs.rootpolicy import as_user, subprocess_credentials
 
 OK, STARTING, CRITICAL, UNKNOWN = "ok", "starting", "critical", "unknown"
+UNAVAILABLE = "unavailable"  # the probe cannot work here (a broker without broadcast): no verdict
 HEARTBEAT, PING = "heartbeat", "ping"
 HANDLER_TYPE = "standalone"  # galaxy-main: job handlers and workflow schedulers
 CELERY_TYPE = "celery"
@@ -19,7 +20,7 @@ CELERY_TYPE = "celery"
 
 class ServiceHealth(Record):
     probe: str  # heartbeat | ping
-    state: str  # ok | starting | critical | unknown
+    state: str  # ok | starting | critical | unknown | unavailable
     detail: str  # for people: "heartbeat 12s ago (pid 4242)", "no reply to ping (...)"
     seconds: float = None  # heartbeat: its age; ping: how long celery inspect ping took
     pid: int = None  # heartbeat: the PID that wrote it
@@ -48,6 +49,8 @@ def annotate(targets, rows, run_as=(None, None), timeout=5.0, max_age=None, ping
 def ping_health(result):
     if result.ok:
         return ServiceHealth(PING, OK, f"ping {result.seconds:.1f}s", result.seconds)
+    if result.unavailable:
+        return ServiceHealth(PING, UNAVAILABLE, result.error)
     return ServiceHealth(PING, CRITICAL, result.error, result.seconds)
 
 
@@ -111,7 +114,7 @@ def perfdata(rows):
     """Nagios perfdata for the probed services: handlers with a fresh heartbeat, workers answering."""
     perf = []
     for probe, label in ((HEARTBEAT, "handlers_heartbeat"), (PING, "celery_answering")):
-        probed = [r.health for r in rows if r.health and r.health.probe == probe]
+        probed = [r.health for r in rows if r.health and r.health.probe == probe and r.health.state != UNAVAILABLE]
         if probed:
             perf.append(f"{label}={sum(h.state == OK for h in probed)};;;0;{len(probed)}")
     return perf
@@ -130,7 +133,7 @@ PROMETHEUS = (
 
 def prometheus_lines(rows):
     """node_exporter textfile lines, one sample per probed service (labels: instance, service, probe)."""
-    probed = [r for r in rows if r.health]
+    probed = [r for r in rows if r.health and r.health.state != UNAVAILABLE]
     lines = []
     for name, text, probe in PROMETHEUS:
         samples = []

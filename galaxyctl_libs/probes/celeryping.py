@@ -1,9 +1,14 @@
 """Does a celery worker answer?  ``celery inspect ping`` through the broker, with Galaxy's app.
 
-The ping runs with the worker's own celery executable, app (``--app``), environment and working
-directory, as the worker's user, so it reaches the broker the worker uses whatever Galaxy's config
-says.  Loading Galaxy's app takes seconds (~9 s on 2 busy cores): the ping is started first and
-collected last (``start``/``finish``), and the whole run is bounded.
+The ping (celery's ``app.control.ping``, what ``celery inspect ping`` sends) runs with the worker's
+own interpreter, app (``--app``), environment and working directory, as the worker's user, so it
+reaches the broker the worker uses whatever Galaxy's config says.  Loading Galaxy's app takes
+seconds (~9 s on 2 busy cores): the ping is started first and collected last (``start``/``finish``),
+and the whole run is bounded.
+
+A ping is a broadcast: brokers whose kombu transport cannot fan out (SQLAlchemy, Galaxy's default
+``amqp_internal_connection`` on a database) never deliver it.  There the answer is "unavailable",
+not a failure.
 """
 
 import os
@@ -16,11 +21,27 @@ APP_LOAD_ALLOWANCE = 60.0  # seconds the ping's process may take beyond the repl
 _MARKERS = (procfs.STATE_ID_ENV, procfs.SERVICE_ENV)  # not on the ping: it is no service of ours
 
 
+# run by the worker's interpreter: argv = app, node, timeout; prints one JSON line
+_PING = """\
+import json, sys
+from celery.app.utils import find_app
+app = find_app(sys.argv[1])
+with app.connection_for_write() as conn:
+    channel = conn.default_channel
+    if not getattr(channel, "supports_fanout", True):
+        print(json.dumps({"fanout": False, "transport": conn.transport.driver_name}))
+        sys.exit(0)
+    replies = app.control.ping(destination=[sys.argv[2]], timeout=float(sys.argv[3]), connection=conn)
+print(json.dumps({"fanout": True, "replies": replies}))
+"""
+
+
 class PingResult(Record):
     node: str
     ok: bool
     seconds: float
     error: str = ""
+    unavailable: bool = False  # the broker's transport cannot carry a ping (no broadcast)
 
 
 class Pending(Record):
@@ -52,12 +73,24 @@ def node_name(argv, host=None):
     return name if "@" in name else f"celery@{name}"
 
 
+def interpreter(celery_exe):
+    """The Python of the worker's celery: its virtualenv's, else the one its script names."""
+    beside = os.path.join(os.path.dirname(celery_exe), "python")
+    if os.access(beside, os.X_OK):
+        return beside
+    try:
+        with open(celery_exe, "rb") as handle:
+            first = handle.readline(512).decode("utf-8", "replace")
+    except OSError:
+        return beside
+    return first[2:].strip().split()[0] if first.startswith("#!/") else beside
+
+
 def ping_argv(service, timeout):
     argv = service.argv
     app = _option(argv, "-A", "--app") or "galaxy.celery"
     node = node_name(argv)
-    command = [argv[0], "--app", app, "inspect", "ping", "--destination", node, "--timeout", f"{timeout:g}", "--json"]
-    return node, command
+    return node, [interpreter(argv[0]), "-c", _PING, app, node, f"{timeout:g}"]
 
 
 def start(service, timeout, allowance=APP_LOAD_ALLOWANCE):
@@ -99,9 +132,28 @@ def finish(pending):
         process.communicate()
         limit = pending.deadline - pending.started
         return PingResult(pending.node, False, limit, f"no answer from celery inspect within {limit:.0f}s")
-    seconds = time.monotonic() - pending.started
-    if process.returncode == 0 and "pong" in out:
+    return _judge(pending, process.returncode, out, err, time.monotonic() - pending.started)
+
+
+def _judge(pending, returncode, out, err, seconds):
+    import json
+
+    answer = None
+    for line in reversed(out.splitlines()):
+        if line.startswith("{"):
+            try:
+                answer = json.loads(line)
+            except ValueError:
+                continue
+            break
+    if returncode != 0 or not isinstance(answer, dict):
+        lines = [line.strip() for line in (err + "\n" + out).splitlines() if line.strip()]
+        reason = next((line for line in reversed(lines) if "Error" in line), lines[-1] if lines else "no output")
+        return PingResult(pending.node, False, seconds, f"ping failed ({reason[:160]})")
+    if answer.get("fanout") is False:
+        transport = answer.get("transport", "?")
+        return PingResult(pending.node, False, seconds, f"no ping: the {transport} broker carries no broadcast", True)
+    replies = answer.get("replies") or []
+    if any(isinstance(r, dict) and pending.node in r for r in replies):
         return PingResult(pending.node, True, seconds)
-    lines = [line.strip() for line in (err + "\n" + out).splitlines() if line.strip()]
-    reason = next((line for line in reversed(lines) if "Error" in line), lines[-1] if lines else "no reply")
-    return PingResult(pending.node, False, seconds, f"no reply to ping ({reason[:160]})")
+    return PingResult(pending.node, False, seconds, f"no reply to ping from {pending.node}")

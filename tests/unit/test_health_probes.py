@@ -114,5 +114,23 @@ def test_celery_node_name_and_ping_command():
         argv = ("/venv/bin/celery", "--app", "galaxy.celery", "worker", "--concurrency", "2")
 
     node, argv = celeryping.ping_argv(Service, 5.0)
-    assert argv[:6] == ["/venv/bin/celery", "--app", "galaxy.celery", "inspect", "ping", "--destination"]
-    assert argv[6] == node and argv[-3:] == ["--timeout", "5", "--json"]
+    assert argv[0] == "/venv/bin/python" and argv[1] == "-c" and argv[3:] == ["galaxy.celery", node, "5"]
+
+
+def test_ping_answers():
+    pending = celeryping.Pending("celery@gx", None, 0.0, 0.0)
+    pong = celeryping._judge(
+        pending, 0, 'log line\n{"fanout": true, "replies": [{"celery@gx": {"ok": "pong"}}]}\n', "", 3
+    )
+    assert pong.ok and health.ping_health(pong).state == "ok"
+    silent = celeryping._judge(pending, 0, '{"fanout": true, "replies": []}', "", 3)
+    assert not silent.ok and silent.error == "no reply to ping from celery@gx"
+    assert health.ping_health(silent).state == "critical"
+    nofanout = celeryping._judge(pending, 0, '{"fanout": false, "transport": "sqlalchemy"}', "", 3)
+    unavailable = health.ping_health(nofanout)
+    assert unavailable.state == "unavailable" and "sqlalchemy broker carries no broadcast" in unavailable.detail
+    broken = celeryping._judge(pending, 1, "", "Traceback...\nImportError: Error loading galaxy.celery", 3)
+    assert not broken.ok and "ImportError: Error loading galaxy.celery" in broken.error
+    # an unavailable ping is no problem for check, nor a perfdata figure
+    result = verdict(report(row("celery", unavailable)), restart_window=0)
+    assert result.code == exitcodes.NAGIOS_OK and "celery_answering" not in result.line()
