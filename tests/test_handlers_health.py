@@ -148,3 +148,37 @@ def test_celery_worker_that_does_not_answer_is_critical(gctl, demo_galaxy, short
     assert "celery_answering=0;;;0;1" in critical.stdout
     assert gctl("check", "--restart-window", "0", "--no-ping").returncode == 0
     gctl("stop")
+
+
+def test_rolling_graceful_in_batches(gctl, demo_galaxy, short_tmp):
+    root = os.path.join(short_tmp, "galaxy")
+    handlers = {"handler": {"processes": 3, "environment": {"DEMO_HANDLER_START_DELAY": "1"}}}
+    config, _ = demo_galaxy(gravity={"handlers": handlers})
+    gctl("register", config)
+    gctl("start", "--timeout", "60")
+    assert wait_for(lambda: len(heartbeats(root)) == 3, timeout=30)
+    refused = gctl("graceful", "--batch", "0", check=False)
+    assert refused.returncode == 1 and "--batch must be at least 1" in refused.stderr
+    before = heartbeats(root)
+    samples, stop = [], threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            samples.append(heartbeats(root))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        gctl("graceful", "--timeout", "60", "--batch", "2")
+    finally:
+        stop.set()
+        watcher.join(timeout=30)
+    after = heartbeats(root)
+    assert set(after) == {"handler_0", "handler_1", "handler_2"} and all(after[n] != before[n] for n in after)
+    # the first batch (handler_0, handler_1) was down together while handler_2 carried on, then the other way round
+    assert any(set(beats) == {"handler_2"} for beats in samples), samples
+    assert min(len(beats) for beats in samples) >= 1
+    first_done = next(i for i, beats in enumerate(samples) if beats.get("handler_1") == after["handler_1"])
+    assert all(beats.get("handler_2") == before["handler_2"] for beats in samples[:first_done])
+    gctl("stop")
