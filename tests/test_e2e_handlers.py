@@ -35,8 +35,8 @@ from test_e2e_galaxy import (  # noqa: F401 - galaxy_venv is a fixture
 pytestmark = pytest.mark.e2e
 
 HANDLERS = ("handler_0", "handler_1")
-JOB_EVERY = 4  # seconds between two job submissions during graceful
-JOB_TIMEOUT = 300
+JOB_EVERY = 8  # seconds between two job submissions during graceful (a job takes ~30 s on 2 cores)
+JOB_TIMEOUT = 900  # every job submitted must end within this (bounded)
 
 
 def _config(root, port, user, venv):
@@ -200,8 +200,9 @@ def test_rolling_graceful_of_two_real_handlers_fails_no_job(galaxy_venv, record_
             timeout=JOB_TIMEOUT,
             interval=2,
         )
-        assert states and set(states.values()) == {"ok"}, states or jobs.states()
-        figures["jobs_failed"] = sum(1 for v in states.values() if v != "ok")
+        last = states or jobs.states()
+        figures["jobs_not_ok"] = sum(1 for v in last.values() if v != "ok")
+        assert states and figures["jobs_not_ok"] == 0, {job: v for job, v in last.items() if v != "ok"}
 
         check = gctl("check", "--restart-window", "0", "--timeout", "30", check=False, timeout=180)
         assert check.returncode == 0 and "handlers_heartbeat=2;;;0;2" in check.stdout, check.stdout + check.stderr
