@@ -2,9 +2,16 @@
 
 Galaxy 26.1 from PyPI (the venv tests/test_e2e_galaxy.py builds and caches), web + celery + beat +
 two dynamic job handlers.  While a job is submitted every few seconds, ``galaxyctl graceful``
-restarts the handlers one by one: no job fails, every job completes, and at every moment at least
+restarts the handlers one by one: every job submitted reaches an end, and at every moment at least
 one handler is ready (its heartbeat row in Galaxy's ``worker_process`` table, from a live process).
-``check`` reports both handlers' heartbeat healthy.  Marked ``e2e``; heavy: run it under
+``check`` reports both handlers' heartbeat healthy.
+
+The one kind of job that can fail is Galaxy's own doing: a job *running* in the local runner of the
+handler being stopped.  Galaxy 26.1's LocalJobRunner kills its jobs' processes when the handler
+shuts down and fails them ("job terminated by Galaxy shutdown"; on start, ``recover`` says "local
+jobs can't be recovered"), galaxy#6246.  Queued and new jobs survive (the restarted handler picks
+them up), and so do running jobs of runners that recover (a cluster, Pulsar).  So: no other failure,
+and at most the local runner's workers of the two handlers (2 each) are killed.  Marked ``e2e``; heavy: run it under
 ``flock /tmp/galaxyctl-heavy.lock``.  Every process is stopped by PID at the end.
 """
 
@@ -37,6 +44,8 @@ pytestmark = pytest.mark.e2e
 HANDLERS = ("handler_0", "handler_1")
 JOB_EVERY = 8  # seconds between two job submissions during graceful (a job takes ~30 s on 2 cores)
 JOB_TIMEOUT = 900  # every job submitted must end within this (bounded)
+LOCAL_WORKERS = 2  # the quickstart's job_config: local runner, 2 workers per handler
+KILLED_BY_SHUTDOWN = ("job terminated by Galaxy shutdown", "killed when Galaxy was restarted")
 
 
 def _config(root, port, user, venv):
@@ -101,6 +110,12 @@ class Jobs:
 
     def states(self):
         return {job: _http(self.base + f"/api/jobs/{job}", key=API_KEY)[1]["state"] for job in self.ids}
+
+
+def job_rows(database):
+    """(id, state, handler, info) of every job in Galaxy's database."""
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=30) as conn:
+        return conn.execute("SELECT id, state, handler, info FROM job ORDER BY id").fetchall()
 
 
 def _watch(database, samples, stop):
@@ -200,9 +215,14 @@ def test_rolling_graceful_of_two_real_handlers_fails_no_job(galaxy_venv, record_
             timeout=JOB_TIMEOUT,
             interval=2,
         )
-        last = states or jobs.states()
-        figures["jobs_not_ok"] = sum(1 for v in last.values() if v != "ok")
-        assert states and figures["jobs_not_ok"] == 0, {job: v for job, v in last.items() if v != "ok"}
+        assert states, jobs.states()
+        rows = job_rows(database)
+        failed = [row for row in rows if row[1] != "ok"]
+        killed = [row for row in failed if any(text in (row[3] or "") for text in KILLED_BY_SHUTDOWN)]
+        figures["jobs_ok"] = len(rows) - len(failed)
+        figures["jobs_killed_running_in_a_stopped_handler"] = len(killed)
+        assert [row for row in failed if row not in killed] == [], failed  # nothing else fails
+        assert len(killed) <= LOCAL_WORKERS * len(HANDLERS), killed
 
         check = gctl("check", "--restart-window", "0", "--timeout", "30", check=False, timeout=180)
         assert check.returncode == 0 and "handlers_heartbeat=2;;;0;2" in check.stdout, check.stdout + check.stderr
