@@ -253,12 +253,13 @@ def test_heartbeat_read_through_galaxys_interpreter(galaxy_venv, tmp_path):  # n
             (heartbeat.hostname(),),
         )
     python = os.path.join(galaxy_venv, "bin", "python")
-    rows = heartbeat._read_foreign(f"sqlite:///{tmp_path}/universe.sqlite", python, None, heartbeat.hostname(), 60)
+    url = f"sqlite:///{tmp_path}/universe.sqlite"
+    rows = heartbeat._read_foreign(url, heartbeat.HEARTBEAT_SQL, {"host": heartbeat.hostname()}, python, None, 60)
     beats = heartbeat._beats(rows)
     assert beats["handler_0"].pid == 7 and beats["handler_0"].age_seconds < 60
     try:
         heartbeat.read("mysql+nosuchdriver://galaxy:secret@127.0.0.1:1/galaxy", python, None, 60)
         raise AssertionError("an unknown driver must be an error")
     except GalaxyctlError as exc:
-        assert exc.message.startswith("cannot read the heartbeat from the mysql+nosuchdriver database: ")
+        assert exc.message.startswith("cannot read Galaxy's mysql+nosuchdriver database: ")
         assert "secret" not in exc.message

@@ -7,10 +7,14 @@
 - celery workers one at a time: stop is a warm shutdown (SIGTERM: running tasks finish, up to
   stop_timeout), then start;
 - job handlers and workflow schedulers in batches (``batch``, 1 by default): each batch is
-  restarted, then waited for until every one of them heartbeats again from its new process
-  (Galaxy's ``worker_process`` row, written once the job handler runs), so the others keep the
-  jobs moving meanwhile.  Without a readable heartbeat, Galaxy's log line
-  ``Galaxy server instance 'NAME' is running`` does.
+  drained, restarted, then waited for until every one of them heartbeats again from its new
+  process (Galaxy's ``worker_process`` row, written once the job handler runs), so the others keep
+  the jobs moving meanwhile.  Without a readable heartbeat, Galaxy's log line
+  ``Galaxy server instance 'NAME' is running`` does.  Draining (up to ``drain`` seconds): Galaxy's
+  local runner kills the jobs a handler runs when it stops, so the batch is first told to dispatch
+  no new job (Galaxy's own ``admin_job_lock`` control task, sent to each handler's control queue
+  with Galaxy's interpreter and config) and its running local jobs are waited for; the others
+  take the new jobs.  The new process starts unlocked.
 
 ``delay`` seconds pass between two steps.  Everything goes through the backend's controller
 (supervisord, systemd).
@@ -26,10 +30,34 @@ from galaxyctl_libs.backends.supervisor import client as sup
 from galaxyctl_libs.core.registration import operation_lock
 from galaxyctl_libs.core.services import GRACEFUL_HERDER, GRACEFUL_HUP, GRACEFUL_NONE
 from galaxyctl_libs.errors import GalaxyctlError, NotReadyError
-from galaxyctl_libs.probes import procfs
+from galaxyctl_libs.probes import heartbeat, procfs
 from galaxyctl_libs.probes.poll import wait_until
+from galaxyctl_libs.rootpolicy import as_user, subprocess_credentials
+
+_MARKERS = (procfs.STATE_ID_ENV, procfs.SERVICE_ENV)  # the lock's process is no service of ours
 
 FAILED_STATES = (sup.FATAL, sup.EXITED, sup.STOPPED)
+DEFAULT_DRAIN = 120.0  # seconds a handler's running local jobs may take to finish before its restart
+LOCK_TIMEOUT = 120.0  # seconds to load Galaxy's config and send the lock (Galaxy's import: ~10 s)
+
+# run by a handler's interpreter with GALAXY_CONFIG_FILE: tell each named handler to dispatch no new job
+_LOCK = """\
+import socket, sys, time
+from kombu import Connection, Producer
+from galaxy.celery import get_config
+host = socket.gethostname()
+with Connection(get_config().amqp_internal_connection) as conn:
+    producer = Producer(conn.default_channel, serializer="json")
+    for name in sys.argv[1:]:
+        producer.publish(
+            {"task": "admin_job_lock", "kwargs": {"job_lock": True}},
+            exchange="",
+            routing_key=f"control.{name}@{host}",
+            headers={"epoch": time.time()},
+            retry=True,
+        )
+print("locked")
+"""
 
 
 def graceful(
@@ -41,6 +69,7 @@ def graceful(
     start_if_stopped=False,
     batch=1,
     delay=0.0,
+    drain=DEFAULT_DRAIN,
 ):
     """Reload with the least interruption each service allows (see the module's docstring).
 
@@ -48,24 +77,30 @@ def graceful(
     always started."""
     if batch < 1:
         raise GalaxyctlError(f"--batch must be at least 1, not {batch}")
-    if delay < 0:
-        raise GalaxyctlError(f"--delay must not be negative, not {delay}")
+    if delay < 0 or drain < 0:
+        raise GalaxyctlError(f"--delay and --drain must not be negative, not {min(delay, drain)}")
     with operation_lock(state_dir):
         result, targets = _prepare(state_dir, names)
         client = result.client
         started_supervisord = client.start_supervisord()
-        acted = () if started_supervisord else _Roll(client, timeout, progress, delay).run(targets, batch)
+        roll = _Roll(client, timeout, progress, delay, drain)
+        acted = () if started_supervisord else roll.run(targets, batch)
     ready = wait_ready(client, targets, timeout, progress) if wait else ()
     return LifecycleResult(
-        "graceful", tuple(t.program for t in acted), tuple(ready), started_supervisord, warnings=result.warnings
+        "graceful",
+        tuple(t.program for t in acted),
+        tuple(ready),
+        started_supervisord,
+        warnings=tuple(result.warnings) + tuple(roll.notes),
     )
 
 
 class _Roll:
-    def __init__(self, client, timeout, progress, delay):
-        self.client, self.timeout, self.progress, self.delay = client, timeout, progress, delay
+    def __init__(self, client, timeout, progress, delay, drain=0.0):
+        self.client, self.timeout, self.progress, self.delay, self.drain = client, timeout, progress, delay, drain
         self.run_as = tuple(getattr(client, "run_as", (None, None)))
         self.steps = 0
+        self.notes = []  # what the admin should know afterwards (jobs a restart could not spare)
 
     def say(self, text):
         if self.progress:
@@ -126,6 +161,8 @@ class _Roll:
     def restart_handlers(self, batch):
         """Restart ``batch`` and wait until each heartbeats from its new process (bounded)."""
         logs = {t.program: _size(t.log_file) for t in batch}
+        if self.drain > 0 and all(t.service.heartbeat_db for t in batch):
+            self.drain_handlers(batch)
         for target in batch:
             self.client.stop(target.program)
         for target in batch:
@@ -154,6 +191,40 @@ class _Roll:
             details=[f"last lines of {target.log_file}:"] + ["  " + line for line in tail(target.log_file)],
         )
 
+    def drain_handlers(self, batch):
+        """Lock job dispatch on ``batch``, then wait (up to ``drain`` s) for their running local jobs."""
+        names = [t.service.service_name for t in batch]
+        reason = _lock(batch[0].service, names)
+        if reason:
+            self.say(f"cannot pause job dispatch on {', '.join(names)} ({reason}); restarting without draining")
+            return
+        service = batch[0].service
+        started = time.monotonic()
+        left = {}
+
+        def drained():
+            try:
+                with as_user(*self.run_as):
+                    credentials = subprocess_credentials(service.user, service.group)
+                    counts = heartbeat.running_jobs(
+                        service.heartbeat_db, heartbeat.interpreter(service.argv), credentials, 30.0
+                    )
+            except GalaxyctlError:
+                return True  # cannot tell: do not hold the restart up
+            left.clear()
+            left.update({name: counts[name] for name in names if counts.get(name)})
+            return not left
+
+        def report(_):
+            jobs = ", ".join(f"{name}: {count}" for name, count in left.items())
+            self.say(f"draining {', '.join(names)} (running local jobs {jobs}): {time.monotonic() - started:.0f}s")
+
+        if not wait_until(drained, self.drain, max_interval=1.0, progress=report if self.progress else None):
+            jobs = ", ".join(f"{count} on {name}" for name, count in left.items())
+            self.notes.append(
+                f"local jobs still running after the {self.drain:g}s drain were ended by the restart: {jobs}"
+            )
+
     def handler_ready(self, target, log_offset):
         info = self.client.process_info(target.program)
         if info["statename"] not in sup.UP_STATES[:2] or not info["pid"]:
@@ -165,6 +236,37 @@ class _Roll:
             return _log_says_running(target, log_offset)
         beat = beats.get(target.service.service_name)
         return beat is not None and (beat.pid == info["pid"] or beat.pid in procfs.descendants(info["pid"]))
+
+
+def _lock(service, names):
+    """Send Galaxy's ``admin_job_lock`` to the handlers ``names`` (with the handler's interpreter,
+    environment, config and user); '' when sent, else why not."""
+    import subprocess
+
+    argv = service.argv
+    config = argv[argv.index("-c") + 1] if "-c" in argv[:-1] else None
+    if not config:
+        return "no -c config on the handler's command line"
+    env = {k: v for k, v in service.full_environment(os.environ).items() if k not in _MARKERS}
+    env.update(GALAXY_CONFIG_FILE=config, PYTHONPATH="lib")
+    try:
+        done = subprocess.run(
+            [heartbeat.interpreter(argv), "-c", _LOCK, *names],
+            capture_output=True,
+            text=True,
+            timeout=LOCK_TIMEOUT,
+            cwd=service.cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            **subprocess_credentials(service.user, service.group),
+        )
+    except subprocess.TimeoutExpired:
+        return f"no answer within {LOCK_TIMEOUT:.0f}s"
+    except OSError as exc:
+        return exc.strerror
+    if done.returncode != 0 or "locked" not in done.stdout:
+        return ((done.stderr.strip().splitlines() or ["no output"])[-1])[:160]
+    return ""
 
 
 def _size(path):

@@ -100,6 +100,14 @@ def add_graceful(sub):
     p.add_argument(
         "--delay", type=float, default=0.0, metavar="S", help="seconds to wait between two steps (default: none)"
     )
+    p.add_argument(
+        "--drain",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="before a handler restarts, stop its job dispatch and wait up to S seconds for its running "
+        "local-runner jobs, which Galaxy kills when a handler stops (default: %(default)s; 0: no drain)",
+    )
 
 
 def add_stop(sub):
@@ -132,7 +140,12 @@ def cmd_graceful(args):
     from galaxyctl_libs.actions import rolling
 
     result = run_waiting(
-        rolling.graceful, args, start_if_stopped=args.start_if_stopped, batch=args.batch, delay=args.delay
+        rolling.graceful,
+        args,
+        start_if_stopped=args.start_if_stopped,
+        batch=args.batch,
+        delay=args.delay,
+        drain=args.drain,
     )
     print_lifecycle(result, "reloaded")
     return exitcodes.SUCCESS

@@ -20,9 +20,13 @@ STALE_AFTER = 3 * INTERVAL  # a heartbeat older than this: the process no longer
 SQLITE_PREFIX = "sqlite:///"
 TABLE = "worker_process"
 
-_QUERY = f"SELECT server_name, hostname, pid, update_time FROM {TABLE} WHERE hostname = ?"
+HEARTBEAT_SQL = f"SELECT server_name, hostname, pid, update_time FROM {TABLE} WHERE hostname = :host"
+# jobs of Galaxy's local runner: they run as the handler's children, and die with it (galaxy#6246)
+RUNNING_JOBS_SQL = (
+    "SELECT handler, COUNT(*) FROM job WHERE state = 'running' AND job_runner_name LIKE 'local:%' GROUP BY handler"
+)
 
-# run by Galaxy's interpreter for databases other than SQLite: {"url", "hostname"} in, rows out (JSON)
+# run by Galaxy's interpreter for databases other than SQLite: {"url", "sql", "params"} in, rows out (JSON)
 _FOREIGN = """\
 import json, sys
 from sqlalchemy import create_engine, text
@@ -30,15 +34,12 @@ args = json.load(sys.stdin)
 engine = create_engine(args["url"])
 try:
     with engine.connect() as conn:
-        rows = conn.execute(
-            text("SELECT server_name, hostname, pid, update_time FROM worker_process WHERE hostname = :h"),
-            {"h": args["hostname"]},
-        ).fetchall()
+        rows = conn.execute(text(args["sql"]), args["params"]).fetchall()
 finally:
     engine.dispose()
-def when(value):
+def plain(value):
     return value.isoformat(sep=" ") if hasattr(value, "isoformat") else value
-json.dump([[r[0], r[1], r[2], when(r[3])] for r in rows], sys.stdout)
+json.dump([[plain(v) for v in row] for row in rows], sys.stdout)
 """
 
 
@@ -75,13 +76,24 @@ def read(url, python=None, credentials=None, timeout=10.0, host=None):
 
     ``credentials``: subprocess keywords for the interpreter of a non-SQLite database (as root:
     the Galaxy user's; the caller runs SQLite reads inside rootpolicy.as_user)."""
-    host = host or hostname()
+    return _beats(query(url, HEARTBEAT_SQL, {"host": host or hostname()}, python, credentials, timeout))
+
+
+def running_jobs(url, python=None, credentials=None, timeout=10.0):
+    """{handler: number of its local-runner jobs in state ``running``} from Galaxy's ``job`` table."""
+    rows = query(url, RUNNING_JOBS_SQL, {}, python, credentials, timeout)
+    return {str(handler): int(count) for handler, count in rows if handler}
+
+
+def query(url, sql, params, python=None, credentials=None, timeout=10.0):
+    """Rows of ``sql`` (named ``:params``) in Galaxy's database; a missing table gives none."""
     path = sqlite_path(url)
-    rows = _read_sqlite(path, host, timeout) if path else _read_foreign(url, python, credentials, host, timeout)
-    return _beats(rows)
+    if path:
+        return _read_sqlite(path, sql, params, timeout)
+    return _read_foreign(url, sql, params, python, credentials, timeout)
 
 
-def _read_sqlite(path, host, timeout):
+def _read_sqlite(path, sql, params, timeout):
     import sqlite3
     import urllib.parse
 
@@ -92,29 +104,29 @@ def _read_sqlite(path, host, timeout):
     except sqlite3.Error as exc:
         raise GalaxyctlError(f"cannot open Galaxy's database {path}: {exc}") from None
     try:
-        return conn.execute(_QUERY, (host,)).fetchall()
+        return conn.execute(sql, params).fetchall()
     except sqlite3.OperationalError as exc:
         if "no such table" in str(exc):
             return []
-        raise GalaxyctlError(f"cannot read {TABLE} in {path}: {exc}") from None
+        raise GalaxyctlError(f"cannot read Galaxy's database {path}: {exc}") from None
     except sqlite3.Error as exc:
-        raise GalaxyctlError(f"cannot read {TABLE} in {path}: {exc}") from None
+        raise GalaxyctlError(f"cannot read Galaxy's database {path}: {exc}") from None
     finally:
         conn.close()
 
 
-def _read_foreign(url, python, credentials, host, timeout):
+def _read_foreign(url, sql, params, python, credentials, timeout):
     import json
     import subprocess
 
     scheme = url.partition(":")[0]
     if not python or not os.access(python, os.X_OK):
-        raise GalaxyctlError(f"cannot read the heartbeat from a {scheme} database: no Galaxy interpreter ({python})")
+        raise GalaxyctlError(f"cannot read Galaxy's {scheme} database: no Galaxy interpreter ({python})")
     env = {"PATH": os.environ.get("PATH", os.defpath), "LANG": "C.UTF-8"}
     try:
         done = subprocess.run(
             [python, "-c", _FOREIGN],
-            input=json.dumps({"url": url, "hostname": host}),
+            input=json.dumps({"url": url, "sql": sql, "params": params}),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -123,18 +135,18 @@ def _read_foreign(url, python, credentials, host, timeout):
             **(credentials or {}),
         )
     except subprocess.TimeoutExpired:
-        raise GalaxyctlError(f"no answer from the {scheme} database within {timeout:.0f}s") from None
+        raise GalaxyctlError(f"no answer from Galaxy's {scheme} database within {timeout:.0f}s") from None
     except OSError as exc:
         raise GalaxyctlError(f"cannot run {python}: {exc.strerror}") from None
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        if "worker_process" in last and ("does not exist" in last or "no such table" in last.lower()):
+        if "does not exist" in last or "no such table" in last.lower():
             return []
-        raise GalaxyctlError(f"cannot read the heartbeat from the {scheme} database: {last[:200]}")
+        raise GalaxyctlError(f"cannot read Galaxy's {scheme} database: {last[:200]}")
     try:
         return [tuple(row) for row in json.loads(done.stdout)]
     except ValueError:
-        raise GalaxyctlError(f"cannot read the heartbeat from the {scheme} database: bad answer") from None
+        raise GalaxyctlError(f"cannot read Galaxy's {scheme} database: bad answer") from None
 
 
 def _beats(rows):
