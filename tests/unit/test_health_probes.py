@@ -134,3 +134,20 @@ def test_ping_answers():
     # an unavailable ping is no problem for check, nor a perfdata figure
     result = verdict(report(row("celery", unavailable)), restart_window=0)
     assert result.code == exitcodes.NAGIOS_OK and "celery_answering" not in result.line()
+
+
+def test_running_local_jobs_per_handler(tmp_path):
+    path = os.path.join(tmp_path, "universe.sqlite")
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE job (id INTEGER PRIMARY KEY, state, handler, job_runner_name)")
+        conn.executemany(
+            "INSERT INTO job (state, handler, job_runner_name) VALUES (?, ?, ?)",
+            [
+                ("running", "handler_0", "local:///"),
+                ("running", "handler_0", "local:///"),
+                ("running", "handler_1", "slurm://"),  # survives a handler restart: not waited for
+                ("queued", "handler_1", "local:///"),  # requeued by the restarted handler
+                ("ok", "handler_1", "local:///"),
+            ],
+        )
+    assert heartbeat.running_jobs(f"sqlite:///{path}") == {"handler_0": 2}
