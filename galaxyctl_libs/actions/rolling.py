@@ -39,6 +39,8 @@ _MARKERS = (procfs.STATE_ID_ENV, procfs.SERVICE_ENV)  # the lock's process is no
 FAILED_STATES = (sup.FATAL, sup.EXITED, sup.STOPPED)
 DEFAULT_DRAIN = 120.0  # seconds a handler's running local jobs may take to finish before its restart
 LOCK_TIMEOUT = 120.0  # seconds to load Galaxy's config and send the lock (Galaxy's import: ~10 s)
+LOCK_ACK_WAIT = 30.0  # seconds for a handler to log that it took the lock
+LOCKED_LINE = "Administrative Job Lock is now set to True"  # galaxy.queue_worker.admin_job_lock's log line
 
 # run by a handler's interpreter with GALAXY_CONFIG_FILE: tell each named handler to dispatch no new job
 _LOCK = """\
@@ -162,7 +164,7 @@ class _Roll:
         """Restart ``batch`` and wait until each heartbeats from its new process (bounded)."""
         logs = {t.program: _size(t.log_file) for t in batch}
         if self.drain > 0 and all(t.service.heartbeat_db for t in batch):
-            self.drain_handlers(batch)
+            self.drain_handlers(batch, logs)
         for target in batch:
             self.client.stop(target.program)
         for target in batch:
@@ -191,13 +193,15 @@ class _Roll:
             details=[f"last lines of {target.log_file}:"] + ["  " + line for line in tail(target.log_file)],
         )
 
-    def drain_handlers(self, batch):
-        """Lock job dispatch on ``batch``, then wait (up to ``drain`` s) for their running local jobs."""
+    def drain_handlers(self, batch, log_offsets):
+        """Lock job dispatch on ``batch``, then wait (up to ``drain`` s) for their local runner's jobs."""
         names = [t.service.service_name for t in batch]
         reason = _lock(batch[0].service, names)
         if reason:
             self.say(f"cannot pause job dispatch on {', '.join(names)} ({reason}); restarting without draining")
             return
+        # the handler reads its control queue every second or so: until it says so, it may still dispatch
+        wait_until(lambda: all(_log_has(t, log_offsets[t.program], LOCKED_LINE) for t in batch), LOCK_ACK_WAIT)
         service = batch[0].service
         started = time.monotonic()
         left = {}
@@ -278,15 +282,21 @@ def _size(path):
 
 def _log_says_running(target, offset):
     """Galaxy's own line once a galaxy-main is up, written to its log since ``offset``."""
+    return _log_has(target, offset, f"Galaxy server instance '{target.service.service_name}' is running")
+
+
+def _log_has(target, offset, line):
+    """Has ``line`` been written to the target's log since ``offset``?  (No log file to read,
+    e.g. journald: yes, the state the process manager reports has to do.)"""
     if not target.log_file:
-        return True  # nothing to read (journald): supervisor's / systemd's RUNNING has to do
+        return True
     try:
         with open(target.log_file, "rb") as handle:
             handle.seek(offset if offset <= _size(target.log_file) else 0)
             text = handle.read(4 * 1024 * 1024).decode("utf-8", "replace")
     except OSError:
         return False
-    return f"Galaxy server instance '{target.service.service_name}' is running" in text
+    return line in text
 
 
 def _wait_for_reload(client, target, timeout, progress):

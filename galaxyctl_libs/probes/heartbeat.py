@@ -21,9 +21,11 @@ SQLITE_PREFIX = "sqlite:///"
 TABLE = "worker_process"
 
 HEARTBEAT_SQL = f"SELECT server_name, hostname, pid, update_time FROM {TABLE} WHERE hostname = :host"
-# jobs of Galaxy's local runner: they run as the handler's children, and die with it (galaxy#6246)
+# jobs in Galaxy's local runner (queued in it, or running): its jobs run as the handler's children
+# and die with it (galaxy#6246)
 RUNNING_JOBS_SQL = (
-    "SELECT handler, COUNT(*) FROM job WHERE state = 'running' AND job_runner_name LIKE 'local:%' GROUP BY handler"
+    "SELECT handler, COUNT(*) FROM job WHERE state IN ('queued', 'running') AND job_runner_name LIKE 'local:%' "
+    "GROUP BY handler"
 )
 
 # run by Galaxy's interpreter for databases other than SQLite: {"url", "sql", "params"} in, rows out (JSON)
@@ -80,7 +82,7 @@ def read(url, python=None, credentials=None, timeout=10.0, host=None):
 
 
 def running_jobs(url, python=None, credentials=None, timeout=10.0):
-    """{handler: number of its local-runner jobs in state ``running``} from Galaxy's ``job`` table."""
+    """{handler: its jobs in the local runner (``queued`` there or ``running``)} from Galaxy's ``job`` table."""
     rows = query(url, RUNNING_JOBS_SQL, {}, python, credentials, timeout)
     return {str(handler): int(count) for handler, count in rows if handler}
 

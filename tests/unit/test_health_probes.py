@@ -146,8 +146,9 @@ def test_running_local_jobs_per_handler(tmp_path):
                 ("running", "handler_0", "local:///"),
                 ("running", "handler_0", "local:///"),
                 ("running", "handler_1", "slurm://"),  # survives a handler restart: not waited for
-                ("queued", "handler_1", "local:///"),  # requeued by the restarted handler
+                ("queued", "handler_1", "local:///"),  # in the local runner's queue: it will run there
+                ("queued", "handler_1", None),  # not dispatched yet: the restarted handler takes it
                 ("ok", "handler_1", "local:///"),
             ],
         )
-    assert heartbeat.running_jobs(f"sqlite:///{path}") == {"handler_0": 2}
+    assert heartbeat.running_jobs(f"sqlite:///{path}") == {"handler_0": 2, "handler_1": 1}
