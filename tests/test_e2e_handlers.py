@@ -2,16 +2,14 @@
 
 Galaxy 26.1 from PyPI (the venv tests/test_e2e_galaxy.py builds and caches), web + celery + beat +
 two dynamic job handlers.  While a job is submitted every few seconds, ``galaxyctl graceful``
-restarts the handlers one by one: every job submitted reaches an end, and at every moment at least
+restarts the handlers one by one: no job fails, every job completes, and at every moment at least
 one handler is ready (its heartbeat row in Galaxy's ``worker_process`` table, from a live process).
 ``check`` reports both handlers' heartbeat healthy.
 
-The one kind of job that can fail is Galaxy's own doing: a job *running* in the local runner of the
-handler being stopped.  Galaxy 26.1's LocalJobRunner kills its jobs' processes when the handler
-shuts down and fails them ("job terminated by Galaxy shutdown"; on start, ``recover`` says "local
-jobs can't be recovered"), galaxy#6246.  Queued and new jobs survive (the restarted handler picks
-them up), and so do running jobs of runners that recover (a cluster, Pulsar).  So: no other failure,
-and at most the local runner's workers of the two handlers (2 each) are killed.  Marked ``e2e``; heavy: run it under
+Galaxy 26.1's LocalJobRunner kills the jobs a handler runs when the handler shuts down and fails
+them ("job terminated by Galaxy shutdown"; they cannot be recovered, galaxy#6246): graceful drains
+each handler first (Galaxy's admin_job_lock sent to that handler, then its local jobs waited for).
+Without the drain (``--drain 0``) about one job in a run like this one is killed.  Marked ``e2e``; heavy: run it under
 ``flock /tmp/galaxyctl-heavy.lock``.  Every process is stopped by PID at the end.
 """
 
@@ -44,7 +42,6 @@ pytestmark = pytest.mark.e2e
 HANDLERS = ("handler_0", "handler_1")
 JOB_EVERY = 8  # seconds between two job submissions during graceful (a job takes ~30 s on 2 cores)
 JOB_TIMEOUT = 900  # every job submitted must end within this (bounded)
-LOCAL_WORKERS = 2  # the quickstart's job_config: local runner, 2 workers per handler
 KILLED_BY_SHUTDOWN = ("job terminated by Galaxy shutdown", "killed when Galaxy was restarted")
 
 
@@ -221,8 +218,7 @@ def test_rolling_graceful_of_two_real_handlers_fails_no_job(galaxy_venv, record_
         killed = [row for row in failed if any(text in (row[3] or "") for text in KILLED_BY_SHUTDOWN)]
         figures["jobs_ok"] = len(rows) - len(failed)
         figures["jobs_killed_running_in_a_stopped_handler"] = len(killed)
-        assert [row for row in failed if row not in killed] == [], failed  # nothing else fails
-        assert len(killed) <= LOCAL_WORKERS * len(HANDLERS), killed
+        assert failed == [], failed  # none killed by a handler's restart (drained), none failed otherwise
 
         check = gctl("check", "--restart-window", "0", "--timeout", "30", check=False, timeout=180)
         assert check.returncode == 0 and "handlers_heartbeat=2;;;0;2" in check.stdout, check.stdout + check.stderr
