@@ -198,6 +198,9 @@ def test_rolling_graceful_of_two_real_handlers_fails_no_job(galaxy_venv, record_
             for thread in threads:
                 thread.join(timeout=120)
         assert all(f"{name}: reloaded" in result.stdout for name in HANDLERS), result.stdout
+        for name in HANDLERS:  # each was drained: Galaxy's own log says it took the job lock
+            with open(os.path.join(root, "logs", f"{name}.log"), errors="replace") as handle:
+                assert "Administrative Job Lock is now set to True" in handle.read(), name
         after = ready_handlers(database)
         assert set(after) == set(HANDLERS) and all(after[n] != before[n] for n in HANDLERS), (before, after)
         figures["samples"] = len(samples)
