@@ -23,7 +23,7 @@ _EXPORTS = {
     "start": "actions.lifecycle",
     "stop": "actions.lifecycle",
     "restart": "actions.lifecycle",
-    "graceful": "actions.lifecycle",
+    "graceful": "actions.rolling",
     "shutdown": "actions.lifecycle",
     "status": "actions.monitoring",
     "probe": "probes.http",

@@ -4,7 +4,8 @@ It has what galaxyctl's services import: ``galaxy.webapps.galaxy.fast_factory:fa
 app answering ``/api/version`` with a value read when the app loads, so a reload is visible;
 ``/slow?seconds=S`` takes its time, ``/hog?mb=N`` makes the worker keep N MB more),
 the worker class, an empty ``galaxy.web_stack.gunicorn_config``, ``galaxy.celery`` (a celery app on
-kombu's filesystem transport, no broker server needed) and ``scripts/galaxy-main``.
+kombu's filesystem transport, no broker server needed), ``scripts/galaxy-main`` (a handler that
+heartbeats into database/universe.sqlite as Galaxy's do) and ``scripts/tusd`` (a tusd stand-in).
 
     python -m galaxyctl_libs.demo DIR [--port 8080]
 """
@@ -127,20 +128,57 @@ app = celery_app
 
 GALAXY_MAIN = '''\
 #!/usr/bin/env python3
-"""Demo job handler: parses galaxy-main's arguments, says so, and waits to be stopped.
+"""Demo job handler: parses galaxy-main's arguments, says so, and heartbeats like Galaxy does.
 
-DEMO_HOG_MB=N: once started, it keeps N MB resident (a memory hog, for memory_limit)."""
+Its row in the ``worker_process`` table of database/universe.sqlite (Galaxy's columns) is updated
+every DEMO_HEARTBEAT_INTERVAL seconds (default 1) after DEMO_HANDLER_START_DELAY seconds (default 0),
+and deleted on SIGTERM.  While database/NAME.noheartbeat exists it is alive but does not heartbeat.
+DEMO_HOG_MB=N: once started, it keeps N MB resident (a memory hog, for memory_limit).
+"""
 import argparse
+import datetime
 import os
 import signal
+import sqlite3
 import sys
 import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATABASE = os.path.join(ROOT, "database", "universe.sqlite")
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS worker_process (id INTEGER PRIMARY KEY, server_name VARCHAR(255), "
+    "hostname VARCHAR(255), pid INTEGER, update_time DATETIME, app_type VARCHAR, UNIQUE (server_name, hostname))"
+)
 
 parser = argparse.ArgumentParser()
 parser.add_argument("-c", "--config-file")
 parser.add_argument("--server-name")
 parser.add_argument("--attach-to-pool", action="append", default=[])
 args, _ = parser.parse_known_args()
+HOST = os.uname().nodename
+
+
+def database():
+    conn = sqlite3.connect(DATABASE, timeout=30)
+    conn.execute(SCHEMA)
+    return conn
+
+
+def beat():
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None).isoformat(sep=" ")
+    with database() as conn:
+        conn.execute(
+            "INSERT INTO worker_process (server_name, hostname, pid, update_time) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (server_name, hostname) DO UPDATE SET pid = excluded.pid, update_time = excluded.update_time",
+            (args.server_name, HOST, os.getpid(), now),
+        )
+
+
+def forget():
+    with database() as conn:
+        conn.execute("DELETE FROM worker_process WHERE server_name = ? AND hostname = ?", (args.server_name, HOST))
+
+
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 try:
@@ -150,6 +188,27 @@ except OSError:
     pass
 print(f"demo handler {args.server_name} pools={args.attach_to_pool} config={args.config_file}", flush=True)
 hoard = bytearray(b"x") * (int(os.environ.get("DEMO_HOG_MB") or 0) << 20)
+paused = os.path.join(ROOT, "database", f"{args.server_name}.noheartbeat")
+try:
+    time.sleep(float(os.environ.get("DEMO_HANDLER_START_DELAY", "0")))
+    print(f"Galaxy server instance '{args.server_name}' is running", flush=True)
+    while True:
+        if not os.path.exists(paused):
+            beat()
+        time.sleep(float(os.environ.get("DEMO_HEARTBEAT_INTERVAL", "1")))
+finally:
+    forget()
+'''
+
+TUSD = '''\
+#!/usr/bin/env python3
+"""Demo tusd: takes tusd's arguments and waits to be stopped (the real one is a Go binary)."""
+import signal
+import sys
+import time
+
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+print("demo tusd", " ".join(sys.argv[1:]), flush=True)
 while True:
     time.sleep(3600)
 '''
@@ -181,6 +240,7 @@ def make_demo_galaxy(root, port=8080, gravity=None, galaxy=None, version="1"):
     _write(os.path.join(package, "web_stack", "gunicorn_config.py"), "# demo: nothing to configure\n")
     _write(os.path.join(package, "celery", "__init__.py"), CELERY)
     _write(os.path.join(root, "scripts", "galaxy-main"), GALAXY_MAIN, mode=0o755)
+    _write(os.path.join(root, "scripts", "tusd"), TUSD, mode=0o755)
     _write(os.path.join(root, "VERSION"), f"{version}\n")
     os.makedirs(os.path.join(root, "database"), exist_ok=True)
     os.chmod(os.path.join(root, "database"), 0o777)

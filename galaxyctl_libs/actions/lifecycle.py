@@ -17,15 +17,13 @@ from galaxyctl_libs.actions.readiness import (  # noqa: F401 - DEFAULT_READY_TIM
     tail,
     wait_ready,
 )
-from galaxyctl_libs.actions.starting import start_grace, start_in_order
-from galaxyctl_libs.backends import planned
+from galaxyctl_libs.actions.starting import start_in_order
 from galaxyctl_libs.backends import record as backend_record
 from galaxyctl_libs.backends.base import MEMWATCH_PROGRAM
 from galaxyctl_libs.backends.supervisor import client as sup
 from galaxyctl_libs.backends.update import applied_targets, select_targets, update_locked
 from galaxyctl_libs.core import targets as targets_mod
 from galaxyctl_libs.core.registration import auto_register, operation_lock
-from galaxyctl_libs.core.services import GRACEFUL_HERDER, GRACEFUL_HUP, GRACEFUL_NONE
 from galaxyctl_libs.errors import GalaxyctlError, NotReadyError
 from galaxyctl_libs.probes import procfs
 from galaxyctl_libs.rootpolicy import as_user
@@ -243,49 +241,6 @@ def restart(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progr
     )
 
 
-def graceful(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progress=None, start_if_stopped=False):
-    """Reload with the least interruption each service allows (HUP, else restart; tusd left alone).
-
-    A stopped service is started (a HUP has nothing to reach); ``start_if_stopped`` also starts a
-    stopped service that a reload leaves alone (tusd)."""
-    with operation_lock(state_dir):
-        result, targets = _prepare(state_dir, names)
-        client = result.client
-        started_supervisord = client.start_supervisord()
-        if started_supervisord:  # it starts nothing by itself (autostart = false): start all, in order
-            start_in_order(state_dir, client, targets, timeout, progress, wait, action="graceful")
-        acted, when = [], {}
-        for target in () if started_supervisord else targets:
-            method = target.service.graceful
-            if method == GRACEFUL_NONE:
-                if start_if_stopped and client.process_info(target.program)["statename"] not in sup.UP_STATES:
-                    client.start(target.program)
-                    acted.append(target)
-                    when[target.program] = time.time()
-                continue
-            if (
-                method in (GRACEFUL_HUP, GRACEFUL_HERDER)
-                and client.process_info(target.program)["statename"] in sup.UP_STATES[:2]
-            ):
-                client.signal(target.program, "HUP")
-                if method == GRACEFUL_HERDER:
-                    _wait_for_reload(client, target, timeout, progress)
-            else:
-                client.stop(target.program)
-                client.start(target.program)
-            acted.append(target)
-            when[target.program] = time.time()  # after it: what started before it is explained by it
-        planned.record(
-            state_dir,
-            [(t.program, when[t.program], start_grace(t, timeout), _pid(client, t)) for t in acted],
-            "graceful",
-        )
-    ready = wait_ready(client, targets, timeout, progress) if wait else ()
-    return LifecycleResult(
-        "graceful", tuple(t.program for t in acted), tuple(ready), started_supervisord, warnings=result.warnings
-    )
-
-
 def startup(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progress=None, auto_cwd=None, retries=2):
     """Laniakea's galaxyctl first start: start and wait; a start that gets stuck is restarted, ``retries`` times.
     (It always waits: judging a start is the point; ``wait`` is accepted for a uniform signature.)"""
@@ -306,33 +261,6 @@ def startup(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progr
         except NotReadyError as exc:
             failure = exc
     raise NotReadyError(f"Galaxy did not start after {retries + 1} tries: {failure.message}", details=failure.details)
-
-
-def _wait_for_reload(client, target, timeout, progress):
-    """After HUP, the herder starts a new master and retires the old one once the new one serves:
-    wait (bounded) until the master under the herder has changed, so a rolling list goes one by one."""
-    from galaxyctl_libs.probes import workers as workersmod
-    from galaxyctl_libs.probes.poll import wait_until
-
-    herder = client.process_info(target.program)["pid"]
-    before = workersmod.gunicorn_master(herder)
-
-    def reloaded():
-        current = workersmod.gunicorn_master(herder)
-        if current and current != before and len(workersmod.children(herder)) == 1:
-            return True
-        # the herder itself was restarted by supervisord: done here too, wait_ready judges the result
-        return client.process_info(target.program)["pid"] != herder
-
-    def report(left):
-        progress(f"reloading {target.program}: {left:.0f}s left")
-
-    if wait_until(reloaded, timeout, progress=report if progress else None):
-        return
-    raise NotReadyError(
-        f"{target.program} did not finish its reload within {timeout:.0f}s",
-        details=log_details(target, client),
-    )
 
 
 def shutdown(state_dir, force=False, timeout=sup.RPC_TIMEOUT):

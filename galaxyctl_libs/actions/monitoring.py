@@ -3,7 +3,7 @@
 Everything here only looks: nothing is written except the Prometheus textfile an admin asks for.
 """
 
-from galaxyctl_libs import exitcodes, fsutil
+from galaxyctl_libs import exitcodes
 from galaxyctl_libs.backends import memlimits, planned
 from galaxyctl_libs.backends import record as backend_record
 from galaxyctl_libs.backends.supervisor import client as sup
@@ -30,6 +30,7 @@ class ServiceStatus(Record):
     planned: str = ""  # the galaxyctl action that started this process (start, restart, graceful, update)
     in_grace: bool = False  # galaxyctl started it and its start timeout has not passed: starting is expected
     unplanned_restarts: int = 0  # restarts galaxyctl did not do (crashes) in check's window
+    health: object = None  # handlers' heartbeat, celery's ping: actions.health.ServiceHealth
 
 
 ORPHANED = "ORPHANED"  # a service's process runs, but the supervisord that started it is gone
@@ -46,17 +47,19 @@ class StatusReport(Record):
     orphans: tuple = ()  # procfs.Marked: the main processes a supervisord that died left running
 
 
-def status(state_dir, names=(), probe_web=True, timeout=5.0):
+def status(state_dir, names=(), probe_web=True, timeout=5.0, heartbeat_age=None, ping=False):
     """One row per service; LSB exit code: 0 all running, 3 something is not, 4 unknown (supervisord
-    does not answer within ``timeout``), 1 supervisord died but left services running (orphans)."""
+    does not answer within ``timeout``), 1 supervisord died but left services running (orphans).
+    Running handlers show their heartbeat (older than ``heartbeat_age`` s: stale), celery workers
+    their answer to a ping when ``ping`` (it loads Galaxy's app: seconds)."""
     try:
         record = applied(state_dir)
     except GalaxyctlError as exc:
         return StatusReport(False, None, (), exitcodes.LSB_UNKNOWN, exc.message)
-    return _status(state_dir, record, names, probe_web, timeout)
+    return status_from_record(state_dir, record, names, probe_web, timeout, {"max_age": heartbeat_age, "ping": ping})
 
 
-def _status(state_dir, record, names, probe_web, timeout, restart_window=None):
+def status_from_record(state_dir, record, names, probe_web, timeout, health=None, restart_window=None):
     try:
         targets = targets_mod.select(record.targets, names)
     except GalaxyctlError as exc:
@@ -94,6 +97,10 @@ def _status(state_dir, record, names, probe_web, timeout, restart_window=None):
             )
             continue
         rows.append(_row(target, info, plans.get(target.program), probe_web, timeout, exits, restart_window))
+    if health is not None:
+        from galaxyctl_libs.actions import health as healthmod
+
+        rows = healthmod.annotate(targets, rows, record.run_as, timeout, **health)
     down = [r for r in rows if r.state not in (sup.RUNNING, sup.STARTING)]
     code = exitcodes.LSB_NOT_RUNNING if down else exitcodes.LSB_RUNNING
     message = f"required storage not mounted: {', '.join(missing)}" if missing else ""
@@ -127,7 +134,7 @@ def _row(target, info, plan, probe_web, timeout, exits, restart_window):
     explained = plan is not None and started_at is not None and plan.explains(started_at, info["pid"])
     in_grace = explained and plan.in_grace(now) and state in sup.UP_STATES
     uptime = int(info["now"] - info["start"]) if state == sup.RUNNING and info["start"] else 0
-    probe = _probe_web(target.service, timeout) if probe_web and state in sup.UP_STATES else None
+    probe = probe_service_web(target.service, timeout) if probe_web and state in sup.UP_STATES else None
     web = (
         "" if probe is None else f"ok {probe.elapsed_ms:.0f}ms" if probe.ok else (probe.error or f"HTTP {probe.status}")
     )
@@ -236,7 +243,7 @@ def _rows(targets, state, description, pids=None):
     return tuple(rows)
 
 
-def _probe_web(service, timeout):
+def probe_service_web(service, timeout):
     """One probe of a web service's readiness URL; None for services that serve no HTTP (or fd:// binds)."""
     endpoint = health.parse_bind(service.bind) if service.bind else None
     if endpoint is None:
@@ -257,10 +264,10 @@ class WebWorkers(Record):
 
 def web_workers(state_dir, names=()):
     """Each web server's workers, busy or idle (gunicorn from /proc, uWSGI from its stats server)."""
-    return _web_workers(state_dir, applied_targets(state_dir, names))
+    return web_workers_of(state_dir, applied_targets(state_dir, names))
 
 
-def _web_workers(state_dir, targets, timeout=30):
+def web_workers_of(state_dir, targets, timeout=30):
     from galaxyctl_libs.probes import workers as workersmod
 
     targets = [t for t in targets if t.service.bind or t.service.uwsgi_config]
@@ -313,147 +320,3 @@ def missing_storage(record):
     from galaxyctl_libs.storage.config import is_mounted
 
     return tuple(path for path in required if not is_mounted(path))
-
-
-# ---------------------------------------------------------------- check (Nagios) and Prometheus
-
-
-class CheckResult(Record):
-    code: int  # Nagios: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN
-    summary: str
-    services_running: int
-    services_total: int
-    web_ms: float  # None when no web service answered
-    workers_busy: int
-    workers_total: int
-    problems: tuple = ()
-    unplanned_restarts: int = 0  # restarts galaxyctl did not do, in the window, all services together
-
-    @property
-    def label(self):
-        return exitcodes.NAGIOS_LABELS[self.code]
-
-    def line(self):
-        """The plugin output: ``GALAXY OK - summary | perfdata``."""
-        perf = [f"services_running={self.services_running};;;0;{self.services_total}"]
-        if self.web_ms is not None:
-            perf.append(f"web_ms={self.web_ms:.0f}ms")
-        perf.append(f"workers_busy={self.workers_busy};;;0;{self.workers_total}")
-        return f"GALAXY {self.label} - {self.summary} | {' '.join(perf)}"
-
-
-def check(state_dir, names=(), timeout=10.0, restart_window=300):
-    """Nagios-style health: CRITICAL when a service is down or the web does not answer in ``timeout``;
-    WARNING when every worker is busy, a service restarted in the last ``restart_window`` s without
-    galaxyctl doing it (a crash supervisord or systemd restarted), or a service is still starting
-    although galaxyctl did not start it or its start timeout has passed.  Right after a planned
-    start or graceful, services still starting are not a problem (backends.planned)."""
-    try:
-        record = applied(state_dir)  # read once: status, probes and workers all work from it
-    except GalaxyctlError as exc:
-        return CheckResult(exitcodes.NAGIOS_UNKNOWN, exc.message, 0, 0, None, 0, 0)
-    report = _status(state_dir, record, names, False, timeout, restart_window)
-    probes, workers = (), ()
-    if report.supervisord_running:
-        targets = targets_mod.select(record.targets, names)
-        probes = tuple((t.program, result) for t in targets for result in [_probe_web(t.service, timeout)] if result)
-        workers = tuple(_web_workers(state_dir, targets, timeout))
-    return verdict(report, probes, workers, restart_window)
-
-
-def _times(count):
-    return "once" if count == 1 else f"{count} times"
-
-
-def verdict(report, probes=(), workers=(), restart_window=300):
-    """The check's answer from what was observed, and nothing else (unit tests feed it synthetic
-    answers): a StatusReport, ``(program, http.ProbeResult)`` of each web service, and WebWorkers."""
-    if report.supervisord_state == sup.SUPERVISORD_NOT_ANSWERING:  # nothing can be managed: critical, not unknown
-        problem = f"supervisord (pid {report.supervisord_pid}) is not answering"
-        return CheckResult(exitcodes.NAGIOS_CRITICAL, problem, 0, len(report.services), None, 0, 0, (problem,))
-    if report.exit_code == exitcodes.LSB_UNKNOWN or not report.services:
-        return CheckResult(exitcodes.NAGIOS_UNKNOWN, report.message or "nothing registered", 0, 0, None, 0, 0)
-    running = [r for r in report.services if r.state in (sup.RUNNING, sup.STARTING)]
-    critical = [f"{r.program} {r.state}" for r in report.services if r not in running]
-    if not report.supervisord_running:
-        critical = ["supervisord is not running"]
-        rows = [r for r in report.services if r.state == ORPHANED]
-        critical += [f"{r.program} {ORPHANED} (pid {r.pid})" for r in rows]
-        critical += [f"{ORPHANED} {o.describe()}" for o in report.orphans if o.pid not in {r.pid for r in rows}]
-    critical += [f"required storage {path} not mounted" for path in report.storage_missing]
-    minutes = f"{restart_window / 60:g} min"
-    warnings = [
-        f"{r.program} restarted {_times(r.unplanned_restarts)} in the last {minutes}, not by galaxyctl"
-        for r in running
-        if r.unplanned_restarts
-    ]
-    warnings += [f"{r.program} starting" for r in running if r.state == sup.STARTING and not r.in_grace]
-    silent = {program for program, result in probes if not result.ok}
-    answered = {program for program, result in probes if result.ok}
-    starting = {
-        r.program
-        for r in running
-        if r.in_grace and r.program not in answered and (r.state == sup.STARTING or r.program in silent)
-    }
-    probes = [(program, result) for program, result in probes if result.ok or program not in starting]
-    warnings += [f"{r.program} {r.memory}" for r in report.services if r.memory]
-    answered = [result.elapsed_ms for _, result in probes if result.ok]
-    web_ms = max(answered) if answered else None
-    critical += [
-        f"{program} web not answering ({result.error or result.status})" for program, result in probes if not result.ok
-    ]
-    total = sum(len(web.workers) for web in workers)
-    busy = sum(1 for web in workers for w in web.workers if w.status == "busy")
-    if total and busy == total:
-        warnings.append(f"all {total} web workers busy")
-    summary = f"{len(running)}/{len(report.services)} services running"
-    if starting:
-        summary += f" ({len(starting)} starting)"
-    if web_ms is not None:
-        summary += f", web {web_ms:.0f} ms"
-    problems = tuple(critical or warnings)
-    if problems:
-        summary += ": " + "; ".join(problems)
-    code = exitcodes.NAGIOS_CRITICAL if critical else exitcodes.NAGIOS_WARNING if warnings else exitcodes.NAGIOS_OK
-    restarts = sum(r.unplanned_restarts for r in running)
-    return CheckResult(code, summary, len(running), len(report.services), web_ms, busy, total, problems, restarts)
-
-
-def render_prometheus(result):
-    """node_exporter textfile format for a CheckResult."""
-    metrics = [
-        (
-            "galaxy_check_status",
-            "Nagios status of galaxyctl check (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)",
-            result.code,
-        ),
-        ("galaxy_services_running", "Galaxy services running or starting", result.services_running),
-        ("galaxy_services_total", "Galaxy services configured", result.services_total),
-        ("galaxy_web_up", "1 when every web server answered", int(result.web_ms is not None and result.code != 2)),
-        ("galaxy_workers_busy", "web workers serving a request now", result.workers_busy),
-        ("galaxy_workers_total", "web workers", result.workers_total),
-        (
-            "galaxy_unplanned_restarts",
-            "restarts in check's window that galaxyctl did not do (crashes the process manager restarted)",
-            result.unplanned_restarts,
-        ),
-    ]
-    if result.web_ms is not None:
-        metrics.append(
-            ("galaxy_web_response_seconds", "time for the web server to answer /api/version", result.web_ms / 1000)
-        )
-    lines = []
-    for name, text, value in metrics:
-        lines += [f"# HELP {name} {text}", f"# TYPE {name} gauge", f"{name} {value:g}"]
-    return "\n".join(lines) + "\n"
-
-
-def write_prometheus(path, result):
-    """Replace the textfile atomically: node_exporter never reads half a file.
-
-    A file that cannot be written fails with Nagios' UNKNOWN: the check itself could not finish.
-    """
-    try:
-        fsutil.atomic_write(path, render_prometheus(result), mode=0o644)
-    except GalaxyctlError as exc:
-        raise GalaxyctlError(exc.message, exit_code=exitcodes.NAGIOS_UNKNOWN) from None

@@ -19,15 +19,30 @@ def add_status(sub):
     p.add_argument(
         "--timeout", type=float, default=5.0, help="seconds to wait for supervisord's and the web server's answer"
     )
+    p.add_argument(
+        "--ping", action="store_true", help="also ping celery workers through the broker (loads Galaxy's app: seconds)"
+    )
+    heartbeat_argument(p)
     names_argument(p)
     p.set_defaults(func=cmd_status)
+
+
+def heartbeat_argument(parser):
+    parser.add_argument(
+        "--heartbeat-age",
+        type=float,
+        metavar="SECONDS",
+        help="a job handler's heartbeat older than this is stale (default: 180, three of Galaxy's 60 s beats)",
+    )
 
 
 def cmd_status(args):
     from galaxyctl_libs.actions import monitoring
     from galaxyctl_libs.backends.memlimits import size_text
 
-    report = monitoring.status(state_dir(args), args.names, timeout=args.timeout)
+    report = monitoring.status(
+        state_dir(args), args.names, timeout=args.timeout, heartbeat_age=args.heartbeat_age, ping=args.ping
+    )
     if args.json:
         print(print_json(report))
         return report.exit_code
@@ -42,7 +57,8 @@ def cmd_status(args):
         )
         web = f"web {row.web}" if row.web else ""
         rss = f"rss {size_text(row.rss_bytes)}" + (f" ({row.memory})" if row.memory else "") if row.pid else ""
-        print(f"{row.program:<32} {row.state:<10} " + "  ".join(x for x in (pid, uptime, rss, web) if x))
+        health = row.health.detail if row.health else ""
+        print(f"{row.program:<32} {row.state:<10} " + "  ".join(x for x in (pid, uptime, rss, web, health) if x))
     return report.exit_code
 
 
@@ -79,10 +95,11 @@ def add_check(sub):
         "check",
         help="one-line health check for cron and Nagios/Icinga (exit 0/1/2/3)",
         description="Prints 'GALAXY OK|WARNING|CRITICAL|UNKNOWN - ... | perfdata' and exits with the "
-        "Nagios code. CRITICAL: a service down or the web not answering; WARNING: all workers busy, "
-        "a service restarted without galaxyctl doing it (a crash supervisord repaired), or a service "
-        "still starting after its start timeout. Right after galaxyctl start or graceful, services "
-        "still starting are OK.",
+        "Nagios code. CRITICAL: a service down, the web not answering, a job handler whose heartbeat "
+        "is stale or a celery worker that does not answer a ping; WARNING: all workers busy, a service "
+        "restarted without galaxyctl doing it (a crash supervisord repaired), a service still starting "
+        "after its start timeout, or a heartbeat that cannot be read. Right after galaxyctl start or "
+        "graceful, services still starting are OK.",
     )
     p.add_argument(
         "--timeout",
@@ -97,6 +114,10 @@ def add_check(sub):
         metavar="MINUTES",
         help="count restarts galaxyctl did not do in the last MINUTES (default: %(default)s)",
     )
+    heartbeat_argument(p)
+    p.add_argument(
+        "--no-ping", action="store_true", help="do not ping celery workers (the ping loads Galaxy's app: seconds)"
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing when OK (cron mails only problems)")
     p.add_argument("--prometheus", metavar="FILE", help="also write the figures as a node_exporter textfile")
     names_argument(p)
@@ -104,11 +125,18 @@ def add_check(sub):
 
 
 def cmd_check(args):
-    from galaxyctl_libs.actions import monitoring
+    from galaxyctl_libs.actions import checks
 
-    result = monitoring.check(state_dir(args), args.names, args.timeout, args.restart_window * 60)
+    result = checks.check(
+        state_dir(args),
+        args.names,
+        args.timeout,
+        args.restart_window * 60,
+        heartbeat_age=args.heartbeat_age,
+        ping=not args.no_ping,
+    )
     if args.prometheus:
-        monitoring.write_prometheus(args.prometheus, result)
+        checks.write_prometheus(args.prometheus, result)
     if not (args.quiet and result.code == exitcodes.NAGIOS_OK):
         print(result.line())
     return result.code

@@ -81,13 +81,35 @@ def add_restart(sub):
 
 def add_graceful(sub):
     p = _add_waiting(
-        sub, "graceful", "reload services with the least interruption, then wait until Galaxy answers", cmd_graceful
+        sub,
+        "graceful",
+        "reload services with the least interruption (handlers one by one, each waiting for its "
+        "heartbeat), start what is stopped, then wait until Galaxy answers",
+        cmd_graceful,
     )
     p.add_argument(
         "--start-if-stopped",
         action="store_true",
-        help="also start stopped services a reload leaves alone (tusd); stopped services that a reload "
-        "restarts are started anyway, and supervisord too when it is down",
+        help="gravity's option, kept: graceful always starts what is stopped (tusd too), and supervisord",
+    )
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        metavar="N",
+        help="restart job handlers and workflow schedulers N at a time, each batch waiting for its "
+        "heartbeat before the next (default: %(default)s)",
+    )
+    p.add_argument(
+        "--delay", type=float, default=0.0, metavar="S", help="seconds to wait between two steps (default: none)"
+    )
+    p.add_argument(
+        "--drain",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="before a handler restarts, stop its job dispatch and wait up to S seconds for its running "
+        "local-runner jobs, which Galaxy kills when a handler stops (default: %(default)s; 0: no drain)",
     )
 
 
@@ -118,9 +140,17 @@ def cmd_restart(args):
 
 
 def cmd_graceful(args):
-    from galaxyctl_libs.actions import lifecycle
+    from galaxyctl_libs.actions import rolling
 
-    print_lifecycle(run_waiting(lifecycle.graceful, args, start_if_stopped=args.start_if_stopped), "reloaded")
+    result = run_waiting(
+        rolling.graceful,
+        args,
+        start_if_stopped=args.start_if_stopped,
+        batch=args.batch,
+        delay=args.delay,
+        drain=args.drain,
+    )
+    print_lifecycle(result, "reloaded")
     return exitcodes.SUCCESS
 
 

@@ -34,6 +34,7 @@ import sys
 from dataclasses import dataclass
 
 from galaxyctl_libs.core.config import effective_preload
+from galaxyctl_libs.core.database import database_url
 from galaxyctl_libs.core.targets import (  # noqa: F401 - the service data lives with the targets
     GRACEFUL_HERDER,
     GRACEFUL_HUP,
@@ -373,7 +374,9 @@ def handler_services(instance):
         argv = galaxy_main_argv(instance) + ["-c", instance.galaxy_config_file, f"--server-name={handler.server_name}"]
         argv += list(handler.attach_to_pool_args())
         section = _HandlerSection(handler.env, **_handler_settings(instance, handler))
-        services.append(_common(instance, section, "standalone", handler.server_name, argv))
+        cwd = instance.galaxy_root or os.path.dirname(instance.galaxy_config_file)
+        db = database_url(instance.galaxy, instance.galaxy_root, instance.galaxy_config_file, cwd)
+        services.append(_common(instance, section, "standalone", handler.server_name, argv, heartbeat_db=db))
     return services
 
 

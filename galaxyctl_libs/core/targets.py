@@ -39,8 +39,9 @@ class Service(Record):
     memory_high: float = None  # GB: systemd's MemoryHigh=; likewise
     ignored: tuple = ()  # settings accepted but without effect here (shown, not compared; none today)
     start_stagger: float = 0  # seconds to wait before starting it after another of its kind (core.order)
+    heartbeat_db: str = None  # handlers, workflow schedulers: Galaxy's database URL, where they heartbeat
 
-    _not_compared = ("ignored",)
+    _not_compared = ("ignored", "heartbeat_db")
 
     @property
     def command_line(self):

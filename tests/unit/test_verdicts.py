@@ -1,7 +1,8 @@
 """check's verdicts on synthetic observations: no supervisord, no process, no socket (pure)."""
 
 from galaxyctl_libs import exitcodes
-from galaxyctl_libs.actions.monitoring import ServiceStatus, StatusReport, WebWorkers, render_prometheus, verdict
+from galaxyctl_libs.actions.checks import render_prometheus, verdict
+from galaxyctl_libs.actions.monitoring import ServiceStatus, StatusReport, WebWorkers
 from galaxyctl_libs.probes.http import ProbeResult
 from galaxyctl_libs.probes.workers import WorkerInfo
 

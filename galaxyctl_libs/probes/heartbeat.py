@@ -1,0 +1,169 @@
+"""Job handlers' and workflow schedulers' heartbeat, read from Galaxy's database.
+
+Every Galaxy process that is not a web worker (galaxy-main) updates its row of the ``worker_process``
+table every 60 s (galaxy.model.database_heartbeat: ``server_name``, ``hostname``, ``pid``,
+``update_time`` in UTC), writes it first once the job handler has started, and deletes it when it
+shuts down.  A handler whose row is missing or old is alive to supervisord but does no work.
+
+SQLite is read with the standard library (read-only); any other database with Galaxy's own
+interpreter and its SQLAlchemy (and driver, e.g. psycopg2), so galaxyctl needs no driver: the URL,
+which may hold a password, goes through stdin, never the command line.
+"""
+
+import os
+
+from galaxyctl_libs.errors import GalaxyctlError
+from galaxyctl_libs.records import Record
+
+INTERVAL = 60  # seconds between two heartbeats of a Galaxy process (fixed in Galaxy 26.1)
+STALE_AFTER = 3 * INTERVAL  # a heartbeat older than this: the process no longer works
+SQLITE_PREFIX = "sqlite:///"
+TABLE = "worker_process"
+
+HEARTBEAT_SQL = f"SELECT server_name, hostname, pid, update_time FROM {TABLE} WHERE hostname = :host"
+# jobs in Galaxy's local runner (queued in it, or running): its jobs run as the handler's children
+# and die with it (galaxy#6246)
+RUNNING_JOBS_SQL = (
+    "SELECT handler, COUNT(*) FROM job WHERE state IN ('queued', 'running') AND job_runner_name LIKE 'local:%' "
+    "GROUP BY handler"
+)
+
+# run by Galaxy's interpreter for databases other than SQLite: {"url", "sql", "params"} in, rows out (JSON)
+_FOREIGN = """\
+import json, sys
+from sqlalchemy import create_engine, text
+args = json.load(sys.stdin)
+engine = create_engine(args["url"])
+try:
+    with engine.connect() as conn:
+        rows = conn.execute(text(args["sql"]), args["params"]).fetchall()
+finally:
+    engine.dispose()
+def plain(value):
+    return value.isoformat(sep=" ") if hasattr(value, "isoformat") else value
+json.dump([[plain(v) for v in row] for row in rows], sys.stdout)
+"""
+
+
+class Beat(Record):
+    server_name: str
+    pid: int
+    age_seconds: float  # since the last heartbeat (None when its time is unreadable)
+
+
+def hostname():
+    """The name Galaxy records (``socket.gethostname()``; uname's nodename, without importing socket)."""
+    return os.uname().nodename
+
+
+def sqlite_path(url):
+    """The file of a ``sqlite:///PATH[?query]`` URL with an absolute PATH, else None."""
+    if not url or not url.startswith(SQLITE_PREFIX):
+        return None
+    path = url[len(SQLITE_PREFIX) :].partition("?")[0]
+    return path if path.startswith("/") else None
+
+
+def interpreter(argv):
+    """Galaxy's Python for a galaxy-main command line (``python ./scripts/galaxy-main`` or ``VENV/bin/galaxy-main``)."""
+    first = argv[0]
+    if os.path.basename(first).startswith("python"):
+        return first
+    return os.path.join(os.path.dirname(first), "python")
+
+
+def read(url, python=None, credentials=None, timeout=10.0, host=None):
+    """{server_name: Beat} of the rows this host's processes wrote.  A database without the table
+    (not created yet) has none; one that cannot be read is a GalaxyctlError saying why.
+
+    ``credentials``: subprocess keywords for the interpreter of a non-SQLite database (as root:
+    the Galaxy user's; the caller runs SQLite reads inside rootpolicy.as_user)."""
+    return _beats(query(url, HEARTBEAT_SQL, {"host": host or hostname()}, python, credentials, timeout))
+
+
+def running_jobs(url, python=None, credentials=None, timeout=10.0):
+    """{handler: its jobs in the local runner (``queued`` there or ``running``)} from Galaxy's ``job`` table."""
+    rows = query(url, RUNNING_JOBS_SQL, {}, python, credentials, timeout)
+    return {str(handler): int(count) for handler, count in rows if handler}
+
+
+def query(url, sql, params, python=None, credentials=None, timeout=10.0):
+    """Rows of ``sql`` (named ``:params``) in Galaxy's database; a missing table gives none."""
+    path = sqlite_path(url)
+    if path:
+        return _read_sqlite(path, sql, params, timeout)
+    return _read_foreign(url, sql, params, python, credentials, timeout)
+
+
+def _read_sqlite(path, sql, params, timeout):
+    import sqlite3
+    import urllib.parse
+
+    if not os.path.exists(path):
+        raise GalaxyctlError(f"Galaxy's database {path} does not exist")
+    try:
+        conn = sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro", uri=True, timeout=timeout)
+    except sqlite3.Error as exc:
+        raise GalaxyctlError(f"cannot open Galaxy's database {path}: {exc}") from None
+    try:
+        return conn.execute(sql, params).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []
+        raise GalaxyctlError(f"cannot read Galaxy's database {path}: {exc}") from None
+    except sqlite3.Error as exc:
+        raise GalaxyctlError(f"cannot read Galaxy's database {path}: {exc}") from None
+    finally:
+        conn.close()
+
+
+def _read_foreign(url, sql, params, python, credentials, timeout):
+    import json
+    import subprocess
+
+    scheme = url.partition(":")[0]
+    if not python or not os.access(python, os.X_OK):
+        raise GalaxyctlError(f"cannot read Galaxy's {scheme} database: no Galaxy interpreter ({python})")
+    env = {"PATH": os.environ.get("PATH", os.defpath), "LANG": "C.UTF-8"}
+    try:
+        done = subprocess.run(
+            [python, "-c", _FOREIGN],
+            input=json.dumps({"url": url, "sql": sql, "params": params}),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd="/",
+            env=env,
+            **(credentials or {}),
+        )
+    except subprocess.TimeoutExpired:
+        raise GalaxyctlError(f"no answer from Galaxy's {scheme} database within {timeout:.0f}s") from None
+    except OSError as exc:
+        raise GalaxyctlError(f"cannot run {python}: {exc.strerror}") from None
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        if "does not exist" in last or "no such table" in last.lower():
+            return []
+        raise GalaxyctlError(f"cannot read Galaxy's {scheme} database: {last[:200]}")
+    try:
+        return [tuple(row) for row in json.loads(done.stdout)]
+    except ValueError:
+        raise GalaxyctlError(f"cannot read Galaxy's {scheme} database: bad answer") from None
+
+
+def _beats(rows):
+    from datetime import datetime, timezone
+
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    beats = {}
+    for server_name, _host, pid, update_time in rows:
+        try:
+            when = update_time if isinstance(update_time, datetime) else datetime.fromisoformat(str(update_time))
+            age = max(0.0, (now - when.replace(tzinfo=None)).total_seconds())
+        except (TypeError, ValueError):
+            age = None
+        beat = Beat(str(server_name), pid if isinstance(pid, int) else None, age)
+        known = beats.get(beat.server_name)
+        if known is None or (age is not None and (known.age_seconds is None or age < known.age_seconds)):
+            beats[beat.server_name] = beat
+    return beats
