@@ -81,6 +81,10 @@ def test_status_with_supervisord_up_loads_no_heavy_module(gctl, demo_galaxy):
     assert sorted(m for m in NOT_ON_STATUS_PATH if m in modules) == []
     as_json = gctl("status", "--json")  # through records.asdict
     assert '"program": "gunicorn"' in as_json.stdout and '"web": "ok ' in as_json.stdout
+    # gravity 1.x's way, the config named with -c: noted for this run, still no config code loaded
+    result, modules = _run_and_list_modules(gctl, "-c", config, "status")
+    assert result.returncode == 0 and "web ok" in result.stdout, result.stdout + result.stderr
+    assert sorted(m for m in NOT_ON_STATUS_PATH if m in modules) == []
 
 
 def test_help_loads_no_library_module(gctl):

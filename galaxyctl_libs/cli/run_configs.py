@@ -12,7 +12,7 @@ Which configs a run acts on, first match wins:
    first of config/galaxy.yml, galaxy.yml, config/galaxy.yml.sample in the current directory.
 
 Configs of 1, 3 and 4 are never written to configstate.yaml; the supervisord files still live in
-the state dir.  core/state.py applies the rule (use_run_configs); this module only finds the files.
+the state dir.  core/state.py applies the rule (core/given.py holds them); this module only finds the files.
 """
 
 import argparse
@@ -94,7 +94,7 @@ def takes_value(word):
 
 def find_configs(args, environ=None, cwd=None, is_root=None):
     """(paths, source) of this run's configs, or None (then registered configs only)."""
-    from galaxyctl_libs.core import state as statemod
+    from galaxyctl_libs.core import given as statemod
 
     environ = os.environ if environ is None else environ
     if args.config_files:
@@ -136,18 +136,18 @@ def _existing(paths, where):
 
 
 def apply(args):
-    """Find this run's configs and hand them to core/state.py (imported only when there are some)."""
+    """Find this run's configs and hand them to core/given.py (imported only when there are some)."""
     if args.config_files and args.command in REGISTRATION_COMMANDS:
         raise GalaxyctlError(f"-c does not apply to '{args.command}': it takes the config files as arguments")
     found = _maybe_find(args)
     if found:
-        from galaxyctl_libs.core import state as statemod
+        from galaxyctl_libs.core import given as statemod
 
         statemod.use_run_configs(*found)
 
 
 def _maybe_find(args):
-    """find_configs, without importing core/state.py when nothing can be found (a cron status)."""
+    """find_configs, not even looked for when nothing can be found (a cron status without -c)."""
     if args.config_files or (
         args.command not in REGISTRATION_COMMANDS
         and (

@@ -7,10 +7,18 @@ and never overwritten, so a bad moment never costs an admin the registrations.
 
 import contextlib
 import copy
-import os
 from dataclasses import dataclass, field
 
 from galaxyctl_libs import fsutil
+from galaxyctl_libs.core.given import (  # noqa: F401 - this run's configs (core/given.py), part of the state API
+    FROM_AUTO_LOAD,
+    FROM_GALAXY_ENV,
+    FROM_GRAVITY_ENV,
+    FROM_OPTION,
+    RunConfigs,
+    run_configs,
+    use_run_configs,
+)
 from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.fsutil import default_state_dir  # noqa: F401 - part of the state API
 from galaxyctl_libs.paths import STATE_FILE, StatePaths  # noqa: F401 - STATE_FILE: part of the state API
@@ -226,41 +234,9 @@ def locked_state(state_dir, write=True, registered=False):
 
 # ---------------------------------------------------------------- gravity 1.x's stateless use
 
-# Where this run's config files came from (RunConfigs.source): named with -c, from the environment,
-# or found in gravity 1.x's auto-load places.
-FROM_OPTION = "-c"
-FROM_GRAVITY_ENV = "$GRAVITY_CONFIG_FILE"
-FROM_GALAXY_ENV = "$GALAXY_CONFIG_FILE"
-FROM_AUTO_LOAD = "auto-load"
-
-
-@dataclass(frozen=True)
-class RunConfigs:
-    paths: tuple  # absolute
-    source: str
-
-
-_run_configs = None
-
-
-def use_run_configs(paths, source):
-    """Act on ``paths`` in this process, as if they were registered, without writing configstate.yaml.
-
-    Precedence, for every state dir this process opens: configs named with -c are this run's; the
-    state dir's registrations must then be the same files (or none): one supervisord serves one set,
-    and -c must not silently drop registered instances from it.  The environment and auto-load only
-    count when nothing is registered.  ``paths`` empty: back to the registered configs only."""
-    global _run_configs
-    _run_configs = RunConfigs(tuple(os.path.abspath(p) for p in paths), source) if paths else None
-
-
-def run_configs():
-    """This run's RunConfigs, or None."""
-    return _run_configs
-
 
 def _apply_run_configs(state):
-    given = _run_configs
+    given = run_configs()
     if given is None:
         return state
     if state.config_files:

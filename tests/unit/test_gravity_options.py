@@ -9,13 +9,14 @@ import pytest
 from galaxyctl_libs.cli import main as cli
 from galaxyctl_libs.cli import run_configs
 from galaxyctl_libs.cli.process_cmds import pick_process
+from galaxyctl_libs.core import given
 from galaxyctl_libs.core import state as statemod
 from galaxyctl_libs.errors import GalaxyctlError
 
 
 @pytest.fixture(autouse=True)
 def no_run_configs(monkeypatch):
-    monkeypatch.setattr(statemod, "_run_configs", None)  # whatever a test selects ends with it
+    monkeypatch.setattr(given, "_given", [])  # whatever a test selects ends with it
 
 
 def write_config(path, instance_name=None):
