@@ -45,6 +45,9 @@ the recorded PIDs (supervisord and its descendants) that are still alive.  All w
 
 The code is in ``bench/galaxybench/`` (one concern per module, see its ``__init__``); this file
 only parses the options and runs the steps in order.  (``.gitignore`` lists ``bench/.venv-*/``.)
+
+systemd mode: ``bench/systemd.py`` (as root) runs gravity 1.2.4 and ours side by side in one
+systemd-nspawn container, with systemd units instead of supervisord; see its docstring.
 """
 
 import argparse
