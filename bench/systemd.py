@@ -61,7 +61,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/, for galaxybench
 
 from galaxybench import container  # noqa: E402
-from galaxybench.common import log  # noqa: E402
+from galaxybench.common import add_common_options, log  # noqa: E402
 from galaxybench.container import nspawn  # noqa: E402
 from galaxybench.report import print_profile, write_json  # noqa: E402
 from galaxybench.systemd_scenarios import SystemdScenarios, build_table, print_report  # noqa: E402
@@ -70,11 +70,7 @@ from galaxybench.tools import interrupt  # noqa: E402
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=10, help="A/B runs per figure (default: %(default)s)")
-    parser.add_argument("--graceful-runs", type=int, help="runs for start and graceful figures (default: --runs)")
-    parser.add_argument("--json", metavar="OUT", help="write the results as JSON here")
-    parser.add_argument("--profile", action="store_true", help="also profile ours' status (-X importtime, cProfile)")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (wheels, nspawn.log)")
+    add_common_options(parser)
     return parser.parse_args(argv)
 
 
