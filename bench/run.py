@@ -45,6 +45,9 @@ the recorded PIDs (supervisord and its descendants) that are still alive.  All w
 
 The code is in ``bench/galaxybench/`` (one concern per module, see its ``__init__``); this file
 only parses the options and runs the steps in order.  (``.gitignore`` lists ``bench/.venv-*/``.)
+
+systemd mode: ``bench/systemd.py`` (as root) runs gravity 1.2.4 and ours side by side in one
+systemd-nspawn container, with systemd units instead of supervisord; see its docstring.
 """
 
 import argparse
@@ -53,7 +56,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/, for galaxybench
 
-from galaxybench.common import log  # noqa: E402
+from galaxybench.common import add_common_options, log  # noqa: E402
 from galaxybench.environments import choose_base_python, describe_run, ensure_gravity_venv, ensure_ours_venv  # noqa: E402
 from galaxybench.report import as_json, build_table, check_targets, print_profile, print_report, write_json  # noqa: E402
 from galaxybench.scenarios import Scenarios  # noqa: E402
@@ -62,13 +65,9 @@ from galaxybench.tools import Gravity, Ours, Session  # noqa: E402
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=10, help="A/B runs per figure (default: %(default)s)")
-    parser.add_argument("--graceful-runs", type=int, help="runs for start and graceful figures (default: --runs)")
-    parser.add_argument("--json", metavar="OUT", help="write the results as JSON here")
+    add_common_options(parser)
     parser.add_argument("--user", default="nobody", help="as root: run both tools as this user (default: %(default)s)")
     parser.add_argument("--base-python", help="interpreter for the venvs (default: this one, if --user can run it)")
-    parser.add_argument("--profile", action="store_true", help="also profile ours' status (-X importtime, cProfile)")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (for inspection)")
     return parser.parse_args(argv)
 
 

@@ -127,6 +127,13 @@ class Machine:
             raise AssertionError(f"{argv} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
         return result
 
+    def venv(self, path, packages):
+        """A venv at ``path`` inside with ``packages`` installed from /opt/wheels (``booted``'s
+        ``wheel_dir``), no index."""
+        self.run("python3", "-m", "venv", path, timeout=300)
+        pip = [f"{path}/bin/pip", "install", "-q", "--no-index", "--find-links", "/opt/wheels"]
+        self.run(*pip, *packages, timeout=600)
+
 
 def _children(pid):
     try:
@@ -203,7 +210,8 @@ def _teardown(machine_or_none, nspawn, name, dirs):
         shutil.rmtree(f"/run/systemd/nspawn/propagate/{name}", ignore_errors=True)
 
 
-def _wait(predicate, timeout):
+def wait_until(predicate, timeout):
+    """Poll ``predicate`` every 50 ms until it is true or ``timeout`` seconds passed; → its last value."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -233,19 +241,17 @@ def booted(name, log_path, binds=(), venv_packages=(), wheel_dir=None):
             nspawn = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=_join_cgroups(dirs)
             )
-            leader = _wait(lambda: _find_leader(nspawn.pid), 60)
+            leader = wait_until(lambda: _find_leader(nspawn.pid), 60)
             if not leader:
                 raise AssertionError(f"no systemd in the container (see {log_path})")
             box = Machine(name, nspawn, leader)
-            if not _wait(lambda: os.path.exists(box.path("/run/systemd/private")), 60):
+            if not wait_until(lambda: os.path.exists(box.path("/run/systemd/private")), 60):
                 raise AssertionError(f"systemd in the container never opened its socket (see {log_path})")
             state = box.run("systemctl", "is-system-running", "--wait", check=False, timeout=120).stdout.strip()
             if state not in ("running", "degraded"):
                 raise AssertionError(f"container systemd is {state!r} (see {log_path})")
             if venv_packages:
-                box.run("python3", "-m", "venv", "/opt/venv", timeout=300)
-                box.run("/opt/venv/bin/pip", "install", "-q", "--no-index", "--find-links", "/opt/wheels",
-                        *venv_packages, timeout=600)  # fmt: skip
+                box.venv("/opt/venv", venv_packages)
             yield box
         finally:
             _teardown(box, nspawn, name, dirs)

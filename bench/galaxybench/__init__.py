@@ -9,7 +9,9 @@
 - ``measure``: one sample of one tool: the HTTP probe, ``start`` to ready, ``graceful`` under a
   request loop, a profile of ours' ``status``;
 - ``scenarios``: the scenarios (warm-ups, A/B interleaving) that fill the raw results;
-- ``report``: raw results to the table and the targets, printed and written as JSON.
+- ``report``: raw results to the table and the targets, printed and written as JSON;
+- ``container`` and ``systemd_scenarios``: systemd mode (``bench/systemd.py``): both tools in one
+  systemd-nspawn container (``tests/nspawn.py``), their scenarios and table.
 
 Standard library only: the bench runs from a bare interpreter, before either venv exists.
 """

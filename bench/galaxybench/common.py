@@ -28,3 +28,12 @@ def median(values):
 def secs(samples, key="seconds"):
     """The median of ``key`` over samples (``None`` values left out)."""
     return median([s.get(key) for s in samples])
+
+
+def add_common_options(parser):
+    """The options ``bench/run.py`` and ``bench/systemd.py`` share."""
+    parser.add_argument("--runs", type=int, default=10, help="A/B runs per figure (default: %(default)s)")
+    parser.add_argument("--graceful-runs", type=int, help="runs for start and graceful figures (default: --runs)")
+    parser.add_argument("--json", metavar="OUT", help="write the results as JSON here")
+    parser.add_argument("--profile", action="store_true", help="also profile ours' status (-X importtime, cProfile)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (for inspection)")

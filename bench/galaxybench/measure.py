@@ -160,11 +160,11 @@ def settle(instance, seconds=1.0):
 
 
 def profile_ours(tool, instance):
+    """``-X importtime`` and cProfile of ``status`` (``tool.argv`` starts with the venv's python)."""
     out = os.path.join(tool.home, "status.prof")
     runner = tool.runner
-    imports = runner.run(
-        [tool.python, "-X", "importtime", tool.script, "--state-dir", instance.state_dir, "status"], home=tool.home
-    )
+    python, *argv = tool.argv(instance, "status")
+    imports = runner.run([python, "-X", "importtime", *argv], home=tool.home)
     rows = []
     for line in imports["err"].splitlines():
         found = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)", line)
@@ -172,10 +172,7 @@ def profile_ours(tool, instance):
             rows.append((int(found.group(2)), int(found.group(1)), len(found.group(3)) // 2, found.group(4)))
     total = sum(r[1] for r in rows)
     top = sorted((r for r in rows if r[2] <= 2), reverse=True)[:15]
-    runner.run(
-        [tool.python, "-m", "cProfile", "-o", out, tool.script, "--state-dir", instance.state_dir, "status"],
-        home=tool.home,
-    )
+    runner.run([python, "-m", "cProfile", "-o", out, *argv], home=tool.home)
     stats = runner.run(
         [
             tool.python,

@@ -5,6 +5,7 @@
 clean-up signals only processes the bench started and that are still the same processes.
 """
 
+import contextlib
 import marshal
 import os
 import pwd
@@ -63,7 +64,7 @@ class Runner:
     def __init__(self, user):
         self.user = user
         self.uid = self.gid = None
-        if os.geteuid() == 0:
+        if user is not None and os.geteuid() == 0:
             entry = pwd.getpwnam(user)
             if entry.pw_uid == 0:
                 raise SystemExit("bench: --user must not be root (gravity refuses to run as root)")
@@ -80,15 +81,35 @@ class Runner:
             for name in filenames:
                 os.lchown(os.path.join(dirpath, name), self.uid, self.gid)
 
+    def spawner_argv(self):
+        """How the spawn server starts (a subclass may start it elsewhere, e.g. inside a container)."""
+        return [sys.executable, "-I", "-S", "-c", SPAWNER]
+
     def _spawn_server(self):
         if self._spawner is None or self._spawner.poll() is not None:
             self._spawner = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", SPAWNER],
+                self.spawner_argv(),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 start_new_session=True,
             )
         return self._spawner
+
+    def resolve(self, argv):
+        """``argv`` with its program looked up in PATH, as the spawn server's ``execve`` needs."""
+        return [shutil.which(argv[0]) or argv[0]] + list(argv[1:])
+
+    @contextlib.contextmanager
+    def output_file(self):
+        """→ (open file to read back, its path as the spawn server sees it); removed afterwards."""
+        with tempfile.NamedTemporaryFile() as handle:
+            if self.uid is not None:
+                os.chown(handle.name, self.uid, self.gid)
+            yield handle, handle.name
+
+    def kill(self, pid):
+        """SIGKILL a command that ran past its timeout (``pid`` as the spawn server reported it)."""
+        _kill_quietly(pid, signal.SIGKILL)
 
     def _read(self, server):
         def exactly(n):
@@ -117,17 +138,14 @@ class Runner:
         ``seconds`` is fork → ``wait4`` in the spawn server; ``maxrss_kib`` its ``ru_maxrss`` (the command and
         the children it waited for)."""
         env = dict(self.env_base, HOME=home, **(extra_env or {}))
-        argv = [shutil.which(argv[0]) or argv[0]] + list(argv[1:])
-        with self._lock, tempfile.NamedTemporaryFile() as out, tempfile.NamedTemporaryFile() as err:
-            if self.uid is not None:
-                os.chown(out.name, self.uid, self.gid)
-                os.chown(err.name, self.uid, self.gid)
+        argv = self.resolve(argv)
+        with self._lock, self.output_file() as (out, out_path), self.output_file() as (err, err_path):
             server = self._spawn_server()
-            request = marshal.dumps((list(argv), env, cwd or home, self.uid, self.gid, out.name, err.name))
+            request = marshal.dumps((list(argv), env, cwd or home, self.uid, self.gid, out_path, err_path))
             server.stdin.write(len(request).to_bytes(4, "big") + request)
             server.stdin.flush()
             pid = self._read(server)
-            timer = threading.Timer(timeout, _kill_quietly, (pid, signal.SIGKILL))
+            timer = threading.Timer(timeout, self.kill, (pid,))
             timer.start()
             try:
                 status, maxrss, seconds = self._read(server)

@@ -66,9 +66,9 @@ def build_table(results):
     _cli_rows(table, raw)
     _scaling_rows(table, results)
     _rss_rows(table, raw)
-    _start_rows(table, raw["start"]["gravity"], raw["start"]["ours"])
+    start_rows(table, raw["start"]["gravity"], raw["start"]["ours"])
     for label, name in GRACEFUL_MODES:
-        _graceful_rows(table, label, name, raw["graceful"][label])
+        graceful_rows(table, label, name, raw["graceful"][label])
     return table
 
 
@@ -143,20 +143,22 @@ def _rss_rows(table, raw):
     )
 
 
-def _start_rows(table, sg, so):
-    table.add("start -> first HTTP 200", secs(sg, "first_200"), secs(so, "first_200"))
-    table.add("start -> tool exits (its 'ready')", secs(sg, "exit_seconds"), secs(so, "exit_seconds"))
+def start_rows(table, sg, so, label=""):
+    """start -> first 200, -> the tool's exit, their difference, peak RSS; ``label`` names the case."""
+    suffix = f", {label}" if label else ""
+    table.add(f"start -> first HTTP 200{suffix}", secs(sg, "first_200"), secs(so, "first_200"))
+    table.add(f"start -> tool exits (its 'ready'){suffix}", secs(sg, "exit_seconds"), secs(so, "exit_seconds"))
     table.add(
-        "tool exit - first 200 (<0: exits unready)",
+        f"tool exit - first 200 (<0: exits unready){suffix}",
         secs(sg, "exit_minus_first_200"),
         secs(so, "exit_minus_first_200"),
         ratio=False,
         note="gravity does not wait for HTTP" if (secs(sg, "exit_minus_first_200") or 0) < 0 else "",
     )
-    table.add("peak RSS start", rss_mib(sg), rss_mib(so), unit="MiB")
+    table.add(f"peak RSS start{suffix}", rss_mib(sg), rss_mib(so), unit="MiB")
 
 
-def _graceful_rows(table, label, name, samples):
+def graceful_rows(table, label, name, samples):
     if "skipped" in samples:
         table.add(
             f"graceful {label}: failed requests",
@@ -258,7 +260,7 @@ def print_report(meta, table, targets):
 
 
 def print_profile(prof):
-    print(f"\nours: 'status' imports (supervisord up, 4 services), total {prof['import_total_us'] / 1000:.1f} ms; top:")
+    print(f"\nours: 'status' imports (Galaxy up, 4 services), total {prof['import_total_us'] / 1000:.1f} ms; top:")
     for row in prof["top_imports"]:
         print(f"  {row['cumulative_us'] / 1000:7.1f} ms  {row['module']}")
     print("\nours: cProfile of 'status' (cumulative):")

@@ -18,6 +18,12 @@ import tempfile
 from .common import CMD_TIMEOUT, log
 from .processes import PidRegistry, Runner
 
+# ``python -c MAKE_DEMO ROOT PORT GRAVITY_JSON`` with ours' interpreter: a demo tree, prints its config path
+MAKE_DEMO = (
+    "import json, sys\nfrom galaxyctl_libs.demo import make_demo_galaxy\n"
+    "print(make_demo_galaxy(sys.argv[1], int(sys.argv[2]), gravity=json.loads(sys.argv[3])))"
+)
+
 
 def free_port():
     with socket.socket() as sock:
@@ -140,12 +146,8 @@ def make_instance(tool, name, workdir, settings_fn, ours_python):
     os.makedirs(state_dir)
     port = free_port()
     gravity = settings_fn(root, port, tool.venv)
-    code = (
-        "import json, sys\nfrom galaxyctl_libs.demo import make_demo_galaxy\n"
-        "print(make_demo_galaxy(sys.argv[1], int(sys.argv[2]), gravity=json.loads(sys.argv[3])))"
-    )
     config = subprocess.run(
-        [ours_python, "-c", code, root, str(port), json.dumps(gravity)],
+        [ours_python, "-c", MAKE_DEMO, root, str(port), json.dumps(gravity)],
         capture_output=True,
         text=True,
         check=True,
@@ -193,7 +195,8 @@ def settings_herder(root, port, venv):
 # ---------------------------------------------------------------- the session (stop everything at the end)
 
 
-def _interrupt(signum, frame):
+def interrupt(signum, frame):
+    """A signal handler: SIGTERM and SIGHUP interrupt like Ctrl+C."""
     raise KeyboardInterrupt()
 
 
@@ -219,7 +222,7 @@ class Session:
         return tool
 
     def __enter__(self):
-        self._previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+        self._previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
         return self
 
     def __exit__(self, *exc_info):
