@@ -171,7 +171,7 @@ def log_file(service, log_dir, grouped):
     return os.path.join(log_dir, f"{name}.log")
 
 
-def render_program(service, log_dir, grouped, pid_dir=None):
+def render_program(service, log_dir, grouped, pid_dir=None, autostart=False):
     """One ``[program:x]`` file; each field escaped for how supervisor reads it (see ``_NOTHING``)."""
     section, _ = program_names(service, grouped)
     what = f"{service.instance_name}/{service.service_name}"
@@ -187,7 +187,9 @@ def render_program(service, log_dir, grouped, pid_dir=None):
         "command = " + _command(herded_argv(service, pid_dir or log_dir), f"{what}: command line argument"),
         f"directory = {_raw_path(service.cwd, f'{what}: working directory')}",
         f"umask = {service.umask}",
-        "autostart = false",  # galaxyctl starts them, in order (core.order): the web server first
+        # galaxyctl starts the services, in order (core.order): the web server first; its own helper
+        # (the memory watcher) starts with supervisord
+        f"autostart = {'true' if autostart else 'false'}",
         "autorestart = true",
         f"startsecs = {service.start_timeout}",
         f"stopwaitsecs = {service.stop_timeout}",
@@ -226,7 +228,9 @@ def render_files(paths, instances_services, log_dirs):
         log_dir = next(
             log_dirs[name] for name, services in instances_services.items() if watcher.user in _users(services)
         )
-        files[os.path.join(paths.conf_dir, f"{MEMWATCH_PROGRAM}.conf")] = render_program(watcher, log_dir, False)
+        files[os.path.join(paths.conf_dir, f"{MEMWATCH_PROGRAM}.conf")] = render_program(
+            watcher, log_dir, False, autostart=True
+        )
     return files
 
 
