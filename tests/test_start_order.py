@@ -94,6 +94,7 @@ def test_a_database_that_needs_a_migration_is_one_line_naming_the_command(gctl, 
     # the handler was never started on that database
     rows = _rows(gctl)
     assert [r["state"] for name, r in rows.items() if name.startswith("handler")] == ["STOPPED"], rows
+    assert rows["gunicorn"]["state"] == "STOPPED", rows  # not left retrying a Galaxy that cannot load
     assert not os.path.exists(os.path.join(root, "database", "events.log"))
 
 

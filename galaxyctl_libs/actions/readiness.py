@@ -209,13 +209,17 @@ def upgrade_command(service):
     return shlex.join(argv + ["upgrade", "heads"])
 
 
+class MigrationNeeded(GalaxyctlError):
+    """Galaxy refuses to run until its database is migrated (no retry helps)."""
+
+
 def migration_error(target, line):
     """One line: Galaxy's database must be migrated, and the command that does it."""
     import re
 
     found = re.search(r"database has version (\S+), but this code expects version ([^\s.]+)", line)
     detail = f": it is at version {found.group(1)}, this Galaxy expects {found.group(2)}" if found else ""
-    return GalaxyctlError(
+    return MigrationNeeded(
         f"{target.program} did not start: Galaxy's database needs a migration{detail}; back it up, run "
         f"'{upgrade_command(target.service)}', then start again"
     )
