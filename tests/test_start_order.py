@@ -90,10 +90,11 @@ def test_a_database_that_needs_a_migration_is_one_line_naming_the_command(gctl, 
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("galaxyctl: error: gunicorn did not start: Galaxy's database needs a migration"), lines
     assert "it is at version demo1, this Galaxy expects demo2" in lines[0]
-    assert f"galaxy-manage-db -c {config} upgrade" in lines[0]
+    assert f"run 'galaxy-manage-db --galaxy-config {config} upgrade heads', then start again" in lines[0]
     # the handler was never started on that database
     rows = _rows(gctl)
     assert [r["state"] for name, r in rows.items() if name.startswith("handler")] == ["STOPPED"], rows
+    assert rows["gunicorn"]["state"] == "STOPPED", rows  # not left retrying a Galaxy that cannot load
     assert not os.path.exists(os.path.join(root, "database", "events.log"))
 
 

@@ -17,7 +17,7 @@ from galaxyctl_libs.actions.readiness import (  # noqa: F401 - DEFAULT_READY_TIM
     tail,
     wait_ready,
 )
-from galaxyctl_libs.actions.starting import start_in_order
+from galaxyctl_libs.actions.starting import start_in_order, wait_for_the_rest
 from galaxyctl_libs.backends import record as backend_record
 from galaxyctl_libs.backends.base import MEMWATCH_PROGRAM
 from galaxyctl_libs.backends.supervisor import client as sup
@@ -70,8 +70,8 @@ def start(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progres
         check_ports_free(client, targets)
         deadline = time.monotonic() + timeout
         started_supervisord = client.start_supervisord()
-        start_in_order(state_dir, client, targets, timeout, progress, wait)
-    ready = wait_ready(client, targets, _left(deadline), progress) if wait else ()
+        first = start_in_order(state_dir, client, targets, timeout, progress, wait)
+    ready = wait_for_the_rest(client, targets, first, _left(deadline), progress) if wait else ()
     return LifecycleResult(
         "start",
         tuple(t.program for t in targets),
@@ -234,8 +234,8 @@ def restart(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progr
             for target in targets:
                 client.stop(target.program)
             check_ports_free(client, targets)
-        start_in_order(state_dir, client, targets, timeout, progress, wait, action="restart")
-    ready = wait_ready(client, targets, _left(deadline), progress) if wait else ()
+        first = start_in_order(state_dir, client, targets, timeout, progress, wait, action="restart")
+    ready = wait_for_the_rest(client, targets, first, _left(deadline), progress) if wait else ()
     return LifecycleResult(
         "restart", tuple(t.program for t in targets), tuple(ready), started_supervisord, warnings=result.warnings
     )

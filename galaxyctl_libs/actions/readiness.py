@@ -208,19 +208,22 @@ def migration_needed(client, target, since):
 
 
 def upgrade_command(service):
-    """The command that migrates the database of the Galaxy ``service`` runs (its config, its venv)."""
+    """The command that migrates the database of the Galaxy ``service`` runs (its config, its venv):
+    a packaged Galaxy's ``galaxy-manage-db --galaxy-config CONFIG upgrade heads`` (its ``-c`` is
+    alembic's own), a source tree's ``sh manage_db.sh -c CONFIG upgrade``."""
     import shlex
 
     config = dict(service.environment).get("GALAXY_CONFIG_FILE")
     script = os.path.join(service.cwd, "manage_db.sh")
     venv_tool = os.path.join(service.path_prepend[0], "galaxy-manage-db") if service.path_prepend else None
-    if venv_tool and os.path.exists(venv_tool):
-        argv = [venv_tool]
-    elif os.path.exists(script):
-        argv = ["sh", script]
-    else:
-        argv = [venv_tool or "galaxy-manage-db"]
-    return shlex.join(argv + (["-c", config] if config else []) + ["upgrade"])
+    if not (venv_tool and os.path.exists(venv_tool)) and os.path.exists(script):
+        return shlex.join(["sh", script] + (["-c", config] if config else []) + ["upgrade"])
+    argv = [venv_tool or "galaxy-manage-db"] + (["--galaxy-config", config] if config else [])
+    return shlex.join(argv + ["upgrade", "heads"])
+
+
+class MigrationNeeded(GalaxyctlError):
+    """Galaxy refuses to run until its database is migrated (no retry helps)."""
 
 
 def migration_error(target, line):
@@ -229,7 +232,7 @@ def migration_error(target, line):
 
     found = re.search(r"database has version (\S+), but this code expects version ([^\s.]+)", line)
     detail = f": it is at version {found.group(1)}, this Galaxy expects {found.group(2)}" if found else ""
-    return GalaxyctlError(
+    return MigrationNeeded(
         f"{target.program} did not start: Galaxy's database needs a migration{detail}; back it up, run "
         f"'{upgrade_command(target.service)}', then start again"
     )

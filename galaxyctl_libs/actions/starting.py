@@ -10,7 +10,7 @@ kind ``start_stagger`` seconds apart.  What galaxyctl started is recorded (backe
 
 import time
 
-from galaxyctl_libs.actions.readiness import log_offsets, wait_ready
+from galaxyctl_libs.actions.readiness import MigrationNeeded, log_offsets, wait_ready
 from galaxyctl_libs.backends import planned
 from galaxyctl_libs.backends.base import UP_STATES
 from galaxyctl_libs.core import order
@@ -36,9 +36,21 @@ def start_in_order(state_dir, client, targets, timeout, progress=None, wait=True
     _start_each(state_dir, client, first, timeout, action, progress)
     ready = []
     if wait and first:
-        ready = wait_ready(client, first, timeout, progress, since=since)
+        try:
+            ready = wait_ready(client, first, timeout, progress, since=since)
+        except MigrationNeeded:
+            for target in first:  # supervisord would only retry a Galaxy that cannot load
+                client.stop(target.program)
+            raise
     _start_each(state_dir, client, rest, timeout, action, progress)
     return ready
+
+
+def wait_for_the_rest(client, targets, first_ready, timeout, progress=None):
+    """After start_in_order: the first web servers' ReadyResults and those of the other web servers
+    (waited for now, within ``timeout``)."""
+    done = {result.program for result in first_ready}
+    return list(first_ready) + wait_ready(client, [t for t in targets if t.program not in done], timeout, progress)
 
 
 def _start_each(state_dir, client, targets, timeout, action, progress):
