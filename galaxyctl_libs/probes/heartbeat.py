@@ -22,10 +22,11 @@ TABLE = "worker_process"
 
 HEARTBEAT_SQL = f"SELECT server_name, hostname, pid, update_time FROM {TABLE} WHERE hostname = :host"
 # jobs in Galaxy's local runner (queued in it, or running): its jobs run as the handler's children
-# and die with it (galaxy#6246)
+# and die with it (galaxy#6246).  job_runner_name is the runner's id in the job config ("local", as
+# Galaxy's samples and the quickstart name it; old jobs carry a "local:///" URL)
 RUNNING_JOBS_SQL = (
-    "SELECT handler, COUNT(*) FROM job WHERE state IN ('queued', 'running') AND job_runner_name LIKE 'local:%' "
-    "GROUP BY handler"
+    "SELECT handler, COUNT(*) FROM job WHERE state IN ('queued', 'running') "
+    "AND (job_runner_name = 'local' OR job_runner_name LIKE 'local:%') GROUP BY handler"
 )
 
 # run by Galaxy's interpreter for databases other than SQLite: {"url", "sql", "params"} in, rows out (JSON)

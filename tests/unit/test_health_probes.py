@@ -144,10 +144,10 @@ def test_running_local_jobs_per_handler(tmp_path):
         conn.executemany(
             "INSERT INTO job (state, handler, job_runner_name) VALUES (?, ?, ?)",
             [
-                ("running", "handler_0", "local:///"),
-                ("running", "handler_0", "local:///"),
+                ("running", "handler_0", "local"),  # the runner's id in the job config
+                ("running", "handler_0", "local:///"),  # an old job's runner URL
                 ("running", "handler_1", "slurm://"),  # survives a handler restart: not waited for
-                ("queued", "handler_1", "local:///"),  # in the local runner's queue: it will run there
+                ("queued", "handler_1", "local"),  # in the local runner's queue: it will run there
                 ("queued", "handler_1", None),  # not dispatched yet: the restarted handler takes it
                 ("ok", "handler_1", "local:///"),
             ],
