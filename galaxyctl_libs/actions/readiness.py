@@ -180,7 +180,7 @@ def log_offsets(client, targets):
     with as_user(*client.run_as):  # the Galaxy user's log dir: looked at with that user's ids
         for target in targets:
             try:
-                offsets[target.program] = os.stat(target.log_file).st_size
+                offsets[target.program] = os.stat(target.log_file).st_size if target.log_file else 0
             except OSError:
                 offsets[target.program] = 0
     return offsets
@@ -188,7 +188,10 @@ def log_offsets(client, targets):
 
 def migration_needed(client, target, since):
     """The line of ``target``'s log (written after ``since[program]``) where Galaxy refuses to run
-    on a database that needs a migration; '' when there is none."""
+    on a database that needs a migration; '' when there is none (or no log file to read: a systemd
+    unit logging to the journal; its failed start then shows the journal's last lines)."""
+    if not target.log_file:
+        return ""
     offset = (since or {}).get(target.program, 0)
     import stat
 
