@@ -159,6 +159,8 @@ class SystemdTool:
     def services_not_running(self, instance):
         """Service units not active/running, or restarted since they started (crash-looping): → {unit: why}."""
         units = [unit for unit in self.unit_states(instance) if unit.endswith(".service")]
+        if not units:
+            return {instance.unit_patterns[0]: "no unit loaded"}
         shown = self.machine.run("systemctl", "show", "-p", "Id,ActiveState,SubState,NRestarts", *units).stdout
         broken = {}
         for block in shown.strip().split("\n\n"):
