@@ -21,11 +21,11 @@ import shutil
 import sys
 import tempfile
 
-from .common import CMD_TIMEOUT, REPO, log
+from .common import REPO, log
 from .environments import GRAVITY_PIN
 from .measure import get
 from .processes import SPAWNER, Runner
-from .tools import MAKE_DEMO
+from .tools import MAKE_DEMO, ToolCommands
 
 sys.path.insert(0, os.path.join(REPO, "tests"))  # nspawn.py: the container the systemd tests boot too
 
@@ -111,7 +111,7 @@ class Instance:
         return [f"galaxy-{self.instance_name}-*", f"galaxy-{self.instance_name}.target"]
 
 
-class SystemdTool:
+class SystemdTool(ToolCommands):
     """A tool (gravity or ours) inside the container: ``VENV/bin/python VENV/bin/galaxyctl --state-dir S -c
     CONFIG COMMAND`` (its venv's interpreter, as in ``bench/run.py``)."""
 
@@ -124,14 +124,6 @@ class SystemdTool:
 
     def argv(self, instance, *command):
         return [self.python, self.script, "--state-dir", instance.state_dir, "-c", instance.config, *command]
-
-    def run(self, instance, *command, timeout=CMD_TIMEOUT):
-        return self.runner.run(self.argv(instance, *command), home=self.home, timeout=timeout)
-
-    def check(self, instance, *command, timeout=CMD_TIMEOUT):
-        return self.runner.check(
-            self.argv(instance, *command), self.home, f"{self.label} {' '.join(command)}", timeout=timeout
-        )
 
     def remember(self, instance):
         """Nothing to record: the container's poweroff ends whatever runs in it."""

@@ -83,7 +83,20 @@ class Instance:
         return commands
 
 
-class Tool:
+class ToolCommands:
+    """Running a tool's command for an instance through its runner (host or container): what every
+    tool shares; ``argv``, ``runner``, ``home`` and ``label`` are the tool's own."""
+
+    def run(self, instance, *command, timeout=CMD_TIMEOUT):
+        return self.runner.run(self.argv(instance, *command), home=self.home, timeout=timeout)
+
+    def check(self, instance, *command, timeout=CMD_TIMEOUT):
+        return self.runner.check(
+            self.argv(instance, *command), self.home, f"{self.label} {' '.join(command)}", timeout=timeout
+        )
+
+
+class Tool(ToolCommands):
     def __init__(self, key, label, venv, runner, workdir, pids):
         self.key, self.label, self.venv, self.runner, self.pids = key, label, venv, runner, pids
         self.python = os.path.join(venv, "bin", "python")
@@ -98,14 +111,6 @@ class Tool:
 
     def help_argv(self):
         return [self.python, self.script, "--help"]
-
-    def run(self, instance, *command, timeout=CMD_TIMEOUT):
-        return self.runner.run(self.argv(instance, *command), home=self.home, timeout=timeout)
-
-    def check(self, instance, *command, timeout=CMD_TIMEOUT):
-        return self.runner.check(
-            self.argv(instance, *command), self.home, f"{self.label} {' '.join(command)}", timeout=timeout
-        )
 
     def prepare(self, instance):
         """Register (ours) and write the supervisor files once."""
