@@ -72,6 +72,19 @@ def _load_quickstart():
 quickstart = _load_quickstart()
 
 
+def render_e2e_config(root, port, user, venv):
+    """The quickstart's galaxy.yml for ``root`` (state in ROOT/state) with a bootstrap admin key."""
+    return quickstart.render_config(
+        root,
+        "127.0.0.1",
+        port,
+        user=user,
+        virtualenv=venv,
+        state_dir=os.path.join(root, "state"),
+        extra_galaxy={"bootstrap_admin_api_key": API_KEY, "admin_users": "e2e@example.org"},
+    )
+
+
 # ---------------------------------------------------------------- the Galaxy venv (cached by version)
 
 
@@ -264,15 +277,7 @@ def test_real_galaxy_under_galaxyctl(galaxy_venv, record_property):
         os.makedirs(os.path.join(root, sub))
     port = free_port()
     config = os.path.join(root, "config", "galaxy.yml")
-    text = quickstart.render_config(
-        root,
-        "127.0.0.1",
-        port,
-        user=user,
-        virtualenv=galaxy_venv,
-        state_dir=os.path.join(root, "state"),
-        extra_galaxy={"bootstrap_admin_api_key": API_KEY, "admin_users": "e2e@example.org"},
-    )
+    text = render_e2e_config(root, port, user, galaxy_venv)
     assert "      processes: 1\n" in text
     with open(config, "w") as handle:
         handle.write(text.replace("      processes: 1\n", "      processes: 2\n"))  # two job handlers

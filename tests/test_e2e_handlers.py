@@ -35,6 +35,7 @@ from test_e2e_galaxy import (  # noqa: F401 - galaxy_venv is a fixture
     _tail,
     galaxy_venv,
     quickstart,
+    render_e2e_config,
 )
 
 pytestmark = pytest.mark.e2e
@@ -46,15 +47,7 @@ KILLED_BY_SHUTDOWN = ("job terminated by Galaxy shutdown", "killed when Galaxy w
 
 
 def _config(root, port, user, venv):
-    text = quickstart.render_config(
-        root,
-        "127.0.0.1",
-        port,
-        user=user,
-        virtualenv=venv,
-        state_dir=os.path.join(root, "state"),
-        extra_galaxy={"bootstrap_admin_api_key": API_KEY, "admin_users": "e2e@example.org"},
-    )
+    text = render_e2e_config(root, port, user, venv)
     data = yaml.safe_load(text)
     data["gravity"]["handlers"]["handler"]["processes"] = 2
     path = os.path.join(root, "config", "galaxy.yml")
