@@ -90,13 +90,20 @@ def test_handler_that_stops_heartbeating_is_critical_and_graceful_starts_what_is
     gctl("stop")
 
 
-def test_rolling_graceful_keeps_a_handler_ready_at_every_moment(gctl, demo_galaxy, short_tmp):
+def _started_with_handlers(gctl, demo_galaxy, short_tmp, processes, start_delay):
+    """Register and start a stand-in with ``processes`` handlers, each ``start_delay`` s slow to come
+    up; wait until all heartbeat.  Returns the Galaxy root."""
     root = os.path.join(short_tmp, "galaxy")
-    handlers = {"handler": {"processes": 2, "environment": {"DEMO_HANDLER_START_DELAY": "2"}}}
-    config, _ = demo_galaxy(gravity={"handlers": handlers})
+    env = {"DEMO_HANDLER_START_DELAY": str(start_delay)}
+    config, _ = demo_galaxy(gravity={"handlers": {"handler": {"processes": processes, "environment": env}}})
     gctl("register", config)
     gctl("start", "--timeout", "60")
-    assert wait_for(lambda: len(heartbeats(root)) == 2, timeout=30)
+    assert wait_for(lambda: len(heartbeats(root)) == processes, timeout=30)
+    return root
+
+
+def test_rolling_graceful_keeps_a_handler_ready_at_every_moment(gctl, demo_galaxy, short_tmp):
+    root = _started_with_handlers(gctl, demo_galaxy, short_tmp, 2, start_delay=2)
     before = heartbeats(root)
 
     samples, stop = [], threading.Event()
@@ -151,12 +158,7 @@ def test_celery_worker_that_does_not_answer_is_critical(gctl, demo_galaxy, short
 
 
 def test_rolling_graceful_in_batches(gctl, demo_galaxy, short_tmp):
-    root = os.path.join(short_tmp, "galaxy")
-    handlers = {"handler": {"processes": 3, "environment": {"DEMO_HANDLER_START_DELAY": "1"}}}
-    config, _ = demo_galaxy(gravity={"handlers": handlers})
-    gctl("register", config)
-    gctl("start", "--timeout", "60")
-    assert wait_for(lambda: len(heartbeats(root)) == 3, timeout=30)
+    root = _started_with_handlers(gctl, demo_galaxy, short_tmp, 3, start_delay=1)
     refused = gctl("graceful", "--batch", "0", check=False)
     assert refused.returncode == 1 and "--batch must be at least 1" in refused.stderr
     before = heartbeats(root)
