@@ -119,7 +119,7 @@ def stop(state_dir, names=(), force=False, timeout=sup.RPC_TIMEOUT):
         if not still_up:
             stopped = client.shutdown()
             ended = _end_orphans(state_dir, targets, names, client.run_as)
-    manager = getattr(client, "manager", "supervisord")
+    manager = client.manager
     return LifecycleResult("stop", tuple(programs), manager_stopped=stopped, ended=ended, manager=manager)
 
 

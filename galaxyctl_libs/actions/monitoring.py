@@ -70,9 +70,7 @@ def status_from_record(state_dir, record, names, probe_web, timeout, health=None
     client = sup.client_for(state_dir, record, timeout=timeout)
     survey = client.survey()
     if not survey.answering:
-        return _status_without_supervisord(
-            state_dir, targets, survey, missing, getattr(client, "manager", "supervisord")
-        )
+        return _status_without_supervisord(state_dir, targets, survey, missing, client.manager)
     infos = survey.processes
     plans = planned.load(state_dir)
     exits = None
@@ -92,7 +90,7 @@ def status_from_record(state_dir, record, names, probe_web, timeout, health=None
                     "UNKNOWN",
                     None,
                     0,
-                    f"not loaded in {getattr(client, 'manager', 'supervisord')}; run 'galaxyctl update'",
+                    f"not loaded in {client.manager}; run 'galaxyctl update'",
                 )
             )
             continue

@@ -40,6 +40,8 @@ RPC_TIMEOUT = 10  # seconds for one call from stop/shutdown: a healthy superviso
 class SupervisorClient:
     """Start, query and drive the one supervisord of a state dir."""
 
+    manager = "supervisord"  # what the messages name (SystemdController: systemd)
+
     def __init__(self, paths, timeout=30, slow_timeout=600, run_as=(None, None)):
         self.paths = paths
         self.run_as = tuple(run_as)  # (user, group) supervisord runs as; root talks to it as that user
