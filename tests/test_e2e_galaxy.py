@@ -22,8 +22,6 @@ Every process is stopped by PID at the end, whatever happened.
 
 import fcntl
 import glob
-import importlib.machinery
-import importlib.util
 import json
 import os
 import pwd
@@ -34,12 +32,10 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 
+import galaxy_api
 import pytest
 from conftest import (
-    REPO,
     Galaxyctl,
     UserGalaxyctl,
     alive,
@@ -56,33 +52,10 @@ GALAXY_VERSION = "26.1.2"
 INSTALL_TIMEOUT = 1800
 START_TIMEOUT = 240  # galaxyctl start/graceful --timeout; the subprocess gets a minute more
 SETTLE_TIMEOUT = 120  # celery and the handler reach RUNNING after their startsecs
-API_KEY = "galaxyctl-e2e-bootstrap-key-0123456789"
 COMPLETE_MARKER = ".galaxyctl-e2e-complete"
 
 
-def _load_quickstart():
-    path = os.path.join(REPO, "scripts", "galaxy-quickstart")
-    loader = importlib.machinery.SourceFileLoader("galaxy_quickstart", path)
-    spec = importlib.util.spec_from_loader("galaxy_quickstart", loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
-
-
-quickstart = _load_quickstart()
-
-
-def render_e2e_config(root, port, user, venv):
-    """The quickstart's galaxy.yml for ``root`` (state in ROOT/state) with a bootstrap admin key."""
-    return quickstart.render_config(
-        root,
-        "127.0.0.1",
-        port,
-        user=user,
-        virtualenv=venv,
-        state_dir=os.path.join(root, "state"),
-        extra_galaxy={"bootstrap_admin_api_key": API_KEY, "admin_users": "e2e@example.org"},
-    )
+quickstart = galaxy_api.load_quickstart()
 
 
 # ---------------------------------------------------------------- the Galaxy venv (cached by version)
@@ -162,23 +135,6 @@ def _run_as():
     return user
 
 
-def _http(url, method="GET", data=None, key=None, timeout=10):
-    headers = {"content-type": "application/json"}
-    if key:
-        headers["x-api-key"] = key
-    body = json.dumps(data).encode() if data is not None else None
-    request = urllib.request.Request(url, method=method, data=body, headers=headers)
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return response.status, json.loads(response.read() or b"null")
-
-
-def _version(base):
-    try:
-        return _http(base + "/api/version")
-    except (OSError, urllib.error.URLError, ValueError):
-        return None, None
-
-
 def _status(gctl):
     result = gctl("status", "--json", check=False, timeout=60)
     report = json.loads(result.stdout)
@@ -203,15 +159,6 @@ def _tail(path, lines=8):
         return str(exc)
 
 
-def _poll_first_200(base, found, stop):
-    """Append the wall-clock time /api/version first answers 200 (polled every 0.2 s until ``stop``)."""
-    while not stop.is_set():
-        if _version(base)[0] == 200:
-            found.append(time.time())
-            return
-        time.sleep(0.2)
-
-
 def _started_at(pid):
     """When a process started (wall clock, to the clock tick), from /proc."""
     with open(f"/proc/{pid}/stat") as handle:
@@ -233,37 +180,12 @@ def _rss_kb(pid):
 
 
 def _run_a_job(base):
-    """Create a user and upload pasted text: the job must be grabbed by the handler and finish ok."""
-    _, user = _http(
-        base + "/api/users",
-        "POST",
-        {"username": "e2e", "email": "e2e@example.org", "password": "e2e-password-123"},
-        key=API_KEY,
-    )
-    _, user_key = _http(base + f"/api/users/{user['id']}/api_key", "POST", key=API_KEY)
-    _, history = _http(base + "/api/histories", "POST", {"name": "e2e"}, key=user_key)
-    _, fetched = _http(
-        base + "/api/tools/fetch",
-        "POST",
-        {
-            "history_id": history["id"],
-            "targets": [
-                {
-                    "destination": {"type": "hdas"},
-                    "elements": [{"src": "pasted", "paste_content": "hello galaxyctl\n", "ext": "txt"}],
-                }
-            ],
-        },
-        key=user_key,
-        timeout=60,
-    )
-    job_id = fetched["jobs"][0]["id"]
-
-    def finished():
-        state = _http(base + f"/api/jobs/{job_id}", key=API_KEY)[1]["state"]
-        return state if state in ("ok", "error", "failed", "deleted") else None
-
-    return wait_for(finished, timeout=180, interval=1)
+    """Upload pasted text as a new user: the job must be grabbed by a handler and finish ok."""
+    jobs = galaxy_api.Jobs(base)
+    jobs.submit()
+    assert jobs.errors == [], jobs.errors
+    states = wait_for(jobs.all_finished, timeout=180, interval=1)
+    return states and states[jobs.ids[0]]
 
 
 # ---------------------------------------------------------------- the test
@@ -277,10 +199,8 @@ def test_real_galaxy_under_galaxyctl(galaxy_venv, record_property):
         os.makedirs(os.path.join(root, sub))
     port = free_port()
     config = os.path.join(root, "config", "galaxy.yml")
-    text = render_e2e_config(root, port, user, galaxy_venv)
-    assert "      processes: 1\n" in text
     with open(config, "w") as handle:
-        handle.write(text.replace("      processes: 1\n", "      processes: 2\n"))  # two job handlers
+        handle.write(galaxy_api.render_config(quickstart, root, port, user, galaxy_venv, handlers=2))
     # No database is created beforehand: galaxyctl starts the web server first, alone, and the rest
     # once it answers (it has created the database by then); started all at once, one of them would
     # see the tables another is still creating (NoVersionTableError).
@@ -300,7 +220,9 @@ def test_real_galaxy_under_galaxyctl(galaxy_venv, record_property):
 
         # start: galaxyctl waits until the web server answers HTTP; a poller notes when it first did
         first_200, stop_polling = [], threading.Event()
-        poller = threading.Thread(target=_poll_first_200, args=(base, first_200, stop_polling), daemon=True)
+        poller = threading.Thread(
+            target=galaxy_api.poll_first_200, args=(base, first_200, stop_polling, time.time), daemon=True
+        )
         poller.start()
         started = time.monotonic()
         try:
@@ -310,7 +232,7 @@ def test_real_galaxy_under_galaxyctl(galaxy_venv, record_property):
             poller.join(timeout=10)
         figures["start_to_ready_s"] = round(time.monotonic() - started, 1)
         assert "ready on" in result.stdout, result.stdout
-        status, body = _version(base)
+        status, body = galaxy_api.version(base)
         assert status == 200 and body["version_major"] == GALAXY_VERSION.rsplit(".", 1)[0], body
         assert first_200, "the poller never saw /api/version answer"
         figures["first_200_s"] = round(first_200[0] - (time.time() - (time.monotonic() - started)), 1)
@@ -383,7 +305,7 @@ def test_real_galaxy_under_galaxyctl(galaxy_venv, record_property):
         started = time.monotonic()
         gctl("graceful", "--timeout", str(START_TIMEOUT), timeout=START_TIMEOUT + 180)
         figures["graceful_s"] = round(time.monotonic() - started, 1)
-        assert _version(base)[0] == 200
+        assert galaxy_api.version(base)[0] == 200
         rows = wait_for(lambda: _all_running(gctl), timeout=SETTLE_TIMEOUT, interval=2)
         assert rows, _status(gctl)
         gctl.remember()
@@ -395,7 +317,7 @@ def test_real_galaxy_under_galaxyctl(galaxy_venv, record_property):
         gctl("stop", timeout=300)
         figures["stop_s"] = round(time.monotonic() - started, 1)
         assert _status(gctl)[0] == 3
-        assert _version(base)[0] is None
+        assert galaxy_api.version(base)[0] is None
         gctl("shutdown", timeout=120)
         leftover = wait_for(
             lambda: not any(alive(p) for p in service_pids | gctl.seen_pids | {supervisord}), timeout=30, interval=0.2

@@ -1,0 +1,194 @@
+"""A real Galaxy seen from outside: its config as the quickstart writes it, its API, its jobs and handlers.
+
+Shared by the real-Galaxy end-to-end tests and ``bench/real_galaxy.py`` (which runs gravity 1.2.4 and
+galaxyctl on the same Galaxy), so what the bench measures is what the tests assert.  Standard
+library only (no pytest): the bench imports it with a plain interpreter.
+"""
+
+import importlib.machinery
+import importlib.util
+import json
+import os
+import sqlite3
+import threading
+import time
+import urllib.error
+import urllib.request
+
+from galaxyctl_libs.probes import procfs
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+API_KEY = "galaxyctl-e2e-bootstrap-key-0123456789"
+HANDLERS = ("handler_0", "handler_1")
+FINISHED = ("ok", "error", "failed", "deleted")
+# what Galaxy 26.1 writes in job.info when a handler's shutdown killed the job (galaxy#6246)
+KILLED_BY_SHUTDOWN = ("job terminated by Galaxy shutdown", "killed when Galaxy was restarted")
+
+
+def load_quickstart():
+    """scripts/galaxy-quickstart as a module: the config it writes is the config we run."""
+    path = os.path.join(REPO, "scripts", "galaxy-quickstart")
+    loader = importlib.machinery.SourceFileLoader("galaxy_quickstart", path)
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader("galaxy_quickstart", loader))
+    loader.exec_module(module)
+    return module
+
+
+def render_config(quickstart, root, port, user, venv, handlers=1):
+    """The quickstart's galaxy.yml for ``root`` (state in ROOT/state), a bootstrap admin key, N handlers."""
+    text = quickstart.render_config(
+        root,
+        "127.0.0.1",
+        port,
+        user=user,
+        virtualenv=venv,
+        state_dir=os.path.join(root, "state"),
+        extra_galaxy={"bootstrap_admin_api_key": API_KEY, "admin_users": "e2e@example.org"},
+    )
+    assert "      processes: 1\n" in text
+    return text.replace("      processes: 1\n", f"      processes: {handlers}\n")
+
+
+def http(url, method="GET", data=None, key=None, timeout=10):
+    """(status, decoded JSON body) of one API call; raises OSError when it fails."""
+    headers = {"content-type": "application/json"}
+    if key:
+        headers["x-api-key"] = key
+    body = json.dumps(data).encode() if data is not None else None
+    request = urllib.request.Request(url, method=method, data=body, headers=headers)
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return response.status, json.loads(response.read() or b"null")
+
+
+def version(base):
+    """(status, body) of /api/version, or (None, None) while nothing answers."""
+    try:
+        return http(base + "/api/version")
+    except (OSError, urllib.error.URLError, ValueError):
+        return None, None
+
+
+def poll_first_200(base, found, stop, clock=time.monotonic):
+    """Append ``clock()`` when /api/version first answers 200 (polled every 0.2 s until ``stop``)."""
+    while not stop.is_set():
+        if version(base)[0] == 200:
+            found.append(clock())
+            return
+        time.sleep(0.2)
+
+
+class Jobs:
+    """A user and a history; ``submit`` uploads pasted text (a real job for a handler)."""
+
+    def __init__(self, base):
+        self.base = base
+        _, user = http(
+            base + "/api/users",
+            "POST",
+            {"username": "e2e", "email": "e2e@example.org", "password": "e2e-password-123"},
+            key=API_KEY,
+        )
+        self.key = http(base + f"/api/users/{user['id']}/api_key", "POST", key=API_KEY)[1]
+        self.history = http(base + "/api/histories", "POST", {"name": "e2e"}, key=self.key)[1]["id"]
+        self.ids, self.errors = [], []
+
+    def submit(self):
+        """Submit one job; a refused submission is kept in ``errors``, not raised."""
+        body = {
+            "history_id": self.history,
+            "targets": [
+                {
+                    "destination": {"type": "hdas"},
+                    "elements": [{"src": "pasted", "paste_content": f"job {len(self.ids)}\n", "ext": "txt"}],
+                }
+            ],
+        }
+        try:
+            self.ids.append(
+                http(self.base + "/api/tools/fetch", "POST", body, key=self.key, timeout=60)[1]["jobs"][0]["id"]
+            )
+        except OSError as exc:
+            self.errors.append(repr(exc))
+
+    def states(self):
+        return {job: http(self.base + f"/api/jobs/{job}", key=API_KEY)[1]["state"] for job in self.ids}
+
+    def all_finished(self):
+        """The states once every submitted job has finished, else None."""
+        states = self.states()
+        return states if states and all(v in FINISHED for v in states.values()) else None
+
+
+def ready_handlers(database, names=HANDLERS):
+    """The handlers whose heartbeat row exists and whose process lives: {server_name: pid}; None if busy."""
+    try:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5) as conn:
+            rows = conn.execute("SELECT server_name, pid FROM worker_process").fetchall()
+    except sqlite3.Error:
+        return None
+    return {name: pid for name, pid in rows if name in names and pid and procfs.alive(pid)}
+
+
+def job_rows(database):
+    """(id, state, handler, info) of every job in Galaxy's database."""
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=30) as conn:
+        return conn.execute("SELECT id, state, handler, info FROM job ORDER BY id").fetchall()
+
+
+def longest_gap(samples):
+    """The longest stretch of (moment, ready handlers) samples without a ready handler (seconds)."""
+    longest, since = 0.0, None
+    for moment, found in samples:
+        if not found and since is None:
+            since = moment
+        elif found and since is not None:
+            longest, since = max(longest, moment - since), None
+    if since is not None and samples:
+        longest = max(longest, samples[-1][0] - since)
+    return longest
+
+
+class JobTraffic:
+    """While open: a job submitted every ``every`` seconds, and the ready handlers sampled every 0.1 s."""
+
+    def __init__(self, jobs, database, every):
+        self.jobs, self.database, self.every = jobs, database, every
+        self.samples = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._watch), threading.Thread(target=self._submit)]
+
+    def _watch(self):
+        while not self._stop.is_set():
+            found = ready_handlers(self.database)
+            if found is not None:
+                self.samples.append((time.monotonic(), found))
+            time.sleep(0.1)
+
+    def _submit(self):
+        while not self._stop.wait(self.every):
+            self.jobs.submit()
+
+    def __enter__(self):
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=120)
+
+    def figures(self):
+        return {
+            "samples": len(self.samples),
+            "longest_without_ready_handler_s": round(longest_gap(self.samples), 2),
+            "fewest_ready_handlers": min((len(found) for _, found in self.samples), default=None),
+        }
+
+
+def job_outcome(database):
+    """Jobs ok, failed (rows), and those of them a handler's shutdown killed."""
+    rows = job_rows(database)
+    failed = [row for row in rows if row[1] != "ok"]
+    killed = [row for row in failed if any(text in (row[3] or "") for text in KILLED_BY_SHUTDOWN)]
+    return {"jobs_ok": len(rows) - len(failed), "failed": failed, "killed": killed}
