@@ -235,6 +235,10 @@ class _OneShotHTTP:
             return
 
     def close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() (a close alone does not)
+        except OSError:
+            pass
         self.sock.close()
         self.thread.join(timeout=10)
 

@@ -81,7 +81,8 @@ def test_killed_supervisord_is_reported_and_start_recovers(gctl, demo_galaxy):
 
 
 def test_startup_retries_a_stuck_start_then_fails_clearly(gctl, demo_galaxy):
-    config, _ = demo_galaxy(gravity={"gunicorn": {"environment": {"DEMO_GALAXY_HANG": "1"}}})
+    # stop_timeout: the hung server ignores SIGTERM; the teardown need not wait the default for it
+    config, _ = demo_galaxy(gravity={"gunicorn": {"environment": {"DEMO_GALAXY_HANG": "1"}, "stop_timeout": 3}})
     gctl("register", config)
     result = gctl("startup", "--retries", "2", "--timeout", "3", check=False, timeout=180)
     assert result.returncode == 1
