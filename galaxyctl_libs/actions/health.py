@@ -37,9 +37,11 @@ def annotate(targets, rows, run_as=(None, None), timeout=5.0, max_age=None, ping
     workers = workers if ping else []
     if not workers and not handlers:
         return rows
-    from galaxyctl_libs.probes import celeryping
+    pending = {}
+    if workers:  # the pings run while the heartbeats are read
+        from galaxyctl_libs.probes import celeryping
 
-    pending = {r.program: celeryping.start(by_program[r.program].service, timeout) for r in workers}
+        pending = {r.program: celeryping.start(by_program[r.program].service, timeout) for r in workers}
     found = heartbeats([by_program[r.program] for r in handlers], rows, run_as, timeout, max_age)
     for program, started in pending.items():
         found[program] = ping_health(celeryping.finish(started))

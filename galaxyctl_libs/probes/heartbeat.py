@@ -96,14 +96,26 @@ def query(url, sql, params, python=None, credentials=None, timeout=10.0):
     return _read_foreign(url, sql, params, python, credentials, timeout)
 
 
+_URI_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/-._~")
+
+
+def sqlite_uri(path):
+    """A read-only ``file:`` URI for SQLite, every byte but unreserved ones percent-encoded (so a
+    ``?``, ``#`` or ``%`` in the path stays part of it; urllib.parse would cost ``status`` 3 ms)."""
+    encoded = "".join(
+        char if char in _URI_SAFE else "".join(f"%{byte:02X}" for byte in char.encode("utf-8", "surrogateescape"))
+        for char in path
+    )
+    return f"file:{encoded}?mode=ro"
+
+
 def _read_sqlite(path, sql, params, timeout):
     import sqlite3
-    import urllib.parse
 
     if not os.path.exists(path):
         raise GalaxyctlError(f"Galaxy's database {path} does not exist")
     try:
-        conn = sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro", uri=True, timeout=timeout)
+        conn = sqlite3.connect(sqlite_uri(path), uri=True, timeout=timeout)
     except sqlite3.Error as exc:
         raise GalaxyctlError(f"cannot open Galaxy's database {path}: {exc}") from None
     try:

@@ -153,3 +153,27 @@ def test_running_local_jobs_per_handler(tmp_path):
             ],
         )
     assert heartbeat.running_jobs(f"sqlite:///{path}") == {"handler_0": 2, "handler_1": 1}
+
+
+def test_sqlite_uri_keeps_uri_characters_in_the_path(tmp_path):
+    """A database path with ``?``, ``#``, ``%``, a space or non-ASCII is opened as that file, read-only."""
+    import urllib.parse
+
+    directory = tmp_path / "a dir?x=1#frag%41 é"
+    directory.mkdir()
+    path = str(directory / "universe.sqlite")
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE t (v)")
+        conn.execute("INSERT INTO t VALUES (42)")
+    conn.close()
+    uri = heartbeat.sqlite_uri(path)
+    assert uri == f"file:{urllib.parse.quote(path)}?mode=ro"
+    assert heartbeat._read_sqlite(path, "SELECT v FROM t", {}, 5) == [(42,)]
+    readonly = sqlite3.connect(uri, uri=True)
+    try:
+        readonly.execute("INSERT INTO t VALUES (1)")
+        raise AssertionError("the URI opened the database writable")
+    except sqlite3.OperationalError as exc:
+        assert "readonly" in str(exc)
+    finally:
+        readonly.close()
