@@ -98,12 +98,18 @@ def ensure_ours_venv(runner, base_python, workdir):
         rc, err = _pip(venv, "pyyaml", "supervisor", "gunicorn", "celery")
         if rc != 0:
             raise SystemExit(f"bench: dependencies of ours do not install:\n{err}")
+    return venv, install_checkout(venv, workdir)
+
+
+def install_checkout(venv, workdir):
+    """This checkout's galaxyctl into ``venv`` (re-installed each run); True if its README was stubbed."""
     staged = os.path.join(workdir, "staged-checkout")
     stub_readme = _stage_checkout(staged)
     rc, err = _pip(venv, "--no-deps", "--force-reinstall", staged)
+    shutil.rmtree(staged, ignore_errors=True)
     if rc != 0:
         raise SystemExit(f"bench: pip install of the checkout failed:\n{err}")
-    return venv, stub_readme
+    return stub_readme
 
 
 def venv_versions(venv):
@@ -136,3 +142,58 @@ def describe_run(runner, runs, long_runs, base_python, gravity_venv, ours_venv, 
         "ours_venv": venv_versions(ours_venv),
         "ours_installed_with_stub_readme": stub_readme,
     }
+
+
+def ensure_gravity_for_galaxy(galaxy_venv):
+    """gravity 1.2.4 that sees an installed Galaxy, as it does when admins pip-install it into Galaxy's venv.
+
+    gravity picks its handler command by whether ``import galaxy`` works (``galaxy-main`` when it
+    does, ``./scripts/galaxy-main`` of a source tree when not).  Rather than install gravity into the
+    cached Galaxy venv the end-to-end tests share, it gets a venv of its own, built from Galaxy's
+    interpreter, with a ``.pth`` that appends Galaxy's site-packages after gravity's own packages.
+    """
+    venv = os.path.join(BENCH, ".venv-gravity-galaxy")
+    python = os.path.join(venv, "bin", "python")
+    probe = "import gravity.state as s, sys; sys.exit(0 if s.galaxy_installed else 1)"
+    if os.path.exists(python) and subprocess.run([python, "-c", probe], timeout=120).returncode == 0:
+        return venv
+    log(f"creating {venv} ({GRAVITY_PIN}, seeing the Galaxy in {galaxy_venv})")
+    _make_venv(_galaxy_python(galaxy_venv), venv)
+    rc, err = _pip(venv, GRAVITY_PIN)
+    if rc != 0:
+        raise SystemExit(f"bench: {GRAVITY_PIN} does not install:\n{err}")
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], capture_output=True, text=True
+    ).stdout.strip()
+    galaxy_site = subprocess.run(
+        [os.path.join(galaxy_venv, "bin", "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    with open(os.path.join(site, "zz-galaxy-venv.pth"), "w") as handle:
+        handle.write(galaxy_site + "\n")
+    if subprocess.run([python, "-c", probe], timeout=120).returncode != 0:
+        raise SystemExit(f"bench: gravity in {venv} does not see the Galaxy in {galaxy_venv}")
+    return venv
+
+
+def _galaxy_python(galaxy_venv):
+    return os.path.realpath(os.path.join(galaxy_venv, "bin", "python"))
+
+
+def ensure_ours_for_galaxy(galaxy_venv, workdir):
+    """galaxyctl (this checkout) + its two dependencies, in a venv built from Galaxy's interpreter.
+
+    As root with a Galaxy user, supervisord runs as that user with galaxyctl's interpreter, so it
+    must be one the user can execute (not, say, a pyenv build under /root).
+    """
+    venv = os.path.join(BENCH, ".venv-ours-galaxy")
+    python = os.path.join(venv, "bin", "python")
+    if not (os.path.exists(python) and subprocess.run([python, "-c", "import yaml, supervisor"]).returncode == 0):
+        log(f"creating {venv}")
+        _make_venv(_galaxy_python(galaxy_venv), venv)
+        rc, err = _pip(venv, "pyyaml", "supervisor")
+        if rc != 0:
+            raise SystemExit(f"bench: galaxyctl's dependencies do not install:\n{err}")
+    install_checkout(venv, workdir)
+    return venv
