@@ -36,7 +36,7 @@ def watcher_log(gctl, log_dir=None):
 
 
 def test_a_handler_over_memory_limit_is_restarted_and_stop_still_ends_supervisord(gctl, demo_galaxy):
-    hog = {"processes": 1, "environment": {"DEMO_HOG_MB": "300"}}
+    hog = {"processes": 1, "environment": {"DEMO_HOG_MB": "300"}, "start_timeout": 3}  # startsecs: quick restarts
     config, _ = demo_galaxy(gravity={"memory_limit": 0.2, "handlers": {"handler": hog}})
     result = gctl("register", config)
     gctl("start", "--timeout", "60")
