@@ -111,7 +111,7 @@ class Site:
 
     def crashes(self):
         """Exits supervisord did not expect (it restarted those), which logs name NoVersionTableError,
-        and the last exception line in the log of each service that crashed."""
+        and the distinct exception lines in the log of each service that crashed."""
         try:
             with open(os.path.join(self.state, "supervisor", "supervisord.log")) as handle:
                 exits = [line.split("exited: ", 1)[1].strip() for line in handle if "not expected" in line]
@@ -126,7 +126,7 @@ class Site:
                 named.append(name)
             raised = [line for line in text.splitlines() if EXCEPTION_LINE.match(line)]
             if raised and name.rsplit(".", 1)[0] in crashed:
-                errors[name] = raised[-1][:200]
+                errors[name] = sorted({line[:200] for line in raised})[:5]
         return {"unexpected_exits": exits, "no_version_table_in": named, "exceptions_of_crashed": errors}
 
     def close(self):
