@@ -24,6 +24,8 @@ from galaxyctl_libs.probes import netio
 
 # Heavy modules a cron `status` used to pay for; none is needed to ask supervisord and probe the web.
 NOT_ON_STATUS_PATH = (
+    "argparse",  # a plain status command line is read by cli/options.py
+    "gettext",
     "dataclasses",
     "inspect",
     "yaml",

@@ -5,7 +5,35 @@ inside the commands that need them, so ``status`` and ``--help`` start fast.
 """
 
 from galaxyctl_libs import exitcodes
+from galaxyctl_libs.cli import options
 from galaxyctl_libs.cli.args import names_argument, print_json, state_dir
+from galaxyctl_libs.cli.options import Option
+
+HEARTBEAT_AGE = Option(
+    "--heartbeat-age",
+    dest="heartbeat_age",
+    type=float,
+    metavar="SECONDS",
+    help="a job handler's heartbeat older than this is stale (default: 180, three of Galaxy's 60 s beats)",
+)
+# as data: main.quick_status reads a plain status command line with them, without argparse
+STATUS_OPTIONS = (
+    Option("--json", dest="json", action="store_true", help="print JSON"),
+    Option(
+        "--timeout",
+        dest="timeout",
+        type=float,
+        default=5.0,
+        help="seconds to wait for supervisord's and the web server's answer",
+    ),
+    Option(
+        "--ping",
+        dest="ping",
+        action="store_true",
+        help="also ping celery workers through the broker (loads Galaxy's app: seconds)",
+    ),
+    HEARTBEAT_AGE,
+)
 
 
 def add_status(sub):
@@ -15,25 +43,13 @@ def add_status(sub):
         description="Exit 0 when everything runs, 3 when something does not, 4 when unknown "
         "(supervisord does not answer), 1 when supervisord died but left services running.",
     )
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument(
-        "--timeout", type=float, default=5.0, help="seconds to wait for supervisord's and the web server's answer"
-    )
-    p.add_argument(
-        "--ping", action="store_true", help="also ping celery workers through the broker (loads Galaxy's app: seconds)"
-    )
-    heartbeat_argument(p)
+    options.add(p, STATUS_OPTIONS)
     names_argument(p)
     p.set_defaults(func=cmd_status)
 
 
 def heartbeat_argument(parser):
-    parser.add_argument(
-        "--heartbeat-age",
-        type=float,
-        metavar="SECONDS",
-        help="a job handler's heartbeat older than this is stale (default: 180, three of Galaxy's 60 s beats)",
-    )
+    options.add(parser, (HEARTBEAT_AGE,))
 
 
 def cmd_status(args):

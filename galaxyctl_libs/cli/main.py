@@ -5,42 +5,13 @@ the exit code.  Heavy modules are imported inside the commands that need them, s
 ``--help`` start fast.
 """
 
-import argparse
 import os
 import sys
 
-from galaxyctl_libs.cli import run_configs
+from galaxyctl_libs.cli import options, run_configs
 from galaxyctl_libs.cli.args import PROG, state_dir
 from galaxyctl_libs.cli.run_configs import takes_value
 from galaxyctl_libs.errors import GalaxyctlError
-
-
-class _HelpFormatter(argparse.HelpFormatter):
-    """argparse's formatter, sized without ``shutil``: argparse makes one per ``add_argument``, and
-    the first would import shutil (with bz2, lzma and zlib) on every run just to ask for the width."""
-
-    def __init__(self, prog, **kwargs):
-        kwargs.setdefault("width", _terminal_columns() - 2)
-        super().__init__(prog, **kwargs)
-
-
-def _terminal_columns():
-    """$COLUMNS, else the terminal's width, else 80 (what shutil.get_terminal_size answers)."""
-    try:
-        return int(os.environ["COLUMNS"])
-    except (KeyError, ValueError):
-        pass
-    try:
-        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
-    except (AttributeError, ValueError, OSError):
-        return 80
-
-
-class _Parser(argparse.ArgumentParser):
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("formatter_class", _HelpFormatter)
-        super().__init__(*args, **kwargs)
-
 
 # (subcommand, module under galaxyctl_libs.cli, its adder), in --help order.  Only the module of the
 # command named on the command line is imported (a cron ``status`` loads one small module).
@@ -90,23 +61,34 @@ def _command_word(argv):
     return None
 
 
+# The global options of main's own (run_configs has gravity's)
+MAIN_OPTIONS = (
+    options.Option(
+        "--state-dir",
+        dest="state_dir",
+        help="state directory (default: $GRAVITY_STATE_DIR, else $XDG_CONFIG_HOME/galaxy-gravity)",
+    ),
+    options.Option(
+        "--allow-root",
+        dest="allow_root",
+        action="store_true",
+        help="as root, let Galaxy's services run as root when no galaxy_user is set (not recommended)",
+    ),
+)
+
+
 def build_parser(argv=None):
     """The parser; given ``argv`` naming a subcommand, with only that one registered (a cron
     ``status`` then builds one subparser instead of twenty-one).  --help and typos get them all."""
-    parser = _Parser(
+    from galaxyctl_libs.cli.parser import Parser
+
+    parser = Parser(
         prog=PROG,
         description="Manage Galaxy's processes (gunicorn, celery, handlers, …) under supervisord, and check their health.",
         epilog=run_configs.PRECEDENCE_HELP,
     )
     run_configs.add_global_options(parser)
-    parser.add_argument(
-        "--state-dir", help="state directory (default: $GRAVITY_STATE_DIR, else $XDG_CONFIG_HOME/galaxy-gravity)"
-    )
-    parser.add_argument(
-        "--allow-root",
-        action="store_true",
-        help="as root, let Galaxy's services run as root when no galaxy_user is set (not recommended)",
-    )
+    options.add(parser, MAIN_OPTIONS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     wanted = _command_word(argv) if argv is not None else None
@@ -116,9 +98,24 @@ def build_parser(argv=None):
     return parser
 
 
+def quick_status(argv):
+    """The arguments of a plain ``status`` command line, read without argparse (see cli/options.py),
+    or None: then argparse reads it."""
+    if _command_word(argv) != "status":
+        return None
+    from types import SimpleNamespace
+
+    from galaxyctl_libs.cli import health_cmds
+
+    values = options.read(
+        argv, run_configs.GLOBAL_OPTIONS + MAIN_OPTIONS, "status", health_cmds.STATUS_OPTIONS, positional="names"
+    )
+    return None if values is None else SimpleNamespace(command="status", func=health_cmds.cmd_status, **values)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(argv).parse_args(argv)
+    args = quick_status(argv) or build_parser(argv).parse_args(argv)
     if args.allow_root:
         from galaxyctl_libs.rootpolicy import ALLOW_ROOT_ENV
 
@@ -156,6 +153,8 @@ def _needs_root(args):
 
 def galaxy_main(argv=None):
     """``galaxy``: register (from a Galaxy root), update and run in the foreground; Ctrl+C stops."""
+    import argparse
+
     parser = argparse.ArgumentParser(prog="galaxy", description="Run Galaxy in the foreground (galaxyctl start -f).")
     parser.add_argument(
         "--state-dir", help="state directory (default: $GRAVITY_STATE_DIR, else $XDG_CONFIG_HOME/galaxy-gravity)"

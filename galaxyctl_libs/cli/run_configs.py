@@ -15,10 +15,9 @@ Configs of 1, 3 and 4 are never written to configstate.yaml; the supervisord fil
 the state dir.  core/state.py applies the rule (core/given.py holds them); this module only finds the files.
 """
 
-import argparse
 import os
-import sys
 
+from galaxyctl_libs.cli.options import Option
 from galaxyctl_libs.errors import GalaxyctlError
 
 ROOT_CONFIG_DIR = "/etc/galaxy"
@@ -39,27 +38,16 @@ PRECEDENCE_HELP = (
 )
 
 
-class _Version(argparse.Action):
-    """--version: galaxyctl_libs.__version__.  Read off the package already loaded (it is where this
-    module lives), not imported: the package's lazy API sits above the CLI's floor."""
-
-    def __init__(self, option_strings, dest, **kwargs):
-        super().__init__(option_strings, dest, nargs=0, help="print galaxyctl's version and exit")
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        print(f"{parser.prog} {sys.modules['galaxyctl_libs'].__version__}")
-        parser.exit()
-
-
-def add_global_options(parser):
-    parser.add_argument("--version", action=_Version)
-    parser.add_argument(
+# gravity 1.x's global options (--version, an action of argparse's, is added by add_global_options)
+GLOBAL_OPTIONS = (
+    Option(
         "-d",
         "--debug",
+        dest="debug",
         action="store_true",
         help="on an error, print the full traceback (galaxyctl's own one-line errors included)",
-    )
-    parser.add_argument(
+    ),
+    Option(
         "-c",
         "--config-file",
         dest="config_files",
@@ -67,15 +55,24 @@ def add_global_options(parser):
         metavar="FILE",
         help="Galaxy or gravity config file to act on, for this run only (repeatable; "
         "default: $GRAVITY_CONFIG_FILE, $GALAXY_CONFIG_FILE; see below)",
-    )
-    parser.add_argument(
+    ),
+    Option(
         "--user",
         dest="user_mode",
         action="store_true",
         default=None,
         help="systemd user mode (systemctl --user); only matters with process_manager: systemd",
-    )
-    parser.add_argument("--no-user", dest="user_mode", action="store_false", help="systemd system mode")
+    ),
+    Option("--no-user", dest="user_mode", action="store_false", help="systemd system mode"),
+)
+
+
+def add_global_options(parser):
+    from galaxyctl_libs.cli import options
+    from galaxyctl_libs.cli.parser import Version
+
+    parser.add_argument("--version", action=Version)
+    options.add(parser, GLOBAL_OPTIONS)
 
 
 # Global options that take a value, for main._command_word (long ones may be abbreviated).
