@@ -87,6 +87,7 @@ def factory():
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
         return [data]
 
+    note(f"app loaded {os.getpid()}")  # without preload, in each worker: tests wait for all of them
     return app
 '''
 

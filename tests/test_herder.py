@@ -102,6 +102,7 @@ class Demo:
         self.seen = []
 
     def argv(self, preload, ready_timeout=30):
+        self.preload = preload  # wait_serving: who loads the app (the master, or each worker)
         gunicorn = [
             GUNICORN,
             "galaxy.webapps.galaxy.fast_factory:factory()",
@@ -155,8 +156,20 @@ class Demo:
         return master, workers
 
     def wait_serving(self, expected, timeout=30):
+        """The app answers with version ``expected``, and both workers have loaded it: without
+        preload each worker imports the app after the fork, and one still importing when a test
+        breaks the code would fail to boot (gunicorn's master then halts, exit code 3)."""
         assert wait_for(lambda: serving_version(self.port) == expected, timeout), self.text()
         assert wait_for(lambda: len(self.master()[1]) == 2, 10)
+        events = os.path.join(self.galaxy, "database", "events.log")
+
+        def all_loaded():
+            master, workers = self.master()
+            with open(events) as handle:
+                text = handle.read()
+            return all(f"app loaded {pid}" in text for pid in ([master] if self.preload else workers))
+
+        assert wait_for(all_loaded, 20), self.text()
 
     def text(self):
         with open(self.log, errors="replace") as handle:
@@ -387,7 +400,7 @@ def test_reload_with_broken_code_keeps_old_master_serving(demo, preload):
         assert wait_for(lambda: "reload FAILED" in demo.text(), 20), demo.text()
     finally:
         client.finish()
-    assert client.failures == [], client.failures[:5]
+    assert client.failures == [], (client.failures[:5], demo.text()[-4000:])
     assert client.versions == {"1"}
     assert herder.poll() is None
     assert (read_pid(demo.pidfile), sorted(children_of(old_master))) == (old_master, sorted(old_workers))
