@@ -10,7 +10,6 @@ import sys
 
 from galaxyctl_libs.cli import options, run_configs
 from galaxyctl_libs.cli.args import PROG, state_dir
-from galaxyctl_libs.cli.run_configs import takes_value
 from galaxyctl_libs.errors import GalaxyctlError
 
 # (subcommand, module under galaxyctl_libs.cli, its adder), in --help order.  Only the module of the
@@ -54,7 +53,7 @@ def _command_word(argv):
         if word == "--":
             return None
         if word.startswith("-"):
-            if len(word) > 1 and takes_value(word):
+            if len(word) > 1 and options.consumes_next(word, GLOBAL_OPTIONS):
                 next(argv, None)  # its value
             continue
         return word
@@ -75,6 +74,7 @@ MAIN_OPTIONS = (
         help="as root, let Galaxy's services run as root when no galaxy_user is set (not recommended)",
     ),
 )
+GLOBAL_OPTIONS = run_configs.GLOBAL_OPTIONS + MAIN_OPTIONS
 
 
 def build_parser(argv=None):
@@ -107,9 +107,7 @@ def quick_status(argv):
 
     from galaxyctl_libs.cli import health_cmds
 
-    values = options.read(
-        argv, run_configs.GLOBAL_OPTIONS + MAIN_OPTIONS, "status", health_cmds.STATUS_OPTIONS, positional="names"
-    )
+    values = options.read(argv, GLOBAL_OPTIONS, "status", health_cmds.STATUS_OPTIONS, positional="names")
     return None if values is None else SimpleNamespace(command="status", func=health_cmds.cmd_status, **values)
 
 

@@ -41,6 +41,17 @@ class Option:
         return kwargs
 
 
+def consumes_next(word, options):
+    """Does ``word``, one of ``options`` as argparse reads it, take the next word as its value?  A
+    long option may be abbreviated; short ones may be clustered (``-dc FILE``: the last one counts)."""
+    if "=" in word:
+        return False
+    valued = [flag for option in options if option.takes_value for flag in option.flags]
+    if word.startswith("--"):
+        return len(word) > 2 and any(flag.startswith(word) for flag in valued if flag.startswith("--"))
+    return f"-{word[-1]}" in valued
+
+
 def add(parser, options):
     for option in options:
         parser.add_argument(*option.flags, **option.argparse_kwargs())

@@ -75,20 +75,6 @@ def add_global_options(parser):
     options.add(parser, GLOBAL_OPTIONS)
 
 
-# Global options that take a value, for main._command_word (long ones may be abbreviated).
-LONG_WITH_VALUE = ("--state-dir", "--config-file")
-SHORT_WITH_VALUE = "c"
-
-
-def takes_value(word):
-    """Does the global option ``word`` consume the next word as its value?"""
-    if "=" in word:
-        return False
-    if word.startswith("--"):
-        return len(word) > 2 and any(option.startswith(word) for option in LONG_WITH_VALUE)
-    return word[-1] in SHORT_WITH_VALUE  # -c FILE, or a cluster ending in it (-dc FILE)
-
-
 def find_configs(args, environ=None, cwd=None, is_root=None):
     """(paths, source) of this run's configs, or None (then registered configs only)."""
     from galaxyctl_libs.core import given as statemod
