@@ -55,6 +55,7 @@ from galaxybench.environments import ensure_gravity_for_galaxy, ensure_ours_for_
 from galaxybench.tools import free_port  # noqa: E402
 
 from galaxyctl_libs.probes import procfs  # noqa: E402
+from galaxyctl_libs.probes.poll import wait_until  # noqa: E402
 
 START_TIMEOUT = 300
 READY_TIMEOUT = 300  # both handlers' heartbeat after start
@@ -144,15 +145,6 @@ class Site:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def _wait(predicate, timeout, interval):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
-
-
 def measure_start(site, db, venv):
     figures = {}
     if db == "created":
@@ -172,7 +164,7 @@ def measure_start(site, db, venv):
         if not site.pids:
             figures["error"] = "no supervisord after start: " + " ".join(figures.get("start_error", []))
             return figures
-        ready = _wait(lambda: len(galaxy_api.ready_handlers(site.database) or {}) == 2, READY_TIMEOUT, 0.2)
+        ready = wait_until(lambda: len(galaxy_api.ready_handlers(site.database) or {}) == 2, READY_TIMEOUT, 0.2, 0.2)
         if ready:
             figures["handlers_ready_s"] = round(time.monotonic() - began, 1)
         poller.join(timeout=max(1.0, START_TIMEOUT - (time.monotonic() - began)))
@@ -186,39 +178,11 @@ def measure_start(site, db, venv):
     return figures
 
 
-class WebWatch:
-    """While open: /api/version every 0.25 s; the requests that failed and the longest outage."""
-
-    def __init__(self, base):
-        self.base, self.samples = base, []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch)
-
-    def _watch(self):
-        while not self._stop.wait(0.25):
-            self.samples.append((time.monotonic(), galaxy_api.version(self.base)[0] == 200))
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self._stop.set()
-        self._thread.join(timeout=60)
-
-    def figures(self):
-        return {
-            "web_requests": len(self.samples),
-            "web_failed": sum(1 for _, ok in self.samples if not ok),
-            "longest_web_outage_s": round(galaxy_api.longest_gap(self.samples), 2),
-        }
-
-
 def measure_graceful(site, job_every):
     figures = {}
     jobs = galaxy_api.Jobs(site.base)
     jobs.submit()
-    with galaxy_api.JobTraffic(jobs, site.database, job_every) as traffic, WebWatch(site.base) as web:
+    with galaxy_api.JobTraffic(jobs, site.database, job_every) as traffic, galaxy_api.WebWatch(site.base) as web:
         time.sleep(job_every * 2)  # jobs under way before the restarts
         began = time.monotonic()
         result = site.run("graceful")
@@ -231,7 +195,7 @@ def measure_graceful(site, job_every):
     figures.update(web.figures())
     figures["jobs_submitted"] = len(jobs.ids)
     figures["submit_errors"] = len(jobs.errors)
-    figures["jobs_all_finished"] = _wait(jobs.all_finished, JOBS_TIMEOUT, 2)
+    figures["jobs_all_finished"] = bool(wait_until(jobs.all_finished, JOBS_TIMEOUT, 2, 2))
     outcome = galaxy_api.job_outcome(site.database)
     figures["jobs_failed"] = len(outcome["failed"])
     figures["jobs_killed_by_handler_shutdown"] = len(outcome["killed"])

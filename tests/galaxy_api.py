@@ -148,14 +148,33 @@ def longest_gap(samples):
     return longest
 
 
-class JobTraffic:
+class WhileOpen:
+    """Loops run in threads from ``with`` until its end: each loop method checks ``self._stop``."""
+
+    join_timeout = 120  # seconds the end of ``with`` waits for each loop
+
+    def __init__(self, *loops):
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=loop) for loop in loops]
+
+    def __enter__(self):
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=self.join_timeout)
+
+
+class JobTraffic(WhileOpen):
     """While open: a job submitted every ``every`` seconds, and the ready handlers sampled every 0.1 s."""
 
     def __init__(self, jobs, database, every):
         self.jobs, self.database, self.every = jobs, database, every
         self.samples = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._watch), threading.Thread(target=self._submit)]
+        super().__init__(self._watch, self._submit)
 
     def _watch(self):
         while not self._stop.is_set():
@@ -168,21 +187,32 @@ class JobTraffic:
         while not self._stop.wait(self.every):
             self.jobs.submit()
 
-    def __enter__(self):
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=120)
-
     def figures(self):
         return {
             "samples": len(self.samples),
             "longest_without_ready_handler_s": round(longest_gap(self.samples), 2),
             "fewest_ready_handlers": min((len(found) for _, found in self.samples), default=None),
+        }
+
+
+class WebWatch(WhileOpen):
+    """While open: /api/version every 0.25 s; the requests that failed and the longest outage."""
+
+    join_timeout = 60
+
+    def __init__(self, base):
+        self.base, self.samples = base, []
+        super().__init__(self._watch)
+
+    def _watch(self):
+        while not self._stop.wait(0.25):
+            self.samples.append((time.monotonic(), version(self.base)[0] == 200))
+
+    def figures(self):
+        return {
+            "web_requests": len(self.samples),
+            "web_failed": sum(1 for _, ok in self.samples if not ok),
+            "longest_web_outage_s": round(longest_gap(self.samples), 2),
         }
 
 
