@@ -153,32 +153,36 @@ def ensure_gravity_for_galaxy(galaxy_venv):
     interpreter, with a ``.pth`` that appends Galaxy's site-packages after gravity's own packages.
     """
     venv = os.path.join(BENCH, ".venv-gravity-galaxy")
-    python = os.path.join(venv, "bin", "python")
     probe = "import gravity.state as s, sys; sys.exit(0 if s.galaxy_installed else 1)"
-    if os.path.exists(python) and subprocess.run([python, "-c", probe], timeout=120).returncode == 0:
+    if _runs(venv, probe):
         return venv
     log(f"creating {venv} ({GRAVITY_PIN}, seeing the Galaxy in {galaxy_venv})")
     _make_venv(_galaxy_python(galaxy_venv), venv)
     rc, err = _pip(venv, GRAVITY_PIN)
     if rc != 0:
         raise SystemExit(f"bench: {GRAVITY_PIN} does not install:\n{err}")
-    site = subprocess.run(
-        [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], capture_output=True, text=True
-    ).stdout.strip()
-    galaxy_site = subprocess.run(
-        [os.path.join(galaxy_venv, "bin", "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    with open(os.path.join(site, "zz-galaxy-venv.pth"), "w") as handle:
-        handle.write(galaxy_site + "\n")
-    if subprocess.run([python, "-c", probe], timeout=120).returncode != 0:
+    with open(os.path.join(_purelib(venv), "zz-galaxy-venv.pth"), "w") as handle:
+        handle.write(_purelib(galaxy_venv) + "\n")
+    if not _runs(venv, probe):
         raise SystemExit(f"bench: gravity in {venv} does not see the Galaxy in {galaxy_venv}")
     return venv
 
 
 def _galaxy_python(galaxy_venv):
     return os.path.realpath(os.path.join(galaxy_venv, "bin", "python"))
+
+
+def _runs(venv, code):
+    """Does ``venv`` exist and run ``code`` with exit status 0 (as the bench's own user)?"""
+    python = os.path.join(venv, "bin", "python")
+    return os.path.exists(python) and subprocess.run([python, "-c", code], timeout=120).returncode == 0
+
+
+def _purelib(venv):
+    """``venv``'s site-packages, as its interpreter says."""
+    code = "import sysconfig; print(sysconfig.get_path('purelib'))"
+    python = os.path.join(venv, "bin", "python")
+    return subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120).stdout.strip()
 
 
 def ensure_ours_for_galaxy(galaxy_venv, workdir):
@@ -188,8 +192,7 @@ def ensure_ours_for_galaxy(galaxy_venv, workdir):
     must be one the user can execute (not, say, a pyenv build under /root).
     """
     venv = os.path.join(BENCH, ".venv-ours-galaxy")
-    python = os.path.join(venv, "bin", "python")
-    if not (os.path.exists(python) and subprocess.run([python, "-c", "import yaml, supervisor"]).returncode == 0):
+    if not _runs(venv, "import yaml, supervisor"):
         log(f"creating {venv}")
         _make_venv(_galaxy_python(galaxy_venv), venv)
         rc, err = _pip(venv, "pyyaml", "supervisor")
