@@ -195,13 +195,12 @@ def _run_a_job(jobs):
     return states and states[jobs.ids[-1]]
 
 
-def _rolling_graceful_under_jobs(gctl, root, base, jobs, figures):
+def _rolling_graceful_under_jobs(gctl, root, database, jobs, figures):
     """While a job is submitted every JOB_EVERY s, ``graceful`` restarts both handlers one by one,
     each drained first (Galaxy 26.1's local runner kills the jobs of a handler that stops and fails
     them, galaxy#6246; without the drain, ``--drain 0``, about one job in a run like this is
     killed): at every moment one handler is ready (its heartbeat row, from a live process), no job
     fails, and ``check`` sees both heartbeats healthy afterwards."""
-    database = os.path.join(root, "data", "universe.sqlite")
     handlers = galaxy_api.HANDLERS
     before = galaxy_api.ready_handlers(database)
     assert set(before) == set(handlers), before
@@ -360,7 +359,7 @@ def test_real_galaxy_under_galaxyctl(galaxy_venv, record_property):
         assert any(grabbed), handlers
 
         # graceful while jobs keep coming; then Galaxy answers, everything running
-        _rolling_graceful_under_jobs(gctl, root, base, jobs, figures)
+        _rolling_graceful_under_jobs(gctl, root, database, jobs, figures)
         assert galaxy_api.version(base)[0] == 200
         rows = wait_for(lambda: _all_running(gctl), timeout=SETTLE_TIMEOUT, interval=2)
         assert rows, _status(gctl)
