@@ -38,7 +38,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -52,9 +51,9 @@ sys.path.insert(0, os.path.join(REPO, "tests"))
 import galaxy_api  # noqa: E402  (tests/galaxy_api.py: what the e2e tests assert is what we measure)
 from galaxybench.common import log, median  # noqa: E402
 from galaxybench.environments import ensure_gravity_for_galaxy, ensure_ours_for_galaxy  # noqa: E402
+from galaxybench.processes import PidRegistry  # noqa: E402
 from galaxybench.tools import free_port  # noqa: E402
 
-from galaxyctl_libs.probes import procfs  # noqa: E402
 from galaxyctl_libs.probes.poll import wait_until  # noqa: E402
 
 START_TIMEOUT = 300
@@ -90,7 +89,7 @@ class Site:
         else:  # gravity's default
             self.state = os.path.join(self.root, "data", "gravity")
         self.env = dict(os.environ, HOME=self.root)
-        self.pids = set()
+        self.pids = PidRegistry()  # (pid, start time): the end signals only what is still ours
 
     def own(self):
         """The whole site to the Galaxy user, who runs the tool (gravity refuses root under supervisor)."""
@@ -104,11 +103,9 @@ class Site:
         """supervisord and every process under it, to be ended by PID in ``close``."""
         try:
             with open(os.path.join(self.state, "supervisor", "supervisord.pid")) as handle:
-                self.pids.add(int(handle.read().strip()))
+                self.pids.record_tree(int(handle.read().strip()))
         except (OSError, ValueError):
             pass
-        for pid in list(self.pids):
-            self.pids.update(procfs.descendants(pid))
 
     def crashes(self):
         """Exits supervisord did not expect (it restarted those), which logs name NoVersionTableError,
@@ -136,12 +133,7 @@ class Site:
             self.run("shutdown", timeout=300)
         except subprocess.TimeoutExpired:
             log(f"{self.tool}: shutdown did not end in 300 s")
-        for pid in self.pids:
-            if procfs.alive(pid):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        self.pids.stop_all()
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -161,7 +153,7 @@ def measure_start(site, db, venv):
         if result.returncode:
             figures["start_error"] = (result.stderr or result.stdout).strip().splitlines()[-1:]
         site.remember()
-        if not site.pids:
+        if not site.pids.known:
             figures["error"] = "no supervisord after start: " + " ".join(figures.get("start_error", []))
             return figures
         ready = wait_until(lambda: len(galaxy_api.ready_handlers(site.database) or {}) == 2, READY_TIMEOUT, 0.2, 0.2)
