@@ -21,12 +21,10 @@ setup(
             'galaxy-config==26.1.2; python_version >= "3.10"',
         ],
     },
-    entry_points={
-        "console_scripts": [
-            "galaxyctl = galaxyctl_libs.cli.main:run",
-            "galaxy = galaxyctl_libs.cli.main:run_galaxy",
-        ],
-    },
+    # galaxyctl installs as its own script, not a console-script wrapper: pip's wrapper imports re,
+    # which is several milliseconds of a cron `status` (see the script's docstring)
+    scripts=["galaxyctl"],
+    entry_points={"console_scripts": ["galaxy = galaxyctl_libs.cli.main:run_galaxy"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Environment :: Console",

@@ -41,6 +41,9 @@ NOT_ON_STATUS_PATH = (
     "http.client",
     "xmlrpc.client",
     "encodings.idna",
+    "json",  # records are read with leanjson: json imports re (and enum) to compile its patterns
+    "re",
+    "enum",
     "galaxyctl_libs.backends.supervisor.render",
     "galaxyctl_libs.core.config",
     "galaxyctl_libs.core.registration",
@@ -73,7 +76,7 @@ def _run_and_list_modules(gctl, *args):
     return result, modules
 
 
-def test_status_with_supervisord_up_loads_no_heavy_module(gctl, demo_galaxy):
+def test_status_with_supervisord_up_loads_no_heavy_module(gctl, demo_galaxy, user_venv):
     config, _ = demo_galaxy(gravity={"celery": {"enable": False, "enable_beat": False}})
     gctl("register", config)
     gctl("start", timeout=180)
@@ -87,6 +90,19 @@ def test_status_with_supervisord_up_loads_no_heavy_module(gctl, demo_galaxy):
     result, modules = _run_and_list_modules(gctl, "-c", config, "status")
     assert result.returncode == 0 and "web ok" in result.stdout, result.stdout + result.stderr
     assert sorted(m for m in NOT_ON_STATUS_PATH if m in modules) == []
+    # as installed (not editable) by pip: galaxyctl is our own script, not pip's console-script
+    # wrapper, which imports re; -X importtime lists every module the run imports, start-up included
+    result = subprocess.run(
+        [os.path.join(user_venv, "bin", "python"), "-X", "importtime", os.path.join(user_venv, "bin", "galaxyctl"),
+         "--state-dir", gctl.state_dir, "status"],
+        capture_output=True, text=True, timeout=60, env=gctl.env, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert result.returncode == 0 and "web ok" in result.stdout, result.stdout + result.stderr
+    imported = {
+        line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")
+    }
+    assert "galaxyctl_libs.actions.monitoring" in imported
+    assert sorted(m for m in NOT_ON_STATUS_PATH if m in imported) == []
 
 
 def test_help_loads_no_library_module(gctl):
