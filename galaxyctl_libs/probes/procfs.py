@@ -63,7 +63,7 @@ def _direct_children(pid):
     kids = []
     for tid in tids:
         try:
-            with open(f"{PROC}/{pid}/task/{tid}/children", encoding="ascii") as handle:
+            with open(f"{PROC}/{pid}/task/{tid}/children", "rb") as handle:  # int() reads b"123" too
                 kids += [int(p) for p in handle.read().split()]
         except (OSError, ValueError):
             continue  # that thread ended meanwhile

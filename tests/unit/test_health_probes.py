@@ -2,6 +2,8 @@
 
 import os
 import sqlite3
+import subprocess
+import sys
 
 from galaxyctl_libs import exitcodes
 from galaxyctl_libs.actions import health
@@ -104,6 +106,45 @@ def test_heartbeat_read_from_sqlite(tmp_path):
     found = heartbeat.read(url)
     assert list(found) == ["handler_0"] and found["handler_0"].pid == 42
     assert 29 <= found["handler_0"].age_seconds < 60
+    with sqlite3.connect(path) as conn:  # as Galaxy writes it (SQLAlchemy: microseconds), and unreadable
+        conn.execute(
+            "INSERT INTO worker_process VALUES ('handler_1', ?, 44, strftime('%Y-%m-%d %H:%M:%f000', 'now', '-5 seconds'))",
+            (heartbeat.hostname(),),
+        )
+        conn.execute("INSERT INTO worker_process VALUES ('handler_2', ?, 45, 'yesterday')", (heartbeat.hostname(),))
+    found = heartbeat.read(url)
+    assert 4.5 <= found["handler_1"].age_seconds < 30 and found["handler_2"].age_seconds is None
+
+
+def test_heartbeat_age_from_every_form_of_update_time():
+    """SQLite's rows carry Unix seconds; other databases' a datetime or ISO text (naive UTC)."""
+    import datetime
+
+    now = 1_800_000_000.0
+    utc = datetime.datetime.fromtimestamp(now - 90, datetime.timezone.utc).replace(tzinfo=None)
+    assert heartbeat._age(now - 90, now) == 90
+    assert heartbeat._age(now + 5, now) == 0  # a clock a little ahead is no negative age
+    assert heartbeat._age(utc, now) == 90
+    assert heartbeat._age(utc.isoformat(), now) == 90
+    assert heartbeat._age(None, now) is None and heartbeat._age("soon", now) is None
+
+
+def test_heartbeat_read_needs_no_datetime(tmp_path):
+    """The cron path reads heartbeats through SQLite's C module: neither the sqlite3 package nor
+    the datetime it imports for its adapters is loaded (run in a fresh interpreter)."""
+    path = os.path.join(tmp_path, "universe.sqlite")
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE worker_process (server_name, hostname, pid, update_time)")
+        conn.execute("INSERT INTO worker_process VALUES ('handler_0', ?, 42, datetime('now'))", (heartbeat.hostname(),))
+    code = (
+        "import sys\n"
+        "from galaxyctl_libs.probes import heartbeat\n"
+        "assert heartbeat.read(sys.argv[1])['handler_0'].pid == 42\n"
+        "print(sorted(m for m in ('sqlite3', 'sqlite3.dbapi2', 'datetime') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, f"sqlite:///{path}"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 def test_celery_node_name_and_ping_command():
