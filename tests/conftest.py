@@ -5,6 +5,7 @@ Every process a test starts through galaxyctl lives under the state dir's superv
 """
 
 import glob
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -20,6 +21,8 @@ import uuid
 import zipfile
 
 import pytest
+
+from galaxyctl_libs.fsutil import exclusive_lock
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GALAXYCTL = os.path.join(REPO, "galaxyctl")
@@ -266,16 +269,34 @@ def user_venv():
     """A venv from the system Python (the test's own interpreter may live where another user cannot
     enter, e.g. /root/.pyenv) with gunicorn, supervisor and this checkout's galaxyctl installed:
     as root with a Galaxy user, supervisord and the herder run with galaxyctl's Python as that user.
-    The venv is reused between local runs; galaxyctl is reinstalled every session."""
+    The venv is reused between runs; galaxyctl is reinstalled when the checkout's code changed, and
+    never while another pytest-xdist worker may be running it (its stamp is the code's digest)."""
     path = os.path.join(tempfile.gettempdir(), "galaxyctl-test-user-venv")
     pip = os.path.join(path, "bin", "pip")
-    if not os.access(pip, os.X_OK):
-        shutil.rmtree(path, ignore_errors=True)
-        subprocess.run([SYSTEM_PYTHON, "-m", "venv", path], check=True, timeout=300)
-    subprocess.run([pip, "install", "-q", "gunicorn", "supervisor", "pyyaml"], check=True, timeout=600)
-    install_checkout(path)
-    os.chmod(path, 0o755)
+    stamp = os.path.join(path, ".galaxyctl-checkout")
+    digest = checkout_digest()
+    with exclusive_lock(path + ".lock"):  # one builder at a time (pytest-xdist workers, parallel runs)
+        if not os.access(pip, os.X_OK):
+            shutil.rmtree(path, ignore_errors=True)
+            subprocess.run([SYSTEM_PYTHON, "-m", "venv", path], check=True, timeout=300)
+        if not os.path.isfile(stamp) or open(stamp).read() != digest:
+            subprocess.run([pip, "install", "-q", "gunicorn", "supervisor", "pyyaml"], check=True, timeout=600)
+            install_checkout(path)
+            with open(stamp, "w") as handle:
+                handle.write(digest)
+        os.chmod(path, 0o755)
     return path
+
+
+def checkout_digest():
+    """SHA-256 of what install_checkout installs: galaxyctl_libs, setup.py and the galaxyctl script."""
+    files = glob.glob(os.path.join(REPO, "galaxyctl_libs", "**", "*.py"), recursive=True)
+    digest = hashlib.sha256()
+    for path in sorted(files) + [os.path.join(REPO, "setup.py"), GALAXYCTL]:
+        digest.update(os.path.relpath(path, REPO).encode() + b"\0")
+        with open(path, "rb") as handle:
+            digest.update(handle.read() + b"\0")
+    return digest.hexdigest()
 
 
 def install_checkout(venv):

@@ -25,7 +25,6 @@ it under ``flock /tmp/galaxyctl-heavy.lock``.
 Every process is stopped by PID at the end, whatever happened.
 """
 
-import fcntl
 import glob
 import json
 import os
@@ -51,6 +50,8 @@ from conftest import (
     kill_pids,
     wait_for,
 )
+
+from galaxyctl_libs.fsutil import exclusive_lock
 
 pytestmark = pytest.mark.e2e
 
@@ -121,8 +122,7 @@ def galaxy_venv():
     venv = os.path.abspath(_venv_path())
     user = os.environ.get("GALAXYCTL_E2E_USER")
     os.makedirs(os.path.dirname(venv), exist_ok=True)
-    with open(venv + ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time (parallel runs, xdist)
+    with exclusive_lock(venv + ".lock"):  # one build at a time (pytest-xdist workers, parallel runs)
         if not _venv_ok(venv):
             python = quickstart.choose_python(None, user) if user else sys.executable
             try:

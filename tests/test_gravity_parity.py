@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from galaxyctl_libs.demo import make_demo_galaxy
+from galaxyctl_libs.fsutil import exclusive_lock
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GALAXYCTL = os.path.join(REPO, "galaxyctl")
@@ -60,6 +61,11 @@ def _pypi_unreachable(output):
 def gravity_galaxyctl():
     """gravity's galaxyctl, from a venv reused between runs (rebuilt if it is not 1.2.4)."""
     venv = os.path.join(tempfile.gettempdir(), f"galaxyctl-gravity-{GRAVITY_VERSION}-{os.getuid()}")
+    with exclusive_lock(venv + ".lock"):  # one builder at a time (pytest-xdist workers, parallel runs)
+        return _gravity_venv(venv)
+
+
+def _gravity_venv(venv):
     exe = os.path.join(venv, "bin", "galaxyctl")
     python = os.path.join(venv, "bin", "python")
     check = [python, "-c", f"import importlib.metadata as m; assert m.version('gravity') == '{GRAVITY_VERSION}'"]
