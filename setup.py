@@ -14,6 +14,7 @@ setup(
         "test": [
             "ruff",
             "pytest",
+            "pytest-xdist",  # the README's test command runs the suite in two workers
             "hypothesis",
             "gunicorn",
             "celery",

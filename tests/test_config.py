@@ -32,10 +32,13 @@ def run_cli(state_dir, *args):
 
 
 @pytest.fixture
-def registered(tmp_path):
-    """A state dir with one registered config; returns (state_dir, config path, configstate bytes)."""
-    cfg = write(str(tmp_path / "galaxy" / "config" / "galaxy.yml"), "gravity:\n  gunicorn:\n    bind: localhost:1\n")
-    state_dir = str(tmp_path / "state")
+def registered(short_tmp):
+    """A state dir with one registered config; returns (state_dir, config path, configstate bytes).
+    (short_tmp: supervisord's socket path must stay short, and pytest-xdist lengthens tmp_path.)"""
+    cfg = write(
+        os.path.join(short_tmp, "galaxy", "config", "galaxy.yml"), "gravity:\n  gunicorn:\n    bind: localhost:1\n"
+    )
+    state_dir = os.path.join(short_tmp, "state")
     assert run_cli(state_dir, "register", cfg).returncode == 0
     with open(os.path.join(state_dir, "configstate.yaml"), "rb") as handle:
         return state_dir, cfg, handle.read()

@@ -5,6 +5,7 @@ Table-driven cases go through the real CLI; hypothesis fuzzes the loaders in-pro
 
 import hashlib
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -229,12 +230,13 @@ def assert_one_line(result, fragment):
 
 
 @pytest.fixture
-def installed(tmp_path):
-    """A registered, updated config: (state dir, config dir)."""
-    config_dir = tmp_path / "galaxy" / "config"
+def installed(short_tmp):
+    """A registered, updated config: (state dir, config dir).  (short_tmp: supervisord's socket path
+    must stay short, and pytest-xdist lengthens tmp_path.)"""
+    config_dir = pathlib.Path(short_tmp) / "galaxy" / "config"
     config_dir.mkdir(parents=True)
     (config_dir / "galaxy.yml").write_text(GOOD)
-    state_dir = str(tmp_path / "state")
+    state_dir = os.path.join(short_tmp, "state")
     assert run(state_dir, "register", str(config_dir / "galaxy.yml")).returncode == 0
     assert run(state_dir, "update").returncode == 0
     return state_dir, config_dir
