@@ -53,7 +53,9 @@ from conftest import (
 
 from galaxyctl_libs.fsutil import exclusive_lock
 
-pytestmark = pytest.mark.e2e
+# one xdist group: both tests share the Galaxy venv, and the scheduler starts the biggest group first,
+# so the longest test of the suite runs beside the rest from the start (README: the test command)
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("galaxy")]
 
 GALAXY_VERSION = "26.1.2"
 INSTALL_TIMEOUT = 1800

@@ -19,7 +19,7 @@ from test_graceful import bump_version, graceful_under_load
 
 from galaxyctl_libs.demo import make_demo_galaxy
 
-pytestmark = pytest.mark.systemd
+pytestmark = [pytest.mark.systemd, pytest.mark.xdist_group("systemd")]  # one worker boots the one container
 
 GALAXYCTL = "/opt/venv/bin/galaxyctl"
 
