@@ -36,8 +36,8 @@ def loads(text):
         try:
             value, end = make_scanner(_Context())(text, start)
         except (StopIteration, ValueError, SystemError):
-            # StopIteration: no value where one must start.  SystemError: before Python 3.12 the
-            # scanner raises its JSONDecodeError only when json.decoder is already imported.
+            # StopIteration: no value where one must start.  SystemError: on Python 3.10 and 3.11
+            # the scanner raises its JSONDecodeError only when json.decoder is already imported.
             end = None
     if end is None or text[end:].strip(WHITESPACE):
         import json

@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -269,9 +270,11 @@ def user_venv():
     """A venv from the system Python (the test's own interpreter may live where another user cannot
     enter, e.g. /root/.pyenv) with gunicorn, supervisor and this checkout's galaxyctl installed:
     as root with a Galaxy user, supervisord and the herder run with galaxyctl's Python as that user.
-    The venv is reused between runs; galaxyctl is reinstalled when the checkout's code changed, and
-    never while another pytest-xdist worker may be running it (its stamp is the code's digest)."""
-    path = os.path.join(tempfile.gettempdir(), "galaxyctl-test-user-venv")
+    One venv per user and checkout, reused between runs; galaxyctl is reinstalled when the
+    checkout's code changed (its stamp is the code's digest), so never under a pytest-xdist worker
+    of the same run, which may be running it."""
+    name = f"galaxyctl-test-user-venv-{os.getuid()}-{hashlib.sha256(REPO.encode()).hexdigest()[:8]}"
+    path = own_tmp_path(name)
     pip = os.path.join(path, "bin", "pip")
     stamp = os.path.join(path, ".galaxyctl-checkout")
     digest = checkout_digest()
@@ -279,7 +282,8 @@ def user_venv():
         if not os.access(pip, os.X_OK):
             shutil.rmtree(path, ignore_errors=True)
             subprocess.run([SYSTEM_PYTHON, "-m", "venv", path], check=True, timeout=300)
-        if not os.path.isfile(stamp) or open(stamp).read() != digest:
+            own_tmp_path(name)  # and the venv made is ours alone
+        if _read_text(stamp) != digest:
             subprocess.run([pip, "install", "-q", "gunicorn", "supervisor", "pyyaml"], check=True, timeout=600)
             install_checkout(path)
             with open(stamp, "w") as handle:
@@ -288,11 +292,33 @@ def user_venv():
     return path
 
 
+def own_tmp_path(name):
+    """``TMPDIR/name`` for a cache of this user's: anyone may create names in /tmp, so one that
+    exists must be a directory this user owns and alone can write to (else the test fails)."""
+    path = os.path.join(tempfile.gettempdir(), name)
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return path
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+        pytest.fail(f"{path} is not a directory that only this user can write to; remove it")
+    return path
+
+
+def _read_text(path):
+    try:
+        with open(path) as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
 def checkout_digest():
-    """SHA-256 of what install_checkout installs: galaxyctl_libs, setup.py and the galaxyctl script."""
+    """SHA-256 of what install_checkout installs and how: galaxyctl_libs, the galaxyctl script, setup.py
+    and pyproject.toml."""
     files = glob.glob(os.path.join(REPO, "galaxyctl_libs", "**", "*.py"), recursive=True)
     digest = hashlib.sha256()
-    for path in sorted(files) + [os.path.join(REPO, "setup.py"), GALAXYCTL]:
+    for path in sorted(files) + [os.path.join(REPO, name) for name in ("setup.py", "pyproject.toml", "galaxyctl")]:
         digest.update(os.path.relpath(path, REPO).encode() + b"\0")
         with open(path, "rb") as handle:
             digest.update(handle.read() + b"\0")

@@ -31,7 +31,6 @@ import os
 import pwd
 import shutil
 import sqlite3
-import stat
 import subprocess
 import sys
 import tempfile
@@ -48,13 +47,14 @@ from conftest import (
     free_port,
     install_checkout,
     kill_pids,
+    own_tmp_path,
     wait_for,
 )
 
 from galaxyctl_libs.fsutil import exclusive_lock
 
-# one xdist group: both tests share the Galaxy venv, and the scheduler starts the biggest group first,
-# so the longest test of the suite runs beside the rest from the start (README: the test command)
+# one xdist group: both tests share the Galaxy venv, and xdist hands out its work units biggest first,
+# so the longest test of the suite starts at once and runs beside the rest (README: the test command)
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("galaxy")]
 
 GALAXY_VERSION = "26.1.2"
@@ -75,12 +75,9 @@ quickstart = galaxy_api.load_quickstart()
 def _cache_root():
     if os.environ.get("GALAXYCTL_E2E_CACHE"):
         return os.environ["GALAXYCTL_E2E_CACHE"]
-    path = os.path.join(tempfile.gettempdir(), f"galaxyctl-e2e-{os.getuid()}")
-    os.makedirs(path, mode=0o755, exist_ok=True)
-    info = os.lstat(path)  # anyone may create names in /tmp: use it only if it is ours alone
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
-        pytest.fail(f"{path} is not a directory that only this user can write to; set GALAXYCTL_E2E_CACHE")
-    return path
+    name = f"galaxyctl-e2e-{os.getuid()}"
+    os.makedirs(os.path.join(tempfile.gettempdir(), name), mode=0o755, exist_ok=True)
+    return own_tmp_path(name)  # anyone may create names in /tmp: ours alone, or the test fails
 
 
 def _venv_path():
@@ -403,7 +400,7 @@ def test_heartbeat_read_through_galaxys_interpreter(galaxy_venv, tmp_path):
     python = os.path.join(galaxy_venv, "bin", "python")
     url = f"sqlite:///{tmp_path}/universe.sqlite"
     rows = heartbeat._read_foreign(url, heartbeat.HEARTBEAT_SQL, {"host": heartbeat.hostname()}, python, None, 60)
-    beats = heartbeat._beats(rows)
+    beats = heartbeat._beats(rows, heartbeat._age_of_datetime)
     assert beats["handler_0"].pid == 7 and beats["handler_0"].age_seconds < 60
     try:
         heartbeat.read("mysql+nosuchdriver://galaxy:secret@127.0.0.1:1/galaxy", python, None, 60)

@@ -90,12 +90,13 @@ def test_status_with_supervisord_up_loads_no_heavy_module(gctl, demo_galaxy, use
     result, modules = _run_and_list_modules(gctl, "-c", config, "status")
     assert result.returncode == 0 and "web ok" in result.stdout, result.stdout + result.stderr
     assert sorted(m for m in NOT_ON_STATUS_PATH if m in modules) == []
-    # as installed (not editable) by pip: galaxyctl is our own script, not pip's console-script
-    # wrapper, which imports re; -X importtime lists every module the run imports, start-up included
+    # as installed (not editable) by pip and run through its shebang: galaxyctl is our own script,
+    # not pip's console-script wrapper, which imports re; PYTHONPROFILEIMPORTTIME (-X importtime)
+    # lists every module the run imports, start-up included
     result = subprocess.run(
-        [os.path.join(user_venv, "bin", "python"), "-X", "importtime", os.path.join(user_venv, "bin", "galaxyctl"),
-         "--state-dir", gctl.state_dir, "status"],
-        capture_output=True, text=True, timeout=60, env=gctl.env, stdin=subprocess.DEVNULL,
+        [os.path.join(user_venv, "bin", "galaxyctl"), "--state-dir", gctl.state_dir, "status"],
+        capture_output=True, text=True, timeout=60, env={**gctl.env, "PYTHONPROFILEIMPORTTIME": "1"},
+        stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert result.returncode == 0 and "web ok" in result.stdout, result.stdout + result.stderr
     imported = {

@@ -23,10 +23,12 @@ TABLE = "worker_process"
 
 HEARTBEAT_SQL = f"SELECT server_name, hostname, pid, update_time FROM {TABLE} WHERE hostname = :host"
 # SQLite turns update_time (naive UTC) into Unix seconds itself (Unix epoch = Julian day 2440587.5),
-# so the cron path never imports datetime to parse it (about 2.5 ms of every status)
+# so the cron path never imports datetime to parse it (about 2.5 ms of every status).  Only a date
+# and time as Galaxy writes it: julianday() alone would also read 'now' or a bare number.
 SQLITE_HEARTBEAT_SQL = (
-    f"SELECT server_name, hostname, pid, (julianday(update_time) - 2440587.5) * 86400.0 FROM {TABLE} "
-    "WHERE hostname = :host"
+    "SELECT server_name, hostname, pid, CASE WHEN typeof(update_time) = 'text' AND update_time GLOB "
+    "'[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9][ T][0-9][0-9]:[0-9][0-9]*' "
+    f"THEN (julianday(update_time) - 2440587.5) * 86400.0 END FROM {TABLE} WHERE hostname = :host"
 )
 # jobs in Galaxy's local runner (queued in it, or running): its jobs run as the handler's children
 # and die with it (galaxy#6246).  job_runner_name is the runner's id in the job config ("local", as
@@ -86,8 +88,10 @@ def read(url, python=None, credentials=None, timeout=10.0, host=None):
 
     ``credentials``: subprocess keywords for the interpreter of a non-SQLite database (as root:
     the Galaxy user's; the caller runs SQLite reads inside rootpolicy.as_user)."""
-    sql = SQLITE_HEARTBEAT_SQL if sqlite_path(url) else HEARTBEAT_SQL
-    return _beats(query(url, sql, {"host": host or hostname()}, python, credentials, timeout))
+    params = {"host": host or hostname()}
+    if sqlite_path(url):
+        return _beats(query(url, SQLITE_HEARTBEAT_SQL, params, python, credentials, timeout), _age_of_seconds)
+    return _beats(query(url, HEARTBEAT_SQL, params, python, credentials, timeout), _age_of_datetime)
 
 
 def running_jobs(url, python=None, credentials=None, timeout=10.0):
@@ -182,13 +186,12 @@ def _read_foreign(url, sql, params, python, credentials, timeout):
         raise GalaxyctlError(f"cannot read Galaxy's {scheme} database: bad answer") from None
 
 
-def _beats(rows):
-    """{server_name: Beat}, the newest row of each; ``update_time`` in Unix seconds (SQLite's
-    rows) or as Galaxy's database gives it (a datetime, or ISO text through Galaxy's interpreter)."""
+def _beats(rows, age_of):
+    """{server_name: Beat}, the newest row of each; ``age_of(update_time, now)`` reads a row's time."""
     now = time.time()
     beats = {}
     for server_name, _host, pid, update_time in rows:
-        age = _age(update_time, now)
+        age = age_of(update_time, now)
         beat = Beat(str(server_name), pid if isinstance(pid, int) else None, age)
         known = beats.get(beat.server_name)
         if known is None or (age is not None and (known.age_seconds is None or age < known.age_seconds)):
@@ -196,14 +199,26 @@ def _beats(rows):
     return beats
 
 
-def _age(update_time, now):
-    """Seconds from ``update_time`` (UTC) to ``now`` (Unix seconds); None when it is unreadable."""
-    if isinstance(update_time, (int, float)) and not isinstance(update_time, bool):
-        return max(0.0, now - update_time)
+def _age_of_seconds(update_time, now):
+    """SQLite's rows: ``update_time`` in Unix seconds (a float), None when SQLite could not read it."""
+    if type(update_time) not in (int, float) or not -1e11 < update_time < 1e11:  # also NaN, inf
+        return None
+    return max(0.0, now - update_time)
+
+
+def _age_of_datetime(update_time, now):
+    """Other databases' rows: a datetime, or ISO text through Galaxy's interpreter; naive is UTC."""
     from datetime import datetime, timezone
 
     try:
-        when = update_time if isinstance(update_time, datetime) else datetime.fromisoformat(str(update_time))
-    except (TypeError, ValueError):
+        if isinstance(update_time, datetime):
+            when = update_time
+        elif isinstance(update_time, str):
+            when = datetime.fromisoformat(update_time)
+        else:
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        return max(0.0, now - when.timestamp())
+    except (TypeError, ValueError, OverflowError):
         return None
-    return max(0.0, now - when.replace(tzinfo=timezone.utc).timestamp())

@@ -111,22 +111,31 @@ def test_heartbeat_read_from_sqlite(tmp_path):
             "INSERT INTO worker_process VALUES ('handler_1', ?, 44, strftime('%Y-%m-%d %H:%M:%f000', 'now', '-5 seconds'))",
             (heartbeat.hostname(),),
         )
-        conn.execute("INSERT INTO worker_process VALUES ('handler_2', ?, 45, 'yesterday')", (heartbeat.hostname(),))
+        for pid, when in ((45, "'yesterday'"), (46, "'now'"), (47, "2461000.5"), (48, "NULL"), (49, "X'00'")):
+            conn.execute(
+                f"INSERT INTO worker_process VALUES ('handler_{pid}', ?, {pid}, {when})", (heartbeat.hostname(),)
+            )
     found = heartbeat.read(url)
-    assert 4.5 <= found["handler_1"].age_seconds < 30 and found["handler_2"].age_seconds is None
+    assert 4.5 <= found["handler_1"].age_seconds < 30
+    assert [found[f"handler_{pid}"].age_seconds for pid in range(45, 50)] == [None] * 5  # none reads as fresh
 
 
 def test_heartbeat_age_from_every_form_of_update_time():
-    """SQLite's rows carry Unix seconds; other databases' a datetime or ISO text (naive UTC)."""
+    """SQLite's rows carry Unix seconds; other databases' a datetime or ISO text (naive is UTC)."""
     import datetime
 
     now = 1_800_000_000.0
-    utc = datetime.datetime.fromtimestamp(now - 90, datetime.timezone.utc).replace(tzinfo=None)
-    assert heartbeat._age(now - 90, now) == 90
-    assert heartbeat._age(now + 5, now) == 0  # a clock a little ahead is no negative age
-    assert heartbeat._age(utc, now) == 90
-    assert heartbeat._age(utc.isoformat(), now) == 90
-    assert heartbeat._age(None, now) is None and heartbeat._age("soon", now) is None
+    seconds, other = heartbeat._age_of_seconds, heartbeat._age_of_datetime
+    assert seconds(now - 90, now) == 90 and seconds(int(now) - 90, now) == 90
+    assert seconds(now + 5, now) == 0  # a clock a little ahead is no negative age
+    for unreadable in (None, float("nan"), float("inf"), -float("inf"), 10**400, True, "now", b"x"):
+        assert seconds(unreadable, now) is None, unreadable
+    utc = datetime.datetime.fromtimestamp(now - 90, datetime.timezone.utc)
+    assert other(utc.replace(tzinfo=None), now) == 90 and other(utc.replace(tzinfo=None).isoformat(), now) == 90
+    assert other(utc.astimezone(datetime.timezone(datetime.timedelta(hours=2))), now) == 90  # an offset counts
+    assert other(utc.astimezone(datetime.timezone(datetime.timedelta(hours=2))).isoformat(), now) == 90
+    for unreadable in (None, now - 90, "soon", "2026-13-01", b"2026-01-01"):
+        assert other(unreadable, now) is None, unreadable
 
 
 def test_heartbeat_read_needs_no_datetime(tmp_path):
