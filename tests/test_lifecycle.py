@@ -6,8 +6,11 @@ import subprocess
 import sys
 import time
 
+import pytest
 import yaml
 from conftest import GALAXYCTL, alive, children_of, http_get, kill_pids, wait_for
+
+from galaxyctl_libs.cli import interrupts, process_cmds
 
 
 def gunicorn_master(gctl):
@@ -207,6 +210,32 @@ def test_galaxy_foreground_stops_on_sigterm(gctl, demo_galaxy):
         if proc.poll() is None:
             kill_pids([proc.pid])
             proc.wait(timeout=10)
+
+
+def test_an_interrupt_while_the_log_follower_starts_still_ends_it(monkeypatch):
+    """A SIGTERM that lands inside Popen, after the fork (``galaxy`` stopped right as it starts
+    following the logs), is held until the child is known, then ends it: no tail outlives galaxy.
+    (CI saw one: it printed the shutdown's log lines and held the output open.)"""
+    started = []
+
+    class SignalledPopen(subprocess.Popen):  # the real Popen, then the signal, before it returns
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            started.append(self.pid)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    interrupts.install()
+    try:
+        monkeypatch.setattr(subprocess, "Popen", SignalledPopen)
+        with pytest.raises(KeyboardInterrupt):
+            process_cmds._run_until_interrupted(["sleep", "60"])
+        monkeypatch.undo()
+        assert len(started) == 1 and not alive(started[0])  # ended and reaped
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        kill_pids(started)
 
 
 def _answers(port):

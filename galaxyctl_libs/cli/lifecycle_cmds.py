@@ -38,9 +38,10 @@ def cmd_start(args):
     import signal
 
     from galaxyctl_libs.actions import lifecycle
+    from galaxyctl_libs.cli import interrupts
 
     if args.foreground:
-        signal.signal(signal.SIGTERM, _raise_interrupt)  # a service manager's stop = Ctrl+C
+        interrupts.install()  # a service manager's stop = Ctrl+C
     try:
         result = run_waiting(lifecycle.start, args, auto_cwd=os.getcwd())
         print_lifecycle(result, "started")
@@ -61,10 +62,6 @@ def cmd_start(args):
         lifecycle.shutdown(state_dir(args))
         print("Shut down", flush=True)
     return exitcodes.SUCCESS
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt()
 
 
 def _add_waiting(sub, name, helptext, func):

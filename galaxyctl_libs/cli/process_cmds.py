@@ -23,6 +23,9 @@ def add_follow(sub):
 
 
 def cmd_follow(args):
+    from galaxyctl_libs.cli import interrupts
+
+    interrupts.install()  # a SIGTERM ends tail or journalctl too, as Ctrl+C does
     try:
         follow_logs(args)
     except KeyboardInterrupt:
@@ -61,11 +64,15 @@ def follow_logs(args):
 def _run_until_interrupted(argv, **popen_args):
     import subprocess
 
-    child = subprocess.Popen(argv, **popen_args)
+    from galaxyctl_libs.cli import interrupts
+
+    child = None
     try:
+        with interrupts.holding():  # an interrupt while the child starts comes once it is known
+            child = subprocess.Popen(argv, **popen_args)
         return child.wait()
     finally:
-        if child.poll() is None:
+        if child is not None and child.poll() is None:
             child.terminate()
             child.wait(timeout=10)
 
