@@ -60,13 +60,14 @@ def _command_word(argv):
     return None
 
 
+STATE_DIR = options.Option(
+    "--state-dir",
+    dest="state_dir",
+    help="state directory (default: $GRAVITY_STATE_DIR, else $XDG_CONFIG_HOME/galaxy-gravity)",
+)
 # The global options of main's own (run_configs has gravity's)
 MAIN_OPTIONS = (
-    options.Option(
-        "--state-dir",
-        dest="state_dir",
-        help="state directory (default: $GRAVITY_STATE_DIR, else $XDG_CONFIG_HOME/galaxy-gravity)",
-    ),
+    STATE_DIR,
     options.Option(
         "--allow-root",
         dest="allow_root",
@@ -154,9 +155,7 @@ def galaxy_main(argv=None):
     import argparse
 
     parser = argparse.ArgumentParser(prog="galaxy", description="Run Galaxy in the foreground (galaxyctl start -f).")
-    parser.add_argument(
-        "--state-dir", help="state directory (default: $GRAVITY_STATE_DIR, else $XDG_CONFIG_HOME/galaxy-gravity)"
-    )
+    options.add(parser, (STATE_DIR,))
     parser.add_argument("--allow-root", action="store_true", help="as root, allow Galaxy to run as root")
     args, rest = parser.parse_known_args(argv)
     prefix = (["--state-dir", args.state_dir] if args.state_dir else []) + (["--allow-root"] if args.allow_root else [])

@@ -88,10 +88,8 @@ def read(url, python=None, credentials=None, timeout=10.0, host=None):
 
     ``credentials``: subprocess keywords for the interpreter of a non-SQLite database (as root:
     the Galaxy user's; the caller runs SQLite reads inside rootpolicy.as_user)."""
-    params = {"host": host or hostname()}
-    if sqlite_path(url):
-        return _beats(query(url, SQLITE_HEARTBEAT_SQL, params, python, credentials, timeout), _age_of_seconds)
-    return _beats(query(url, HEARTBEAT_SQL, params, python, credentials, timeout), _age_of_datetime)
+    sql, age_of = (SQLITE_HEARTBEAT_SQL, _age_of_seconds) if sqlite_path(url) else (HEARTBEAT_SQL, _age_of_datetime)
+    return _beats(query(url, sql, {"host": host or hostname()}, python, credentials, timeout), age_of)
 
 
 def running_jobs(url, python=None, credentials=None, timeout=10.0):
