@@ -23,7 +23,7 @@ import zipfile
 
 import pytest
 
-from galaxyctl_libs.fsutil import exclusive_lock
+from galaxyctl_libs.fsutil import exclusive_lock, read_bytes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GALAXYCTL = os.path.join(REPO, "galaxyctl")
@@ -283,13 +283,41 @@ def user_venv():
             shutil.rmtree(path, ignore_errors=True)
             subprocess.run([SYSTEM_PYTHON, "-m", "venv", path], check=True, timeout=300)
             own_tmp_path(name)  # and the venv made is ours alone
-        if _read_text(stamp) != digest:
+        if read_bytes(stamp, 1024) != digest.encode():
             subprocess.run([pip, "install", "-q", "gunicorn", "supervisor", "pyyaml"], check=True, timeout=600)
             install_checkout(path)
             with open(stamp, "w") as handle:
                 handle.write(digest)
         os.chmod(path, 0o755)
     return path
+
+
+_LIST_MODULES = (
+    "import sys\n"
+    "before = set(sys.modules)\n"
+    "code = sys.argv.pop(1)\n"
+    "try:\n"
+    "    exec(code)\n"
+    "finally:\n"  # --help leaves through SystemExit
+    "    sys.stderr.write('\\nMODULES ' + ' '.join(sorted(set(sys.modules) - before)) + '\\n')\n"
+)
+
+
+def run_listing_modules(code, *argv, env=None, site=True):
+    """Run ``code`` in a fresh interpreter, this checkout first on its path and ``argv`` as its
+    ``sys.argv[1:]``: (the CompletedProcess, the modules it loaded beyond the interpreter's start).
+    ``site=False`` (-S): none of a venv's .pth files run (an editable install's finder imports re)."""
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = REPO
+    result = subprocess.run(
+        [sys.executable, *([] if site else ["-S"]), "-c", _LIST_MODULES, code, *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+    return result, set(result.stderr.rsplit("MODULES ", 1)[1].split())
 
 
 def own_tmp_path(name):
@@ -303,14 +331,6 @@ def own_tmp_path(name):
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
         pytest.fail(f"{path} is not a directory that only this user can write to; remove it")
     return path
-
-
-def _read_text(path):
-    try:
-        with open(path) as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return None
 
 
 def checkout_digest():

@@ -14,7 +14,7 @@ import threading
 import time
 
 import pytest
-from conftest import GALAXYCTL, REPO
+from conftest import GALAXYCTL, REPO, run_listing_modules
 
 from galaxyctl_libs import fsutil, records
 from galaxyctl_libs.cli import main as cli
@@ -51,29 +51,15 @@ NOT_ON_STATUS_PATH = (
     "galaxyctl_libs.core.services",
 )
 
-MODULES_AFTER = (  # the modules a command adds to what the interpreter itself loaded at start-up
-    "import sys\n"
-    "before = set(sys.modules)\n"
-    "sys.path.insert(0, sys.argv[1])\n"
-    "from galaxyctl_libs.cli.main import main\n"
-    "try:\n"
-    "    sys.exit(main(sys.argv[2:]))\n"
-    "finally:\n"  # --help leaves through SystemExit
-    "    sys.stderr.write('\\nMODULES ' + ' '.join(sorted(set(sys.modules) - before)) + '\\n')\n"
-)
-
 
 def _run_and_list_modules(gctl, *args):
-    result = subprocess.run(
-        [sys.executable, "-c", MODULES_AFTER, REPO, "--state-dir", gctl.state_dir, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    return run_listing_modules(
+        "from galaxyctl_libs.cli.main import main\nsys.exit(main(sys.argv[1:]))",
+        "--state-dir",
+        gctl.state_dir,
+        *args,
         env=gctl.env,
-        stdin=subprocess.DEVNULL,
     )
-    modules = set(result.stderr.rsplit("MODULES ", 1)[1].split())
-    return result, modules
 
 
 def test_status_with_supervisord_up_loads_no_heavy_module(gctl, demo_galaxy, user_venv):

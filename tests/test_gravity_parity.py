@@ -18,10 +18,10 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 
 import pytest
 import yaml
+from conftest import own_tmp_path
 
 from galaxyctl_libs.demo import make_demo_galaxy
 from galaxyctl_libs.fsutil import exclusive_lock
@@ -60,9 +60,12 @@ def _pypi_unreachable(output):
 @pytest.fixture(scope="session")
 def gravity_galaxyctl():
     """gravity's galaxyctl, from a venv reused between runs (rebuilt if it is not 1.2.4)."""
-    venv = os.path.join(tempfile.gettempdir(), f"galaxyctl-gravity-{GRAVITY_VERSION}-{os.getuid()}")
+    name = f"galaxyctl-gravity-{GRAVITY_VERSION}-{os.getuid()}"
+    venv = own_tmp_path(name)
     with exclusive_lock(venv + ".lock"):  # one builder at a time (pytest-xdist workers, parallel runs)
-        return _gravity_venv(venv)
+        exe = _gravity_venv(venv)
+        own_tmp_path(name)  # and the venv made is ours alone
+        return exe
 
 
 def _gravity_venv(venv):

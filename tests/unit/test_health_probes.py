@@ -2,8 +2,8 @@
 
 import os
 import sqlite3
-import subprocess
-import sys
+
+from conftest import run_listing_modules
 
 from galaxyctl_libs import exitcodes
 from galaxyctl_libs.actions import health
@@ -145,15 +145,11 @@ def test_heartbeat_read_needs_no_datetime(tmp_path):
     with sqlite3.connect(path) as conn:
         conn.execute("CREATE TABLE worker_process (server_name, hostname, pid, update_time)")
         conn.execute("INSERT INTO worker_process VALUES ('handler_0', ?, 42, datetime('now'))", (heartbeat.hostname(),))
-    code = (
-        "import sys\n"
-        "from galaxyctl_libs.probes import heartbeat\n"
-        "assert heartbeat.read(sys.argv[1])['handler_0'].pid == 42\n"
-        "print(sorted(m for m in ('sqlite3', 'sqlite3.dbapi2', 'datetime') if m in sys.modules))\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code, f"sqlite:///{path}"], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
+    code = "from galaxyctl_libs.probes import heartbeat\nassert heartbeat.read(sys.argv[1])['handler_0'].pid == 42"
+    result, modules = run_listing_modules(code, f"sqlite:///{path}")
+    assert result.returncode == 0, result.stderr
+    assert "galaxyctl_libs.probes.heartbeat" in modules
+    assert sorted(m for m in ("sqlite3", "sqlite3.dbapi2", "datetime") if m in modules) == []
 
 
 def test_celery_node_name_and_ping_command():

@@ -1,9 +1,8 @@
 """leanjson.loads reads what json.loads reads, to the same values, and fails where it fails."""
 
 import json
-import subprocess
-import sys
 
+from conftest import run_listing_modules
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -52,13 +51,10 @@ def test_deep_nesting_fails_as_with_json():
 
 def test_reading_imports_neither_json_nor_re():
     code = (
-        "import sys\n"
         "from galaxyctl_libs import leanjson\n"
         "assert leanjson.loads('{\"a\": [1, 2.5, null, \"\\\\u00e9\"]}') == {'a': [1, 2.5, None, 'é']}\n"
-        "print(sorted(m for m in ('json', 'json.decoder', 're', 'enum') if m in sys.modules))\n"
     )
-    # -S: no site, so nothing a venv's .pth files import (an editable install's finder loads re)
-    done = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=60,
-                          env={"PYTHONPATH": ":".join(p for p in sys.path if p)})  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
+    result, modules = run_listing_modules(code, site=False)  # no site: an editable install's finder loads re
+    assert result.returncode == 0, result.stderr
+    assert "galaxyctl_libs.leanjson" in modules
+    assert sorted(m for m in ("json", "json.decoder", "re", "enum") if m in modules) == []
