@@ -17,6 +17,7 @@ _EXPORTS = {
     "GravitySettings": "core.config",
     "load_state": "core.state",
     "default_state_dir": "fsutil",
+    "enter_state_dir": "rootpolicy",
     "register": "core.registration",
     "deregister": "core.registration",
     "update": "backends.update",

@@ -23,10 +23,12 @@ def default_state_dir(environ=None):
 
 
 def ensure_private_dir(path, mode=0o700):
-    """Create ``path`` (and parents) if needed and make sure it has ``mode``.
+    """Create ``path`` (and parents) if needed and make sure it is ours, with ``mode``.
 
     Its name must be UTF-8: the state dir's paths are written into UTF-8 files (supervisord.conf),
-    so a name with undecodable bytes is refused here, before anything is written under it.
+    so a name with undecodable bytes is refused here, before anything is written under it.  The
+    directory is checked on an O_NOFOLLOW descriptor: one that someone else made first (a race in
+    /tmp after root judged the place free) or a link in its place is refused, not written into.
     """
     try:
         os.fsencode(path).decode("utf-8")
@@ -34,10 +36,22 @@ def ensure_private_dir(path, mode=0o700):
         raise GalaxyctlError(f"directory name {os.fsencode(path)!r} is not valid UTF-8; choose another") from None
     make_dirs(path, mode)
     try:
-        if (os.stat(path).st_mode & 0o777) != mode:
-            os.chmod(path, mode)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise GalaxyctlError(f"cannot use directory {path}: {exc.strerror} (a symbolic link?)") from None
+    try:
+        info = os.fstat(fd)
+        if info.st_uid != os.geteuid():
+            raise GalaxyctlError(
+                f"directory {path} belongs to uid {info.st_uid}, not to this run's user (uid {os.geteuid()}): "
+                "it was made by someone else; remove it or choose another"
+            )
+        if (info.st_mode & 0o777) != mode:
+            os.fchmod(fd, mode)
     except OSError as exc:
         raise GalaxyctlError(f"cannot create directory {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
     return path
 
 
@@ -240,6 +254,19 @@ def remove_file(path, sync_dir=True):
         os.unlink(path)
     except FileNotFoundError:
         return False
+    if sync_dir:
+        fsync_dir(os.path.dirname(os.path.abspath(path)))
+    return True
+
+
+def remove_empty_dir(path, sync_dir=True):
+    """Remove directory ``path`` when it is empty; returns True when it was removed."""
+    try:
+        os.rmdir(path)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+            return False
+        raise GalaxyctlError(f"cannot remove directory {path}: {exc.strerror}") from None
     if sync_dir:
         fsync_dir(os.path.dirname(os.path.abspath(path)))
     return True

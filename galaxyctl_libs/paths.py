@@ -22,8 +22,19 @@ class StatePaths(Record):
 
     @classmethod
     def of(cls, state_dir):
-        """``state_dir`` as a StatePaths (a path string is made absolute; a StatePaths is returned as is)."""
-        return state_dir if isinstance(state_dir, StatePaths) else cls(os.path.abspath(os.fspath(state_dir)))
+        """``state_dir`` as a StatePaths (a path string is made absolute; a StatePaths is returned as is).
+
+        A path string comes from a library caller (the CLI resolves its own once, after
+        rootpolicy.enter_state_dir): as root, one the Galaxy user can change is refused here, so every
+        library verb keeps rule 1 (rootpolicy.refuse_foreign_state_dir)."""
+        if isinstance(state_dir, StatePaths):
+            return state_dir
+        paths = cls(os.path.abspath(os.fspath(state_dir)))
+        if os.geteuid() == 0:
+            from galaxyctl_libs.rootpolicy import refuse_foreign_state_dir
+
+            refuse_foreign_state_dir(paths.state_dir)
+        return paths
 
     @classmethod
     def resolve(cls, given=None, environ=None):

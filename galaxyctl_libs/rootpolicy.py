@@ -132,9 +132,10 @@ def state_dir_owner(state_dir):
         raise GalaxyctlError(f"state dir {state_dir} is owned by {name}, which has no account") from None
 
 
-def enter(state_dir, needs_root=False):
-    """Called once by the CLI before anything is read: as root with a state dir that a user owns,
-    become that user for the rest of the run.  Returns the user's name, or None (no switch)."""
+def enter_state_dir(state_dir, needs_root=False):
+    """Called once by the CLI before anything is read (and by a library caller as root that wants the
+    same): as root with a state dir that a user owns, become that user for the rest of the process.
+    Returns the user's name, or None (no switch)."""
     if os.geteuid() != 0:
         return None
     entry = state_dir_owner(state_dir)
@@ -149,9 +150,29 @@ def enter(state_dir, needs_root=False):
     return entry.pw_name
 
 
+_ROOTS_OWN = set()  # state dirs found root's in this process (the walk is a few lstat calls)
+
+
+def refuse_foreign_state_dir(state_dir):
+    """Rule 1 for library callers running as root: a state dir another user can change is refused,
+    since the library cannot switch users behind its caller's back.  ``enter_state_dir(state_dir)`` first does
+    what the CLI does (this process becomes that user for good)."""
+    if os.geteuid() != 0 or state_dir in _ROOTS_OWN:
+        return
+    entry = state_dir_owner(state_dir)
+    if entry is not None:
+        raise GalaxyctlError(
+            f"state dir {state_dir} belongs to {entry.pw_name}: as root, galaxyctl_libs acts only on a state dir "
+            f"that only root can change; run this as {entry.pw_name}, or call galaxyctl_libs.enter_state_dir() "
+            f"first to become {entry.pw_name} for the rest of this process, as the galaxyctl command does"
+        )
+    if os.path.isdir(state_dir):
+        _ROOTS_OWN.add(state_dir)  # one still to be made is judged again (fsutil checks what is made)
+
+
 def become(user, group=None):
     """Switch this process to ``user`` (and its groups) for good: no id of root is kept."""
-    entry, gid, groups = _ids(user, group)
+    entry, gid, groups = user_ids(user, group)
     os.setgroups(groups)
     os.setresgid(gid, gid, gid)
     os.setresuid(entry.pw_uid, entry.pw_uid, entry.pw_uid)
@@ -159,7 +180,7 @@ def become(user, group=None):
     os.environ.pop(ALLOW_ROOT_ENV, None)
 
 
-def _ids(user, group):
+def user_ids(user, group=None):
     """(pwd entry, gid, supplementary gids) of ``user``, with ``group`` as its primary group if given."""
     import grp
 
@@ -193,7 +214,7 @@ class as_user:  # noqa: N801 - used as a function: ``with as_user(user, group):`
     def __enter__(self):
         if not self.user or os.geteuid() != 0:
             return self
-        entry, gid, groups = _ids(self.user, self.group)
+        entry, gid, groups = user_ids(self.user, self.group)
         self.saved_groups = os.getgroups()
         os.setgroups(groups)
         os.setresgid(gid, gid, 0)
@@ -217,7 +238,7 @@ def subprocess_credentials(user, group=None):
     real, effective, saved = os.getresuid()
     if 0 not in (real, effective, saved):
         return {}
-    entry, gid, groups = _ids(user, group)
+    entry, gid, groups = user_ids(user, group)
     credentials = {"user": entry.pw_uid, "group": gid}
     if effective == 0:
         credentials["extra_groups"] = groups  # inside ``as_user`` they are already the user's

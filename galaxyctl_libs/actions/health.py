@@ -7,6 +7,7 @@ ping through the broker, probes/celeryping.py).  A stale heartbeat or a failed p
 database that cannot be read is ``unknown``.
 """
 
+from galaxyctl_libs import gate
 from galaxyctl_libs.probes import heartbeat
 from galaxyctl_libs.records import Record, replace
 from galaxyctl_libs.rootpolicy import as_user, subprocess_credentials
@@ -41,11 +42,20 @@ def annotate(targets, rows, run_as=(None, None), timeout=5.0, max_age=None, ping
     if workers:  # the pings run while the heartbeats are read
         from galaxyctl_libs.probes import celeryping
 
-        pending = {r.program: celeryping.start(by_program[r.program].service, timeout) for r in workers}
+        pending = {r.program: _start_ping(by_program[r.program].service, timeout) for r in workers}
     found = heartbeats([by_program[r.program] for r in handlers], rows, run_as, timeout, max_age)
     for program, started in pending.items():
         found[program] = ping_health(celeryping.finish(started))
     return tuple(replace(r, health=found[r.program]) if r.program in found else r for r in rows)
+
+
+def _start_ping(service, timeout):
+    """A ping of a celery worker; its script's ``#!`` is read through the gate, as the worker's user."""
+    from galaxyctl_libs.probes import celeryping  # only where there is a worker to ping
+
+    return celeryping.start(
+        service, timeout, first_line=lambda path: gate.first_line(path, (service.user, service.group))
+    )
 
 
 def ping_health(result):

@@ -4,10 +4,10 @@ Each verb takes the state dir, updates the process manager's files first (backen
 drives supervisord and returns data; waits report through a ``progress`` callback (readiness.py).
 """
 
-import os
 import time
 from dataclasses import dataclass
 
+from galaxyctl_libs import gate
 from galaxyctl_libs.actions.readiness import (  # noqa: F401 - DEFAULT_READY_TIMEOUT, tail: part of this API
     DEFAULT_READY_TIMEOUT,
     LOG_TAIL_LINES,
@@ -151,8 +151,7 @@ def _without_supervisord(action, state_dir, client, survey, targets, names, forc
         if found is not None:
             processes.setdefault(found.pid, found)
     client.kill(pid)
-    with as_user(*client.run_as):
-        ended = _end_processes(list(processes.values()), _stop_wait(processes.values(), targets))
+    ended = _end_processes(list(processes.values()), _stop_wait(processes.values(), targets), client.run_as)
     ended += _end_orphans(state_dir, targets, names, client.run_as)  # any a service forked meanwhile
     return LifecycleResult(action, (), manager_stopped=True, ended=ended, killed_supervisord=pid)
 
@@ -172,7 +171,7 @@ def _end_orphans(state_dir, targets, names, run_as=(None, None)):
             orphans = [p for p in procfs.marked_processes(marker) if wanted is None or p.service in wanted]
             if not orphans:
                 break
-            ended += _end_processes(orphans, _stop_wait(orphans, targets))
+            ended += _end_processes(orphans, _stop_wait(orphans, targets), run_as)
     return ended
 
 
@@ -184,12 +183,12 @@ def _stop_wait(processes, targets):
     return min(ORPHAN_STOP_CAP, max([timeouts.get(p.service, DEFAULT_STOP_TIMEOUT) for p in processes] or [0]))
 
 
-def _end_processes(processes, wait):
+def _end_processes(processes, wait, run_as):
     """SIGTERM, wait up to ``wait`` s, SIGKILL: as supervisord stops a service, without supervisord.
 
     A process that leads its group (each service does, under supervisord) is signalled with its
-    group; others one by one.  A PID is signalled only while it is still the process that was read.
-    Returns "PID N (service)" of each main process ended.
+    group; others one by one.  A PID is signalled only while it is still the process that was read,
+    and with the Galaxy user's ids (``run_as``).  Returns "PID N (service)" of each main process ended.
     """
     import signal
 
@@ -200,12 +199,8 @@ def _end_processes(processes, wait):
         leaders = {p.pid for p in live if p.pgid == p.pid}
         for process in live:
             try:
-                if process.pid in leaders:
-                    os.killpg(process.pid, sig)
-                elif process.pgid not in leaders:
-                    os.kill(process.pid, sig)
-            except ProcessLookupError:
-                pass
+                if process.pid in leaders or process.pgid not in leaders:
+                    gate.signal(process.pid, sig, run_as, group=process.pid in leaders)
             except PermissionError:
                 raise GalaxyctlError(f"not allowed to signal {process.describe()}: run galaxyctl as root") from None
         return live
@@ -266,7 +261,8 @@ def startup(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progr
 def shutdown(state_dir, force=False, timeout=sup.RPC_TIMEOUT):
     """Stop everything and end supervisord; then end anything of this state dir still running
     (left by a supervisord that died).  A supervisord that does not answer within ``timeout`` is
-    an error, unless ``force``: then it is killed and its services ended."""
+    an error, unless ``force``: then it is killed and its services ended.  Then, supervisord being
+    gone, the Galaxy user's runtime dir goes too (as root; its logs live elsewhere, persistently)."""
     with operation_lock(state_dir):
         try:
             targets = applied_targets(state_dir)

@@ -8,11 +8,11 @@ import os
 import time
 from dataclasses import dataclass
 
+from galaxyctl_libs import gate
 from galaxyctl_libs.backends.supervisor import client as sup
 from galaxyctl_libs.errors import GalaxyctlError, NotReadyError
 from galaxyctl_libs.probes import http as health
 from galaxyctl_libs.probes import procfs
-from galaxyctl_libs.rootpolicy import as_user
 
 DEFAULT_READY_TIMEOUT = 120
 LOG_TAIL_LINES = 15
@@ -27,24 +27,23 @@ class ReadyResult:
     detail: str = ""
 
 
-def tail(path, lines=LOG_TAIL_LINES):
-    """The last lines of a log file (empty when there is none)."""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - 64 * 1024))
-            data = handle.read().decode("utf-8", "replace")
-    except OSError:
-        return []
-    return data.splitlines()[-lines:]
+def tail(path, lines=LOG_TAIL_LINES, run_as=gate.NOBODY):
+    """The last lines of a log file (empty when there is none), read through the gate."""
+    return gate.tail(path, run_as, lines)
+
+
+def _log_owner(target):
+    """Who a service's log belongs to: the user the service runs as (its logs are opened by
+    supervisord running as that user), so it is read with that user's ids."""
+    return (target.service.user, target.service.group)
 
 
 def log_details(target, client=None):
     """The lines a failure shows under its message: the end of the service's log file, or of its
     journal when a systemd unit logs there (no log_dir)."""
     if target.log_file:
-        return [f"last lines of {target.log_file}:"] + ["  " + line for line in tail(target.log_file)]
+        lines = tail(target.log_file, run_as=_log_owner(target))
+        return [f"last lines of {target.log_file}:"] + ["  " + line for line in lines]
     journal = getattr(client, "journal_tail", None)
     if journal is None:
         return [f"its log is in the journal: galaxyctl follow {target.service.service_name}"]
@@ -176,14 +175,9 @@ MIGRATION_SCAN_BYTES = 256 * 1024
 
 def log_offsets(client, targets):
     """``{program: size of its log}`` now: where the output of a start about to happen begins."""
-    offsets = {}
-    with as_user(*client.run_as):  # the Galaxy user's log dir: looked at with that user's ids
-        for target in targets:
-            try:
-                offsets[target.program] = os.stat(target.log_file).st_size if target.log_file else 0
-            except OSError:
-                offsets[target.program] = 0
-    return offsets
+    return {
+        target.program: gate.size(target.log_file, _log_owner(target)) if target.log_file else 0 for target in targets
+    }
 
 
 def migration_needed(client, target, since):
@@ -193,19 +187,10 @@ def migration_needed(client, target, since):
     if not target.log_file:
         return ""
     offset = (since or {}).get(target.program, 0)
-    import stat
-
-    try:
-        with as_user(*client.run_as):  # a regular file only, never through a link (nor a FIFO that blocks)
-            fd = os.open(target.log_file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as handle:
-            info = os.fstat(handle.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                return ""
-            handle.seek(max(offset if offset <= info.st_size else 0, info.st_size - MIGRATION_SCAN_BYTES))
-            text = handle.read(MIGRATION_SCAN_BYTES).decode("utf-8", "replace")
-    except OSError:
-        return ""
+    size = gate.size(target.log_file, _log_owner(target))
+    start = max(offset if offset <= size else 0, size - MIGRATION_SCAN_BYTES)
+    data = gate.read(target.log_file, _log_owner(target), MIGRATION_SCAN_BYTES, start=start)
+    text = data.decode("utf-8", "replace") if data else ""
     found = [line for line in text.splitlines() if any(marker in line for marker in MIGRATION_MARKERS)]
     return found[-1].strip() if found else ""
 

@@ -23,6 +23,7 @@
 import os
 import time
 
+from galaxyctl_libs import gate
 from galaxyctl_libs.actions import health
 from galaxyctl_libs.actions.lifecycle import LifecycleResult, _prepare
 from galaxyctl_libs.actions.readiness import DEFAULT_READY_TIMEOUT, log_details, wait_ready
@@ -42,6 +43,7 @@ FAILED_STATES = (sup.FATAL, sup.EXITED, sup.STOPPED)
 DEFAULT_DRAIN = 120.0  # seconds a handler's running local jobs may take to finish before its restart
 LOCK_TIMEOUT = 120.0  # seconds to load Galaxy's config and send the lock (Galaxy's import: ~10 s)
 LOCK_ACK_WAIT = 30.0  # seconds for a handler to log that it took the lock
+LOG_SCAN_BYTES = 4 * 1024 * 1024  # of a handler's log written since a restart began, scanned for a line
 LOCKED_LINE = "Administrative Job Lock is now set to True"  # galaxy.queue_worker.admin_job_lock's log line
 
 # run by a handler's interpreter with GALAXY_CONFIG_FILE: tell each named handler to dispatch no new job
@@ -180,7 +182,7 @@ class _Roll:
 
     def restart_handlers(self, batch):
         """Restart ``batch`` and wait until each heartbeats from its new process (bounded)."""
-        logs = {t.program: _size(t.log_file) for t in batch}
+        logs = {t.program: _size(t) for t in batch}
         if self.drain > 0 and all(t.service.heartbeat_db for t in batch):
             self.drain_handlers(batch, logs)
         for target in batch:
@@ -292,11 +294,9 @@ def _lock(service, names):
     return ""
 
 
-def _size(path):
-    try:
-        return os.path.getsize(path) if path else 0
-    except OSError:
-        return 0
+def _size(target):
+    """The size of ``target``'s log now (0 without a log file), read through the gate."""
+    return gate.size(target.log_file, (target.service.user, target.service.group)) if target.log_file else 0
 
 
 def _log_says_running(target, offset):
@@ -309,13 +309,8 @@ def _log_has(target, offset, line):
     e.g. journald: yes, the state the process manager reports has to do.)"""
     if not target.log_file:
         return True
-    try:
-        with open(target.log_file, "rb") as handle:
-            handle.seek(offset if offset <= _size(target.log_file) else 0)
-            text = handle.read(4 * 1024 * 1024).decode("utf-8", "replace")
-    except OSError:
-        return False
-    return line in text
+    data = gate.read(target.log_file, (target.service.user, target.service.group), LOG_SCAN_BYTES, start=offset)
+    return data is not None and line.encode("utf-8") in data
 
 
 def _wait_for_reload(client, target, timeout, progress):

@@ -65,7 +65,7 @@ def reconcile(root, managed_dir, files, suffix=".conf"):
     fsutil.ensure_private_dir(root)
     fsutil.ensure_private_dir(managed_dir)
     for directory in sorted({os.path.dirname(path) for path in files}):
-        os.makedirs(directory, mode=0o700, exist_ok=True)
+        fsutil.make_dirs(directory, mode=0o700)
     written = fsutil.write_many_if_changed(files, mode=0o600)
     touched = set()  # directories to fsync once at the end, not once per removed file
     removed = []
@@ -76,8 +76,7 @@ def reconcile(root, managed_dir, files, suffix=".conf"):
                 fsutil.remove_file(path, sync_dir=False)
                 removed.append(path)
                 touched.add(dirpath)
-        if dirpath != managed_dir and not os.listdir(dirpath):
-            os.rmdir(dirpath)
+        if dirpath != managed_dir and fsutil.remove_empty_dir(dirpath, sync_dir=False):
             touched.discard(dirpath)
             touched.add(os.path.dirname(dirpath))
     for directory in sorted(touched):

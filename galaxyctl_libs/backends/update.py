@@ -9,7 +9,7 @@ import os
 import time
 from dataclasses import dataclass
 
-from galaxyctl_libs import fsutil
+from galaxyctl_libs import fsutil, gate
 from galaxyctl_libs.backends import planned
 from galaxyctl_libs.backends import record as backend_record
 from galaxyctl_libs.backends.base import Changes, reconcile
@@ -51,9 +51,8 @@ def update_locked(state_dir, client=None):
         files = backend.render(paths, services, log_dirs)
         if run_as[0]:
             _make_runtime_dir(paths.run_dir, *run_as)  # supervisor's root, or systemd's herder pid dir
-        with as_user(*run_as):  # rootpolicy rule 3: the Galaxy user's files are made as that user
-            for log_dir in filter(None, log_dirs.values()):
-                fsutil.make_dirs(log_dir, what="log_dir")
+        for log_dir in filter(None, log_dirs.values()):  # rootpolicy rule 3: made as the Galaxy user
+            gate.make_dirs(log_dir, run_as, what="log_dir")
     if backend is SUPERVISOR:
         with as_user(*run_as):
             changes = reconcile(paths.root, backend.managed_dir(paths), files)
@@ -128,27 +127,13 @@ def _one_galaxy_user(instances):
 
 def _make_runtime_dir(path, user, group):
     """As root: /run/galaxyctl (root's) and in it the Galaxy user's runtime dir, which root creates
-    and hands over; an existing one must already be that user's (or root's, from an older run)."""
-    from galaxyctl_libs.rootpolicy import _ids, check_root_controlled
+    and hands over (gate.hand_over_dir)."""
+    from galaxyctl_libs.rootpolicy import check_root_controlled
 
     parent = os.path.dirname(path)
     fsutil.make_dirs(parent, mode=0o755, what="runtime directory")
     check_root_controlled(parent, "runtime directory")
-    entry, gid, _ = _ids(user, group)
-    try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    try:
-        owner = os.fstat(fd).st_uid
-        if owner == 0:  # made by root just now, or by an older galaxyctl: only root can write the parent
-            os.fchown(fd, entry.pw_uid, gid)
-            os.fchmod(fd, 0o700)
-        elif owner != entry.pw_uid:
-            raise GalaxyctlError(f"{path} belongs to uid {owner}, not to the Galaxy user {user}: remove it")
-    finally:
-        os.close(fd)
+    gate.hand_over_dir(path, user, group)
 
 
 def update(state_dir):

@@ -124,9 +124,9 @@ def main(argv=None):
     try:
         run_configs.apply(args)
         if os.geteuid() == 0:
-            from galaxyctl_libs.rootpolicy import enter
+            from galaxyctl_libs.rootpolicy import enter_state_dir
 
-            enter(state_dir(args), needs_root=_needs_root(args))
+            enter_state_dir(state_dir(args), needs_root=_needs_root(args))
         return args.func(args)
     except GalaxyctlError as exc:
         if args.debug:

@@ -13,6 +13,7 @@ import glob
 import os
 from typing import List, Optional
 
+from galaxyctl_libs import fsutil
 from galaxyctl_libs.errors import GalaxyctlError
 
 __all__ = ["GalaxyCommands", "DetectGalaxyCommands", "detect_galaxy_commands", "MANAGERS"]
@@ -120,6 +121,9 @@ def _from_supervisor(configs, names, supervisord, supervisorctl, looked):
     return None
 
 
+SUPERVISOR_CONF_LIMIT = 1 << 20
+
+
 def _supervisor_sections(conf):
     """``{program: numprocs}`` and ``{group: [programs]}`` of ``conf`` and the files it includes."""
     programs, groups = {}, {}
@@ -130,11 +134,11 @@ def _supervisor_sections(conf):
             continue
         done.add(path)
         parser = configparser.RawConfigParser(strict=False, inline_comment_prefixes=(";", "#"))
+        text = fsutil.read_text(path, SUPERVISOR_CONF_LIMIT)  # bounded; a FIFO cannot hang us
+        if text is None:
+            raise GalaxyctlError(f"cannot read supervisord config {path}: No such file or directory")
         try:
-            with open(path, encoding="utf-8") as handle:
-                parser.read_file(handle, source=path)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise GalaxyctlError(f"cannot read supervisord config {path}: {exc}") from None
+            parser.read_string(text, source=path)
         except configparser.Error as exc:
             first = str(exc).splitlines()[0]
             raise GalaxyctlError(f"invalid supervisord config {path}: {first}") from None

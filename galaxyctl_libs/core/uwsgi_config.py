@@ -10,6 +10,7 @@ from typing import Optional, Tuple
 
 import yaml
 
+from galaxyctl_libs import fsutil
 from galaxyctl_libs.errors import GalaxyctlError
 
 _FALSE = ("", "0", "false", "no", "off")
@@ -83,15 +84,14 @@ def parse_address(value, where="uWSGI setting"):
     return UwsgiAddress("tcp", host=host, port=number)
 
 
+CONFIG_LIMIT = 4 << 20  # a Galaxy config is kilobytes; more is a mistake or a trap
+
+
 def read_uwsgi_config(fname):
     """Read the uWSGI settings of ``fname`` (galaxy.ini ``[uwsgi]`` or galaxy.yml ``uwsgi:``)."""
-    try:
-        with open(fname, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError as exc:
-        raise GalaxyctlError(f"cannot read {fname}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise GalaxyctlError(f"cannot read {fname}: not UTF-8 text") from None
+    text = fsutil.read_text(fname, CONFIG_LIMIT)  # bounded, and a FIFO in its place cannot hang us
+    if text is None:
+        raise GalaxyctlError(f"cannot read {fname}: No such file or directory")
     if _looks_like_ini(fname, text):
         options = _ini_options(fname, text)
     else:

@@ -73,33 +73,36 @@ def node_name(argv, host=None):
     return name if "@" in name else f"celery@{name}"
 
 
-def interpreter(celery_exe):
-    """The Python of the worker's celery: its virtualenv's, else the one its script names."""
+def _no_read(path):
+    return ""
+
+
+def interpreter(celery_exe, first_line=_no_read):
+    """The Python of the worker's celery: its virtualenv's, else the one its script's ``#!`` names.
+    ``first_line(path)`` reads that line: the caller's gate (as root, the venv is the Galaxy user's,
+    so it is read with that user's ids, never through a link nor from a FIFO)."""
     beside = os.path.join(os.path.dirname(celery_exe), "python")
     if os.access(beside, os.X_OK):
         return beside
-    try:
-        with open(celery_exe, "rb") as handle:
-            first = handle.readline(512).decode("utf-8", "replace")
-    except OSError:
-        return beside
-    return first[2:].strip().split()[0] if first.startswith("#!/") else beside
+    first = first_line(celery_exe)
+    return first[2:].strip().split()[0] if first.startswith("#!/") and first[2:].strip() else beside
 
 
-def ping_argv(service, timeout):
+def ping_argv(service, timeout, first_line=_no_read):
     argv = service.argv
     app = _option(argv, "-A", "--app") or "galaxy.celery"
     node = node_name(argv)
-    return node, [interpreter(argv[0]), "-c", _PING, app, node, f"{timeout:g}"]
+    return node, [interpreter(argv[0], first_line), "-c", _PING, app, node, f"{timeout:g}"]
 
 
-def start(service, timeout, allowance=APP_LOAD_ALLOWANCE):
-    """Start pinging the worker of ``service`` (a core.targets.Service); collect with ``finish``."""
+def start(service, timeout, allowance=APP_LOAD_ALLOWANCE, first_line=_no_read):
+    """Start pinging the worker of ``service`` (a core.targets.Service); collect with ``finish``.
+    ``first_line``: see ``interpreter``."""
     import subprocess
 
     from galaxyctl_libs.rootpolicy import subprocess_credentials
 
-    node, command = ping_argv(service, timeout)
+    node, command = ping_argv(service, timeout, first_line)
     env = {k: v for k, v in service.full_environment(os.environ).items() if k not in _MARKERS}
     started = time.monotonic()
     try:

@@ -118,6 +118,35 @@ def tree_rss(pid, tree=None):
     return sum(rss_bytes(current) for current in [pid] + descendants(pid, tree))
 
 
+def uids(pid):
+    """The set of a process's real, effective, saved and file-system uids (empty when gone)."""
+    try:
+        with open(f"{PROC}/{pid}/status", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("Uid:"):
+                    return {int(uid) for uid in line.split()[1:]}
+    except (OSError, ValueError):
+        pass
+    return set()
+
+
+_BOOT_TIME = []  # [seconds since the epoch] once read from /proc/stat
+
+
+def started_at(pid):
+    """When the process started, in seconds since the epoch (None when gone)."""
+    fields = stat_fields(pid)
+    if fields is None:
+        return None
+    if not _BOOT_TIME:
+        try:
+            with open(f"{PROC}/stat", encoding="ascii", errors="replace") as handle:
+                _BOOT_TIME.append(next(int(line.split()[1]) for line in handle if line.startswith("btime ")))
+        except (OSError, StopIteration, ValueError, IndexError):
+            return None
+    return _BOOT_TIME[0] + int(fields[19]) / CLOCK_TICKS
+
+
 def cpu_seconds(pid):
     fields = stat_fields(pid)
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS if fields else 0.0

@@ -4,11 +4,10 @@
 As root with a Galaxy user, every call, pid-file read and signal happens with that user's ids.
 """
 
-import errno
 import os
 import sys
 
-from galaxyctl_libs import fsutil
+from galaxyctl_libs import gate
 from galaxyctl_libs.backends.base import (  # noqa: F401 - the process states, named once for every backend
     BACKOFF,
     EXITED,
@@ -63,20 +62,9 @@ class SupervisorClient:
             raise GalaxyctlError(f"supervisord ({self.paths.socket}) did not answer {method}: {exc}") from None
 
     def pid(self):
-        """supervisord's PID if it is running (per its pid file, and /proc says it is this state dir's
-        supervisord: a supervisord killed with -9 leaves its pid file, and the PID is reused), else None."""
-        try:
-            with as_user(*self.run_as):  # a pid file the Galaxy user can write: read it as that user
-                with open(self.paths.pidfile) as handle:
-                    pid = int(handle.read().strip())
-        except (OSError, ValueError):
-            return None
-        if not procfs.alive(pid):
-            return None
-        argv = procfs.cmdline(pid)
-        if self.paths.conf in argv or any(os.path.basename(arg).startswith("supervisord") for arg in argv[:3]):
-            return pid
-        return None
+        """supervisord's PID when it runs and proves it is this state dir's (gate.proven_pid: the pid
+        file is the Galaxy user's to write, and a supervisord killed with -9 leaves it behind)."""
+        return gate.proven_pid(self.paths.pidfile, self.run_as, self.paths.conf)
 
     def survey(self):
         """Is supervisord running, gone, or there but not answering (within ``timeout``)?  One round trip.
@@ -114,7 +102,7 @@ class SupervisorClient:
             return False
         if self.pid() is None:  # left by a supervisord that died: clear them for the new one
             for stale in (self.paths.socket, self.paths.pidfile):
-                fsutil.remove_file(stale)
+                gate.remove(stale, self.run_as)
         import subprocess
 
         argv = [sys.executable, "-m", "supervisor.supervisord", "-c", self.paths.conf]
@@ -223,9 +211,8 @@ class SupervisorClient:
         pid = self.process_info(name)["pid"]
         if pid:
             try:
-                with as_user(*self.run_as):  # a PID from supervisord: only the Galaxy user's may be hit
-                    os.killpg(pid, SIGKILL)
-            except (ProcessLookupError, PermissionError):
+                gate.signal(pid, SIGKILL, self.run_as, group=True)  # a PID from supervisord: only the user's
+            except PermissionError:
                 pass
 
     def signal(self, name, signame):
@@ -250,9 +237,8 @@ class SupervisorClient:
         except (GalaxyctlError, rpc.Fault):
             if pid is None:
                 return False
-            with as_user(*self.run_as):
-                os.kill(pid, SIGTERM)
-        if pid is not None and not wait_until(lambda: _exited(pid), timeout):
+            gate.signal(pid, SIGTERM, self.run_as)
+        if pid is not None and not wait_until(lambda: not gate.exists(pid, self.run_as), timeout):
             raise GalaxyctlError(f"supervisord (PID {pid}) did not exit within {timeout}s")
         return True
 
@@ -262,14 +248,14 @@ class SupervisorClient:
         from signal import SIGKILL
 
         try:
-            os.kill(pid, SIGKILL)
-        except ProcessLookupError:
-            pass
+            gate.signal(pid, SIGKILL, self.run_as)
+        except PermissionError:
+            raise GalaxyctlError(f"not allowed to signal supervisord (pid {pid})") from None
         if not wait_until(lambda: not procfs.alive(pid), timeout):
             raise GalaxyctlError(f"supervisord (pid {pid}) did not end on SIGKILL within {timeout}s")
         for stale in (self.paths.socket, self.paths.pidfile):
             try:
-                fsutil.remove_file(stale)
+                gate.remove(stale, self.run_as)
             except OSError:
                 pass  # a read-only state dir: a stale pid file names no live supervisord (see pid)
 
@@ -294,15 +280,6 @@ def parse_unexpected_exits(text):
                 continue
             found.setdefault(match.group(3), []).append(when)
     return found
-
-
-def _exited(pid):
-    """No such process any more (a PID we may not signal, EPERM, still counts as running)."""
-    try:
-        os.kill(pid, 0)
-    except OSError as exc:
-        return exc.errno == errno.ESRCH
-    return False
 
 
 def _by_group_and_name(infos):

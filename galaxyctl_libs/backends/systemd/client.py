@@ -75,7 +75,7 @@ def write_units(paths, files, controller=None):
     a stale target disabled first (while its file still says what to undo).  Returns
     backends.base.Changes (paths)."""
     fsutil.ensure_private_dir(paths.root)
-    os.makedirs(paths.unit_dir, mode=0o755, exist_ok=True)
+    fsutil.make_dirs(paths.unit_dir, mode=0o755)
     written = fsutil.write_many_if_changed(files, mode=0o644)
     stale = [path for _name, path in sorted(marked_units(paths.unit_dir, paths.state_id).items()) if path not in files]
     targets = [os.path.basename(path) for path in stale if path.endswith(".target")]
