@@ -271,7 +271,13 @@ def shutdown(state_dir, force=False, timeout=sup.RPC_TIMEOUT):
         client = sup.client_for(state_dir, backend_record.load_applied(state_dir), timeout=timeout)
         survey = client.survey()
         if survey.state != sup.SUPERVISORD_RUNNING:
-            return _without_supervisord("shutdown", state_dir, client, survey, targets, (), force)
-        stopped = client.shutdown()
-        ended = _end_orphans(state_dir, targets, (), client.run_as)
-    return LifecycleResult("shutdown", (), manager_stopped=stopped, ended=ended)
+            result = _without_supervisord("shutdown", state_dir, client, survey, targets, (), force)
+        else:
+            stopped = client.shutdown()
+            ended = _end_orphans(state_dir, targets, (), client.run_as)
+            result = LifecycleResult("shutdown", (), manager_stopped=stopped, ended=ended)
+        if isinstance(client, sup.SupervisorClient):  # systemd's herders keep their pid dir: units may restart
+            from galaxyctl_libs.backends.supervisor.paths import remove_runtime_dir
+
+            remove_runtime_dir(client.paths, client.run_as)
+    return result

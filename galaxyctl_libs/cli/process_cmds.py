@@ -16,7 +16,7 @@ from galaxyctl_libs.errors import GalaxyctlError
 def add_follow(sub):
     p = sub.add_parser(
         "follow",
-        help="follow the services' logs (tail -F of their log files; under systemd without log_dir, journalctl -f)",
+        help="follow the services' logs (tail -F of their log files; under systemd, journalctl -f)",
     )
     names_argument(p)
     p.set_defaults(func=cmd_follow)
@@ -35,7 +35,8 @@ def cmd_follow(args):
 
 def follow_logs(args):
     """Follow the logs until interrupted (KeyboardInterrupt propagates): the log files with tail -F,
-    and the journal of the systemd units that write no file (no log_dir), as gravity does."""
+    and under systemd the units' journal, as gravity does (units an older galaxyctl gave log files
+    keep them until the next update: those are tailed)."""
     from galaxyctl_libs.actions import views
     from galaxyctl_libs.backends.record import load_applied
 

@@ -11,10 +11,14 @@ from galaxyctl_libs import fsutil
 from galaxyctl_libs.core import config as configmod
 from galaxyctl_libs.core import jobconf
 from galaxyctl_libs.core import state as statemod
-from galaxyctl_libs.core.services import Instance
+from galaxyctl_libs.core.services import Instance, galaxy_data_dir
 from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.paths import StatePaths
 from galaxyctl_libs.rootpolicy import run_as
+
+LOG_DIR_UNUSED_UNDER_SYSTEMD = (
+    "gravity.log_dir is not used under systemd: services log to the journal (journalctl -u UNIT)"
+)
 
 # ---------------------------------------------------------------- resolving registered configs
 
@@ -41,6 +45,9 @@ def resolve(record, state_dir, enforce_user=True):
         warning = (
             f"{record.path}: gravity.process_manager: {settings.process_manager} is not supported, using supervisor"
         )
+        loaded = replace(loaded, warnings=loaded.warnings + (warning,))
+    if settings.process_manager == "systemd" and settings.log_dir:  # see backends/systemd/render.py
+        warning = f"{record.path}: {LOG_DIR_UNUSED_UNDER_SYSTEMD}"
         loaded = replace(loaded, warnings=loaded.warnings + (warning,))
     name = settings.instance_name if "instance_name" in loaded.gravity_raw else record.instance_name
     galaxy_root = configmod.find_galaxy_root(record.path, settings)
@@ -78,11 +85,9 @@ def resolve(record, state_dir, enforce_user=True):
 def _galaxy_user_log_dir(config_path, loaded, galaxy_root):
     """As root with a Galaxy user and no log_dir: ``DATA_DIR/gravity/log`` (gravity 1.x's place),
     which that user can write; the root-only state dir is out of its reach."""
-    data_dir = loaded.galaxy.get("data_dir")
-    if isinstance(data_dir, str) and data_dir:
-        return os.path.join(os.path.dirname(loaded.galaxy_config_file), data_dir, "gravity", "log")
-    if galaxy_root:
-        return os.path.join(galaxy_root, "database", "gravity", "log")
+    data_dir = galaxy_data_dir(loaded.galaxy, loaded.galaxy_config_file, galaxy_root)
+    if data_dir:
+        return os.path.join(data_dir, "gravity", "log")
     raise GalaxyctlError(
         f"{config_path}: set gravity.log_dir (or galaxy.data_dir): as root the services' logs go where the Galaxy "
         "user can write, by default DATA_DIR/gravity/log"

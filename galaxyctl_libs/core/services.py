@@ -42,7 +42,6 @@ from galaxyctl_libs.core.targets import (  # noqa: F401 - the service data lives
     Service,
 )
 from galaxyctl_libs.errors import GalaxyctlError
-from galaxyctl_libs.paths import StatePaths
 from galaxyctl_libs.probes import procfs
 
 GUNICORN_APP = "galaxy.webapps.galaxy.fast_factory:factory()"
@@ -137,15 +136,22 @@ def gunicorn_version(gunicorn_exe, user=None, group=None):
     return (int(found.group(1)), int(found.group(2))) if found else None
 
 
+def galaxy_data_dir(galaxy, galaxy_config_file, galaxy_root):
+    """Galaxy's data_dir, else its default (``database`` in the Galaxy root); None when neither is
+    known (a packaged Galaxy): a persistent place of the Galaxy user's, for what galaxyctl keeps as root."""
+    data_dir = galaxy.get("data_dir")
+    if isinstance(data_dir, str) and data_dir:
+        return os.path.join(os.path.dirname(galaxy_config_file), data_dir)
+    return os.path.join(galaxy_root, "database") if galaxy_root else None
+
+
 def beat_dir(instance):
     """Where celery-beat keeps its schedule: the state dir (gravity's place), or, when Galaxy runs as
-    another user who cannot enter the root-only state dir, Galaxy's data_dir (else that user's runtime dir)."""
+    another user who cannot enter the root-only state dir, Galaxy's data dir (else its log dir):
+    never the runtime dir, a tmpfs, where the schedule would be lost at every reboot."""
     if not instance.run_as[0]:
         return instance.state_dir
-    data_dir = instance.galaxy.get("data_dir")
-    if isinstance(data_dir, str) and data_dir:
-        return os.path.join(os.path.dirname(instance.galaxy_config_file), data_dir)
-    return StatePaths.of(instance.state_dir).runtime_dir
+    return galaxy_data_dir(instance.galaxy, instance.galaxy_config_file, instance.galaxy_root) or instance.log_dir
 
 
 def galaxy_environment(instance):

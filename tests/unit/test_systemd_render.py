@@ -15,7 +15,7 @@ from galaxyctl_libs.backends.systemd import render as sd
 from galaxyctl_libs.backends.systemd.backend import SystemdBackend
 from galaxyctl_libs.backends.systemd.client import SystemdController
 from galaxyctl_libs.core import state
-from galaxyctl_libs.core.registration import resolve
+from galaxyctl_libs.core.registration import LOG_DIR_UNUSED_UNDER_SYSTEMD, resolve
 from galaxyctl_libs.core.services import build_services
 from galaxyctl_libs.core.targets import Service
 from galaxyctl_libs.errors import GalaxyctlError
@@ -120,16 +120,12 @@ TimeoutStartSec=10
 TimeoutStopSec=10
 Restart=always
 MemoryMax=2G
-StandardOutput=append:/var/log/galaxy/celery.log
-StandardError=inherit
 """,
     "galaxy-handler@.service": """\
 ExecStart="/srv/galaxy/venv/bin/galaxy-main" "-c" "/srv/galaxy/config/galaxy.yml" "--server-name=handler_%i"
 TimeoutStartSec=20
 TimeoutStopSec=65
 Restart=always
-StandardOutput=append:/var/log/galaxy/handler_%i.log
-StandardError=inherit
 """,
 }
 GOLDEN_TARGET = """\
@@ -152,16 +148,13 @@ WantedBy=multi-user.target
 def test_golden_units_for_gunicorn_celery_and_two_handlers():
     assert '"' not in PY and "\\" not in PY and "%" not in PY and "$" not in PY
     paths = sd.Paths(STATE, "/etc/systemd/system", run_dir="/run/galaxyctl/x")
-    files = sd.render_units(paths, {"_default_": rich_services()}, {"_default_": "/var/log/galaxy"})
-    # the gunicorn's log: the journal when there is no log dir; here, its file
-    tails = dict(GOLDEN_TAILS)
-    tails["galaxy-gunicorn.service"] += "StandardOutput=append:/var/log/galaxy/gunicorn.log\nStandardError=inherit\n"
+    files = sd.render_units(paths, {"_default_": rich_services()})
     expected = {
         os.path.join("/etc/systemd/system", unit): GOLDEN_HEAD.format(
             state_id=paths.state_id, name=unit[7:-8].replace("@", "_%i")
         )
         + tail.format(py=PY)
-        for unit, tail in tails.items()
+        for unit, tail in GOLDEN_TAILS.items()
     }
     expected["/etc/systemd/system/galaxy.target"] = GOLDEN_TARGET.format(state_id=paths.state_id)
     assert files == expected
@@ -169,10 +162,30 @@ def test_golden_units_for_gunicorn_celery_and_two_handlers():
 
 def test_journal_without_log_dir_and_user_mode_drops_user_and_installs_in_default_target():
     paths = sd.Paths(STATE, "/home/g/.config/systemd/user", user_mode=True)
-    files = sd.render_units(paths, {"_default_": rich_services()[1:2]}, {"_default_": None})
+    files = sd.render_units(paths, {"_default_": rich_services()[1:2]})
     unit = files["/home/g/.config/systemd/user/galaxy-celery.service"]
     assert "StandardOutput" not in unit and "User=" not in unit and "Group=" not in unit
     assert files["/home/g/.config/systemd/user/galaxy.target"].endswith("WantedBy=default.target\n")
+
+
+def test_log_dir_is_never_a_unit_output_and_is_said_to_be_unused_once(gctl, demo_galaxy, short_tmp):
+    """systemd opens an output file as root, following links: with a log_dir (even /etc) the units
+    still log to the journal only, and update says once that log_dir is not used."""
+    handlers = {"handler": {"processes": 2}}
+    config, _ = demo_galaxy(gravity={"process_manager": "systemd", "log_dir": "/etc", "handlers": handlers})
+    instance, _, warnings = resolve(state.ConfigRecord(path=config), gctl.state_dir, enforce_user=False)
+    assert SystemdBackend().log_dir(instance) is None and instance.settings.log_dir == "/etc"
+    assert [w for w in warnings if "log_dir" in w] == [f"{config}: {LOG_DIR_UNUSED_UNDER_SYSTEMD}"]
+    home = os.path.join(short_tmp, "home")
+    result = gctl("--user", "-c", config, "update", env={**gctl.env, "HOME": home})
+    said = [line for line in result.stderr.splitlines() if "log_dir" in line]
+    assert said == [f"galaxyctl: warning: {config}: {LOG_DIR_UNUSED_UNDER_SYSTEMD}"]
+    unit_dir = os.path.join(home, ".config", "systemd", "user")
+    units = {name: open(os.path.join(unit_dir, name)).read() for name in os.listdir(unit_dir)}
+    assert {"galaxy-gunicorn.service", "galaxy-handler@.service", "galaxy.target"} <= set(units)
+    for text in units.values():
+        assert "StandardOutput" not in text and "append:" not in text and "file:" not in text
+    assert not any(name.endswith(".log") and name.startswith(("gunicorn", "handler")) for name in os.listdir("/etc"))
 
 
 def test_names_with_instances_templates_and_backend():
@@ -184,8 +197,7 @@ def test_names_with_instances_templates_and_backend():
         sd.target_unit("_default_", False) == "galaxy.target" and sd.target_unit("main", False) == "galaxy-main.target"
     )
     assert SystemdBackend(service_instances=False).target_name(handler, False) == "galaxy-main-handler_3.service"
-    assert backend.log_file(handler, None, False) is None
-    assert backend.log_file(handler, "/l", True) == "/l/main_galaxy_standalone_handler_3.log"
+    assert backend.log_file(handler, None, False) is None and backend.log_file(handler, "/l", True) is None
     paths = backend.paths(STATE)
     assert (paths.unit_dir, backend.managed_dir(paths)) == ("/u", os.path.join(STATE, "systemd"))
     assert isinstance(backend.controller(paths), SystemdController)
@@ -198,8 +210,8 @@ def test_names_with_instances_templates_and_backend():
 def test_template_instances_expand_to_each_handlers_own_unit():
     paths = sd.Paths(STATE, "/u")
     handlers = rich_services()[2:]
-    template = sd.render_units(paths, {"_default_": handlers}, {"_default_": "/l"})["/u/galaxy-handler@.service"]
-    alone = sd.render_units(paths, {"_default_": handlers}, {"_default_": "/l"}, service_instances=False)
+    template = sd.render_units(paths, {"_default_": handlers})["/u/galaxy-handler@.service"]
+    alone = sd.render_units(paths, {"_default_": handlers}, service_instances=False)
     for n in (0, 1):
         assert sd.expand_specifiers(template, str(n)) == sd.expand_specifiers(alone[f"/u/galaxy-handler_{n}.service"])
 
@@ -297,7 +309,7 @@ def hostile_units(directory):
             f"h{index}", argv=(PY, "-c", "pass", value, f"--x={value}"), environment=(("HOSTILE", value),)
         )
     paths = sd.Paths(STATE, directory)
-    files = sd.render_units(paths, {"_default_": tuple(units.values())}, {"_default_": None})
+    files = sd.render_units(paths, {"_default_": tuple(units.values())})
     return units, {label: files[os.path.join(directory, sd.unit_name(s, False))] for label, s in units.items()}, files
 
 
@@ -315,7 +327,7 @@ def test_hostile_values_come_back_exact(label):
 def test_systemd_analyze_verify_accepts_every_unit(tmp_path):
     units, _, files = hostile_units(str(tmp_path))
     rich = tuple(replace(s, instance_name="rich") for s in rich_services())
-    rich = sd.render_units(sd.Paths(STATE, str(tmp_path)), {"rich": rich}, {"rich": str(tmp_path / "log")})
+    rich = sd.render_units(sd.Paths(STATE, str(tmp_path)), {"rich": rich})
     for path, content in {**files, **rich}.items():
         # stand-ins for Galaxy's programs: systemd-analyze checks that each command exists
         content = re.sub(r'"/srv/galaxy/venv/bin/[a-z-]+"', '"/bin/true"', content)
@@ -355,22 +367,18 @@ def test_systemd_analyze_verify_accepts_every_unit(tmp_path):
 )
 def test_refused_in_one_line(fields, message):
     with pytest.raises(GalaxyctlError, match=message) as raised:
-        sd.render_units(sd.Paths(STATE, "/u"), {"_default_": (service("h1", **fields),)}, {"_default_": "/l"})
+        sd.render_units(sd.Paths(STATE, "/u"), {"_default_": (service("h1", **fields),)})
     assert "\n" not in str(raised.value)
 
 
-def test_refused_log_dir_collisions_and_differing_handlers():
+def test_refused_collisions_and_differing_handlers():
     paths = sd.Paths(STATE, "/u")
-    with pytest.raises(GalaxyctlError, match="log file"):
-        sd.render_units(paths, {"_default_": (service("h1"),)}, {"_default_": "/l/../x"})
     with pytest.raises(GalaxyctlError, match="would both be galaxy-a-b-c.service"):
-        sd.render_units(
-            paths, {"a-b": (service("c", instance_name="a-b"),), "a": (service("b-c", instance_name="a"),)}, {}
-        )
+        sd.render_units(paths, {"a-b": (service("c", instance_name="a-b"),), "a": (service("b-c", instance_name="a"),)})
     pools = [service(f"handler_{n}", argv=(PY, f"--server-name=handler_{n}", f"--attach-to-pool=p{n}")) for n in (0, 1)]
     with pytest.raises(GalaxyctlError, match="use_service_instances: false"):
-        sd.render_units(paths, {"_default_": tuple(pools)}, {})
-    assert len(sd.render_units(paths, {"_default_": tuple(pools)}, {}, service_instances=False)) == 3
+        sd.render_units(paths, {"_default_": tuple(pools)})
+    assert len(sd.render_units(paths, {"_default_": tuple(pools)}, service_instances=False)) == 3
 
 
 def test_memory_sizes():

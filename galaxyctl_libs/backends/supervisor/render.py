@@ -1,7 +1,8 @@
 """supervisord's files for Galaxy's services, rendered as ``{path: content}`` (pure: nothing is written).
 
 Layout (gravity's): ``STATE/supervisor/supervisord.conf`` and ``supervisord.conf.d/INSTANCE.d/*.conf``,
-or the Galaxy user's runtime dir as root (rootpolicy).  Every value is escaped for supervisor's
+or the Galaxy user's runtime dir as root (rootpolicy; supervisord's own log then goes with the
+services' logs, see with_persistent_log).  Every value is escaped for supervisor's
 format so it reaches the process exactly, or refused in one line where the format cannot carry it.
 """
 
@@ -143,7 +144,7 @@ def program_names(service, grouped):
 
 
 def render_supervisord_conf(paths):
-    """The main file: socket, log and pid file in the state dir, and the include of the program files."""
+    """The main file: socket, pid file and (see with_persistent_log) log, and the include of the program files."""
     state_dir = _checked(paths.state_dir, "state dir")
     if paths.socket != os.path.normpath(os.path.abspath(paths.socket)):  # supervisord binds the normalised path
         raise GalaxyctlError(f"state dir {_shown(state_dir)}: give it as an absolute path without '.' or '..'")
@@ -210,7 +211,7 @@ def render_program(service, log_dir, grouped, pid_dir=None, autostart=False):
 def render_files(paths, instances_services, log_dirs):
     """All supervisor files for ``{instance_name: services}``: returns ``{path: content}``."""
     grouped = len(instances_services) > 1
-    files = {paths.conf: render_supervisord_conf(paths)}
+    files = {paths.conf: render_supervisord_conf(with_persistent_log(paths, log_dirs))}
     for instance_name, services in instances_services.items():
         instance_dir = os.path.join(paths.conf_dir, f"{instance_name}.d")
         for service in services:
@@ -232,6 +233,18 @@ def render_files(paths, instances_services, log_dirs):
             watcher, log_dir, False, autostart=True
         )
     return files
+
+
+def with_persistent_log(paths, log_dirs):
+    """``paths`` with supervisord's own log in the first instance's log dir when the rest lives in
+    the Galaxy user's runtime dir (a tmpfs): the log outlives a reboot and ``shutdown``, there with
+    the services' logs, which that user writes (README, "Running as root", rule 3)."""
+    from galaxyctl_libs.records import replace
+
+    first = next((log_dir for log_dir in log_dirs.values() if log_dir), None)
+    if not paths.run_dir or paths.log_dir or first is None:
+        return paths
+    return replace(paths, log_dir=first)
 
 
 def _users(services):

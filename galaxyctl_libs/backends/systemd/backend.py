@@ -20,7 +20,8 @@ class SystemdBackend(Backend):
         return render.Paths(state_dir, self.unit_dir, self.user_mode, run_dir)
 
     def render(self, paths, instances_services, log_dirs):
-        return render.render_units(paths, instances_services, log_dirs, service_instances=self.service_instances)
+        """The units; ``log_dirs`` is unused (all None, see log_dir): the journal keeps the logs."""
+        return render.render_units(paths, instances_services, service_instances=self.service_instances)
 
     def managed_dir(self, paths):
         """galaxyctl's own directory, never the unit dir: ``reconcile`` removes whatever it was not
@@ -32,11 +33,12 @@ class SystemdBackend(Backend):
         return render.unit_name(service, grouped, self.service_instances)
 
     def log_dir(self, instance):
-        """Files only where gravity.log_dir asks for them; else the journal, as under gravity."""
-        return instance.log_dir if instance.settings.log_dir else None
+        """Never a directory: the journal keeps every service's output, as under gravity 1.x.  A
+        file there would be opened by systemd as root, following links (render.py's module doc)."""
+        return None
 
     def log_file(self, service, log_dir, grouped):
-        return render.log_file(service, log_dir, grouped)
+        return None
 
     def write(self, paths, files):
         """Write changed units, remove this state dir's stale ones (marked files only): Changes."""

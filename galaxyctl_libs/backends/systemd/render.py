@@ -6,6 +6,11 @@ the instance is not ``_default_`` or there are several), a template ``galaxy-NAM
 numbered processes of one handler entry (``NAME_0``, ``NAME_1`` → instances ``@0``, ``@1``), and
 one ``.target`` per instance that ``Wants=`` every unit, each of which is ``PartOf=`` it.
 
+Logs: the journal, always, as under gravity 1.x (``gravity.log_dir`` is not used; resolving a
+config says so).  systemd opens an ``append:``/``file:`` output path as root, following links, before it switches to
+``User=``: in a directory the Galaxy user can write, a link there would have root append Galaxy's
+output to any file (/etc/passwd).
+
 How systemd reads what we write (systemd.syntax, systemd.service, systemd.exec): every value we
 write goes through specifier expansion (``%%`` is a literal ``%``); ``ExecStart=`` and
 ``Environment=`` are split into words with C-style escapes inside double quotes; ``ExecStart=``
@@ -195,22 +200,12 @@ def unit_name(service, grouped, service_instances=True):
     return unit
 
 
-def log_file(service, log_dir, grouped):
-    """Where a service's output goes when the instance has a log dir (else the journal): the file
-    supervisord used for it, so logs stay put across a change of process manager."""
-    if not log_dir:
-        return None
-    name = service.service_name
-    if grouped:
-        name = f"{service.instance_name}_{service.config_type}_{service.service_type}_{name}"
-    return os.path.join(log_dir, f"{name}.log")
-
-
 # ---------------------------------------------------------------- units
 
 
-def render_service(service, log_dir, grouped, pid_dir, target, user_mode=False, owner=""):
-    """One service unit; each value escaped for how systemd reads it (see the module doc)."""
+def render_service(service, grouped, pid_dir, target, user_mode=False, owner=""):
+    """One service unit; each value escaped for how systemd reads it (see the module doc).  No
+    ``StandardOutput=``: the journal keeps the output, as under gravity 1.x (see the module doc)."""
     what = f"{service.instance_name}/{service.service_name}"
     label = service.service_name if not grouped and service.instance_name == "_default_" else what
     unit = [HEADER + owner, "[Unit]", f"Description=Galaxy {_raw(label, what + ': name')}"]
@@ -235,9 +230,6 @@ def render_service(service, log_dir, grouped, pid_dir, target, user_mode=False, 
         size = memory_size(getattr(service, field, None), f"{what}: {field}")
         if size:
             unit.append(f"{key}={size}")
-    path = log_file(service, log_dir, grouped)
-    if path:
-        unit += [f"StandardOutput=append:{_path(path, f'{what}: log file')}", "StandardError=inherit"]
     return "\n".join(unit) + "\n"
 
 
@@ -285,7 +277,7 @@ def _template(members, render_one):
     return text
 
 
-def render_units(paths, instances_services, log_dirs, unit_dir=None, user_mode=None, service_instances=True):
+def render_units(paths, instances_services, unit_dir=None, user_mode=None, service_instances=True):
     """All unit files for ``{instance_name: services}``: returns ``{path: content}``."""
     unit_dir = unit_dir or paths.unit_dir
     user_mode = paths.user_mode if user_mode is None else user_mode
@@ -294,10 +286,9 @@ def render_units(paths, instances_services, log_dirs, unit_dir=None, user_mode=N
     files, seen = {}, {}
     for instance_name, services in instances_services.items():
         target = target_unit(instance_name, grouped)
-        log_dir = log_dirs.get(instance_name)
 
         def render_one(service):
-            return render_service(service, log_dir, grouped, paths.pid_dir, target, user_mode, owner)
+            return render_service(service, grouped, paths.pid_dir, target, user_mode, owner)
 
         wants, templates = [], {}
         for service in services:
