@@ -1,7 +1,9 @@
 """The cron path: what `status` loads, the lazy parser, records, the socket helpers, batched writes.
 
 No timing asserts (bench/ has the figures); these pin down the *causes* of a fast status — which
-modules it must not import — and that the lean replacements behave like what they replace.
+modules it must not import — and that the lean replacements behave like what they replace.  Only
+public interfaces of the standard library: ``json``, ``socket`` (and with them ``re`` and ``enum``)
+are on the status path, ``sqlite3`` too when handlers' heartbeats are in a SQLite database.
 """
 
 import dataclasses
@@ -23,13 +25,14 @@ from galaxyctl_libs.probes import http as health
 from galaxyctl_libs.probes import netio
 
 # Heavy modules a cron `status` used to pay for; none is needed to ask supervisord and probe the web.
+# (json, socket, re and enum are: the records are JSON, supervisord and the web are asked through
+# socket, and both import re or enum.)
 NOT_ON_STATUS_PATH = (
     "argparse",  # a plain status command line is read by cli/options.py
     "gettext",
     "dataclasses",
     "inspect",
     "yaml",
-    "socket",
     "subprocess",
     "shutil",
     "tempfile",
@@ -40,10 +43,7 @@ NOT_ON_STATUS_PATH = (
     "typing",
     "http.client",
     "xmlrpc.client",
-    "encodings.idna",
-    "json",  # records are read with leanjson: json imports re (and enum) to compile its patterns
-    "re",
-    "enum",
+    "encodings.idna",  # an ASCII host goes to getaddrinfo as bytes
     "galaxyctl_libs.backends.supervisor.render",
     "galaxyctl_libs.core.config",
     "galaxyctl_libs.core.registration",

@@ -6,9 +6,10 @@ log file.  ``update`` records the targets it applied in the backend's own direct
 also the truth about what the process manager was told to run.
 """
 
+import json
 import os
 
-from galaxyctl_libs import fsutil, leanjson
+from galaxyctl_libs import fsutil
 from galaxyctl_libs.core.targets import Service
 from galaxyctl_libs.paths import StatePaths
 from galaxyctl_libs.records import Record, asdict
@@ -45,8 +46,6 @@ class Applied(Record):
 def write_applied(state_dir, targets, required_storage=(), supervisor_dir=None, run_as=(None, None), backend=None):
     """Record what supervisord was given (only rewritten when it changed).  It lives in the state
     dir, which only galaxyctl's own user can change, so root can trust it (rootpolicy)."""
-    import json  # writers only: status reads with leanjson
-
     # One target per line: readable, and json's C encoder (an ``indent`` would select the pure-Python
     # one, ~90 ms for 500 handlers on every update).
     lines = [
@@ -80,7 +79,7 @@ def load_applied(state_dir):
     except UnicodeDecodeError:  # binary garbage is as damaged as bad JSON
         return None
     try:
-        data = leanjson.loads(text)
+        data = json.loads(text)
         targets = [
             Target(
                 Service(**{k: tuple(map(_tuple, v)) if isinstance(v, list) else v for k, v in item["service"].items()}),

@@ -23,8 +23,8 @@ TABLE = "worker_process"
 
 HEARTBEAT_SQL = f"SELECT server_name, hostname, pid, update_time FROM {TABLE} WHERE hostname = :host"
 # SQLite turns update_time (naive UTC) into Unix seconds itself (Unix epoch = Julian day 2440587.5),
-# so the cron path never imports datetime to parse it (about 2.5 ms of every status).  Only a date
-# and time as Galaxy writes it: julianday() alone would also read 'now' or a bare number.
+# so no row's text is parsed in Python.  Only a date and time as Galaxy writes it: julianday() alone
+# would also read 'now' or a bare number.
 SQLITE_HEARTBEAT_SQL = (
     "SELECT server_name, hostname, pid, CASE WHEN typeof(update_time) = 'text' AND update_time GLOB "
     "'[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9][ T][0-9][0-9]:[0-9][0-9]*' "
@@ -119,19 +119,9 @@ def sqlite_uri(path):
     return f"file:{encoded}?mode=ro"
 
 
-def _sqlite():
-    """SQLite's C module.  The ``sqlite3`` package re-exports it and adds DB-API helpers built on
-    ``datetime`` (date and time adapters, ``DateFromTicks``), none of which this read-only query
-    uses; importing them costs ``status`` about 3 ms.  ``connect`` and the errors are the same objects."""
-    try:
-        import _sqlite3 as sqlite
-    except ImportError:  # an interpreter that builds sqlite3 otherwise
-        import sqlite3 as sqlite
-    return sqlite
-
-
 def _read_sqlite(path, sql, params, timeout):
-    sqlite3 = _sqlite()
+    import sqlite3  # only for a SQLite database: it imports datetime for its adapters
+
     if not os.path.exists(path):
         raise GalaxyctlError(f"Galaxy's database {path} does not exist")
     try:

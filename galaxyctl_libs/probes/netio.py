@@ -1,18 +1,13 @@
-"""One request, one reply, over a local stream socket: what the supervisord RPC and the HTTP probe share.
+"""One request, one reply, over a local stream socket: what the supervisord RPC and the HTTP probe share."""
 
-Built on ``_socket``, the C module that ``socket`` wraps: importing ``socket`` turns its constants
-into four enums, about 2 ms on every cron ``status`` for names we never use.  We need only the
-socket type, ``getaddrinfo`` and three constants, which ``_socket`` has as they are.
-"""
-
-import _socket
+import socket
 import time
 
 CHUNK = 65536
 
 
 def _connect(family, address, timeout):
-    sock = _socket.socket(family, _socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.settimeout(timeout)
         sock.connect(address)
@@ -23,7 +18,7 @@ def _connect(family, address, timeout):
 
 
 def connect_unix(path, timeout):
-    return _connect(_socket.AF_UNIX, path, timeout)
+    return _connect(socket.AF_UNIX, path, timeout)
 
 
 def connect_tcp(host, port, timeout):
@@ -34,7 +29,7 @@ def connect_tcp(host, port, timeout):
     """
     last_error = OSError(f"no address for {host}")
     wire_host = host.encode("ascii") if host.isascii() else host
-    for family, _, _, _, address in _socket.getaddrinfo(wire_host, port, 0, _socket.SOCK_STREAM):
+    for family, _, _, _, address in socket.getaddrinfo(wire_host, port, 0, socket.SOCK_STREAM):
         try:
             return _connect(family, address, timeout)
         except OSError as exc:
