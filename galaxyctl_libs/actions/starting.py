@@ -13,7 +13,9 @@ import time
 from galaxyctl_libs.actions.readiness import MigrationNeeded, log_offsets, wait_ready
 from galaxyctl_libs.backends import planned
 from galaxyctl_libs.backends.base import UP_STATES
+from galaxyctl_libs.backends.supervisor.rpc import Fault
 from galaxyctl_libs.core import order
+from galaxyctl_libs.errors import GalaxyctlError
 
 
 def start_grace(target, timeout):
@@ -65,8 +67,28 @@ def _start_each(state_dir, client, targets, timeout, action, progress):
                     progress(f"start_stagger: {pause:g}s before {target.program}")
                 time.sleep(pause)
                 at = time.time()
-            if client.start(target.program):
+            if start_program(client, target):
                 pid = client.process_info(target.program)["pid"]
                 entries.append((target.program, at, start_grace(target, timeout), pid))
     finally:
         planned.record(state_dir, entries, action)
+
+
+def start_program(client, target):
+    """``client.start``; supervisord refusing (SPAWN_ERROR: it could not open the service's log file
+    or run its command; NO_FILE, NOT_EXECUTABLE) is one line naming the service, the fault and its
+    cause, and where to read more, not a traceback in the middle of a start."""
+    try:
+        return client.start(target.program)
+    except Fault as fault:
+        name, _, rest = fault.faultString.partition(":")
+        reason = rest.strip()
+        try:
+            reason = client.process_info(target.program).get("spawnerr") or reason  # supervisord's own words
+        except (Fault, GalaxyctlError):
+            pass
+        logs = [f"its log file {target.log_file}"] if target.log_file else []
+        manager_log = getattr(getattr(client, "paths", None), "log", None)  # supervisord's; systemd has none
+        logs += [f"supervisord's log {manager_log}"] if manager_log else []
+        see = f" (see {' and '.join(logs)})" if logs else ""
+        raise GalaxyctlError(f"supervisord refused startProcess {target.program}: {name}: {reason}{see}") from fault

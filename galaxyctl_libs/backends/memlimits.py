@@ -39,14 +39,17 @@ RECYCLE = "recycle"  # SIGTERM to one gunicorn worker: gunicorn's master replace
 REPORT = "report"  # logged (and shown by status); nothing is restarted
 
 MEMORY_LIMIT, MEMORY_HIGH = "memory_limit", "memory_high"
+# core.schema.GIGABYTES's highest (not imported: status stays light); checked again here, for a
+# record saved before the config refused more (NaN, infinity: int() of them raises)
+MAX_GB = 1024
 
 
 def limit_bytes(gigabytes, what="memory size"):
     """A gravity memory setting (GB, a number) in bytes; 0 for none (unset or 0)."""
     if gigabytes is None:
         return 0
-    if isinstance(gigabytes, bool) or not isinstance(gigabytes, (int, float)) or gigabytes < 0:
-        raise GalaxyctlError(f"{what} {gigabytes!r}: a memory size is a positive number of GB")
+    if isinstance(gigabytes, bool) or not isinstance(gigabytes, (int, float)) or not 0 <= gigabytes <= MAX_GB:
+        raise GalaxyctlError(f"{what} {gigabytes!r}: a memory size is a positive number of GB, at most {MAX_GB}")
     return int(round(gigabytes * GB))
 
 

@@ -129,17 +129,40 @@ def main(argv=None):
             enter_state_dir(state_dir(args), needs_root=_needs_root(args))
         return args.func(args)
     except GalaxyctlError as exc:
-        if args.debug:
-            import traceback
-
-            traceback.print_exc()
-        print(f"{PROG}: error: {exc.message}", file=sys.stderr)
-        for line in exc.details:
-            print(line, file=sys.stderr)
-        return exc.exit_code
+        return _report(exc.message, exc.details, exc.exit_code, args.debug)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # last resort: what the OS or supervisord refused, where no caller said it
+        message = _outside_failure(exc)
+        if message is None:
+            raise  # anything else is a bug: its traceback
+        return _report(message, (), 1, args.debug)
+
+
+def _report(message, details, exit_code, debug):
+    """The one place errors are printed: one line (its traceback before it with --debug)."""
+    if debug:
+        import traceback
+
+        traceback.print_exc()
+    print(f"{PROG}: error: {GalaxyctlError(message).message}", file=sys.stderr)
+    for line in details:
+        print(line, file=sys.stderr)
+    return exit_code
+
+
+def _outside_failure(exc):
+    """One line for an OS error (its cause and file) or a fault of supervisord's (its fault string),
+    else None.  The rpc module is looked up, not imported: a fault means it is loaded already, and
+    ``status`` stays light."""
+    if isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename is not None else ""
+        return f"{exc.strerror or exc}{where}"
+    rpc = sys.modules.get("galaxyctl_libs.backends.supervisor.rpc")
+    if rpc is not None and isinstance(exc, rpc.Fault):
+        return f"supervisord refused a request: {exc.faultString} (supervisord's log says why)"
+    return None
 
 
 # Commands that act as root (cryptsetup, mount, oneclient): refused on a state dir a user owns.

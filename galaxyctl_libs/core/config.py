@@ -18,6 +18,7 @@ from dataclasses import fields
 from galaxyctl_libs.core.schema import (  # noqa: F401 - the settings classes: part of the config API
     APP_SERVERS,
     DEFAULT_INSTANCE_NAME,
+    KIND_LIMITS,
     LEGACY_KEYS,
     NON_PERSISTENT_KEYS,
     PROCESS_MANAGERS,
@@ -87,23 +88,32 @@ def _to_bool(value, choices, where):
     raise GalaxyctlError(f"{where}: expected true or false, got {_describe(value)}")
 
 
-def _to_int(value, choices, where, port=False):
-    if isinstance(value, str) and value.strip().isdigit():
+def _to_int(value, choices, where):
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():  # not int('²')
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool):
         raise GalaxyctlError(f"{where}: expected an integer, got {_describe(value)}")
-    if value < 0 or (port and not 0 < value < 65536):
-        raise GalaxyctlError(f"{where}: {value} is out of range")
     return value
-
-
-def _to_port(value, choices, where):
-    return _to_int(value, choices, where, port=True)
 
 
 def _to_number(value, choices, where):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise GalaxyctlError(f"{where}: expected a number, got {_describe(value)}")
+    return value
+
+
+def check_limit(value, limit, where):
+    """``value`` if it is within ``limit`` (lowest, highest; of a name, its length), else an error
+    naming ``where``.  NaN passes no comparison, so it is out of every range, as infinity is."""
+    low, high = limit
+    if isinstance(value, str):
+        if not low <= len(value) <= high:
+            raise GalaxyctlError(
+                f"{where}: {clip_repr(value)} is too long: at most {high} characters (it becomes part of file names)"
+            )
+        return value
+    if not low <= value <= high:
+        raise GalaxyctlError(f"{where}: {value} is out of range ({low} to {high})")
     return value
 
 
@@ -183,7 +193,7 @@ def _to_handlers(value, choices, where):
 CONVERTERS = {
     "bool": _to_bool,
     "int": _to_int,
-    "port": _to_port,
+    "port": _to_int,
     "number": _to_number,
     "str": _to_str,
     "name": _to_name,
@@ -196,9 +206,14 @@ CONVERTERS = {
 }
 
 
-def _convert(value, kind, choices, where):
-    """Check one raw value against its field's kind; return the converted value or raise naming ``where``."""
-    return None if value is None else CONVERTERS[kind](value, choices, where)
+def _convert(value, kind, choices, where, limit=None):
+    """Check one raw value against its field's kind and range (``limit``, else the kind's own, see
+    schema.KIND_LIMITS); return the converted value or raise naming ``where``."""
+    if value is None:
+        return None
+    value = CONVERTERS[kind](value, choices, where)
+    limit = limit or KIND_LIMITS.get(kind)
+    return value if limit is None else check_limit(value, limit, where)
 
 
 def _build(cls, raw, where, warnings):
@@ -216,7 +231,7 @@ def _build(cls, raw, where, warnings):
                 warnings.append(f"{where}.{_key_text(key)}{UNKNOWN_KEY}")
             continue
         path = f"{where}.{key}"
-        kind, choices = spec.metadata["kind"], spec.metadata["choices"]
+        kind, choices, limit = spec.metadata["kind"], spec.metadata["choices"], spec.metadata["limit"]
         if isinstance(kind, tuple):
             container, sub = kind
             if container == "sections" and isinstance(value, list):
@@ -227,7 +242,7 @@ def _build(cls, raw, where, warnings):
                 built = _build(sub, value, path, warnings)
                 values[key] = (built,) if container == "sections" else built
             continue
-        converted = _convert(value, kind, choices, path)
+        converted = _convert(value, kind, choices, path, limit)
         if converted is not None or spec.default is None:
             values[key] = converted
     return cls(**values)

@@ -31,7 +31,8 @@ DEFAULT_NAME_TEMPLATE = "{name}_{process}"  # gravity's default for gravity.hand
 TEMPLATE_FIELDS = ("name", "process", "instance_name", "instance_number")
 DYNAMIC_ASSIGN_METHODS = ("db-skip-locked", "db-transaction-isolation")
 _HANDLER_KEYS = ("processes", "pools", "name_template", "environment")
-_SERVER_NAME = re.compile(r"[A-Za-z0-9_.@+-]+\Z")  # becomes a supervisor program name
+_SERVER_NAME = re.compile(r"[A-Za-z0-9_.@+-]{1,100}\Z")  # becomes a program, file and unit name: bounded
+MAX_HANDLERS = 1000  # handler processes in all: each is a supervisor program (a systemd unit)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
@@ -181,6 +182,8 @@ def load_job_handlers(
                 f" and in {origin}; each handler process needs its own name"
             )
         seen[handler.server_name] = origin
+    if len(seen) > MAX_HANDLERS:  # job conf entries (bounded by its size) and gravity.handlers together
+        raise GalaxyctlError(f"{path or gravity_file}: {len(seen)} job handlers; at most {MAX_HANDLERS} can run")
     return JobConfig(static + dynamic, assign, source, path, sqlite, config_dir, tuple(notes))
 
 
@@ -333,6 +336,7 @@ def _dynamic(gravity_handlers, where, instance_name):
         count = 1 if settings.get("processes") is None else settings["processes"]
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
             _fail(where, f"{key}.processes", "a non-negative integer", count)
+        _check_limits(settings, count, len(handlers), where, key)
         pools = _str_list(settings.get("pools"), where, f"{key}.pools")
         env = _environment(settings.get("environment"), where, f"{key}.environment")
         options = tuple((k, v) for k, v in settings.items() if k not in _HANDLER_KEYS)
@@ -360,6 +364,23 @@ def _dynamic(gravity_handlers, where, instance_name):
     return tuple(handlers)
 
 
+def _check_limits(settings, count, before, where, key):
+    """An entry's numbers within the ranges of the settings it shares with a service section
+    (schema's limits), and its processes bounded, one entry's and all entries' together."""
+    from dataclasses import fields
+
+    from galaxyctl_libs.core.config import check_limit
+    from galaxyctl_libs.core.schema import COUNT, ServiceCommon
+
+    check_limit(count, COUNT, f"{where}: {key}.processes")
+    if before + count > MAX_HANDLERS:
+        raise GalaxyctlError(f"{where}: {key}.processes: more than {MAX_HANDLERS} handler processes in all")
+    for spec in fields(ServiceCommon):
+        value = settings.get(spec.name)
+        if spec.metadata["limit"] and isinstance(value, (int, float)) and not isinstance(value, bool):
+            check_limit(value, spec.metadata["limit"], f"{where}: {key}.{spec.name}")  # its type: services.py
+
+
 def _expand(template, where, key, **fields):
     """str.format limited to the known fields: no attribute or index lookups."""
     try:
@@ -377,7 +398,7 @@ def _check_name(name, where, key):
     if not isinstance(name, str) or not _SERVER_NAME.match(name):
         raise GalaxyctlError(
             f"{where}: {key}: {_describe(name)} cannot be a job handler name "
-            "(use letters, digits, '_', '-', '.', '@' and '+')"
+            "(use at most 100 letters, digits, '_', '-', '.', '@' and '+')"
         )
 
 

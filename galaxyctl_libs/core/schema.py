@@ -10,12 +10,25 @@ DEFAULT_INSTANCE_NAME = "_default_"
 APP_SERVERS = ("gunicorn", "unicornherder", "uwsgi")
 PROCESS_MANAGERS = ("supervisor", "systemd", "multiprocessing")
 
+# The ranges (inclusive) a config's numbers must be in (NaN and infinity are in none): a value past
+# them is a typo or an attack, and would only fail later, half done (a file name too long, a sleep
+# that never ends while ``start`` holds the operation lock).  README.rst lists them.
+SECONDS = (0, 86400)  # timeouts: up to a day
+STAGGER = (0, 3600)  # start_stagger: up to an hour
+GIGABYTES = (0, 1024)  # memory_limit, memory_high: up to 1 TB; 0 is none
+WORKERS = (1, 1000)  # gunicorn/reports workers: 0 would serve nothing
+COUNT = (0, 1000)  # celery concurrency (0: celery's default, one per CPU), processes of a handler entry
+NAME_LENGTH = (1, 64)  # instance_name: part of file, directory and unit names
+KIND_LIMITS = {"port": (1, 65535)}  # of every field of that kind
 
-def _opt(default, kind, choices=None):
-    """A settings field: ``kind`` says how raw YAML is checked and converted (see ``_convert``)."""
+
+def _opt(default, kind, choices=None, limit=None):
+    """A settings field: ``kind`` says how raw YAML is checked and converted (see ``_convert``);
+    ``limit``, the (lowest, highest) value it may have (a name: its length)."""
+    metadata = {"kind": kind, "choices": choices, "limit": limit}
     if isinstance(default, dict):
-        return field(default_factory=dict, metadata={"kind": kind, "choices": choices})
-    return field(default=default, metadata={"kind": kind, "choices": choices})
+        return field(default_factory=dict, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -24,30 +37,31 @@ class ServiceCommon:
 
     enable: bool = _opt(True, "bool")
     umask: str = _opt(None, "umask")
-    start_timeout: int = _opt(10, "int")
-    stop_timeout: int = _opt(10, "int")
-    memory_limit: float = _opt(None, "number")
-    memory_high: float = _opt(None, "number")
+    start_timeout: int = _opt(10, "int", limit=SECONDS)
+    stop_timeout: int = _opt(10, "int", limit=SECONDS)
+    memory_limit: float = _opt(None, "number", limit=GIGABYTES)
+    memory_high: float = _opt(None, "number", limit=GIGABYTES)
     environment: dict = _opt({}, "environment")
-    start_stagger: float = _opt(None, "number")  # galaxyctl's: seconds between starting processes of one kind
+    # galaxyctl's: seconds between starting processes of one kind
+    start_stagger: float = _opt(None, "number", limit=STAGGER)
 
 
 @dataclass(frozen=True)
 class GunicornSettings(ServiceCommon):
     bind: str = _opt("localhost:8080", "str")
-    workers: int = _opt(1, "int")
-    timeout: float = _opt(300, "number")
+    workers: int = _opt(1, "int", limit=WORKERS)
+    timeout: float = _opt(300, "number", limit=SECONDS)
     extra_args: str = _opt("", "args")
     preload: bool = _opt(None, "bool")  # None: true unless the app server is unicornherder
-    start_timeout: int = _opt(15, "int")
-    stop_timeout: int = _opt(65, "int")
-    restart_timeout: int = _opt(300, "int")
+    start_timeout: int = _opt(15, "int", limit=SECONDS)
+    stop_timeout: int = _opt(65, "int", limit=SECONDS)
+    restart_timeout: int = _opt(300, "int", limit=SECONDS)
 
 
 @dataclass(frozen=True)
 class CelerySettings(ServiceCommon):
     enable_beat: bool = _opt(True, "bool")
-    concurrency: int = _opt(2, "int")
+    concurrency: int = _opt(2, "int", limit=COUNT)
     loglevel: str = _opt("DEBUG", "choice", ("DEBUG", "INFO", "WARNING", "ERROR"))
     queues: str = _opt("celery,galaxy.internal,galaxy.external", "str")
     pool: str = _opt("threads", "choice", ("prefork", "eventlet", "gevent", "solo", "processes", "threads"))
@@ -84,8 +98,8 @@ class ReportsSettings(ServiceCommon):
     enable: bool = _opt(False, "bool")
     config_file: str = _opt("reports.yml", "str")
     bind: str = _opt("localhost:9001", "str")
-    workers: int = _opt(1, "int")
-    timeout: float = _opt(300, "number")
+    workers: int = _opt(1, "int", limit=WORKERS)
+    timeout: float = _opt(300, "number", limit=SECONDS)
     url_prefix: str = _opt(None, "str")
     extra_args: str = _opt("", "args")
 
@@ -98,9 +112,9 @@ class GravitySettings:
     service_command_style: str = _opt("gravity", "choice", ("gravity", "direct", "exec"))
     use_service_instances: bool = _opt(True, "bool")
     umask: str = _opt("022", "umask")
-    memory_limit: float = _opt(None, "number")
-    memory_high: float = _opt(None, "number")
-    start_stagger: float = _opt(None, "number")  # galaxyctl's: the default of every service section
+    memory_limit: float = _opt(None, "number", limit=GIGABYTES)
+    memory_high: float = _opt(None, "number", limit=GIGABYTES)
+    start_stagger: float = _opt(None, "number", limit=STAGGER)  # galaxyctl's: the default of every service section
     galaxy_config_file: str = _opt(None, "str")
     galaxy_root: str = _opt(None, "str")
     galaxy_user: str = _opt(None, "str")
@@ -109,7 +123,7 @@ class GravitySettings:
     log_namespace: str = _opt(None, "str")
     virtualenv: str = _opt(None, "str")
     app_server: str = _opt("gunicorn", "choice", APP_SERVERS)
-    instance_name: str = _opt(DEFAULT_INSTANCE_NAME, "name")
+    instance_name: str = _opt(DEFAULT_INSTANCE_NAME, "name", limit=NAME_LENGTH)
     gunicorn: tuple = _opt((GunicornSettings(),), ("sections", GunicornSettings))
     celery: CelerySettings = _opt(CelerySettings(), ("section", CelerySettings))
     gx_it_proxy: GxItProxySettings = _opt(GxItProxySettings(), ("section", GxItProxySettings))
