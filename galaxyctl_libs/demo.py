@@ -106,14 +106,19 @@ import os
 
 from celery import Celery
 
-_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))  # lib/galaxy/celery -> root
 _QUEUE = os.path.join(_ROOT, "database", "celery-queue")
 os.makedirs(_QUEUE, exist_ok=True)
 
 celery_app = Celery("galaxy")
 celery_app.conf.update(
     broker_url="filesystem://",
-    broker_transport_options={"data_folder_in": _QUEUE, "data_folder_out": _QUEUE},
+    # every folder absolute, in database/ (any user may write there; the worker's cwd may be root's)
+    broker_transport_options={
+        "data_folder_in": _QUEUE,
+        "data_folder_out": _QUEUE,
+        "control_folder": os.path.join(_QUEUE, "control"),
+    },
     result_backend=None,
     beat_schedule={"demo-ping": {"task": "galaxy.celery.ping", "schedule": 30.0}},
 )

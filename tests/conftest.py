@@ -268,7 +268,7 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 @pytest.fixture(scope="session")
 def user_venv():
     """A venv from the system Python (the test's own interpreter may live where another user cannot
-    enter, e.g. /root/.pyenv) with gunicorn, supervisor and this checkout's galaxyctl installed:
+    enter, e.g. /root/.pyenv) with gunicorn, celery, supervisor and this checkout's galaxyctl installed:
     as root with a Galaxy user, supervisord and the herder run with galaxyctl's Python as that user.
     One venv per user and checkout, reused between runs; galaxyctl is reinstalled when the
     checkout's code changed (its stamp is the code's digest), so never under a pytest-xdist worker
@@ -284,7 +284,7 @@ def user_venv():
             subprocess.run([SYSTEM_PYTHON, "-m", "venv", path], check=True, timeout=300)
             own_tmp_path(name)  # and the venv made is ours alone
         if read_bytes(stamp, 1024) != digest.encode():
-            subprocess.run([pip, "install", "-q", "gunicorn", "supervisor", "pyyaml"], check=True, timeout=600)
+            subprocess.run([pip, "install", "-q", "gunicorn", "supervisor", "pyyaml", "celery"], check=True, timeout=600)
             install_checkout(path)
             with open(stamp, "w") as handle:
                 handle.write(digest)

@@ -28,9 +28,10 @@ def operation_lock(state_dir):
 
     A read-only state dir is taken as it is (stop and shutdown must work there; writers fail later,
     on their first write)."""
-    if not fsutil.read_only_dir(state_dir):
-        fsutil.ensure_private_dir(state_dir)
-    return fsutil.exclusive_lock(StatePaths.of(state_dir).operation_lock)
+    paths = StatePaths.of(state_dir)  # first: as root, refuses a state dir another user can change
+    if not fsutil.read_only_dir(paths.state_dir):
+        fsutil.ensure_private_dir(paths.state_dir)
+    return fsutil.exclusive_lock(paths.operation_lock)
 
 
 def resolve(record, state_dir, enforce_user=True):
