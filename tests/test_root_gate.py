@@ -218,3 +218,25 @@ def test_the_library_acts_as_the_owner_after_enter_state_dir(demo_galaxy, user_v
     assert result.returncode == 0 and result.stdout.strip() == test_user.pw_name, result.stderr
     for name in os.listdir(state):
         assert os.lstat(os.path.join(state, name)).st_uid == test_user.pw_uid, name
+
+
+def test_a_link_in_a_galaxy_user_dir_cannot_pick_the_included_file(root_gctl, test_user, short_tmp):
+    """Under a root config dir, a subdir the user owns holds ``inc.yml``, a link to a root-only
+    file beside the config: ``!include sub/inc.yml`` is refused, naming that subdir."""
+    config_dir = os.path.join(short_tmp, "config")
+    os.makedirs(config_dir)
+    sub = user_dir(os.path.join(config_dir, "sub"), test_user)
+    chosen = os.path.join(config_dir, "root-only.yml")
+    with open(chosen, "w") as handle:
+        handle.write(f"LEAK: {SECRET}\n")
+    os.chmod(chosen, 0o600)
+    os.symlink(chosen, os.path.join(sub, "inc.yml"))
+    config = os.path.join(config_dir, "galaxy.yml")
+    with open(config, "w") as handle:
+        handle.write(
+            f"gravity:\n  galaxy_user: {test_user.pw_name}\n  gunicorn:\n    environment: !include sub/inc.yml\n"
+        )
+    refused = root_gctl("register", config, check=False)
+    assert refused.returncode == 1 and len(refused.stderr.splitlines()) == 1, refused.stderr
+    assert f"directory {sub} is owned by {test_user.pw_name}" in refused.stderr
+    assert SECRET not in refused.stdout + refused.stderr

@@ -164,6 +164,9 @@ def _load_include(loader, node):
         raise GalaxyctlError(
             f"{loader.name}: !include {clip_repr(value)} includes itself (through {' -> '.join(chain)})"
         )
+    # the path as written, too: a link in a directory another user can change would let that user
+    # pick which root-owned file gets included (the resolved file is checked when it is read)
+    check_root_controlled(target, "included file")
     real = _include_target(loader, value, target)
     return _load_yaml_file(real, chain, loader.root_dir, loader._depth, shown_path=target, follow_symlinks=False)
 
