@@ -27,7 +27,7 @@ from galaxyctl_libs import gate
 from galaxyctl_libs.actions import health
 from galaxyctl_libs.actions.lifecycle import LifecycleResult, _prepare
 from galaxyctl_libs.actions.readiness import DEFAULT_READY_TIMEOUT, log_details, wait_ready
-from galaxyctl_libs.actions.starting import start_grace, start_in_order
+from galaxyctl_libs.actions.starting import start_grace, start_in_order, start_program
 from galaxyctl_libs.backends import planned
 from galaxyctl_libs.backends.supervisor import client as sup
 from galaxyctl_libs.core.registration import operation_lock
@@ -137,7 +137,7 @@ class _Roll:
     def run(self, targets, batch):
         stopped = [t for t in targets if self.state(t) not in sup.UP_STATES]
         for target in stopped:
-            self.client.start(target.program)
+            start_program(self.client, target)
             self.when[target.program] = time.time()
         up = [t for t in targets if t not in stopped]
         handlers = [t for t in up if t.service.service_type == health.HANDLER_TYPE]
@@ -150,7 +150,7 @@ class _Roll:
             self.step()
             self.say(f"{target.program}: warm shutdown (running tasks finish), then start")
             self.client.stop(target.program)
-            self.client.start(target.program)
+            start_program(self.client, target)
             self.when[target.program] = time.time()
             self.wait_running(target)
         for index in range(0, len(handlers), batch):
@@ -167,7 +167,7 @@ class _Roll:
                 _wait_for_reload(self.client, target, self.timeout, self.progress)
         else:
             self.client.stop(target.program)
-            self.client.start(target.program)
+            start_program(self.client, target)
             self.when[target.program] = time.time()
 
     def wait_running(self, target):
@@ -188,7 +188,7 @@ class _Roll:
         for target in batch:
             self.client.stop(target.program)
         for target in batch:
-            self.client.start(target.program)
+            start_program(self.client, target)
             self.when[target.program] = time.time()
         started = time.monotonic()
         waiting = list(batch)

@@ -41,9 +41,12 @@ class Applied(Record):
     process_manager: str = "supervisor"  # the backend that applied it (gravity's process_manager)
     unit_dir: str = None  # systemd: where the units are
     user_mode: bool = False  # systemd: systemctl --user
+    supervisor_log_dir: str = None  # where supervisord's own log is, when not beside its files
 
 
-def write_applied(state_dir, targets, required_storage=(), supervisor_dir=None, run_as=(None, None), backend=None):
+def write_applied(
+    state_dir, targets, required_storage=(), supervisor_dir=None, run_as=(None, None), backend=None, log_dir=None
+):
     """Record what supervisord was given (only rewritten when it changed).  It lives in the state
     dir, which only galaxyctl's own user can change, so root can trust it (rootpolicy)."""
     # One target per line: readable, and json's C encoder (an ``indent`` would select the pure-Python
@@ -55,6 +58,7 @@ def write_applied(state_dir, targets, required_storage=(), supervisor_dir=None, 
     text = (
         f'{{"required_storage": {json.dumps(list(required_storage))},\n'
         f' "supervisor_dir": {json.dumps(supervisor_dir)}, "run_as": {json.dumps(list(run_as))},\n'
+        + (f' "supervisor_log_dir": {json.dumps(log_dir)},\n' if log_dir else "")
         + (f" {_backend_fields(backend)},\n" if backend else "")
         + ' "targets": [\n  '
         + ",\n  ".join(lines)
@@ -98,6 +102,7 @@ def load_applied(state_dir):
             str(manager),
             data.get("unit_dir"),
             bool(data.get("user_mode")),
+            data.get("supervisor_log_dir"),
         )
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
         return None  # an old or damaged record: the caller falls back to the configs

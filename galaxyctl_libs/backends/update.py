@@ -14,6 +14,7 @@ from galaxyctl_libs.backends import planned
 from galaxyctl_libs.backends import record as backend_record
 from galaxyctl_libs.backends.base import Changes, reconcile
 from galaxyctl_libs.backends.record import Target
+from galaxyctl_libs.backends.supervisor import render as supervisor_render
 from galaxyctl_libs.backends.supervisor.backend import SUPERVISOR
 from galaxyctl_libs.core import state as statemod
 from galaxyctl_libs.core import targets as targets_mod
@@ -48,6 +49,8 @@ def update_locked(state_dir, client=None):
         backend = backend_of(instances)  # gravity.process_manager: supervisor (unset) or systemd
         paths = backend.paths(state_dir, StatePaths.of(state_dir).runtime_dir if run_as[0] else None)
         log_dirs = {instance.name: backend.log_dir(instance) for instance in instances}
+        if backend is SUPERVISOR:  # its own log beside the services' (persistent), when those are elsewhere
+            paths = supervisor_render.with_persistent_log(paths, log_dirs)
         files = backend.render(paths, services, log_dirs)
         if run_as[0]:
             _make_runtime_dir(paths.run_dir, *run_as)  # supervisor's root, or systemd's herder pid dir
@@ -61,7 +64,8 @@ def update_locked(state_dir, client=None):
     result_targets = all_targets(UpdateResult(tuple(instances), services, changes, backend=backend))
     required = sorted({path for i in instances for path in instance_storage(i).required})
     recorded = None if backend is SUPERVISOR else (backend.name, paths)
-    backend_record.write_applied(state_dir, result_targets, required, paths.run_dir, run_as, recorded)
+    log_dir = getattr(paths, "log_dir", None)  # supervisord's own log (supervisor paths only)
+    backend_record.write_applied(state_dir, result_targets, required, paths.run_dir, run_as, recorded, log_dir)
     applied, started = ((), (), ()), []
     client = client or backend.controller(paths, run_as=run_as)
     if client.is_running():

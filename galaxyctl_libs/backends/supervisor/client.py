@@ -298,7 +298,8 @@ def client_for(state_dir, applied=None, **kwargs):
         paths = UnitPaths(state_dir, applied.unit_dir, applied.user_mode, run_dir)
         programs = [target.program for target in applied.targets]
         return SystemdController(paths, run_as=run_as, programs=programs, **kwargs)
-    return SupervisorClient(Paths(state_dir, run_dir), run_as=run_as, **kwargs)
+    log_dir = applied.supervisor_log_dir if applied is not None else None
+    return SupervisorClient(Paths(state_dir, run_dir, log_dir), run_as=run_as, **kwargs)
 
 
 def running_client(state_dir, applied=None):
