@@ -284,7 +284,9 @@ def user_venv():
             subprocess.run([SYSTEM_PYTHON, "-m", "venv", path], check=True, timeout=300)
             own_tmp_path(name)  # and the venv made is ours alone
         if read_bytes(stamp, 1024) != digest.encode():
-            subprocess.run([pip, "install", "-q", "gunicorn", "supervisor", "pyyaml", "celery"], check=True, timeout=600)
+            subprocess.run(
+                [pip, "install", "-q", "gunicorn", "supervisor", "pyyaml", "celery"], check=True, timeout=600
+            )
             install_checkout(path)
             with open(stamp, "w") as handle:
                 handle.write(digest)
