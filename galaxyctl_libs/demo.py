@@ -101,14 +101,29 @@ class Worker(ThreadWorker):
 '''
 
 CELERY = '''\
-"""Demo celery app on kombu's filesystem transport: no broker server needed."""
+"""Demo celery app on kombu's filesystem transport: no broker server needed.
+
+Like Galaxy's (galaxy.celery.config_celery_app), it takes ``celery_conf`` from the galaxy: section of
+GALAXY_CONFIG_FILE and, when that names no broker, ``amqp_internal_connection``; make_demo_galaxy
+writes the filesystem broker there.  Without a config, the same broker is set here.
+"""
 import os
 
 from celery import Celery
 
 _ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))  # lib/galaxy/celery -> root
 _QUEUE = os.path.join(_ROOT, "database", "celery-queue")
-os.makedirs(_QUEUE, exist_ok=True)
+
+
+def _galaxy_section():
+    try:
+        import yaml
+
+        with open(os.environ["GALAXY_CONFIG_FILE"]) as handle:
+            return (yaml.safe_load(handle) or {}).get("galaxy") or {}
+    except (KeyError, ImportError, OSError, ValueError, AttributeError):
+        return {}
+
 
 celery_app = Celery("galaxy")
 celery_app.conf.update(
@@ -122,6 +137,16 @@ celery_app.conf.update(
     result_backend=None,
     beat_schedule={"demo-ping": {"task": "galaxy.celery.ping", "schedule": 30.0}},
 )
+_GALAXY = _galaxy_section()
+if isinstance(_GALAXY.get("celery_conf"), dict):
+    celery_app.conf.update(broker_url=None)
+    celery_app.conf.update(_GALAXY["celery_conf"])
+    if not celery_app.conf.broker_url:
+        celery_app.conf.broker_url = _GALAXY.get("amqp_internal_connection") or "filesystem://"
+for _key in ("data_folder_in", "data_folder_out"):
+    _folder = (celery_app.conf.broker_transport_options or {}).get(_key)
+    if _folder:
+        os.makedirs(_folder, exist_ok=True)
 
 
 @celery_app.task(name="galaxy.celery.ping")
@@ -227,10 +252,25 @@ def _write(path, content, mode=0o644):
     os.chmod(path, mode)
 
 
+def demo_celery_conf(root):
+    """The stand-in's ``celery_conf``: kombu's filesystem broker, its folders in ROOT/database
+    (absolute: the worker's cwd may be another user's), as Galaxy's config would carry a broker."""
+    queue = os.path.join(os.path.abspath(root), "database", "celery-queue")
+    return {
+        "broker_url": "filesystem://",
+        "broker_transport_options": {
+            "data_folder_in": queue,
+            "data_folder_out": queue,
+            "control_folder": os.path.join(queue, "control"),
+        },
+    }
+
+
 def make_demo_galaxy(root, port=8080, gravity=None, galaxy=None, version="1"):
     """Create the tree under ``root``; returns the path of its config/galaxy.yml.
 
-    ``gravity`` entries override the defaults written (gunicorn on 127.0.0.1:PORT, celery off).
+    ``gravity`` entries override the defaults written (gunicorn on 127.0.0.1:PORT, celery off);
+    ``galaxy`` entries are the galaxy: section, with ``celery_conf`` the filesystem broker unless given.
     """
     root = os.path.abspath(root)
     package = os.path.join(root, "lib", "galaxy")
@@ -259,8 +299,9 @@ def make_demo_galaxy(root, port=8080, gravity=None, galaxy=None, version="1"):
             settings[key] = {**settings[key], **value}
         else:
             settings[key] = value
+    galaxy = {"celery_conf": demo_celery_conf(root), **(galaxy or {})}
     config = os.path.join(root, "config", "galaxy.yml")
-    _write(config, yaml.safe_dump({"gravity": settings, "galaxy": galaxy or {}}, sort_keys=False))
+    _write(config, yaml.safe_dump({"gravity": settings, "galaxy": galaxy}, sort_keys=False))
     return config
 
 

@@ -33,6 +33,7 @@ import shlex
 import sys
 from dataclasses import dataclass
 
+from galaxyctl_libs.core.broker import worker_broker
 from galaxyctl_libs.core.config import effective_preload
 from galaxyctl_libs.core.database import database_url
 from galaxyctl_libs.core.targets import (  # noqa: F401 - the service data lives with the targets
@@ -284,7 +285,8 @@ def celery_services(instance):
         argv = [exe, "--app", "galaxy.celery", "worker", "--concurrency", str(celery.concurrency)]
         argv += ["--loglevel", celery.loglevel, "--pool", celery.pool, "--queues", celery.queues]
         argv += shlex.split(celery.extra_args)
-        services.append(_common(instance, celery, "celery", "celery", argv, env))
+        broker = worker_broker(instance, celery.environment)  # for the ping: status reads no galaxy.yml
+        services.append(_common(instance, celery, "celery", "celery", argv, env, **broker))
     if celery.enable_beat:
         argv = [exe, "--app", "galaxy.celery", "beat", "--loglevel", celery.loglevel]
         argv += ["--schedule", beat_schedule(instance)]

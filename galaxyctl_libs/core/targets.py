@@ -40,8 +40,11 @@ class Service(Record):
     ignored: tuple = ()  # settings accepted but without effect here (shown, not compared; none today)
     start_stagger: float = 0  # seconds to wait before starting it after another of its kind (core.order)
     heartbeat_db: str = None  # handlers, workflow schedulers: Galaxy's database URL, where they heartbeat
+    broker_url: str = None  # celery workers: the broker Galaxy's config gives celery (core.broker), for the ping
+    broker_from: str = None  # where broker_url came from ("celery_conf.broker_url", "amqp_internal_connection"...)
+    broker_options: dict = None  # celery_conf's other broker_* settings (transport options, SSL), for the ping
 
-    _not_compared = ("ignored", "heartbeat_db")
+    _not_compared = ("ignored", "heartbeat_db", "broker_url", "broker_from", "broker_options")
 
     @property
     def command_line(self):

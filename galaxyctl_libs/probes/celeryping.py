@@ -1,14 +1,17 @@
-"""Does a celery worker answer?  ``celery inspect ping`` through the broker, with Galaxy's app.
+"""Does a celery worker answer?  ``celery inspect ping`` through the broker Galaxy's config names.
 
 The ping (celery's ``app.control.ping``, what ``celery inspect ping`` sends) runs with the worker's
-own interpreter, app (``--app``), environment and working directory, as the worker's user, so it
-reaches the broker the worker uses whatever Galaxy's config says.  Loading Galaxy's app takes
-seconds (~9 s on 2 busy cores): the ping is started first and collected last (``start``/``finish``),
-and the whole run is bounded.
+own interpreter, environment and working directory, as the worker's user, but not with Galaxy's app:
+a bare celery app is given the broker URL and ``broker_*`` settings that Galaxy's config gives the
+worker (core/broker.py, worked out when the service is built and kept in the applied record).  That
+costs importing celery and one round trip to the broker, not loading Galaxy (seconds).  The request
+(URL, settings, node, timeout) goes to the ping on its stdin: a password in the URL is never on a
+command line, and is masked in what the ping prints.  A record written before galaxyctl knew the
+broker (no ``broker_url``) falls back to the old ping through Galaxy's app (``--app``).
 
 A ping is a broadcast: brokers whose kombu transport cannot fan out (SQLAlchemy, Galaxy's default
-``amqp_internal_connection`` on a database) never deliver it.  There the answer is "unavailable",
-not a failure.
+``amqp_internal_connection`` on a database) never deliver it.  That is known from the transport's
+declared exchange types without connecting: the answer is "unavailable", not a failure.
 """
 
 import os
@@ -17,12 +20,43 @@ import time
 from galaxyctl_libs.probes import procfs
 from galaxyctl_libs.records import Record
 
-APP_LOAD_ALLOWANCE = 60.0  # seconds the ping's process may take beyond the reply timeout (loading Galaxy)
+PING_ALLOWANCE = 15.0  # seconds the ping's process may take beyond the reply timeout (celery's import, connecting)
+APP_LOAD_ALLOWANCE = 60.0  # the same for the old ping through Galaxy's app (loading Galaxy)
 _MARKERS = (procfs.STATE_ID_ENV, procfs.SERVICE_ENV)  # not on the ping: it is no service of ours
+_CELERY_BROKER_ENV = ("CELERY_BROKER_URL", "CELERY_BROKER_READ_URL", "CELERY_BROKER_WRITE_URL")
+_MAX_REQUEST = 60000  # bytes: the request is written to a pipe before the ping runs (a pipe holds 64 KiB)
 
 
-# run by the worker's interpreter: argv = app, node, timeout; prints one JSON line
+# run by the worker's interpreter: stdin = {"url", "conf", "node", "timeout"}; prints one JSON line
 _PING = """\
+import json, sys
+request = json.loads(sys.stdin.read())
+conf = dict(request["conf"], broker_url=request["url"])
+from kombu import Connection
+probe = Connection(request["url"], transport=conf.get("broker_transport"))
+transport = probe.get_transport_cls()
+if "fanout" not in transport.implements.exchange_type:
+    name = getattr(transport, "driver_name", "") or "N/A"
+    print(json.dumps({"fanout": False, "transport": name if name != "N/A" else probe.transport_cls}))
+    sys.exit(0)
+from celery import Celery
+app = Celery("galaxyctl-ping", set_as_current=False)
+app.conf.update(conf)
+conn = app.connection_for_write()
+timeout = float(request["timeout"])
+try:
+    conn.ensure_connection(max_retries=1, interval_start=0, timeout=timeout)
+    replies = app.control.ping(destination=[request["node"]], timeout=timeout, connection=conn)
+except Exception as exc:
+    print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+    sys.exit(3)
+finally:
+    conn.release()
+print(json.dumps({"fanout": True, "replies": replies}))
+"""
+
+# the old ping, through Galaxy's app: argv = app, node, timeout
+_PING_APP = """\
 import json, sys
 from celery.app.utils import find_app
 app = find_app(sys.argv[1])
@@ -50,6 +84,7 @@ class Pending(Record):
     started: float
     deadline: float
     error: str = ""
+    broker_url: str = ""  # its passwords are masked in what the ping says
 
 
 def _option(argv, short, long):
@@ -89,36 +124,75 @@ def interpreter(celery_exe, first_line=_no_read):
 
 
 def ping_argv(service, timeout, first_line=_no_read):
+    """(node, argv, request): the command of the ping and what it reads on stdin (None: nothing).
+    With the broker known (``service.broker_url``), the bare-celery ping; else the one through
+    Galaxy's app (``--app``)."""
+    import json
+
     argv = service.argv
-    app = _option(argv, "-A", "--app") or "galaxy.celery"
     node = node_name(argv)
-    return node, [interpreter(argv[0], first_line), "-c", _PING, app, node, f"{timeout:g}"]
+    python = interpreter(argv[0], first_line)
+    if not getattr(service, "broker_url", None):
+        app = _option(argv, "-A", "--app") or "galaxy.celery"
+        return node, [python, "-c", _PING_APP, app, node, f"{timeout:g}"], None
+    request = {"url": service.broker_url, "conf": service.broker_options or {}, "node": node, "timeout": timeout}
+    return node, [python, "-c", _PING], json.dumps(request, default=str)
 
 
-def start(service, timeout, allowance=APP_LOAD_ALLOWANCE, first_line=_no_read):
+def _stdin_with(text):
+    """A pipe's reading end that holds ``text`` (written and closed now: small, so no blocking)."""
+    data = text.encode()
+    if len(data) > _MAX_REQUEST:
+        raise ValueError(f"celery's broker settings are too long to hand to the ping ({len(data)} bytes)")
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, data)
+    finally:
+        os.close(write_end)
+    return read_end
+
+
+def start(service, timeout, allowance=None, first_line=_no_read):
     """Start pinging the worker of ``service`` (a core.targets.Service); collect with ``finish``.
-    ``first_line``: see ``interpreter``."""
+    ``first_line``: see ``interpreter``; ``allowance``: seconds beyond ``timeout`` the ping may
+    take (default: PING_ALLOWANCE, APP_LOAD_ALLOWANCE through Galaxy's app)."""
     import subprocess
 
     from galaxyctl_libs.rootpolicy import subprocess_credentials
 
-    node, command = ping_argv(service, timeout, first_line)
+    node, command, request = ping_argv(service, timeout, first_line)
+    if allowance is None:
+        allowance = APP_LOAD_ALLOWANCE if request is None else PING_ALLOWANCE
+    secret = getattr(service, "broker_url", None) or ""
     env = {k: v for k, v in service.full_environment(os.environ).items() if k not in _MARKERS}
+    if request is not None:  # celery prefers these to its conf: only the worker's own count, not ours
+        own = {name for name, _ in service.environment}
+        for name in _CELERY_BROKER_ENV:
+            if name not in own:
+                env.pop(name, None)
     started = time.monotonic()
+    stdin = subprocess.DEVNULL
     try:
+        if request is not None:
+            stdin = _stdin_with(request)
         process = subprocess.Popen(
             command,
             cwd=service.cwd,
             env=env,
-            stdin=subprocess.DEVNULL,
+            stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             **subprocess_credentials(service.user, service.group),
         )
     except OSError as exc:
-        return Pending(node, None, started, started, f"cannot run {command[0]}: {exc.strerror}")
-    return Pending(node, process, started, started + timeout + allowance)
+        return Pending(node, None, started, started, f"cannot run {command[0]}: {exc.strerror}", secret)
+    except ValueError as exc:
+        return Pending(node, None, started, started, str(exc), secret)
+    finally:
+        if stdin is not subprocess.DEVNULL:
+            os.close(stdin)  # the child has its copy
+    return Pending(node, process, started, started + timeout + allowance, "", secret)
 
 
 def finish(pending):
@@ -134,7 +208,9 @@ def finish(pending):
         process.kill()  # our own child, by its PID
         process.communicate()
         limit = pending.deadline - pending.started
-        return PingResult(pending.node, False, limit, f"no answer from celery inspect within {limit:.0f}s")
+        return PingResult(pending.node, False, limit, f"no answer from the celery ping within {limit:.0f}s")
+    if pending.broker_url:
+        out, err = redact(out, pending.broker_url), redact(err, pending.broker_url)
     return _judge(pending, process.returncode, out, err, time.monotonic() - pending.started)
 
 
@@ -160,3 +236,32 @@ def _judge(pending, returncode, out, err, seconds):
     if any(isinstance(r, dict) and pending.node in r for r in replies):
         return PingResult(pending.node, True, seconds)
     return PingResult(pending.node, False, seconds, f"no reply to ping from {pending.node}")
+
+
+def passwords(url):
+    """The passwords in a broker URL (kombu takes ``;``-separated fail-over URLs), to keep out of messages."""
+    from urllib.parse import unquote, urlsplit
+
+    found = []
+    for part in (url or "").split(";"):
+        scheme, _, rest = part.partition("://")
+        if not rest:
+            continue
+        try:
+            password = urlsplit("x://" + rest).password
+        except ValueError:
+            password = None
+        if not password:  # an unparsable one: whatever sits between "user:" and "@"
+            netloc = rest.split("/", 1)[0]
+            userinfo = netloc.rpartition("@")[0]
+            password = userinfo.partition(":")[2] or None
+        if password:
+            found += [password, unquote(password)]
+    return [p for p in dict.fromkeys(found) if p]
+
+
+def redact(text, url):
+    """``text`` with the passwords of ``url`` replaced by ``***``."""
+    for password in sorted(passwords(url), key=len, reverse=True):
+        text = text.replace(password, "***")
+    return text

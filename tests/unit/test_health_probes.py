@@ -1,7 +1,9 @@
 """Handlers' heartbeat and celery's ping, judged from synthetic answers (pure), and where Galaxy's database is."""
 
+import json
 import os
 import sqlite3
+import sys
 
 from conftest import run_listing_modules
 
@@ -10,6 +12,7 @@ from galaxyctl_libs.actions import health
 from galaxyctl_libs.actions.checks import render_prometheus, verdict
 from galaxyctl_libs.actions.monitoring import ServiceStatus, StatusReport
 from galaxyctl_libs.core.database import database_url
+from galaxyctl_libs.core.targets import Service
 from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.probes import celeryping, heartbeat
 from galaxyctl_libs.records import replace
@@ -160,8 +163,56 @@ def test_celery_node_name_and_ping_command():
     class Service:
         argv = ("/venv/bin/celery", "--app", "galaxy.celery", "worker", "--concurrency", "2")
 
-    node, argv = celeryping.ping_argv(Service, 5.0)
+    # a record from before galaxyctl knew the broker: the ping through Galaxy's app
+    node, argv, request = celeryping.ping_argv(Service, 5.0)
     assert argv[0] == "/venv/bin/python" and argv[1] == "-c" and argv[3:] == ["galaxy.celery", node, "5"]
+    assert request is None
+
+    class Known(Service):
+        broker_url = "pyamqp://galaxy:s3cret@localhost:5672/galaxy"
+        broker_options = {"broker_use_ssl": False}
+
+    # the broker known: a bare celery app, the request (and its password) on stdin, not in argv
+    node, argv, request = celeryping.ping_argv(Known, 5.0)
+    assert argv == ["/venv/bin/python", "-c", celeryping._PING] and "s3cret" not in " ".join(argv)
+    assert json.loads(request) == {
+        "url": Known.broker_url,
+        "conf": {"broker_use_ssl": False},
+        "node": node,
+        "timeout": 5.0,
+    }
+
+
+def _worker_service(url, options=None):
+    """A celery worker's Service on this venv's celery (the ping needs no worker to say these)."""
+    celery = os.path.join(os.path.dirname(sys.executable), "celery")
+    return Service(
+        "_default_",
+        "celery",
+        "celery",
+        (celery, "--app", "galaxy.celery", "worker"),
+        (),
+        os.getcwd(),
+        broker_url=url,
+        broker_options=options or {},
+    )
+
+
+def test_ping_of_a_broker_without_broadcast_is_unavailable_at_once():
+    # kombu's consul transport, like SQLAlchemy's, declares no fanout exchange: nothing is connected
+    pending = celeryping.start(_worker_service("consul://galaxy:s3cret@127.0.0.1:1/"), 5.0)
+    result = celeryping.finish(pending)
+    assert result.unavailable and result.error == "no ping: the consul broker carries no broadcast", result
+    assert result.seconds < 5.0  # celery's import, no reply timeout
+
+
+def test_ping_of_an_unreachable_broker_says_why_without_the_password():
+    url = "pyamqp://galaxy:s3cret@127.0.0.1:1/galaxy"  # nothing listens on port 1
+    pending = celeryping.start(_worker_service(url, {"broker_connection_timeout": 2}), 2.0)
+    result = celeryping.finish(pending)
+    assert not result.ok and not result.unavailable and result.error.startswith("ping failed ("), result
+    assert "Connection refused" in result.error and "s3cret" not in result.error
+    assert health.ping_health(result).state == "critical"
 
 
 def test_ping_answers():
