@@ -438,3 +438,34 @@ def root_gctl(short_tmp, user_venv):
         yield runner
     finally:
         runner.cleanup()
+
+
+# ---------------------------------------------------------------- PostgreSQL, RabbitMQ, Redis (issue 23)
+# Throwaway servers from the distribution's packages (tests/servers.py: attributes and methods),
+# one of each per session (per pytest-xdist worker), each process ended by PID at the end.  A test
+# that stops one starts it again (in a finally).
+
+
+def _running_server(kind):
+    import servers  # tests/servers.py
+
+    with getattr(servers, kind)() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """PostgreSQL 15 on 127.0.0.1: ``url(dbname, user, password)``, ``create_database(name, owner, password)``."""
+    yield from _running_server("PostgresServer")
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_server():
+    """RabbitMQ 3.10 on 127.0.0.1: ``url(vhost)`` (pyamqp://), ``amqp_url``, ``add_vhost(name)``."""
+    yield from _running_server("RabbitMQServer")
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """Redis 7 on 127.0.0.1: ``url(db=0)``."""
+    yield from _running_server("RedisServer")
