@@ -6,16 +6,25 @@ The CLI catches it once, prints ``galaxyctl: error: <message>`` on one line and 
 
 from galaxyctl_libs import exitcodes
 
+# C0 controls but tab, DEL and C1 controls, shown escaped: an error may quote what the Galaxy user
+# wrote (a log line, a command line, a fault string), and a terminal must not obey its escapes
+_CONTROLS = {code: f"\\x{code:02x}" for code in (*range(0, 9), *range(10, 32), *range(127, 160))}
+
+
+def printable(text):
+    """``text`` with terminal control characters escaped (``\\x1b``), so it shows as it is."""
+    return str(text).translate(_CONTROLS)
+
 
 class GalaxyctlError(Exception):
     """A user-facing failure: bad config, missing file, a service that would not start."""
 
     def __init__(self, message, exit_code=exitcodes.FAILURE, details=()):
-        message = " ".join(line.strip() for line in str(message).splitlines())  # always one line
+        message = " ".join(printable(line.strip()) for line in str(message).splitlines())  # always one line
         super().__init__(message)
         self.message = message
         self.exit_code = exit_code
-        self.details = tuple(details)  # extra lines shown after the error line (e.g. a log tail)
+        self.details = tuple(printable(line) for line in details)  # extra lines after it (e.g. a log tail)
 
     def __str__(self):
         return self.message

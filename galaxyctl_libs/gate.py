@@ -23,7 +23,7 @@ import stat
 
 from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.probes import procfs
-from galaxyctl_libs.rootpolicy import as_user, user_ids
+from galaxyctl_libs.rootpolicy import as_user, subprocess_credentials, user_ids
 
 NOBODY = (None, None)  # run_as when there is no Galaxy user: act with galaxyctl's own ids
 PID_FILE_BYTES = 64
@@ -142,6 +142,34 @@ def exists(pid, run_as=NOBODY):
         except OSError as exc:
             return exc.errno != errno.ESRCH
     return True
+
+
+# ---------------------------------------------------------------- programs for the Galaxy user
+
+
+def popen(argv, run_as=NOBODY, cwd="/", **kwargs):
+    """Start ``argv`` as the Galaxy user, with no id of root left.  Started inside ``as_user``:
+    subprocess enters ``cwd`` before it drops ids, and a working directory the user can swap for a
+    link must be entered with the user's ids, not root's."""
+    import subprocess
+
+    with as_user(*run_as):
+        return subprocess.Popen(argv, cwd=cwd, **subprocess_credentials(*run_as), **kwargs)
+
+
+def run(argv, run_as=NOBODY, cwd="/", timeout=None, **kwargs):
+    """``subprocess.run(argv, capture_output=True, text=True)`` through ``popen``; a child still
+    running at ``timeout`` is killed (by its PID, it is ours) and TimeoutExpired raised."""
+    import subprocess
+
+    process = popen(argv, run_as, cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise
+    return subprocess.CompletedProcess(argv, process.returncode, out, err)
 
 
 # ---------------------------------------------------------------- the Galaxy user's directories

@@ -240,3 +240,55 @@ def test_a_link_in_a_galaxy_user_dir_cannot_pick_the_included_file(root_gctl, te
     assert refused.returncode == 1 and len(refused.stderr.splitlines()) == 1, refused.stderr
     assert f"directory {sub} is owned by {test_user.pw_name}" in refused.stderr
     assert SECRET not in refused.stdout + refused.stderr
+
+
+DRIVER = """
+import os, pty, sys
+pid, fd = pty.fork()
+if pid == 0:
+    if sys.argv[1] == "member":  # galaxyctl as a shell's job: in the terminal's session, not its leader
+        inner = os.fork()
+        if inner:
+            os.waitpid(inner, 0)
+            os._exit(0)
+    os.execv(sys.argv[2], sys.argv[2:])
+sys.stdout.write(str(pid) + "\\n")
+sys.stdout.flush()
+while True:  # drain the terminal until it closes
+    try:
+        if not os.read(fd, 4096):
+            break
+    except OSError:
+        break
+"""
+
+
+@pytest.mark.parametrize("role", ["member", "leader"])
+def test_exec_on_roots_terminal_gives_the_terminal_up(root_gctl, demo_galaxy, user_venv, test_user, role):
+    """``galaxyctl exec`` as root on a terminal: the service runs as the Galaxy user with no
+    controlling terminal (no TIOCSTI into root's shell), and is not hung up by giving it up."""
+    from galaxyctl_libs.probes import procfs
+
+    config, _ = demo_galaxy(gravity={"galaxy_user": test_user.pw_name, "virtualenv": user_venv})
+    root_gctl("register", config)
+    argv = [sys.executable, "-c", DRIVER, role, root_gctl.exe, "--state-dir", root_gctl.state_dir, "exec", "gunicorn"]
+    driver = subprocess.Popen(argv, env=root_gctl.env, stdout=subprocess.PIPE, text=True, cwd="/")
+    found = []
+    try:
+        first = int(driver.stdout.readline())
+
+        def master():
+            for pid in [first] + procfs.descendants(first):
+                if "fast_factory" in " ".join(procfs.cmdline(pid)) and procfs.uids(pid) == {test_user.pw_uid}:
+                    return pid
+            return None
+
+        pid = wait_for(master, timeout=60)
+        assert pid, "the service did not start"
+        found = [pid] + procfs.descendants(pid)
+        time.sleep(1)  # a hang-up would have ended it by now
+        assert alive(pid)
+        assert procfs.stat_fields(pid)[4] == "0", "the service still has root's terminal as its controlling terminal"
+    finally:
+        kill_pids(found + [driver.pid])
+        driver.wait(timeout=30)

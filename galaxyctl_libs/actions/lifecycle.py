@@ -144,10 +144,13 @@ def _without_supervisord(action, state_dir, client, survey, targets, names, forc
         )
     if names:
         raise GalaxyctlError(f"supervisord (pid {pid}) is not answering: --force ends every service, name none")
-    # read before the kill: afterwards its children belong to init, and only the marker finds them
-    processes = {p.pid: p for p in procfs.marked_processes(procfs.state_id(state_dir), exclude=(pid,))}
+    # read before the kill: afterwards its children belong to init, and only the marker finds them;
+    # only the Galaxy user's own (a job's sudo below a service is not ours to end)
+    with as_user(*client.run_as):
+        processes = {p.pid: p for p in procfs.marked_processes(procfs.state_id(state_dir), exclude=(pid,))}
+    owner = gate.owner_uid(client.run_as)
     for child in procfs.descendants(pid):
-        found = procfs.snapshot(child)
+        found = procfs.snapshot(child) if procfs.uids(child) == {owner} else None
         if found is not None:
             processes.setdefault(found.pid, found)
     client.kill(pid)

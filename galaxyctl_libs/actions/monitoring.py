@@ -246,7 +246,9 @@ def probe_service_web(service, timeout):
     endpoint = health.parse_bind(service.bind) if service.bind else None
     if endpoint is None:
         return None
-    return health.probe(endpoint, service.url_prefix + health.READY_PATH, timeout=timeout)
+    return health.probe(
+        endpoint, service.url_prefix + health.READY_PATH, timeout=timeout, run_as=(service.user, service.group)
+    )
 
 
 # ---------------------------------------------------------------- workers

@@ -152,6 +152,7 @@ def wait_ready(client, targets, timeout, progress=None, since=None):
             path=target.service.url_prefix + health.READY_PATH,
             progress=report,
             still_starting=still_starting,
+            run_as=(target.service.user, target.service.group),  # a unix: bind is that user's path
         )
         seconds = time.monotonic() - started
         if not result.ok:
@@ -231,7 +232,9 @@ def _wait_uwsgi(target, timeout, progress):
     from galaxyctl_libs.compat.uwsgi import UwsgiStatsServer
 
     started = time.monotonic()
-    stats = UwsgiStatsServer(timeout=timeout, fname=target.service.uwsgi_config)
+    stats = UwsgiStatsServer(
+        timeout=timeout, fname=target.service.uwsgi_config, run_as=(target.service.user, target.service.group)
+    )
 
     def report(seconds_left):
         if progress:

@@ -275,15 +275,13 @@ def _lock(service, names):
     env = {k: v for k, v in service.full_environment(os.environ).items() if k not in _MARKERS}
     env.update(GALAXY_CONFIG_FILE=config, PYTHONPATH="lib")
     try:
-        done = subprocess.run(
+        done = gate.run(  # as the handler's user, entering its working directory with that user's ids
             [heartbeat.interpreter(argv), "-c", _LOCK, *names],
-            capture_output=True,
-            text=True,
-            timeout=LOCK_TIMEOUT,
+            (service.user, service.group),
             cwd=service.cwd,
+            timeout=LOCK_TIMEOUT,
             env=env,
             stdin=subprocess.DEVNULL,
-            **subprocess_credentials(service.user, service.group),
         )
     except subprocess.TimeoutExpired:
         return f"no answer within {LOCK_TIMEOUT:.0f}s"

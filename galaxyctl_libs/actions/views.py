@@ -69,10 +69,33 @@ def exec_service(target):
         from galaxyctl_libs.rootpolicy import become
 
         become(service.user, service.group)  # exec drops privileges like every other path
+        _give_up_terminal()
     os.chdir(service.cwd)
     os.umask(int(service.umask, 8))
     env = service.full_environment(os.environ)
     os.execvpe(service.argv[0], list(service.argv), env)
+
+
+def _give_up_terminal():
+    """After dropping from root: root's terminal stops being this process's controlling terminal
+    (TIOCNOTTY), so the Galaxy user's code cannot push keystrokes into root's shell (TIOCSTI needs
+    the controlling terminal).  The process stays in the terminal's foreground group: Ctrl-C still
+    reaches it, and its output still shows."""
+    import fcntl
+    import signal
+    import termios
+
+    for fd in (0, 1, 2):
+        if os.isatty(fd):
+            # a session leader giving up its terminal hangs up its foreground group: itself
+            previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            try:
+                fcntl.ioctl(fd, termios.TIOCNOTTY)
+            except OSError:
+                continue  # not our controlling terminal: nothing to give up
+            finally:
+                signal.signal(signal.SIGHUP, previous)
+            return
 
 
 def selected_targets(state_dir, names=()):

@@ -55,11 +55,21 @@ def follow_logs(args):
         argv = manager_argv("journalctl", applied.user_mode, "-f", "-n", "20", "--no-pager", *unit_args)
         return _run_until_interrupted(argv, env=manager_env(applied.user_mode))
     # as root, the logs are the Galaxy user's files: read them as that user (a link there to a
-    # root-only file shows nothing); tail -F waits for files that do not exist yet
+    # root-only file shows nothing), from the record or, before any update, the services' own user;
+    # tail -F waits for files that do not exist yet
+    run_as = applied.run_as if applied is not None else (targets[0].service.user, targets[0].service.group)
+    return _run_until_interrupted(["tail", "-n", "20", "-F", *files], **_as_galaxy_user(run_as))
+
+
+def _as_galaxy_user(run_as):
+    """Popen arguments for a program galaxyctl runs for the Galaxy user on the admin's terminal:
+    no id of root left, and, when it drops from root, a session of its own, so root's terminal is
+    not its controlling terminal (it could push keystrokes into root's shell with TIOCSTI); an
+    interrupt reaches galaxyctl, which ends it.  Started in /, not in the admin's directory."""
     from galaxyctl_libs.rootpolicy import subprocess_credentials
 
-    credentials = subprocess_credentials(*applied.run_as) if applied is not None else {}
-    return _run_until_interrupted(["tail", "-n", "20", "-F", *files], **credentials)
+    credentials = subprocess_credentials(*run_as)
+    return dict(credentials, cwd="/", start_new_session=bool(credentials))
 
 
 def _run_until_interrupted(argv, **popen_args):
@@ -102,7 +112,6 @@ def cmd_supervisorctl(args):
 
     from galaxyctl_libs.backends.record import load_applied
     from galaxyctl_libs.backends.supervisor.client import client_for
-    from galaxyctl_libs.rootpolicy import subprocess_credentials
 
     client = client_for(state_dir(args), load_applied(state_dir(args)))
     if getattr(client.paths, "unit_dir", None):  # systemd: the arguments go to systemctl, as gravity's pm
@@ -114,8 +123,9 @@ def cmd_supervisorctl(args):
         ).returncode
     if not os.path.exists(client.paths.conf):
         raise GalaxyctlError(f"no supervisord configuration in {client.paths.root}: run 'galaxyctl update' first")
-    argv = [sys.executable, "-m", "supervisor.supervisorctl", "-c", client.paths.conf, *args.arguments]
-    return subprocess.run(argv, **subprocess_credentials(*client.run_as)).returncode
+    # -I: nothing from the current directory or PYTHON* variables is imported as the Galaxy user
+    argv = [sys.executable, "-I", "-m", "supervisor.supervisorctl", "-c", client.paths.conf, *args.arguments]
+    return subprocess.run(argv, **_as_galaxy_user(client.run_as)).returncode
 
 
 def add_exec(sub):

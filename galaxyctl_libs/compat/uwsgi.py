@@ -22,6 +22,7 @@ from galaxyctl_libs.probes import listeners, netio
 from galaxyctl_libs.probes.poll import Deadline, wait_until
 from galaxyctl_libs.probes.procfs import cpu_seconds, rss_bytes
 from galaxyctl_libs.probes.workers import WorkerInfo
+from galaxyctl_libs.rootpolicy import as_user
 
 __all__ = [
     "UwsgiAddress",
@@ -106,8 +107,11 @@ class UwsgiStatsServer:
     to 1 s) until it passes, then ``GalaxyctlError`` is raised.  ``None`` means 5 seconds.
     """
 
-    def __init__(self, server=None, port=None, timeout=DEFAULT_STATS_TIMEOUT, fname=None, stats_http=None):
+    def __init__(
+        self, server=None, port=None, timeout=DEFAULT_STATS_TIMEOUT, fname=None, stats_http=None, run_as=(None, None)
+    ):
         self.timeout = DEFAULT_STATS_TIMEOUT if timeout is None else float(timeout)
+        self.run_as = tuple(run_as)  # as root: a unix stats socket is the service user's path, connected as it
         self.fname = fname
         self.address = _address_from_args(server, port, "UwsgiStatsServer")
         self.stats_http = bool(stats_http)
@@ -164,7 +168,8 @@ class UwsgiStatsServer:
     def _read_once(self, address, deadline):
         wait = max(deadline - time.monotonic(), 0.05)
         if address.kind == "unix":
-            sock = netio.connect_unix(address.path, wait)
+            with as_user(*self.run_as):
+                sock = netio.connect_unix(address.path, wait)
         else:
             sock = netio.connect_tcp(address.connect_host, address.port, wait)
         request = b""  # the plain stats server talks first
@@ -217,7 +222,9 @@ class UwsgiStatsServer:
         deadline = Deadline(self.timeout)
 
         def accepting():
-            reader = UwsgiStatsServer(timeout=max(deadline.left(), 0.05), stats_http=self.stats_http)
+            reader = UwsgiStatsServer(
+                timeout=max(deadline.left(), 0.05), stats_http=self.stats_http, run_as=self.run_as
+            )
             reader.address = self._address()
             try:
                 return reader.workers_accepting()

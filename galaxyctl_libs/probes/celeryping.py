@@ -158,7 +158,7 @@ def start(service, timeout, allowance=None, first_line=_no_read):
     take (default: PING_ALLOWANCE, APP_LOAD_ALLOWANCE through Galaxy's app)."""
     import subprocess
 
-    from galaxyctl_libs.rootpolicy import subprocess_credentials
+    from galaxyctl_libs.rootpolicy import as_user, subprocess_credentials
 
     node, command, request = ping_argv(service, timeout, first_line)
     if allowance is None:
@@ -175,16 +175,19 @@ def start(service, timeout, allowance=None, first_line=_no_read):
     try:
         if request is not None:
             stdin = _stdin_with(request)
-        process = subprocess.Popen(
-            command,
-            cwd=service.cwd,
-            env=env,
-            stdin=stdin,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            **subprocess_credentials(service.user, service.group),
-        )
+        # started with the worker's user's ids: subprocess enters ``cwd`` (that user's to swap for a
+        # link) before it drops them, and it must do so as that user, not as root
+        with as_user(service.user, service.group):
+            process = subprocess.Popen(
+                command,
+                cwd=service.cwd,
+                env=env,
+                stdin=stdin,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                **subprocess_credentials(service.user, service.group),
+            )
     except OSError as exc:
         return Pending(node, None, started, started, f"cannot run {command[0]}: {exc.strerror}", secret)
     except ValueError as exc:

@@ -106,6 +106,9 @@ def query(url, sql, params, python=None, credentials=None, timeout=10.0):
     return _read_foreign(url, sql, params, python, credentials, timeout)
 
 
+MAX_ROWS = 100_000  # a heartbeat row per handler process; far more is a damaged or hostile table
+PROGRESS_STEPS = 10_000  # SQLite virtual-machine steps between two looks at the deadline
+
 _URI_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/-._~")
 
 
@@ -128,11 +131,22 @@ def _read_sqlite(path, sql, params, timeout):
         conn = sqlite3.connect(sqlite_uri(path), uri=True, timeout=timeout)
     except sqlite3.Error as exc:
         raise GalaxyctlError(f"cannot open Galaxy's database {path}: {exc}") from None
+    # The file is the Galaxy user's: its schema may hide an endless query behind a view or a trigger.
+    # So the query is bounded in time (SQLite checks the handler every few thousand steps) and rows,
+    # and SQL functions in its schema are not trusted.
+    deadline = time.monotonic() + timeout
+    conn.set_progress_handler(lambda: time.monotonic() > deadline, PROGRESS_STEPS)
     try:
-        return conn.execute(sql, params).fetchall()
+        conn.execute("PRAGMA trusted_schema = OFF")
+        rows = conn.execute(sql, params).fetchmany(MAX_ROWS + 1)
+        if len(rows) > MAX_ROWS:
+            raise GalaxyctlError(f"Galaxy's database {path}: more than {MAX_ROWS} rows for one probe; refusing")
+        return rows
     except sqlite3.OperationalError as exc:
         if "no such table" in str(exc):
             return []
+        if "interrupted" in str(exc):
+            raise GalaxyctlError(f"Galaxy's database {path} did not answer within {timeout:g}s") from None
         raise GalaxyctlError(f"cannot read Galaxy's database {path}: {exc}") from None
     except sqlite3.Error as exc:
         raise GalaxyctlError(f"cannot read Galaxy's database {path}: {exc}") from None

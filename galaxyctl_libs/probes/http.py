@@ -9,6 +9,7 @@ import time
 from galaxyctl_libs.probes import netio
 from galaxyctl_libs.probes.poll import Deadline, wait_until
 from galaxyctl_libs.records import Record
+from galaxyctl_libs.rootpolicy import as_user
 
 READY_PATH = "/api/version"
 MAX_REPLY = 1 << 20  # never read more than this of an answer
@@ -54,16 +55,18 @@ class ProbeResult(Record):
     body: str = ""
 
 
-def probe(endpoint, path=READY_PATH, timeout=5.0):
+def probe(endpoint, path=READY_PATH, timeout=5.0, run_as=(None, None)):
     """One ``GET`` over HTTP/1.0 on a plain socket (no http.client: it costs ``status`` ~15 ms of
-    imports); ok when the server answered with a status below 500."""
+    imports); ok when the server answered with a status below 500.  A unix socket is connected with
+    the ids of ``run_as`` (the service's user): as root, its path is that user's to choose."""
     started = time.monotonic()
     deadline = started + timeout
     host = "localhost" if endpoint.unix_path else endpoint.host
     request = f"GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: galaxyctl\r\nConnection: close\r\n\r\n"
     try:
         if endpoint.unix_path:
-            sock = netio.connect_unix(endpoint.unix_path, timeout)
+            with as_user(*run_as):
+                sock = netio.connect_unix(endpoint.unix_path, timeout)
         else:
             sock = netio.connect_tcp(endpoint.host, endpoint.port, timeout)
         reply = netio.exchange(sock, request.encode("latin-1"), deadline, MAX_REPLY)
@@ -83,7 +86,9 @@ def probe(endpoint, path=READY_PATH, timeout=5.0):
     )
 
 
-def wait_ready(endpoint, timeout, path=READY_PATH, progress=None, still_starting=None, interval=0.25):
+def wait_ready(
+    endpoint, timeout, path=READY_PATH, progress=None, still_starting=None, interval=0.25, run_as=(None, None)
+):
     """Probe until ok or ``timeout`` seconds pass; ``still_starting()`` returning a reason stops early.
 
     ``progress(elapsed_seconds, last_result)`` is called after each failed probe (the CLI draws a
@@ -96,7 +101,7 @@ def wait_ready(endpoint, timeout, path=READY_PATH, progress=None, still_starting
     def answered():
         """One probe: the result when ok, a (true) result carrying the reason to give up, else None."""
         nonlocal last
-        result = last = probe(endpoint, path, timeout=max(0.5, min(5.0, deadline.left())))
+        result = last = probe(endpoint, path, timeout=max(0.5, min(5.0, deadline.left())), run_as=run_as)
         if result.ok:
             return result
         reason = still_starting() if still_starting is not None else ""

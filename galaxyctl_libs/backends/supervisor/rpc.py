@@ -6,9 +6,12 @@ arrays and structs, over HTTP/1.0 on a local socket: this module speaks exactly 
 replies with the C expat parser.
 """
 
+import time
 from xml.parsers import expat
 
 from galaxyctl_libs.probes import netio
+
+MAX_REPLY_BYTES = 64 << 20  # getAllProcessInfo is about 1 KB a process: room for tens of thousands
 
 
 def escape(text):
@@ -132,7 +135,12 @@ def call(socket_path, method, params=(), timeout=30.0):
     head = (
         f"POST /RPC2 HTTP/1.0\r\nHost: localhost\r\nContent-Type: text/xml\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode("ascii")
-    reply = netio.exchange(netio.connect_unix(socket_path, timeout), head + body)
+    # bounded in time and size: the socket is in the Galaxy user's dir, and whoever answers on it
+    # (its supervisord, or anything the user put there) must not hang or swell a cron status
+    deadline = time.monotonic() + timeout
+    reply = netio.exchange(netio.connect_unix(socket_path, timeout), head + body, deadline, MAX_REPLY_BYTES + 1)
+    if len(reply) > MAX_REPLY_BYTES:
+        raise ProtocolError(f"supervisord's reply to {method} is larger than {MAX_REPLY_BYTES >> 20} MiB")
     header, _, payload = reply.partition(b"\r\n\r\n")
     status = header.split(b"\r\n", 1)[0].split()
     if len(status) < 2 or status[1] != b"200":
