@@ -186,7 +186,7 @@ def _stop_wait(processes, targets):
     return min(ORPHAN_STOP_CAP, max([timeouts.get(p.service, DEFAULT_STOP_TIMEOUT) for p in processes] or [0]))
 
 
-def _end_processes(processes, wait, run_as):
+def _end_processes(processes, wait, run_as=(None, None)):
     """SIGTERM, wait up to ``wait`` s, SIGKILL: as supervisord stops a service, without supervisord.
 
     A process that leads its group (each service does, under supervisord) is signalled with its
