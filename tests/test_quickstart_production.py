@@ -78,8 +78,8 @@ def _listening_pids(ports):
 def test_provision_sets_up_the_systems_servers_on_loopback(tmp_path):
     if not all(quickstart_servers.shutil.which(tool) for tool in quickstart_servers.PACKAGES.values()):
         pytest.fail(".ci/run installs postgresql, rabbitmq-server and redis-server: they are missing")
+    pids_before = _listening_pids(quickstart_servers.PORTS)  # first: asking rabbitmqctl starts an epmd
     running_before = {name for name in quickstart_servers.SERVICES if quickstart_servers._is_running(name)}
-    pids_before = _listening_pids(quickstart_servers.PORTS)
     try:
         urls = quickstart_servers.provision(str(tmp_path), lambda line: None)
         again = quickstart_servers.provision(str(tmp_path), lambda line: None)
