@@ -8,15 +8,14 @@ database that cannot be read is ``unknown``.
 """
 
 from galaxyctl_libs import gate
+from galaxyctl_libs.core import kinds
 from galaxyctl_libs.probes import heartbeat
 from galaxyctl_libs.records import Record, replace
 from galaxyctl_libs.rootpolicy import as_user, subprocess_credentials
 
 OK, STARTING, CRITICAL, UNKNOWN = "ok", "starting", "critical", "unknown"
 UNAVAILABLE = "unavailable"  # the probe cannot work here (a broker without broadcast): no verdict
-HEARTBEAT, PING = "heartbeat", "ping"
-HANDLER_TYPE = "standalone"  # galaxy-main: job handlers and workflow schedulers
-CELERY_TYPE = "celery"
+HEARTBEAT, PING = kinds.PROBE_HEARTBEAT, kinds.PROBE_PING  # ServiceHealth.probe: the kind's probe
 
 
 class ServiceHealth(Record):
@@ -34,7 +33,7 @@ def annotate(targets, rows, run_as=(None, None), timeout=5.0, max_age=None, ping
     by_program = {t.program: t for t in targets}
     live = [r for r in rows if r.state in ("RUNNING", "STARTING") and r.program in by_program]
     handlers = [r for r in live if by_program[r.program].service.heartbeat_db]
-    workers = [r for r in live if r.state == "RUNNING" and by_program[r.program].service.service_type == CELERY_TYPE]
+    workers = [r for r in live if r.state == "RUNNING" and _probe(by_program[r.program]) == kinds.PROBE_PING]
     workers = workers if ping else []
     if not workers and not handlers:
         return rows
@@ -47,6 +46,11 @@ def annotate(targets, rows, run_as=(None, None), timeout=5.0, max_age=None, ping
     for program, started in pending.items():
         found[program] = ping_health(celeryping.finish(started))
     return tuple(replace(r, health=found[r.program]) if r.program in found else r for r in rows)
+
+
+def _probe(target):
+    """The health probe of ``target``'s kind (core/kinds.py)."""
+    return kinds.kind_of(target.service.service_type).probe
 
 
 def _start_ping(service, timeout):

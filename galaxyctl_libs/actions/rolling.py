@@ -30,6 +30,7 @@ from galaxyctl_libs.actions.readiness import DEFAULT_READY_TIMEOUT, log_details,
 from galaxyctl_libs.actions.starting import start_grace, start_in_order, start_program
 from galaxyctl_libs.backends import planned
 from galaxyctl_libs.backends.supervisor import client as sup
+from galaxyctl_libs.core.kinds import ROLL_DRAINED, ROLL_WARM, kind_of
 from galaxyctl_libs.core.registration import operation_lock
 from galaxyctl_libs.core.services import GRACEFUL_HERDER, GRACEFUL_HUP, GRACEFUL_NONE
 from galaxyctl_libs.errors import GalaxyctlError, NotReadyError
@@ -140,8 +141,8 @@ class _Roll:
             start_program(self.client, target)
             self.when[target.program] = time.time()
         up = [t for t in targets if t not in stopped]
-        handlers = [t for t in up if t.service.service_type == health.HANDLER_TYPE]
-        workers = [t for t in up if t.service.service_type == health.CELERY_TYPE]
+        handlers = [t for t in up if kind_of(t.service.service_type).roll == ROLL_DRAINED]
+        workers = [t for t in up if kind_of(t.service.service_type).roll == ROLL_WARM]
         others = [t for t in up if t not in handlers and t not in workers and t.service.graceful != GRACEFUL_NONE]
         for target in others:
             self.step()

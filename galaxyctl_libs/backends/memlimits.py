@@ -23,15 +23,15 @@ Sizes are a service's whole process tree, RSS summed (what ``status`` shows); on
 bytes, as systemd reads gravity's ``NG``.
 """
 
+from galaxyctl_libs.core import kinds
 from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.records import Record
 
 GB = 2**30
 MB = 2**20
 
-# the service kinds, as far as memory goes
-WEB, CELERY, HANDLER, OTHER = "web", "celery", "handler", "other"
-_KINDS = {"gunicorn": WEB, "reports": WEB, "celery": CELERY, "celery-beat": CELERY, "standalone": HANDLER}
+# the service kinds, as far as memory goes: each kind's ``memory`` (core/kinds.py)
+WEB, CELERY, HANDLER, OTHER = kinds.MEMORY_WEB, kinds.MEMORY_CELERY, kinds.MEMORY_HANDLER, kinds.MEMORY_OTHER
 
 # what the watcher does
 RESTART = "restart"  # supervisord stops the service (its stop signal, stop_timeout, then KILL) and starts it
@@ -54,7 +54,8 @@ def limit_bytes(gigabytes, what="memory size"):
 
 
 def kind_of(service_type):
-    return _KINDS.get(service_type, OTHER)
+    """What the watcher does for ``service_type`` (its kind's ``memory``)."""
+    return kinds.kind_of(service_type).memory
 
 
 def size_text(size):
@@ -91,7 +92,7 @@ def watches(targets):
 def parse_watch(values):
     """A Watch from the four words after ``--watch``; ValueError when they are not one."""
     program, kind, limit, high = values
-    if kind not in (WEB, CELERY, HANDLER, OTHER):
+    if kind not in kinds.MEMORY_BEHAVIOURS:
         raise ValueError(f"unknown kind {kind!r}")
     return Watch(program, kind, int(limit), int(high))
 

@@ -7,37 +7,17 @@ verified the database by then): job handlers, workflow schedulers, celery and be
 gx-it-proxy, tusd.  Services of one kind may be spread out by ``start_stagger`` seconds.
 """
 
-# rank of each kind after the first web server (lower starts earlier)
-_RANK = {
-    "gunicorn": 0,
-    "uwsgi": 0,
-    "standalone": 1,  # job handlers; workflow schedulers get 2 (below)
-    "celery": 3,
-    "celery-beat": 4,
-    "reports": 5,
-    "gx-it-proxy": 6,
-    "tusd": 7,
-}
-_LAST = 8  # kinds not listed (a service type added later)
-WORKFLOW_POOL = "workflow-schedulers"
+from galaxyctl_libs.core import kinds
 
 
 def is_galaxy_web(service):
     """Galaxy's own web server (gunicorn or uWSGI), which creates and migrates the database."""
-    return service.service_type in ("gunicorn", "uwsgi")
-
-
-def _pools(service):
-    return [arg.split("=", 1)[1] for arg in service.argv if str(arg).startswith("--attach-to-pool=")]
+    return kinds.kind_of(service.service_type).web
 
 
 def rank(service):
-    """Where a service's kind comes in the start order."""
-    if service.service_type == "standalone":
-        pools = _pools(service)
-        if pools and all(pool.startswith(WORKFLOW_POOL) for pool in pools):
-            return 2
-    return _RANK.get(service.service_type, _LAST)
+    """Where a service's kind (and role) comes in the start order (core/kinds.py)."""
+    return kinds.rank(service)
 
 
 def start_stages(targets):

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from galaxyctl_libs.core.broker import worker_broker
 from galaxyctl_libs.core.config import effective_preload
 from galaxyctl_libs.core.database import database_url
+from galaxyctl_libs.core.kinds import KINDS, kind_of, role_of_pools
 from galaxyctl_libs.core.targets import (  # noqa: F401 - the service data lives with the targets
     GRACEFUL_HERDER,
     GRACEFUL_HUP,
@@ -180,6 +181,7 @@ def _common(instance, section, service_type, service_name, argv, base_env=(), **
     # last, so a config cannot override them: they find this state dir's processes without supervisord
     environment.append((procfs.STATE_ID_ENV, procfs.state_id(instance.state_dir)))
     environment.append((procfs.SERVICE_ENV, procfs.service_key(instance.name, service_name)))
+    kwargs.setdefault("graceful", kind_of(service_type).reload)
     return Service(
         instance_name=instance.name,
         service_type=service_type,
@@ -225,7 +227,7 @@ def uwsgi_services(instance):
     argv = [find_executable(instance, "uwsgi"), option, path, "--die-on-term"]
     gunicorn = instance.settings.gunicorn[0]
     env = galaxy_environment(instance)
-    return [_common(instance, gunicorn, "uwsgi", "uwsgi", argv, env, graceful=GRACEFUL_HUP, uwsgi_config=path)]
+    return [_common(instance, gunicorn, "uwsgi", "uwsgi", argv, env, uwsgi_config=path)]
 
 
 def gunicorn_services(instance):
@@ -342,7 +344,7 @@ def tusd_services(instance):
         argv += shlex.split(tusd.extra_args)
         argv += ["-hooks-enabled-events", tusd.hooks_enabled_events]
         name = _numbered("tusd", index, len(settings.tusd))
-        services.append(_common(instance, tusd, "tusd", name, argv, graceful=GRACEFUL_NONE))
+        services.append(_common(instance, tusd, "tusd", name, argv))  # graceful: its kind's (none)
     return services
 
 
@@ -384,7 +386,8 @@ def handler_services(instance):
         section = _HandlerSection(handler.env, **_handler_settings(instance, handler))
         cwd = instance.galaxy_root or os.path.dirname(instance.galaxy_config_file)
         db = database_url(instance.galaxy, instance.galaxy_root, instance.galaxy_config_file, cwd)
-        services.append(_common(instance, section, "standalone", handler.server_name, argv, heartbeat_db=db))
+        role = role_of_pools(handler.pools)
+        services.append(_common(instance, section, "standalone", handler.server_name, argv, heartbeat_db=db, role=role))
     return services
 
 
@@ -428,20 +431,14 @@ class _HandlerSection:
     start_stagger: float = None
 
 
-SERVICE_BUILDERS = (
-    uwsgi_services,
-    gunicorn_services,
-    celery_services,
-    gx_it_proxy_services,
-    tusd_services,
-    reports_services,
-    handler_services,
-)
+def builders():
+    """Each kind's builder (core/kinds.py), once, in the order of the kinds."""
+    return tuple(globals()[name] for name in dict.fromkeys(kind.builder for kind in KINDS.values()))
 
 
 def build_services(instance, extra_builders=()):
     """Every service the instance's settings ask for, in a stable order."""
     services = []
-    for builder in SERVICE_BUILDERS + tuple(extra_builders):
+    for builder in builders() + tuple(extra_builders):
         services.extend(builder(instance))
     return tuple(services)

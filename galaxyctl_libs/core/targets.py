@@ -43,6 +43,7 @@ class Service(Record):
     broker_url: str = None  # celery workers: the broker Galaxy's config gives celery (core.broker), for the ping
     broker_from: str = None  # where broker_url came from ("celery_conf.broker_url", "amqp_internal_connection"...)
     broker_options: dict = None  # celery_conf's other broker_* settings (transport options, SSL), for the ping
+    role: str = None  # what it is within its kind (core.kinds.ROLE_*: a job handler, a workflow scheduler)
 
     _not_compared = ("ignored", "heartbeat_db", "broker_url", "broker_from", "broker_options")
 

@@ -6,12 +6,12 @@ import time
 from galaxyctl_libs.backends import planned
 from galaxyctl_libs.backends.record import Target
 from galaxyctl_libs.backends.supervisor.client import parse_unexpected_exits
-from galaxyctl_libs.core import order
+from galaxyctl_libs.core import kinds, order
 from galaxyctl_libs.core.targets import Service
 
 
-def target(name, kind, instance="_default_", argv=(), stagger=0):
-    service = Service(instance, kind, name, tuple(argv), (), "/", start_stagger=stagger)
+def target(name, kind, instance="_default_", role=None, stagger=0):
+    service = Service(instance, kind, name, (), (), "/", start_stagger=stagger, role=role)
     return Target(service, name if instance == "_default_" else f"{instance}:{name}", f"/log/{name}.log")
 
 
@@ -21,14 +21,12 @@ def test_the_first_web_server_alone_then_handlers_schedulers_celery_beat_and_the
         target("celery-beat", "celery-beat"),
         target("celery", "celery"),
         target("gx-it-proxy", "gx-it-proxy"),
-        target("scheduler_0", "standalone", argv=("--attach-to-pool=workflow-schedulers",)),
-        target("handler_0", "standalone", argv=("--attach-to-pool=job-handlers",)),
+        target("scheduler_0", "standalone", role=kinds.ROLE_WORKFLOW_SCHEDULER),
+        target("handler_0", "standalone", role=kinds.ROLE_JOB_HANDLER),
         target("gunicorn_0", "gunicorn"),
         target("gunicorn_1", "gunicorn"),
         target("reports", "reports"),
-        target(
-            "handler_1", "standalone", argv=("--attach-to-pool=job-handlers", "--attach-to-pool=workflow-schedulers")
-        ),
+        target("handler_1", "standalone", role=kinds.ROLE_JOB_HANDLER),
     ]
     first, rest = order.start_stages(everything)
     assert [t.program for t in first] == ["gunicorn_0"]

@@ -13,6 +13,7 @@ from galaxyctl_libs.backends import memlimits
 from galaxyctl_libs.backends.base import MEMWATCH_MODULE, MEMWATCH_PROGRAM, checked_text, herded_argv
 from galaxyctl_libs.backends.base import shown as _shown
 from galaxyctl_libs.backends.supervisor.paths import Paths  # noqa: F401 - render.Paths, as before
+from galaxyctl_libs.core.kinds import kind_of
 from galaxyctl_libs.core.targets import Service
 from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.probes import procfs
@@ -195,7 +196,7 @@ def render_program(service, log_dir, grouped, pid_dir=None, autostart=False):
         f"startsecs = {service.start_timeout}",
         f"stopwaitsecs = {service.stop_timeout}",
         # gunicorn's master stops its own workers gracefully; the rest may leave children behind
-        "stopasgroup = " + ("false" if service.service_type == "gunicorn" else "true"),
+        "stopasgroup = " + ("true" if kind_of(service.service_type).stop_as_group else "false"),
         "killasgroup = true",
         f"environment = {_environment(service, what)}",
         "process_name = " + (service.service_name if grouped else "%(program_name)s"),

@@ -24,6 +24,7 @@ import re
 
 from galaxyctl_libs.backends.base import checked_text, herded_argv
 from galaxyctl_libs.backends.base import shown as _shown
+from galaxyctl_libs.core.kinds import kind_of
 from galaxyctl_libs.core.targets import GRACEFUL_HERDER, GRACEFUL_HUP
 from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.paths import StatePaths
@@ -183,7 +184,7 @@ def target_unit(instance_name, grouped):
 def template_of(service, service_instances=True):
     """(name, number) when ``service`` runs as an instance of a template unit: a handler process
     numbered as gravity numbers them (``NAME_0``, ``NAME_1``...) with ``use_service_instances``."""
-    if not service_instances or service.service_type != "standalone":
+    if not service_instances or not kind_of(service.service_type).numbered_units:
         return None
     found = _NUMBERED.match(service.service_name)
     return (found.group(1), found.group(2)) if found else None
@@ -222,8 +223,9 @@ def render_service(service, grouped, pid_dir, target, user_mode=False, owner="")
     unit.append("ExecStart=" + command_line(herded_argv(service, pid_dir), f"{what}: command line argument"))
     if service.graceful in (GRACEFUL_HUP, GRACEFUL_HERDER):
         unit.append(f"ExecReload={EXEC_RELOAD}")
-    if service.service_type == "gunicorn":  # TERM to the herder/master only: it stops its workers gracefully
-        unit.append("KillMode=mixed")
+    kill_mode = kind_of(service.service_type).kill_mode  # gunicorn: mixed, TERM to the herder/master only
+    if kill_mode:
+        unit.append(f"KillMode={kill_mode}")
     unit += [f"TimeoutStartSec={int(service.start_timeout)}", f"TimeoutStopSec={int(service.stop_timeout)}"]
     unit.append("Restart=always")
     for key, field in (("MemoryMax", "memory_limit"), ("MemoryHigh", "memory_high")):
