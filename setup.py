@@ -1,11 +1,26 @@
+import re
+
 from setuptools import find_packages, setup
+
+
+def read(name):
+    with open(name, encoding="utf-8") as handle:
+        return handle.read()
+
+
+# the one source of the version: galaxyctl_libs/__init__.py (read, not imported)
+VERSION = re.search(r'^__version__ = "([^"]+)"$', read("galaxyctl_libs/__init__.py"), re.M).group(1)
 
 setup(
     name="galaxyctl",
-    version="0.1.0",
+    version=VERSION,
     description="Process manager and health-check toolkit for Galaxy servers",
-    long_description=open("README.rst", encoding="utf-8").read(),
+    long_description=read("README.rst") + "\n\n" + read("CHANGELOG.rst"),
     long_description_content_type="text/x-rst",
+    author="The galaxyctl developers",
+    license="MIT",
+    license_files=["LICENSE"],
+    keywords=["galaxy", "gravity", "supervisor", "systemd", "process manager", "health check"],
     packages=find_packages(include=["galaxyctl_libs", "galaxyctl_libs.*"]),
     python_requires=">=3.9",
     install_requires=["pyyaml", "supervisor"],
@@ -19,6 +34,8 @@ setup(
             "gunicorn",
             "celery",
             "uwsgi",
+            "build",  # tests/test_packaging.py: python -m build and twine check, as a release would
+            "twine",
             'galaxy-config==26.1.2; python_version >= "3.10"',
         ],
     },
@@ -27,8 +44,14 @@ setup(
     scripts=["galaxyctl"],
     entry_points={"console_scripts": ["galaxy = galaxyctl_libs.cli.main:run_galaxy"]},
     classifiers=[
-        "Programming Language :: Python :: 3",
+        "Development Status :: 4 - Beta",
         "Environment :: Console",
+        "Intended Audience :: System Administrators",
+        "Operating System :: POSIX :: Linux",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Programming Language :: Python :: 3.11",  # what CI and the developers' machines run
         "Topic :: System :: Systems Administration",
+        "Topic :: Scientific/Engineering :: Bio-Informatics",
     ],
 )

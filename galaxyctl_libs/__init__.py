@@ -7,7 +7,7 @@ something.  Names are loaded lazily from their modules::
     from galaxyctl_libs import load_config, status
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 # public name -> module that defines it
 _EXPORTS = {
