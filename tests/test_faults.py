@@ -114,7 +114,7 @@ def test_start_names_an_orphan_holding_the_port(gctl, demo_galaxy):
         os.kill(supervisord, signal.SIGKILL)
         assert wait_for(lambda: not alive(supervisord), timeout=10)
         client = SupervisorClient(Paths(gctl.state_dir))
-        client.start_supervisord()  # as a script calling supervisord itself might: the orphan is still there
+        client.ensure_manager_running()  # as a script calling supervisord itself might: the orphan is still there
         gctl.remember()
         client.stop("gunicorn")  # its own gunicorn cannot bind; supervisord stays up
         with pytest.raises(GalaxyctlError) as refused:

@@ -12,7 +12,7 @@ from galaxyctl_libs.actions.monitoring import (
     status_from_record,
     web_workers_of,
 )
-from galaxyctl_libs.backends.supervisor import client as sup
+from galaxyctl_libs.backends import base
 from galaxyctl_libs.core import targets as targets_mod
 from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.records import Record
@@ -58,7 +58,7 @@ def check(state_dir, names=(), timeout=10.0, restart_window=300, heartbeat_age=N
     try:
         record = applied(state_dir)  # read once: status, probes and workers all work from it
     except GalaxyctlError as exc:
-        return CheckResult(exitcodes.NAGIOS_UNKNOWN, exc.message, 0, 0, None, 0, 0)
+        return _unknown(exc.message)
     health = {"max_age": heartbeat_age, "ping": ping}
     report = status_from_record(state_dir, record, names, False, timeout, health, restart_window)
     probes, workers = (), ()
@@ -78,12 +78,22 @@ def _times(count):
 def verdict(report, probes=(), workers=(), restart_window=300):
     """The check's answer from what was observed, and nothing else (unit tests feed it synthetic
     answers): a StatusReport, ``(program, http.ProbeResult)`` of each web service, and WebWorkers."""
-    if report.supervisord_state == sup.SUPERVISORD_NOT_ANSWERING:  # nothing can be managed: critical, not unknown
-        problem = f"supervisord (pid {report.supervisord_pid}) is not answering"
-        return CheckResult(exitcodes.NAGIOS_CRITICAL, problem, 0, len(report.services), None, 0, 0, (problem,))
+    if report.supervisord_state == base.MANAGER_NOT_ANSWERING:  # nothing can be managed: critical, not unknown
+        who = f"{report.manager} (pid {report.supervisord_pid})" if report.supervisord_pid else report.manager
+        problem = f"{who} is not answering"
+        return CheckResult(
+            code=exitcodes.NAGIOS_CRITICAL,
+            summary=problem,
+            services_running=0,
+            services_total=len(report.services),
+            web_ms=None,
+            workers_busy=0,
+            workers_total=0,
+            problems=(problem,),
+        )
     if report.exit_code == exitcodes.LSB_UNKNOWN or not report.services:
-        return CheckResult(exitcodes.NAGIOS_UNKNOWN, report.message or "nothing registered", 0, 0, None, 0, 0)
-    running = [r for r in report.services if r.state in (sup.RUNNING, sup.STARTING)]
+        return _unknown(report.message or "nothing registered")
+    running = [r for r in report.services if r.state in (base.RUNNING, base.STARTING)]
     critical = _down(report, running)
     warnings = _unsettled(report, running, restart_window)
     silent = {program for program, result in probes if not result.ok}
@@ -91,7 +101,7 @@ def verdict(report, probes=(), workers=(), restart_window=300):
     starting = {
         r.program
         for r in running
-        if r.in_grace and r.program not in answered and (r.state == sup.STARTING or r.program in silent)
+        if r.in_grace and r.program not in answered and (r.state == base.STARTING or r.program in silent)
     }
     probes = [(program, result) for program, result in probes if result.ok or program not in starting]
     answered = [result.elapsed_ms for _, result in probes if result.ok]
@@ -110,30 +120,46 @@ def verdict(report, probes=(), workers=(), restart_window=300):
     busy = sum(1 for web in workers for w in web.workers if w.status == "busy")
     if total and busy == total:
         warnings.append(f"all {total} web workers busy")
-    summary = f"{len(running)}/{len(report.services)} services running"
-    if starting:
-        summary += f" ({len(starting)} starting)"
-    if web_ms is not None:
-        summary += f", web {web_ms:.0f} ms"
     problems = tuple(critical or warnings)
-    if problems:
-        summary += ": " + "; ".join(problems)
     code = exitcodes.NAGIOS_CRITICAL if critical else exitcodes.NAGIOS_WARNING if warnings else exitcodes.NAGIOS_OK
-    restarts = sum(r.unplanned_restarts for r in running)
-    web_up = all(result.ok for _, result in probes) if probes else None
     return CheckResult(
-        code,
-        summary,
-        len(running),
-        len(report.services),
-        web_ms,
-        busy,
-        total,
-        problems,
-        unplanned_restarts=restarts,
-        web_up=web_up,
+        code=code,
+        summary=_summary(len(running), len(report.services), len(starting), web_ms, problems),
+        services_running=len(running),
+        services_total=len(report.services),
+        web_ms=web_ms,
+        workers_busy=busy,
+        workers_total=total,
+        problems=problems,
+        unplanned_restarts=sum(r.unplanned_restarts for r in running),
+        web_up=all(result.ok for _, result in probes) if probes else None,
         health=probed,
     )
+
+
+def _unknown(summary):
+    """UNKNOWN: nothing could be observed."""
+    return CheckResult(
+        code=exitcodes.NAGIOS_UNKNOWN,
+        summary=summary,
+        services_running=0,
+        services_total=0,
+        web_ms=None,
+        workers_busy=0,
+        workers_total=0,
+    )
+
+
+def _summary(running, total, starting, web_ms, problems):
+    """``3/4 services running (1 starting), web 12 ms: PROBLEM; PROBLEM``."""
+    summary = f"{running}/{total} services running"
+    if starting:
+        summary += f" ({starting} starting)"
+    if web_ms is not None:
+        summary += f", web {web_ms:.0f} ms"
+    if problems:
+        summary += ": " + "; ".join(problems)
+    return summary
 
 
 def _down(report, running):
@@ -141,7 +167,7 @@ def _down(report, running):
     what it left running), required storage not mounted."""
     critical = [f"{r.program} {r.state}" for r in report.services if r not in running]
     if not report.supervisord_running:
-        critical = ["supervisord is not running"]
+        critical = [f"{report.manager} is not running"]
         rows = [r for r in report.services if r.state == ORPHANED]
         critical += [f"{r.program} {ORPHANED} (pid {r.pid})" for r in rows]
         critical += [f"{ORPHANED} {o.describe()}" for o in report.orphans if o.pid not in {r.pid for r in rows}]
@@ -157,7 +183,7 @@ def _unsettled(report, running, restart_window):
         for r in running
         if r.unplanned_restarts
     ]
-    warnings += [f"{r.program} starting" for r in running if r.state == sup.STARTING and not r.in_grace]
+    warnings += [f"{r.program} starting" for r in running if r.state == base.STARTING and not r.in_grace]
     return warnings + [f"{r.program} {r.memory}" for r in report.services if r.memory]
 
 

@@ -18,9 +18,9 @@ from galaxyctl_libs.actions.readiness import (  # noqa: F401 - DEFAULT_READY_TIM
     wait_ready,
 )
 from galaxyctl_libs.actions.starting import start_in_order, wait_for_the_rest
+from galaxyctl_libs.backends import base
 from galaxyctl_libs.backends import record as backend_record
 from galaxyctl_libs.backends.base import MEMWATCH_PROGRAM
-from galaxyctl_libs.backends.supervisor import client as sup
 from galaxyctl_libs.backends.update import applied_targets, select_targets, update_locked
 from galaxyctl_libs.core import targets as targets_mod
 from galaxyctl_libs.core.registration import auto_register, operation_lock
@@ -69,7 +69,7 @@ def start(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progres
         client = result.client
         check_ports_free(client, targets)
         deadline = time.monotonic() + timeout
-        started_supervisord = client.start_supervisord()
+        started_supervisord = client.ensure_manager_running()
         first = start_in_order(state_dir, client, targets, timeout, progress, wait)
     ready = wait_for_the_rest(client, targets, first, _left(deadline), progress) if wait else ()
     return LifecycleResult(
@@ -90,7 +90,7 @@ def _left(deadline):
     return max(0.0, deadline - time.monotonic())
 
 
-def stop(state_dir, names=(), force=False, timeout=sup.RPC_TIMEOUT):
+def stop(state_dir, names=(), force=False, timeout=base.CONTROL_TIMEOUT):
     """Stop services; when nothing is left running, supervisord exits too.
 
     Without supervisord, what it left running (it was killed) is ended.  A supervisord that does not
@@ -103,17 +103,17 @@ def stop(state_dir, names=(), force=False, timeout=sup.RPC_TIMEOUT):
             if names:
                 raise
             targets = None  # a broken config must not keep Galaxy from stopping: stop everything
-        client = sup.client_for(state_dir, backend_record.load_applied(state_dir), timeout=timeout)
+        client = base.client_for(state_dir, backend_record.load_applied(state_dir), timeout=timeout)
         survey = client.survey()
-        if survey.state != sup.SUPERVISORD_RUNNING:
-            return _without_supervisord("stop", state_dir, client, survey, targets, names, force)
+        if survey.state != base.MANAGER_RUNNING:
+            return _without_manager("stop", state_dir, client, survey, targets, names, force)
         programs = sorted(survey.processes) if targets is None else [t.program for t in targets]
         for program in programs:
             client.stop(program)
         still_up = [
             p
             for p in client.all_processes().values()
-            if p["statename"] in sup.UP_STATES + (sup.STOPPING,) and p["name"] != MEMWATCH_PROGRAM  # watches the rest
+            if p["statename"] in base.UP_STATES + (base.STOPPING,) and p["name"] != MEMWATCH_PROGRAM  # watches the rest
         ]
         stopped, ended = False, ()
         if not still_up:
@@ -127,23 +127,23 @@ ORPHAN_STOP_CAP = 300  # seconds: the longest wait for processes to stop on SIGT
 DEFAULT_STOP_TIMEOUT = 10  # for a process whose service is unknown (Service.stop_timeout's default)
 
 
-def _without_supervisord(action, state_dir, client, survey, targets, names, force):
+def _without_manager(action, state_dir, client, survey, targets, names, force):
     """stop/shutdown when supervisord does not answer: end what it left running (it died), or, with
     ``force``, kill a supervisord that hangs and end its services."""
-    if survey.state == sup.SUPERVISORD_SHUTTING_DOWN:  # someone else's shutdown: let it finish
+    if survey.state == base.MANAGER_SHUTTING_DOWN:  # someone else's shutdown: let it finish
         stopped = client.shutdown()
         return LifecycleResult(
             action, (), manager_stopped=stopped, ended=_end_orphans(state_dir, targets, names, client.run_as)
         )
-    if survey.state == sup.SUPERVISORD_DOWN:
+    if survey.state == base.MANAGER_DOWN:
         return LifecycleResult(action, (), ended=_end_orphans(state_dir, targets, names, client.run_as))
     pid = survey.pid
-    if not force:
-        raise GalaxyctlError(
-            f"supervisord (pid {pid}) is not answering; 'galaxyctl {action} --force' kills it and ends its services"
-        )
+    who = f"{client.manager} (pid {pid})" if pid else client.manager
+    if not force or pid is None:  # systemd is never galaxyctl's to kill
+        kill = f"; 'galaxyctl {action} --force' kills it and ends its services" if pid else ""
+        raise GalaxyctlError(f"{who} is not answering{kill}")
     if names:
-        raise GalaxyctlError(f"supervisord (pid {pid}) is not answering: --force ends every service, name none")
+        raise GalaxyctlError(f"{who} is not answering: --force ends every service, name none")
     # read before the kill: afterwards its children belong to init, and only the marker finds them;
     # only the Galaxy user's own (a job's sudo below a service is not ours to end)
     with as_user(*client.run_as):
@@ -227,7 +227,7 @@ def restart(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progr
         result, targets = _prepare(state_dir, names)
         client = result.client
         deadline = time.monotonic() + timeout
-        started_supervisord = client.start_supervisord()
+        started_supervisord = client.ensure_manager_running()
         if not started_supervisord:
             for target in targets:
                 client.stop(target.program)
@@ -250,7 +250,7 @@ def startup(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progr
         if progress:
             progress(f"try {attempt - 1} failed ({failure.message}); restarting (try {attempt} of {retries + 1})")
         with operation_lock(state_dir):
-            client = sup.client_for(state_dir, backend_record.load_applied(state_dir))
+            client = base.client_for(state_dir, backend_record.load_applied(state_dir))
             for target in targets_mod.select(applied_targets(state_dir), names):
                 if target.service.bind or target.service.uwsgi_config:
                     client.kill_group(target.program)
@@ -261,7 +261,7 @@ def startup(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progr
     raise NotReadyError(f"Galaxy did not start after {retries + 1} tries: {failure.message}", details=failure.details)
 
 
-def shutdown(state_dir, force=False, timeout=sup.RPC_TIMEOUT):
+def shutdown(state_dir, force=False, timeout=base.CONTROL_TIMEOUT):
     """Stop everything and end supervisord; then end anything of this state dir still running
     (left by a supervisord that died).  A supervisord that does not answer within ``timeout`` is
     an error, unless ``force``: then it is killed and its services ended.  Then, supervisord being
@@ -271,16 +271,13 @@ def shutdown(state_dir, force=False, timeout=sup.RPC_TIMEOUT):
             targets = applied_targets(state_dir)
         except GalaxyctlError:
             targets = None  # only for the stop timeouts of orphans: the defaults do
-        client = sup.client_for(state_dir, backend_record.load_applied(state_dir), timeout=timeout)
+        client = base.client_for(state_dir, backend_record.load_applied(state_dir), timeout=timeout)
         survey = client.survey()
-        if survey.state != sup.SUPERVISORD_RUNNING:
-            result = _without_supervisord("shutdown", state_dir, client, survey, targets, (), force)
+        if survey.state != base.MANAGER_RUNNING:
+            result = _without_manager("shutdown", state_dir, client, survey, targets, (), force)
         else:
             stopped = client.shutdown()
             ended = _end_orphans(state_dir, targets, (), client.run_as)
             result = LifecycleResult("shutdown", (), manager_stopped=stopped, ended=ended)
-        if isinstance(client, sup.SupervisorClient):  # systemd's herders keep their pid dir: units may restart
-            from galaxyctl_libs.backends.supervisor.paths import remove_runtime_dir
-
-            remove_runtime_dir(client.paths, client.run_as)
+        client.release_runtime_dir()  # supervisord's goes; systemd's herders keep their pid dir (units may restart)
     return result

@@ -4,9 +4,8 @@ Everything here only looks: nothing is written except the Prometheus textfile an
 """
 
 from galaxyctl_libs import exitcodes
-from galaxyctl_libs.backends import memlimits, planned
+from galaxyctl_libs.backends import base, memlimits, planned
 from galaxyctl_libs.backends import record as backend_record
-from galaxyctl_libs.backends.supervisor import client as sup
 from galaxyctl_libs.core import targets as targets_mod
 from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.probes import http as health
@@ -43,8 +42,11 @@ class StatusReport(Record):
     exit_code: int
     message: str = ""
     storage_missing: tuple = ()  # required mount points that are not mounted
-    supervisord_state: str = ""  # supervisor.SUPERVISORD_*: RUNNING, DOWN, NOT_ANSWERING, SHUTTING_DOWN
-    orphans: tuple = ()  # procfs.Marked: the main processes a supervisord that died left running
+    # the process manager's state (backends.base.MANAGER_*: RUNNING, DOWN, NOT_ANSWERING, SHUTTING_DOWN);
+    # the supervisord_* names are kept for the JSON of status, whichever manager it is
+    supervisord_state: str = ""
+    orphans: tuple = ()  # procfs.Marked: the main processes a manager that died left running
+    manager: str = "supervisord"  # which process manager: supervisord or systemd (for the messages)
 
 
 def status(state_dir, names=(), probe_web=True, timeout=5.0, heartbeat_age=None, ping=False):
@@ -67,42 +69,51 @@ def status_from_record(state_dir, record, names, probe_web, timeout, health=None
     if not targets:
         return StatusReport(False, None, (), exitcodes.LSB_NOT_RUNNING, "no Galaxy config is registered")
     missing = missing_storage(record)
-    client = sup.client_for(state_dir, record, timeout=timeout)
+    client = base.client_for(state_dir, record, timeout=timeout)
     survey = client.survey()
     if not survey.answering:
-        return _status_without_supervisord(state_dir, targets, survey, missing, client.manager)
-    infos = survey.processes
-    plans = planned.load(state_dir)
-    exits = None
-    if restart_window:
-        reader = getattr(client, "unexpected_exits", None)  # supervisor: its log; others: start times only
-        exits = (reader() if reader else None) or {}
-    rows = []
-    for target in targets:
-        key = target.program if ":" in target.program else f"{target.program}:{target.program}"
-        info = infos.get(key) or infos.get(target.program)  # systemd: keyed by unit name
-        if info is None:
-            rows.append(
-                ServiceStatus(
-                    target.instance_name,
-                    target.service.service_name,
-                    target.program,
-                    "UNKNOWN",
-                    None,
-                    0,
-                    f"not loaded in {client.manager}; run 'galaxyctl update'",
-                )
-            )
-            continue
-        rows.append(_row(target, info, plans.get(target.program), probe_web, timeout, exits, restart_window))
+        return _status_without_manager(state_dir, targets, survey, missing, client.manager)
+    exits = (client.unexpected_exits() or {}) if restart_window else None  # supervisord: its log; systemd: none
+    rows = _rows_of(state_dir, client, survey, targets, probe_web, timeout, exits, restart_window)
     if health is not None:
         from galaxyctl_libs.actions import health as healthmod
 
         rows = healthmod.annotate(targets, rows, record.run_as, timeout, **health)
-    down = [r for r in rows if r.state not in (sup.RUNNING, sup.STARTING)]
-    code = exitcodes.LSB_NOT_RUNNING if down else exitcodes.LSB_RUNNING
-    message = f"required storage not mounted: {', '.join(missing)}" if missing else ""
-    return StatusReport(True, survey.pid, _with_memory(rows, targets), code, message, missing, survey.state)
+    down = [r for r in rows if r.state not in (base.RUNNING, base.STARTING)]
+    return StatusReport(
+        supervisord_running=True,
+        supervisord_pid=survey.pid,
+        services=_with_memory(rows, targets),
+        exit_code=exitcodes.LSB_NOT_RUNNING if down else exitcodes.LSB_RUNNING,
+        message=f"required storage not mounted: {', '.join(missing)}" if missing else "",
+        storage_missing=missing,
+        supervisord_state=survey.state,
+        manager=client.manager,
+    )
+
+
+def _rows_of(state_dir, client, survey, targets, probe_web, timeout, exits, restart_window):
+    """A row per target from the manager's answer (``survey.processes``)."""
+    plans = planned.load(state_dir)
+    rows = []
+    for target in targets:
+        key = target.program if ":" in target.program else f"{target.program}:{target.program}"
+        info = survey.processes.get(key) or survey.processes.get(target.program)  # systemd: keyed by unit name
+        if info is None:
+            rows.append(
+                ServiceStatus(
+                    instance=target.instance_name,
+                    service=target.service.service_name,
+                    program=target.program,
+                    state="UNKNOWN",
+                    pid=None,
+                    uptime_seconds=0,
+                    description=f"not loaded in {client.manager}; run 'galaxyctl update'",
+                )
+            )
+            continue
+        rows.append(_row(target, info, plans.get(target.program), probe_web, timeout, exits, restart_window))
+    return rows
 
 
 def _with_memory(rows, targets):
@@ -130,16 +141,16 @@ def _row(target, info, plan, probe_web, timeout, exits, restart_window):
     now = time.time()
     started_at = now - (info["now"] - info["start"]) if info["start"] else None
     explained = plan is not None and started_at is not None and plan.explains(started_at, info["pid"])
-    in_grace = explained and plan.in_grace(now) and state in sup.UP_STATES
-    uptime = int(info["now"] - info["start"]) if state == sup.RUNNING and info["start"] else 0
-    probe = probe_service_web(target.service, timeout) if probe_web and state in sup.UP_STATES else None
+    in_grace = explained and plan.in_grace(now) and state in base.UP_STATES
+    uptime = int(info["now"] - info["start"]) if state == base.RUNNING and info["start"] else 0
+    probe = probe_service_web(target.service, timeout) if probe_web and state in base.UP_STATES else None
     web = (
         "" if probe is None else f"ok {probe.elapsed_ms:.0f}ms" if probe.ok else (probe.error or f"HTTP {probe.status}")
     )
     if probe is not None and not probe.ok and in_grace:
-        state, web = sup.STARTING, f"starting ({web})"
+        state, web = base.STARTING, f"starting ({web})"
     restarts = 0
-    if exits is not None and state in sup.UP_STATES:
+    if exits is not None and state in base.UP_STATES:
         since = max(now - restart_window, plan.at if plan is not None else 0)
         restarts = sum(1 for when in exits.get(target.program.split(":")[-1], ()) if when > since)
         if not restarts and plan is not None and not explained and started_at and started_at > since:
@@ -159,47 +170,27 @@ def _row(target, info, plan, probe_web, timeout, exits, restart_window):
     )
 
 
-def _status_without_supervisord(state_dir, targets, survey, missing, manager="supervisord"):
-    """Rows when supervisord does not answer: it hangs (LSB 4, unknown: its services may run or not),
-    it is shutting down (3), or it is gone.  Gone, /proc is searched for the processes it left:
-    they run unmanaged (LSB 1, "dead and pid file exists": the manager died, what it ran did not;
-    3 would tell a cron job to start a second copy), else everything is stopped (3).  ``manager``
-    names it (systemd, when systemctl cannot reach it)."""
+def _status_without_manager(state_dir, targets, survey, missing, manager="supervisord"):
+    """Rows when the process manager does not answer: it hangs (LSB 4, unknown: its services may run
+    or not), it is shutting down (3), or it is gone.  Gone, /proc is searched for the processes it
+    left: they run unmanaged (LSB 1, "dead and pid file exists": the manager died, what it ran did
+    not; 3 would tell a cron job to start a second copy), else everything is stopped (3).
+    ``manager`` names it (supervisord; systemd, when systemctl cannot reach it)."""
     who = f"{manager} (pid {survey.pid})" if survey.pid else manager
-    if survey.state == sup.SUPERVISORD_NOT_ANSWERING:
+    found = {"storage_missing": missing, "supervisord_state": survey.state, "manager": manager}
+    if survey.state == base.MANAGER_NOT_ANSWERING:
         message = f"{who} is not answering (state dir {state_dir})"
-        return StatusReport(
-            False,
-            survey.pid,
-            _rows(targets, sup.UNKNOWN, message),
-            exitcodes.LSB_UNKNOWN,
-            message,
-            missing,
-            survey.state,
-        )
-    if survey.state == sup.SUPERVISORD_SHUTTING_DOWN:
+        rows = _rows(targets, base.UNKNOWN, message, manager)
+        return StatusReport(False, survey.pid, rows, exitcodes.LSB_UNKNOWN, message, **found)
+    if survey.state == base.MANAGER_SHUTTING_DOWN:
         message = f"{who} is shutting down (state dir {state_dir})"
-        return StatusReport(
-            False,
-            survey.pid,
-            _rows(targets, sup.STOPPING, message),
-            exitcodes.LSB_NOT_RUNNING,
-            message,
-            missing,
-            survey.state,
-        )
+        rows = _rows(targets, base.STOPPING, message, manager)
+        return StatusReport(False, survey.pid, rows, exitcodes.LSB_NOT_RUNNING, message, **found)
     orphans = procfs.topmost(procfs.marked_processes(procfs.state_id(state_dir)))
     if not orphans:
         message = f"{manager} is not running (state dir {state_dir})"
-        return StatusReport(
-            False,
-            None,
-            _rows(targets, sup.STOPPED, f"{manager} is not running"),
-            exitcodes.LSB_NOT_RUNNING,
-            message,
-            missing,
-            survey.state,
-        )
+        rows = _rows(targets, base.STOPPED, f"{manager} is not running", manager)
+        return StatusReport(False, None, rows, exitcodes.LSB_NOT_RUNNING, message, **found)
     pids = {}
     for orphan in orphans:
         pids.setdefault(orphan.service, orphan.pid)
@@ -207,37 +198,27 @@ def _status_without_supervisord(state_dir, targets, survey, missing, manager="su
         f"{manager} is not running, but left running {', '.join(o.describe() for o in orphans)}; "
         "'galaxyctl stop' ends them"
     )
-    return StatusReport(
-        False,
-        None,
-        _with_memory(_rows(targets, ORPHANED, f"running without {manager}", pids), targets),
-        exitcodes.LSB_DEAD_PIDFILE,
-        message,
-        missing,
-        survey.state,
-        tuple(orphans),
-    )
+    rows = _with_memory(_rows(targets, ORPHANED, f"running without {manager}", manager, pids), targets)
+    return StatusReport(False, None, rows, exitcodes.LSB_DEAD_PIDFILE, message, orphans=tuple(orphans), **found)
 
 
-def _rows(targets, state, description, pids=None):
+def _rows(targets, state, description, manager, pids=None):
     """A row per target in ``state``; given ``pids`` ({service key: PID}), targets without one are STOPPED."""
     rows = []
     for t in targets:
         pid = None if pids is None else pids.get(procfs.service_key(t.instance_name, t.service.service_name))
-        if pids is None or pid:
-            rows.append(ServiceStatus(t.instance_name, t.service.service_name, t.program, state, pid, 0, description))
-        else:
-            rows.append(
-                ServiceStatus(
-                    t.instance_name,
-                    t.service.service_name,
-                    t.program,
-                    sup.STOPPED,
-                    None,
-                    0,
-                    "supervisord is not running",
-                )
+        stopped = pids is not None and not pid  # the manager left no process of this one running
+        rows.append(
+            ServiceStatus(
+                instance=t.instance_name,
+                service=t.service.service_name,
+                program=t.program,
+                state=base.STOPPED if stopped else state,
+                pid=None if stopped else pid,
+                uptime_seconds=0,
+                description=f"{manager} is not running" if stopped else description,
             )
+        )
     return tuple(rows)
 
 
@@ -271,13 +252,15 @@ def web_workers_of(state_dir, targets, timeout=30):
     from galaxyctl_libs.probes import workers as workersmod
 
     targets = [t for t in targets if t.service.bind or t.service.uwsgi_config]
-    client = sup.client_for(state_dir, backend_record.load_applied(state_dir), timeout=timeout)
+    client = base.client_for(state_dir, backend_record.load_applied(state_dir), timeout=timeout)
     if not client.is_running():
-        raise GalaxyctlError(f"supervisord is not running (state dir {state_dir})", exit_code=exitcodes.LSB_NOT_RUNNING)
+        raise GalaxyctlError(
+            f"{client.manager} is not running (state dir {state_dir})", exit_code=exitcodes.LSB_NOT_RUNNING
+        )
     results = []
     for target in targets:
         info = client.process_info(target.program)
-        if info["statename"] not in sup.UP_STATES or not info["pid"]:
+        if info["statename"] not in base.UP_STATES or not info["pid"]:
             results.append(WebWorkers(target.program, target.service.service_type, None, (), f"{info['statename']}"))
             continue
         try:

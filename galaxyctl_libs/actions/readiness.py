@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 
 from galaxyctl_libs import gate
-from galaxyctl_libs.backends.supervisor import client as sup
+from galaxyctl_libs.backends import base
 from galaxyctl_libs.errors import GalaxyctlError, NotReadyError
 from galaxyctl_libs.probes import http as health
 from galaxyctl_libs.probes import procfs
@@ -79,14 +79,14 @@ def check_ports_free(client, targets):
     So are a supervisord that does not answer and what a dead one left running (orphans): a
     second copy would fight them for ports, queues and jobs."""
     survey = client.survey()
-    running = survey.state == sup.SUPERVISORD_RUNNING
-    if survey.state == sup.SUPERVISORD_NOT_ANSWERING:
+    running = survey.state == base.MANAGER_RUNNING
+    if survey.state == base.MANAGER_NOT_ANSWERING:
         raise GalaxyctlError(
             f"supervisord (pid {survey.pid}) is not answering; "
             "'galaxyctl shutdown --force' kills it and ends its services"
         )
     marker = procfs.state_id(client.paths.state_dir)
-    if survey.state == sup.SUPERVISORD_DOWN:
+    if survey.state == base.MANAGER_DOWN:
         orphans = procfs.topmost(procfs.marked_processes(marker))
         if orphans:
             raise GalaxyctlError(
@@ -97,10 +97,10 @@ def check_ports_free(client, targets):
         if not target.service.bind:
             continue
         try:
-            state = client.process_info(target.program)["statename"] if running else sup.STOPPED
-        except (GalaxyctlError, sup.rpc.Fault):
-            state = sup.STOPPED
-        if state in sup.UP_STATES:
+            state = client.process_info(target.program)["statename"] if running else base.STOPPED
+        except (GalaxyctlError, base.Refusal):
+            state = base.STOPPED
+        if state in base.UP_STATES:
             continue
         pid = _port_holder_pid(health.parse_bind(target.service.bind))
         if pid is not None:
@@ -131,11 +131,11 @@ def wait_ready(client, targets, timeout, progress=None, since=None):
 
         def still_starting(target=target, endpoint=endpoint):
             state = client.process_info(target.program)["statename"]
-            if state in (sup.FATAL, sup.EXITED, sup.STOPPED):
+            if state in (base.FATAL, base.EXITED, base.STOPPED):
                 return f"{target.program} is {state}"
-            if state == sup.BACKOFF and since is not None and migration_needed(client, target, since):
+            if state == base.BACKOFF and since is not None and migration_needed(client, target, since):
                 return "Galaxy's database needs a migration"
-            if state == sup.BACKOFF:
+            if state == base.BACKOFF:
                 holder = _port_holder(endpoint)
                 return f"{target.service.bind} is already in use by {holder}" if holder else ""
             return ""

@@ -28,8 +28,7 @@ from galaxyctl_libs.actions import health
 from galaxyctl_libs.actions.lifecycle import LifecycleResult, _prepare
 from galaxyctl_libs.actions.readiness import DEFAULT_READY_TIMEOUT, log_details, wait_ready
 from galaxyctl_libs.actions.starting import start_grace, start_in_order, start_program
-from galaxyctl_libs.backends import planned
-from galaxyctl_libs.backends.supervisor import client as sup
+from galaxyctl_libs.backends import base, planned
 from galaxyctl_libs.core.kinds import ROLL_DRAINED, ROLL_WARM, kind_of
 from galaxyctl_libs.core.registration import operation_lock
 from galaxyctl_libs.core.services import GRACEFUL_HERDER, GRACEFUL_HUP, GRACEFUL_NONE
@@ -40,7 +39,7 @@ from galaxyctl_libs.rootpolicy import as_user, subprocess_credentials
 
 _MARKERS = (procfs.STATE_ID_ENV, procfs.SERVICE_ENV)  # the lock's process is no service of ours
 
-FAILED_STATES = (sup.FATAL, sup.EXITED, sup.STOPPED)
+FAILED_STATES = (base.FATAL, base.EXITED, base.STOPPED)
 DEFAULT_DRAIN = 120.0  # seconds a handler's running local jobs may take to finish before its restart
 LOCK_TIMEOUT = 120.0  # seconds to load Galaxy's config and send the lock (Galaxy's import: ~10 s)
 LOCK_ACK_WAIT = 30.0  # seconds for a handler to log that it took the lock
@@ -89,7 +88,7 @@ def graceful(
     with operation_lock(state_dir):
         result, targets = _prepare(state_dir, names)
         client = result.client
-        started_supervisord = client.start_supervisord()
+        started_supervisord = client.ensure_manager_running()
         roll = _Roll(client, timeout, progress, delay, drain)
         if started_supervisord:  # it starts nothing by itself (autostart = false): start all, in order
             start_in_order(state_dir, client, targets, timeout, progress, wait, action="graceful")
@@ -136,7 +135,7 @@ class _Roll:
         return self.client.process_info(target.program)["pid"]
 
     def run(self, targets, batch):
-        stopped = [t for t in targets if self.state(t) not in sup.UP_STATES]
+        stopped = [t for t in targets if self.state(t) not in base.UP_STATES]
         for target in stopped:
             start_program(self.client, target)
             self.when[target.program] = time.time()
@@ -161,7 +160,7 @@ class _Roll:
 
     def reload(self, target):
         method = target.service.graceful
-        if method in (GRACEFUL_HUP, GRACEFUL_HERDER) and self.state(target) in sup.UP_STATES[:2]:
+        if method in (GRACEFUL_HUP, GRACEFUL_HERDER) and self.state(target) in base.UP_STATES[:2]:
             self.client.signal(target.program, "HUP")
             self.when[target.program] = time.time()
             if method == GRACEFUL_HERDER:
@@ -173,8 +172,8 @@ class _Roll:
 
     def wait_running(self, target):
         """Until supervisord / systemd calls ``target`` running (after its start_timeout), bounded."""
-        state = wait_until(lambda: self.state(target) not in (sup.STARTING, sup.BACKOFF), self.timeout)
-        if state and self.state(target) == sup.RUNNING:
+        state = wait_until(lambda: self.state(target) not in (base.STARTING, base.BACKOFF), self.timeout)
+        if state and self.state(target) == base.RUNNING:
             return
         raise NotReadyError(
             f"{target.program} is {self.state(target)} after its restart",
@@ -253,7 +252,7 @@ class _Roll:
 
     def handler_ready(self, target, log_offset):
         info = self.client.process_info(target.program)
-        if info["statename"] not in sup.UP_STATES[:2] or not info["pid"]:
+        if info["statename"] not in base.UP_STATES[:2] or not info["pid"]:
             return False
         if not target.service.heartbeat_db:
             return _log_says_running(target, log_offset)

@@ -12,8 +12,7 @@ import time
 
 from galaxyctl_libs.actions.readiness import MigrationNeeded, log_offsets, wait_ready
 from galaxyctl_libs.backends import planned
-from galaxyctl_libs.backends.base import UP_STATES
-from galaxyctl_libs.backends.supervisor.rpc import Fault
+from galaxyctl_libs.backends.base import UP_STATES, Refusal
 from galaxyctl_libs.core import order
 from galaxyctl_libs.errors import GalaxyctlError
 
@@ -80,12 +79,12 @@ def start_program(client, target):
     cause, and where to read more, not a traceback in the middle of a start."""
     try:
         return client.start(target.program)
-    except Fault as fault:
+    except Refusal as fault:
         name, _, rest = fault.faultString.partition(":")
         reason = rest.strip()
         try:
             reason = client.process_info(target.program).get("spawnerr") or reason  # supervisord's own words
-        except (Fault, GalaxyctlError):
+        except (Refusal, GalaxyctlError):
             pass
         logs = [f"its log file {target.log_file}"] if target.log_file else []
         manager_log = getattr(getattr(client, "paths", None), "log", None)  # supervisord's; systemd has none

@@ -6,7 +6,7 @@ They resolve what they show from the configs (``exec``) or from what the last up
 import os
 import shlex
 
-from galaxyctl_libs.backends.supervisor import client as sup
+from galaxyctl_libs.backends.base import STOPPING, UP_STATES, running_client
 from galaxyctl_libs.backends.update import applied_targets, resolved_targets
 from galaxyctl_libs.core import state as statemod
 from galaxyctl_libs.core import targets as targets_mod
@@ -30,11 +30,11 @@ def storage_of(state_dir, instance_name=None):
 
 
 def galaxy_running(state_dir):
-    """Is any service up in this state dir's supervisord?  (Closing a volume under Galaxy is refused.)"""
-    client = sup.running_client(state_dir)
+    """Is any service of this state dir up?  (Closing a volume under Galaxy is refused.)"""
+    client = running_client(state_dir)
     if client is None:
         return False
-    return any(p["statename"] in sup.UP_STATES + (sup.STOPPING,) for p in client.all_processes().values())
+    return any(p["statename"] in UP_STATES + (STOPPING,) for p in client.all_processes().values())
 
 
 # ---------------------------------------------------------------- exec, follow, show

@@ -1,10 +1,11 @@
-"""The seam between galaxyctl and a process manager (supervisord today; systemd next).
+"""The seam between galaxyctl and a process manager (supervisord or systemd).
 
 A backend turns the services (core.services.Service, plain data) into files (``render`` →
-``{path: content}``), gives each service the name the manager knows it by, and controls the
-manager (start, stop, signal, ask).  What every backend shares lives here: the process states
-(supervisor's names, the vocabulary of status and check) and ``reconcile``, the one step that
-writes what changed and removes what is stale.
+``{path: content}``), gives each service the name the manager knows it by, and hands out a
+controller that drives the manager (start, stop, signal, ask).  What every backend shares lives
+here: the contract (``Backend``, ``Controller``, the factory ``client_for``), the process states
+(supervisor's names, the vocabulary of status and check), the manager's own states, and
+``reconcile``, the one step that writes what changed and removes what is stale.
 """
 
 import os
@@ -32,15 +33,25 @@ STOPPED, STARTING, RUNNING, BACKOFF, STOPPING, EXITED, FATAL, UNKNOWN = (
 )
 UP_STATES = (STARTING, RUNNING, BACKOFF)
 
-# supervisord itself, as a controller's ``survey`` finds it
-SUPERVISORD_RUNNING = "RUNNING"  # it answers
-SUPERVISORD_DOWN = "DOWN"  # no supervisord process for this state dir
-SUPERVISORD_NOT_ANSWERING = "NOT_ANSWERING"  # its process lives but no answer came within the timeout
-SUPERVISORD_SHUTTING_DOWN = "SHUTTING_DOWN"  # it answers with a fault: it is on its way out
+# the process manager itself, as a controller's ``survey`` finds it
+MANAGER_RUNNING = "RUNNING"  # it answers
+MANAGER_DOWN = "DOWN"  # not running for this state dir (no supervisord; systemd cannot be asked)
+MANAGER_NOT_ANSWERING = "NOT_ANSWERING"  # it lives but no answer came within the timeout
+MANAGER_SHUTTING_DOWN = "SHUTTING_DOWN"  # it answers with a fault: it is on its way out (supervisord)
+
+CONTROL_TIMEOUT = 10  # seconds for one call from stop/shutdown: a healthy manager answers in milliseconds
+
+
+class Refusal(Exception):
+    """The manager answered, refusing (supervisord's XML-RPC fault: supervisor.rpc.Fault).
+    ``faultString`` is its reason, e.g. ``'BAD_NAME: gunicorn'``."""
+
+    faultString = ""
 
 
 class Survey(Record):
-    """supervisord's state and, when it answers, ``getAllProcessInfo`` keyed by ``group:name``."""
+    """The manager's state and, when it answers, every process as supervisor's ``getProcessInfo``
+    describes one, keyed by the name the manager knows it by."""
 
     state: str
     pid: int = None
@@ -143,8 +154,111 @@ class Backend:
         raise NotImplementedError
 
     def controller(self, paths, run_as=(None, None), **kwargs):
-        """The object that starts, stops, signals and asks the manager (supervisor.client.SupervisorClient)."""
+        """Its Controller for ``paths``, acting as ``run_as``."""
         raise NotImplementedError
+
+    def persistent_paths(self, paths, log_dirs):
+        """``paths`` adjusted once the services' log dirs are known (supervisord's own log)."""
+        return paths
+
+    def write(self, paths, files, run_as=(None, None)):
+        """Write the rendered ``files``, remove stale ones: Changes."""
+        raise NotImplementedError
+
+    def recorded(self, paths):
+        """What the record of an update says about this backend beyond its name (None: nothing)."""
+        return None
+
+
+class Controller:
+    """What the actions ask of a process manager.  Each process is described as supervisor's
+    ``getProcessInfo`` describes one (``name``, ``group``, ``statename``: one of the process states
+    above, ``pid``, ``start``, ``now``, ``description``)."""
+
+    manager = None  # the manager's name in messages: "supervisord", "systemd"
+    run_as = (None, None)  # (user, group) the manager's processes run as, when galaxyctl is root
+    paths = None  # the backend's paths
+
+    def survey(self):
+        """Survey: the manager's state (MANAGER_*) and, when it answers, its processes.  One round trip."""
+        raise NotImplementedError
+
+    def is_running(self):
+        raise NotImplementedError
+
+    def pid(self):
+        """The manager's PID when it is ours to signal, else None."""
+        return None
+
+    def ensure_manager_running(self, timeout=30):
+        """Make the manager answer (start it if it is ours to start): True when it was started."""
+        raise NotImplementedError
+
+    def apply_changes(self, changes, started=None):
+        """Make the running manager pick up what ``write`` changed (``changes``: Changes).  Groups it
+        started are appended to ``started`` (a list).  Returns (added, changed, removed) groups."""
+        raise NotImplementedError
+
+    def all_processes(self):
+        raise NotImplementedError
+
+    def process_info(self, name):
+        raise NotImplementedError
+
+    def start(self, name):
+        """Start one process unless it is up: True when it was started."""
+        raise NotImplementedError
+
+    def stop(self, name):
+        raise NotImplementedError
+
+    def signal(self, name, signame):
+        raise NotImplementedError
+
+    def kill_group(self, name):
+        """SIGKILL a process and its children (a start that is stuck)."""
+        raise NotImplementedError
+
+    def shutdown(self, timeout=60):
+        """Stop everything (and end the manager when it is ours): True when something was stopped."""
+        raise NotImplementedError
+
+    def kill(self, pid, timeout=10):
+        """SIGKILL a manager that does not answer (only one galaxyctl started can be)."""
+        raise GalaxyctlError(f"{self.manager} is not galaxyctl's to kill")
+
+    def release_runtime_dir(self):
+        """After a shutdown: remove what the manager kept in the runtime dir, if it may go."""
+
+    def unexpected_exits(self):
+        """``{process name: [times]}`` of exits the manager did not expect; None when it cannot tell."""
+        return None
+
+
+# the controller of each process_manager a record of an update may name; imported by name, only
+# the one asked for (status loads one controller, and the controllers import this module)
+CONTROLLERS = {
+    "supervisor": "galaxyctl_libs.backends.supervisor.client",
+    "systemd": "galaxyctl_libs.backends.systemd.client",
+}
+
+
+def client_for(state_dir, applied=None, **kwargs):
+    """The Controller of the state dir's process manager, where and as whom the last update put it
+    (``applied``: a backends.record.Applied, or None for supervisord in the plain ``STATE/supervisor``)."""
+    name = applied.process_manager if applied is not None else "supervisor"
+    module = __import__(CONTROLLERS.get(name, CONTROLLERS["supervisor"]), fromlist=["controller_for"])
+    return module.controller_for(state_dir, applied, **kwargs)
+
+
+def running_client(state_dir, applied=None):
+    """The Controller of the state dir's process manager when it answers, else None."""
+    if applied is None:
+        from galaxyctl_libs.backends.record import load_applied
+
+        applied = load_applied(state_dir)
+    client = client_for(state_dir, applied)
+    return client if client.is_running() else None
 
 
 def shown(value):

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from galaxyctl_libs import fsutil, gate
 from galaxyctl_libs.backends import planned
 from galaxyctl_libs.backends import record as backend_record
-from galaxyctl_libs.backends.base import Changes, reconcile
+from galaxyctl_libs.backends.base import Changes
 from galaxyctl_libs.backends.record import Target
-from galaxyctl_libs.backends.supervisor import render as supervisor_render
 from galaxyctl_libs.backends.supervisor.backend import SUPERVISOR
 from galaxyctl_libs.core import state as statemod
 from galaxyctl_libs.core import targets as targets_mod
@@ -22,10 +21,9 @@ from galaxyctl_libs.core.registration import operation_lock, resolve_all
 from galaxyctl_libs.core.services import build_services
 from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.paths import StatePaths
-from galaxyctl_libs.rootpolicy import as_user
 from galaxyctl_libs.storage.config import instance_storage
 
-# ---------------------------------------------------------------- update: state → supervisor files
+# ---------------------------------------------------------------- update: state → the manager's files
 
 
 @dataclass(frozen=True)
@@ -49,28 +47,22 @@ def update_locked(state_dir, client=None):
         backend = backend_of(instances)  # gravity.process_manager: supervisor (unset) or systemd
         paths = backend.paths(state_dir, StatePaths.of(state_dir).runtime_dir if run_as[0] else None)
         log_dirs = {instance.name: backend.log_dir(instance) for instance in instances}
-        if backend is SUPERVISOR:  # its own log beside the services' (persistent), when those are elsewhere
-            paths = supervisor_render.with_persistent_log(paths, log_dirs)
+        paths = backend.persistent_paths(paths, log_dirs)
         files = backend.render(paths, services, log_dirs)
         if run_as[0]:
             _make_runtime_dir(paths.run_dir, *run_as)  # supervisor's root, or systemd's herder pid dir
         for log_dir in filter(None, log_dirs.values()):  # rootpolicy rule 3: made as the Galaxy user
             gate.make_dirs(log_dir, run_as, what="log_dir")
-    if backend is SUPERVISOR:
-        with as_user(*run_as):
-            changes = reconcile(paths.root, backend.managed_dir(paths), files)
-    else:  # unit files are systemd's (root's, in system mode); only files with our marker are removed
-        changes = backend.write(paths, files)
+    changes = backend.write(paths, files, run_as)
     result_targets = all_targets(UpdateResult(tuple(instances), services, changes, backend=backend))
     required = sorted({path for i in instances for path in instance_storage(i).required})
-    recorded = None if backend is SUPERVISOR else (backend.name, paths)
+    recorded = backend.recorded(paths)
     log_dir = getattr(paths, "log_dir", None)  # supervisord's own log (supervisor paths only)
     backend_record.write_applied(state_dir, result_targets, required, paths.run_dir, run_as, recorded, log_dir)
     applied, started = ((), (), ()), []
     client = client or backend.controller(paths, run_as=run_as)
     if client.is_running():
-        arguments = {"started": started} if backend is SUPERVISOR else {"changes": changes}
-        applied = tuple(tuple(groups) for groups in client.apply_changes(**arguments))
+        applied = tuple(tuple(groups) for groups in client.apply_changes(changes, started))
         programs = [t for t in result_targets if t.program.split(":")[0] in started]
         now = time.time()  # after the starts: a process started before it is explained by it
         entries = [(t.program, now, t.service.start_timeout, client.process_info(t.program)["pid"]) for t in programs]

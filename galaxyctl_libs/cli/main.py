@@ -85,7 +85,10 @@ def build_parser(argv=None):
 
     parser = Parser(
         prog=PROG,
-        description="Manage Galaxy's processes (gunicorn, celery, handlers, …) under supervisord, and check their health.",
+        description=(
+            "Manage Galaxy's processes (gunicorn, celery, handlers, …) under supervisord or systemd, "
+            "and check their health."
+        ),
         epilog=run_configs.PRECEDENCE_HELP,
     )
     run_configs.add_global_options(parser)

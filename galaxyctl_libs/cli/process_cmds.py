@@ -110,8 +110,8 @@ def add_pm(sub):
 def cmd_supervisorctl(args):
     import subprocess
 
+    from galaxyctl_libs.backends.base import client_for
     from galaxyctl_libs.backends.record import load_applied
-    from galaxyctl_libs.backends.supervisor.client import client_for
 
     client = client_for(state_dir(args), load_applied(state_dir(args)))
     if getattr(client.paths, "unit_dir", None):  # systemd: the arguments go to systemctl, as gravity's pm

@@ -3,8 +3,8 @@
 import os
 
 from galaxyctl_libs.backends import record
-from galaxyctl_libs.backends.base import BACKOFF, FATAL, RUNNING, STARTING, STOPPED, STOPPING, UNKNOWN
-from galaxyctl_libs.backends.supervisor.client import SupervisorClient, client_for
+from galaxyctl_libs.backends.base import BACKOFF, FATAL, RUNNING, STARTING, STOPPED, STOPPING, UNKNOWN, client_for
+from galaxyctl_libs.backends.supervisor.client import SupervisorClient
 from galaxyctl_libs.backends.systemd import client, render
 from galaxyctl_libs.paths import StatePaths
 

@@ -96,6 +96,27 @@ def test_supervisord_down_hung_unknown_and_storage():
     assert storage.code == exitcodes.NAGIOS_CRITICAL and "required storage /data not mounted" in storage.problems
 
 
+def test_under_systemd_the_messages_name_systemd():
+    down = verdict(report(row("galaxy-gunicorn.service", "STOPPED"), running=False, manager="systemd"))
+    assert down.problems == ("systemd is not running",)
+    hung = StatusReport(
+        False, None, (row("g"),), exitcodes.LSB_UNKNOWN, supervisord_state="NOT_ANSWERING", manager="systemd"
+    )
+    assert verdict(hung).summary == "systemd is not answering"
+
+
+def test_status_without_the_manager_names_it(tmp_path):
+    from galaxyctl_libs.actions import monitoring
+    from galaxyctl_libs.backends.base import MANAGER_DOWN, Survey
+    from galaxyctl_libs.backends.record import Target
+    from galaxyctl_libs.core.targets import Service
+
+    target = Target(Service("_default_", "gunicorn", "gunicorn", (), (), "/"), "galaxy-gunicorn.service", None)
+    found = monitoring._status_without_manager(str(tmp_path), [target], Survey(MANAGER_DOWN), (), "systemd")
+    assert found.message.startswith("systemd is not running") and found.manager == "systemd"
+    assert [r.description for r in found.services] == ["systemd is not running"]
+
+
 def test_a_service_over_a_memory_limit_is_a_warning_naming_it():
     from galaxyctl_libs.records import replace
 

@@ -8,20 +8,16 @@ import os
 import sys
 
 from galaxyctl_libs import gate
-from galaxyctl_libs.backends.base import (  # noqa: F401 - the process states, named once for every backend
-    BACKOFF,
-    EXITED,
-    FATAL,
+from galaxyctl_libs.backends.base import (
+    CONTROL_TIMEOUT,
+    MANAGER_DOWN,
+    MANAGER_NOT_ANSWERING,
+    MANAGER_RUNNING,
+    MANAGER_SHUTTING_DOWN,
     RUNNING,
     STARTING,
-    STOPPED,
-    STOPPING,
-    SUPERVISORD_DOWN,
-    SUPERVISORD_NOT_ANSWERING,
-    SUPERVISORD_RUNNING,
-    SUPERVISORD_SHUTTING_DOWN,
-    UNKNOWN,
     UP_STATES,
+    Controller,
     Survey,
 )
 from galaxyctl_libs.backends.supervisor import rpc
@@ -33,11 +29,11 @@ from galaxyctl_libs.rootpolicy import as_user, subprocess_credentials
 
 MAX_SOCKET_PATH = 100  # AF_UNIX paths are limited to 107 bytes
 
-RPC_TIMEOUT = 10  # seconds for one call from stop/shutdown: a healthy supervisord answers in milliseconds
+RPC_TIMEOUT = CONTROL_TIMEOUT  # seconds for one call from stop/shutdown
 
 
-class SupervisorClient:
-    """Start, query and drive the one supervisord of a state dir."""
+class SupervisorClient(Controller):
+    """Start, query and drive the one supervisord of a state dir (backends.base.Controller)."""
 
     manager = "supervisord"  # what the messages name (SystemdController: systemd)
 
@@ -72,15 +68,15 @@ class SupervisorClient:
         A stopped supervisord (SIGSTOP, a debugger) cannot answer: said at once, without waiting."""
         pid = self.pid()
         if pid is not None and (procfs.stat_fields(pid) or ("?",))[0] in ("T", "t"):
-            return Survey(SUPERVISORD_NOT_ANSWERING, pid)
+            return Survey(MANAGER_NOT_ANSWERING, pid)
         if os.path.exists(self.paths.socket):
             try:
-                return Survey(SUPERVISORD_RUNNING, pid, _by_group_and_name(self.call("getAllProcessInfo")))
+                return Survey(MANAGER_RUNNING, pid, _by_group_and_name(self.call("getAllProcessInfo")))
             except rpc.Fault:
-                return Survey(SUPERVISORD_SHUTTING_DOWN, pid)
+                return Survey(MANAGER_SHUTTING_DOWN, pid)
             except GalaxyctlError:
                 pass
-        return Survey(SUPERVISORD_DOWN if pid is None else SUPERVISORD_NOT_ANSWERING, pid)
+        return Survey(MANAGER_DOWN if pid is None else MANAGER_NOT_ANSWERING, pid)
 
     def _answer_if_running(self, method):
         """supervisord's answer to ``method``, or None when it is not running or not answering
@@ -96,7 +92,7 @@ class SupervisorClient:
         state = self._answer_if_running("getState")
         return state is not None and state["statename"] == "RUNNING"
 
-    def start_supervisord(self, timeout=30):
+    def ensure_manager_running(self, timeout=30):
         """Start supervisord (daemonizing) and wait until it answers; stale pid/socket files are fine."""
         if self.is_running():
             return False
@@ -157,8 +153,9 @@ class SupervisorClient:
     def process_info(self, name):
         return self.call("getProcessInfo", name)
 
-    def apply_changes(self, started=None):
-        """Make supervisord load changed files: add new groups, replace changed ones, drop removed ones.
+    def apply_changes(self, changes=None, started=None):
+        """Make supervisord load changed files: add new groups, replace changed ones, drop removed ones
+        (supervisord compares the files itself: ``changes`` is not needed).
 
         Programs do not start by themselves (``autostart = false``: ``start`` orders them), so a
         changed group that was running is started again, and a new group is started when Galaxy is
@@ -242,6 +239,12 @@ class SupervisorClient:
             raise GalaxyctlError(f"supervisord (PID {pid}) did not exit within {timeout}s")
         return True
 
+    def release_runtime_dir(self):
+        """The Galaxy user's runtime dir goes once supervisord is gone (its logs live elsewhere)."""
+        from galaxyctl_libs.backends.supervisor.paths import remove_runtime_dir
+
+        remove_runtime_dir(self.paths, self.run_as)
+
     def kill(self, pid, timeout=10):
         """SIGKILL a supervisord that does not answer, wait (bounded) until it is gone, and remove its
         socket and pid files.  Its services outlive it: the caller ends them."""
@@ -286,27 +289,10 @@ def _by_group_and_name(infos):
     return {f"{p['group']}:{p['name']}": p for p in infos}
 
 
-def client_for(state_dir, applied=None, **kwargs):
+def controller_for(state_dir, applied=None, **kwargs):
     """The client for the state dir's supervisord, where and as whom the last update put it
-    (``applied``: a targets.Applied record, or None for the plain ``STATE/supervisor``)."""
+    (backends.base.client_for: ``applied`` is a record.Applied, or None for the plain ``STATE/supervisor``)."""
     run_dir = applied.supervisor_dir if applied is not None else None
     run_as = applied.run_as if applied is not None else (None, None)
-    if applied is not None and applied.process_manager == "systemd":
-        from galaxyctl_libs.backends.systemd.client import SystemdController
-        from galaxyctl_libs.backends.systemd.render import Paths as UnitPaths
-
-        paths = UnitPaths(state_dir, applied.unit_dir, applied.user_mode, run_dir)
-        programs = [target.program for target in applied.targets]
-        return SystemdController(paths, run_as=run_as, programs=programs, **kwargs)
     log_dir = applied.supervisor_log_dir if applied is not None else None
     return SupervisorClient(Paths(state_dir, run_dir, log_dir), run_as=run_as, **kwargs)
-
-
-def running_client(state_dir, applied=None):
-    """A client for the state dir's supervisord when it is running, else None."""
-    if applied is None:
-        from galaxyctl_libs.backends.record import load_applied
-
-        applied = load_applied(state_dir)
-    client = client_for(state_dir, applied)
-    return client if client.is_running() else None

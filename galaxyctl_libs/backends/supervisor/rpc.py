@@ -9,6 +9,7 @@ replies with the C expat parser.
 import time
 from xml.parsers import expat
 
+from galaxyctl_libs.backends.base import Refusal
 from galaxyctl_libs.probes import netio
 
 MAX_REPLY_BYTES = 64 << 20  # getAllProcessInfo is about 1 KB a process: room for tens of thousands
@@ -19,7 +20,7 @@ def escape(text):
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-class Fault(Exception):
+class Fault(Refusal):
     """An XML-RPC fault from supervisord (``faultString`` is e.g. ``'BAD_NAME: gunicorn'``)."""
 
     def __init__(self, code, string):

@@ -40,9 +40,13 @@ class SystemdBackend(Backend):
     def log_file(self, service, log_dir, grouped):
         return None
 
-    def write(self, paths, files):
-        """Write changed units, remove this state dir's stale ones (marked files only): Changes."""
+    def write(self, paths, files, run_as=(None, None)):
+        """Write changed units, remove this state dir's stale ones (marked files only): Changes.
+        Unit files are systemd's (root's, in system mode), whoever the units run as."""
         return write_units(paths, files, SystemdController(paths))
+
+    def recorded(self, paths):
+        return (self.name, paths)
 
     def controller(self, paths, run_as=(None, None), **kwargs):
         return SystemdController(paths, run_as=run_as, **kwargs)

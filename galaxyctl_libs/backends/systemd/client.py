@@ -1,8 +1,8 @@
 """Control of Galaxy's systemd units over ``systemctl`` (argv lists, no shell; ``--user`` in user mode).
 
-``SystemdController`` answers the same calls as supervisor.client.SupervisorClient, so the actions
-drive either.  systemd itself is always there when it answers: the "supervisord" of a survey is
-RUNNING then, and starting or shutting "it" down means the units, never systemd.  Our units are the
+``SystemdController`` answers the calls of backends.base.Controller, as supervisor.client.SupervisorClient
+does, so the actions drive either.  systemd itself is always there when it answers: the manager of a
+survey is MANAGER_RUNNING then, and starting or shutting "it" down means the units, never systemd.  Our units are the
 ones the last update recorded, and the files in the unit dir that carry this state dir's
 ``# galaxyctl-state=`` line (render.OWNER_KEY): only those are ever stopped for being stale or removed.
 """
@@ -15,15 +15,16 @@ from galaxyctl_libs import fsutil
 from galaxyctl_libs.backends.base import (
     BACKOFF,
     FATAL,
+    MANAGER_DOWN,
+    MANAGER_NOT_ANSWERING,
+    MANAGER_RUNNING,
     RUNNING,
     STARTING,
     STOPPED,
     STOPPING,
-    SUPERVISORD_DOWN,
-    SUPERVISORD_NOT_ANSWERING,
-    SUPERVISORD_RUNNING,
     UNKNOWN,
     Changes,
+    Controller,
     Survey,
 )
 from galaxyctl_libs.backends.systemd.render import OWNER_KEY
@@ -108,10 +109,10 @@ def _unit_pattern(path):
     return name.replace("@.", "@*.") if "@." in name else name
 
 
-class SystemdController:
-    """Start, stop, signal and ask systemd about the units of one state dir."""
+class SystemdController(Controller):
+    """Start, stop, signal and ask systemd about the units of one state dir (backends.base.Controller)."""
 
-    manager = "systemd"  # what the CLI names (SupervisorClient: supervisord)
+    manager = "systemd"  # what the messages name
 
     def __init__(self, paths, run_as=(None, None), timeout=30, slow_timeout=600, programs=None):
         self.paths = paths
@@ -190,10 +191,10 @@ class SystemdController:
         try:
             shown = self.show(self.units())
         except GalaxyctlError as exc:
-            state = SUPERVISORD_NOT_ANSWERING if "did not finish" in exc.message else SUPERVISORD_DOWN
+            state = MANAGER_NOT_ANSWERING if "did not finish" in exc.message else MANAGER_DOWN
             return Survey(state, None)
         now = time.monotonic()
-        return Survey(SUPERVISORD_RUNNING, None, {unit: _info(unit, props, now) for unit, props in shown.items()})
+        return Survey(MANAGER_RUNNING, None, {unit: _info(unit, props, now) for unit, props in shown.items()})
 
     def all_processes(self):
         return self.survey().processes or {}
@@ -204,17 +205,18 @@ class SystemdController:
             raise GalaxyctlError(f"systemd does not know {name}")
         return _info(name, props, time.monotonic())
 
-    def start_supervisord(self, timeout=30):
+    def ensure_manager_running(self, timeout=30):
         """systemd runs already: load changed unit files if it has not.  Never 'started' (False)."""
         shown = self.show(self.units())
         if any(props.get("NeedDaemonReload") == "yes" for props in shown.values()):
             self.systemctl("daemon-reload", slow=True)
         return False
 
-    def apply_changes(self, changes=None):
+    def apply_changes(self, changes=None, started=None):
         """After write_units: stop the units whose files were removed, daemon-reload when files
         changed, and enable the targets that are not (so Galaxy starts at boot, as under gravity).
-        Returns no process groups: update's own lines say which unit files changed."""
+        Starts nothing (``started`` stays as it is) and returns no process groups: update's own
+        lines say which unit files changed."""
         changes = changes or Changes((), ())
         removed = [_unit_pattern(path) for path in changes.removed]
         if removed:
@@ -267,6 +269,16 @@ class SystemdController:
         if not wait_until(all_down, timeout):
             raise GalaxyctlError(f"units still active {timeout}s after systemctl stop: {', '.join(units)}")
         return True
+
+
+def controller_for(state_dir, applied, **kwargs):
+    """The controller of the units the last update (``applied``, a record.Applied) wrote
+    (backends.base.client_for)."""
+    from galaxyctl_libs.backends.systemd.render import Paths as UnitPaths
+
+    paths = UnitPaths(state_dir, applied.unit_dir, applied.user_mode, applied.supervisor_dir)
+    programs = [target.program for target in applied.targets]
+    return SystemdController(paths, run_as=applied.run_as, programs=programs, **kwargs)
 
 
 def _info(unit, props, now):
