@@ -116,12 +116,17 @@ _QUEUE = os.path.join(_ROOT, "database", "celery-queue")
 
 
 def _galaxy_section():
+    path = os.environ.get("GALAXY_CONFIG_FILE", "")
+    if not path.endswith((".yml", ".yaml")):
+        return {}  # none, or a galaxy.ini of the uWSGI era: no celery_conf there
     try:
         import yaml
-
-        with open(os.environ["GALAXY_CONFIG_FILE"]) as handle:
+    except ImportError:
+        return {}
+    try:
+        with open(path) as handle:
             return (yaml.safe_load(handle) or {}).get("galaxy") or {}
-    except (KeyError, ImportError, OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, yaml.YAMLError):
         return {}
 
 
