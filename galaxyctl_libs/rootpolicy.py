@@ -249,8 +249,8 @@ def run_as(settings, config_path, environ=None):
     """Who Galaxy's processes run as: never root by accident.  (None, None) means "as galaxyctl".
 
     As root: ``galaxy_user`` if set, else refuse, unless the admin set ``GALAXYCTL_ALLOW_ROOT=1``
-    (``galaxyctl --allow-root``).  (The config's owner is no fallback any more: as root the config
-    must be root's, and a state dir a user owns makes galaxyctl that user before this is asked.)
+    (``galaxyctl --allow-root``).  The config's owner is not asked: as root the config must be
+    root's, and a state dir a user owns makes galaxyctl that user before this is asked.
     A group of root is refused like the user root: root's group opens root's files.
     """
     environ = os.environ if environ is None else environ

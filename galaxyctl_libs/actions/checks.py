@@ -59,8 +59,8 @@ def check(state_dir, names=(), timeout=10.0, restart_window=300, heartbeat_age=N
         record = applied(state_dir)  # read once: status, probes and workers all work from it
     except GalaxyctlError as exc:
         return _unknown(exc.message)
-    health = {"max_age": heartbeat_age, "ping": ping}
-    report = status_from_record(state_dir, record, names, False, timeout, health, restart_window)
+    health_probes = {"max_age": heartbeat_age, "ping": ping}
+    report = status_from_record(state_dir, record, names, False, timeout, health_probes, restart_window)
     probes, workers = (), ()
     if report.supervisord_running:
         targets = targets_mod.select(record.targets, names)
@@ -79,18 +79,7 @@ def verdict(report, probes=(), workers=(), restart_window=300):
     """The check's answer from what was observed, and nothing else (unit tests feed it synthetic
     answers): a StatusReport, ``(program, http.ProbeResult)`` of each web service, and WebWorkers."""
     if report.supervisord_state == base.MANAGER_NOT_ANSWERING:  # nothing can be managed: critical, not unknown
-        who = f"{report.manager} (pid {report.supervisord_pid})" if report.supervisord_pid else report.manager
-        problem = f"{who} is not answering"
-        return CheckResult(
-            code=exitcodes.NAGIOS_CRITICAL,
-            summary=problem,
-            services_running=0,
-            services_total=len(report.services),
-            web_ms=None,
-            workers_busy=0,
-            workers_total=0,
-            problems=(problem,),
-        )
+        return _not_answering(report)
     if report.exit_code == exitcodes.LSB_UNKNOWN or not report.services:
         return _unknown(report.message or "nothing registered")
     running = [r for r in report.services if r.state in (base.RUNNING, base.STARTING)]
@@ -134,6 +123,22 @@ def verdict(report, probes=(), workers=(), restart_window=300):
         unplanned_restarts=sum(r.unplanned_restarts for r in running),
         web_up=all(result.ok for _, result in probes) if probes else None,
         health=probed,
+    )
+
+
+def _not_answering(report):
+    """CRITICAL: the process manager does not answer."""
+    who = f"{report.manager} (pid {report.supervisord_pid})" if report.supervisord_pid else report.manager
+    problem = f"{who} is not answering"
+    return CheckResult(
+        code=exitcodes.NAGIOS_CRITICAL,
+        summary=problem,
+        services_running=0,
+        services_total=len(report.services),
+        web_ms=None,
+        workers_busy=0,
+        workers_total=0,
+        problems=(problem,),
     )
 
 

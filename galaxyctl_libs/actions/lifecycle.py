@@ -5,7 +5,7 @@ drives supervisord and returns data; waits report through a ``progress`` callbac
 """
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from galaxyctl_libs import gate
 from galaxyctl_libs.actions.readiness import (  # noqa: F401 - DEFAULT_READY_TIMEOUT, tail: part of this API
@@ -23,7 +23,8 @@ from galaxyctl_libs.backends import record as backend_record
 from galaxyctl_libs.backends.base import MEMWATCH_PROGRAM
 from galaxyctl_libs.backends.update import applied_targets, select_targets, update_locked
 from galaxyctl_libs.core import targets as targets_mod
-from galaxyctl_libs.core.registration import auto_register, operation_lock
+from galaxyctl_libs.core.registration import auto_register
+from galaxyctl_libs.core.state import operation_lock
 from galaxyctl_libs.errors import GalaxyctlError, NotReadyError
 from galaxyctl_libs.probes import procfs
 from galaxyctl_libs.rootpolicy import as_user
@@ -46,7 +47,9 @@ class LifecycleResult:
     manager: str = "supervisord"  # the process manager acted through (systemd: its units stop, it stays)
 
 
-def _prepare(state_dir, names, auto_cwd=None):
+def prepare(state_dir, names, auto_cwd=None):
+    """Update (registering ``auto_cwd``'s config first when given): the UpdateResult and its targets
+    named by ``names``.  Every verb that starts something begins here."""
     if auto_cwd is not None:
         auto_register(state_dir, auto_cwd)
     result = update_locked(state_dir)
@@ -63,7 +66,7 @@ def start(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progres
     from galaxyctl_libs.storage import config as storage
 
     with operation_lock(state_dir):
-        result, targets = _prepare(state_dir, names, auto_cwd)
+        result, targets = prepare(state_dir, names, auto_cwd)
         for instance in {t.instance_name for t in targets}:
             storage.check_required(instance_storage(next(i for i in result.instances if i.name == instance)))
         client = result.client
@@ -224,7 +227,7 @@ def _end_processes(processes, wait, run_as=(None, None)):
 def restart(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progress=None):
     """Stop and start services (supervisord is started first if it was down)."""
     with operation_lock(state_dir):
-        result, targets = _prepare(state_dir, names)
+        result, targets = prepare(state_dir, names)
         client = result.client
         deadline = time.monotonic() + timeout
         started_supervisord = client.ensure_manager_running()
@@ -241,9 +244,13 @@ def restart(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progr
 
 def startup(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progress=None, auto_cwd=None, retries=2):
     """Laniakea's galaxyctl first start: start and wait; a start that gets stuck is restarted, ``retries`` times.
-    (It always waits: judging a start is the point; ``wait`` is accepted for a uniform signature.)"""
+
+    It always waits: judging a start is the point.  ``wait`` is there for the signature start and
+    restart share (the CLI's --no-wait); ``wait=False`` is said in the result's warnings, not obeyed."""
+    ignored = () if wait else ("startup always waits for Galaxy to answer: --no-wait is ignored",)
     try:
-        return start(state_dir, names, True, timeout, progress, auto_cwd)
+        result = start(state_dir, names, True, timeout, progress, auto_cwd)
+        return replace(result, warnings=tuple(result.warnings) + ignored)
     except NotReadyError as first:
         failure = first
     for attempt in range(2, retries + 2):
@@ -255,7 +262,8 @@ def startup(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progr
                 if target.service.bind or target.service.uwsgi_config:
                     client.kill_group(target.program)
         try:
-            return restart(state_dir, names, True, timeout, progress)
+            result = restart(state_dir, names, True, timeout, progress)
+            return replace(result, warnings=tuple(result.warnings) + ignored)
         except NotReadyError as exc:
             failure = exc
     raise NotReadyError(f"Galaxy did not start after {retries + 1} tries: {failure.message}", details=failure.details)
@@ -280,4 +288,4 @@ def shutdown(state_dir, force=False, timeout=base.CONTROL_TIMEOUT):
             ended = _end_orphans(state_dir, targets, (), client.run_as)
             result = LifecycleResult("shutdown", (), manager_stopped=stopped, ended=ended)
         client.release_runtime_dir()  # supervisord's goes; systemd's herders keep their pid dir (units may restart)
-    return result
+    return replace(result, manager=client.manager)

@@ -8,8 +8,7 @@ from galaxyctl_libs.backends import base, memlimits, planned
 from galaxyctl_libs.backends import record as backend_record
 from galaxyctl_libs.core import targets as targets_mod
 from galaxyctl_libs.errors import GalaxyctlError
-from galaxyctl_libs.probes import http as health
-from galaxyctl_libs.probes import procfs
+from galaxyctl_libs.probes import http, procfs
 from galaxyctl_libs.records import Record, replace
 
 # ---------------------------------------------------------------- status
@@ -58,10 +57,14 @@ def status(state_dir, names=(), probe_web=True, timeout=5.0, heartbeat_age=None,
         record = applied(state_dir)
     except GalaxyctlError as exc:
         return StatusReport(False, None, (), exitcodes.LSB_UNKNOWN, exc.message)
-    return status_from_record(state_dir, record, names, probe_web, timeout, {"max_age": heartbeat_age, "ping": ping})
+    probes = {"max_age": heartbeat_age, "ping": ping}
+    return status_from_record(state_dir, record, names, probe_web, timeout, probes)
 
 
-def status_from_record(state_dir, record, names, probe_web, timeout, health=None, restart_window=None):
+def status_from_record(state_dir, record, names, probe_web, timeout, health_probes=None, restart_window=None):
+    """status for the targets of ``record`` (a backends.record.Applied) named by ``names``; handlers'
+    heartbeat and celery's ping when ``health_probes`` gives their options (actions.health.annotate);
+    unexpected exits counted over ``restart_window`` seconds when given."""
     try:
         targets = targets_mod.select(record.targets, names)
     except GalaxyctlError as exc:
@@ -75,10 +78,10 @@ def status_from_record(state_dir, record, names, probe_web, timeout, health=None
         return _status_without_manager(state_dir, targets, survey, missing, client.manager)
     exits = (client.unexpected_exits() or {}) if restart_window else None  # supervisord: its log; systemd: none
     rows = _rows_of(state_dir, client, survey, targets, probe_web, timeout, exits, restart_window)
-    if health is not None:
-        from galaxyctl_libs.actions import health as healthmod
+    if health_probes is not None:
+        from galaxyctl_libs.actions import health
 
-        rows = healthmod.annotate(targets, rows, record.run_as, timeout, **health)
+        rows = health.annotate(targets, rows, record.run_as, timeout, **health_probes)
     down = [r for r in rows if r.state not in (base.RUNNING, base.STARTING)]
     return StatusReport(
         supervisord_running=True,
@@ -224,11 +227,11 @@ def _rows(targets, state, description, manager, pids=None):
 
 def probe_service_web(service, timeout):
     """One probe of a web service's readiness URL; None for services that serve no HTTP (or fd:// binds)."""
-    endpoint = health.parse_bind(service.bind) if service.bind else None
+    endpoint = http.parse_bind(service.bind) if service.bind else None
     if endpoint is None:
         return None
-    return health.probe(
-        endpoint, service.url_prefix + health.READY_PATH, timeout=timeout, run_as=(service.user, service.group)
+    return http.probe(
+        endpoint, service.url_prefix + http.READY_PATH, timeout=timeout, run_as=(service.user, service.group)
     )
 
 
@@ -271,7 +274,7 @@ def web_workers_of(state_dir, targets, timeout=30):
                 results.append(WebWorkers(target.program, "uwsgi", info["pid"], found))
             else:
                 master = workersmod.gunicorn_master(info["pid"])
-                endpoint = health.parse_bind(target.service.bind)
+                endpoint = http.parse_bind(target.service.bind)
                 port = endpoint.port if endpoint and not endpoint.unix_path else None
                 results.append(
                     WebWorkers(target.program, "gunicorn", master, workersmod.gunicorn_workers(master, port))

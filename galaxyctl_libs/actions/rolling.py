@@ -1,7 +1,7 @@
 """graceful: reload every service with the least interruption it allows, one step at a time.
 
 - what is stopped is started first (tusd included): graceful is safe on a partly stopped Galaxy;
-- web servers as before: HUP (gunicorn without preload, uWSGI), our herder's zero-downtime re-exec
+- web servers: HUP (gunicorn without preload, uWSGI), our herder's zero-downtime re-exec
   (preloaded gunicorn; a gunicorn list rolls one by one, each waiting for its new master), else a
   restart; tusd is left running (uploads must not be cut);
 - celery workers one at a time: stop is a warm shutdown (SIGTERM: running tasks finish, up to
@@ -25,13 +25,13 @@ import time
 
 from galaxyctl_libs import gate
 from galaxyctl_libs.actions import health
-from galaxyctl_libs.actions.lifecycle import LifecycleResult, _prepare
+from galaxyctl_libs.actions.lifecycle import LifecycleResult, prepare
 from galaxyctl_libs.actions.readiness import DEFAULT_READY_TIMEOUT, log_details, wait_ready
 from galaxyctl_libs.actions.starting import start_grace, start_in_order, start_program
 from galaxyctl_libs.backends import base, planned
 from galaxyctl_libs.core.kinds import ROLL_DRAINED, ROLL_WARM, kind_of
-from galaxyctl_libs.core.registration import operation_lock
 from galaxyctl_libs.core.services import GRACEFUL_HERDER, GRACEFUL_HUP, GRACEFUL_NONE
+from galaxyctl_libs.core.state import operation_lock
 from galaxyctl_libs.errors import GalaxyctlError, NotReadyError
 from galaxyctl_libs.probes import heartbeat, procfs
 from galaxyctl_libs.probes.poll import wait_until
@@ -79,14 +79,14 @@ def graceful(
 ):
     """Reload with the least interruption each service allows (see the module's docstring).
 
-    ``start_if_stopped`` (gravity's option) is kept for the command line: stopped services are
-    always started."""
+    ``start_if_stopped`` is gravity's name, accepted so that callers written for gravity keep
+    working, and ignored: stopped services are always started (the CLI's --start-if-stopped says so)."""
     if batch < 1:
         raise GalaxyctlError(f"--batch must be at least 1, not {batch}")
     if delay < 0 or drain < 0:
         raise GalaxyctlError(f"--delay and --drain must not be negative, not {min(delay, drain)}")
     with operation_lock(state_dir):
-        result, targets = _prepare(state_dir, names)
+        result, targets = prepare(state_dir, names)
         client = result.client
         started_supervisord = client.ensure_manager_running()
         roll = _Roll(client, timeout, progress, delay, drain)

@@ -17,8 +17,9 @@ from galaxyctl_libs.backends.record import Target
 from galaxyctl_libs.backends.supervisor.backend import SUPERVISOR
 from galaxyctl_libs.core import state as statemod
 from galaxyctl_libs.core import targets as targets_mod
-from galaxyctl_libs.core.registration import operation_lock, resolve_all
+from galaxyctl_libs.core.registration import resolve_all
 from galaxyctl_libs.core.services import build_services
+from galaxyctl_libs.core.state import operation_lock
 from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.paths import StatePaths
 from galaxyctl_libs.storage.config import instance_storage

@@ -142,7 +142,6 @@ def cmd_graceful(args):
     result = run_waiting(
         rolling.graceful,
         args,
-        start_if_stopped=args.start_if_stopped,
         batch=args.batch,
         delay=args.delay,
         drain=args.drain,
@@ -170,9 +169,9 @@ def cmd_shutdown(args):
     if result.manager_stopped:
         print("Shut down")
     elif result.ended:
-        print("supervisord was not running; ended what it had left running")
+        print(f"{result.manager} was not running; ended what it had left running")
     else:
-        print("supervisord was not running")
+        print(f"{result.manager} was not running")
     return exitcodes.SUCCESS
 
 

@@ -1,9 +1,8 @@
 """Job handlers: the ``galaxy-main`` handler processes galaxyctl must run, as plain data.
 
 Galaxy expects every handler named in its job configuration (job_conf.yml, job_conf.xml or inline
-``galaxy.job_config``) to run; gravity adds dynamic ones from ``gravity.handlers``.  Names follow
-gravity (``expand_handlers``) so deployments keep their handler names; which job configuration is
-read follows Galaxy (``JobConfiguration``).
+``galaxy.job_config``) to run; gravity adds dynamic ones from ``gravity.handlers``.  Names follow gravity
+(``expand_handlers``) so deployments keep their handler names; which job configuration is read follows Galaxy.
 """
 
 import os
@@ -156,35 +155,37 @@ def load_job_handlers(
     if connection is not None and not isinstance(connection, str):
         _fail(config_file, "galaxy.database_connection", "a database URL", connection)
     sqlite = connection is None or connection.strip().lower().startswith("sqlite")
-    notes = []
-    source = path = None
-    static, assign = (), ()
+    source, path, static, assign, notes = _static_handlers(galaxy, config_file, config_dir)
+    handlers = _named_once(static + _dynamic(gravity_handlers, gravity_file, instance_name), path, gravity_file)
+    return JobConfig(handlers, assign, source, path, sqlite, config_dir, notes)
+
+
+def _static_handlers(galaxy, config_file, config_dir):
+    """(source, path, handlers, assign, notes) of Galaxy's job config: inline, job_conf.xml or .yml."""
     if galaxy.get("job_config") is not None:  # Galaxy prefers inline config over job_config_file
-        source, path = "job_config", config_file
-        static, assign = _from_dict(galaxy["job_config"], config_file, "galaxy.job_config", source)
-    else:
-        path, note = _job_config_path(galaxy, config_file, config_dir)
-        if note:
-            notes.append(note)
-        if path is not None and ".xml" in os.path.basename(path).lower():  # so job_conf.xml.sample_basic is XML
-            source = "job_conf.xml"
-            static, assign = _from_xml(_parse_xml(_read(path), path), path)
-        elif path is not None:
-            source = "job_conf.yml"
-            static, assign = _from_dict(_parse_yaml(_read(path), path), path, "", source)
-    dynamic = _dynamic(gravity_handlers, gravity_file, instance_name)
+        found = _from_dict(galaxy["job_config"], config_file, "galaxy.job_config", "job_config")
+        return ("job_config", config_file, *found, ())
+    path, note = _job_config_path(galaxy, config_file, config_dir)
+    notes = (note,) if note else ()  # why no job config file is read, when none is
+    if path is None:
+        return (None, None, (), (), notes)
+    if ".xml" in os.path.basename(path).lower():  # so job_conf.xml.sample_basic is XML
+        return ("job_conf.xml", path, *_from_xml(_parse_xml(_read(path), path), path), notes)
+    return ("job_conf.yml", path, *_from_dict(_parse_yaml(_read(path), path), path, "", "job_conf.yml"), notes)
+
+
+def _named_once(handlers, path, gravity_file):
+    """``handlers``, once each handler process is known to have its own name and they are not too many."""
     seen = {}
-    for handler in static + dynamic:
+    for handler in handlers:
         origin = f"{handler.source} ({gravity_file if handler.dynamic else path})"
         if handler.server_name in seen:
-            raise GalaxyctlError(
-                f"job handler {_describe(handler.server_name)} is defined twice: in {seen[handler.server_name]}"
-                f" and in {origin}; each handler process needs its own name"
-            )
+            twice = f"{_describe(handler.server_name)} is defined twice: in {seen[handler.server_name]} and in {origin}"
+            raise GalaxyctlError(f"job handler {twice}; each handler process needs its own name")
         seen[handler.server_name] = origin
     if len(seen) > MAX_HANDLERS:  # job conf entries (bounded by its size) and gravity.handlers together
         raise GalaxyctlError(f"{path or gravity_file}: {len(seen)} job handlers; at most {MAX_HANDLERS} can run")
-    return JobConfig(static + dynamic, assign, source, path, sqlite, config_dir, tuple(notes))
+    return handlers
 
 
 def _job_config_path(galaxy, config_file, config_dir):

@@ -7,7 +7,6 @@ Each verb takes the state dir and returns data; the CLI renders it.
 import os
 from dataclasses import dataclass, replace
 
-from galaxyctl_libs import fsutil
 from galaxyctl_libs.core import config as configmod
 from galaxyctl_libs.core import jobconf
 from galaxyctl_libs.core import state as statemod
@@ -21,17 +20,6 @@ LOG_DIR_UNUSED_UNDER_SYSTEMD = (
 )
 
 # ---------------------------------------------------------------- resolving registered configs
-
-
-def operation_lock(state_dir):
-    """Serialise galaxyctl runs on one state dir (cron + an admin): one lock for state and supervisor.
-
-    A read-only state dir is taken as it is (stop and shutdown must work there; writers fail later,
-    on their first write)."""
-    paths = StatePaths.of(state_dir)  # first: as root, refuses a state dir another user can change
-    if not fsutil.read_only_dir(paths.state_dir):
-        fsutil.ensure_private_dir(paths.state_dir)
-    return fsutil.exclusive_lock(paths.operation_lock)
 
 
 def resolve(record, state_dir, enforce_user=True):
@@ -124,7 +112,7 @@ class Registered:
 
 def register(state_dir, paths):
     """Add config files to configstate.yaml (validated first); does not update or start."""
-    with operation_lock(state_dir):
+    with statemod.operation_lock(state_dir):
         return _register_locked(state_dir, paths)
 
 
@@ -161,7 +149,7 @@ def registered_path(state, path):
 
 def deregister(state_dir, paths):
     removed = []
-    with operation_lock(state_dir), statemod.locked_state(state_dir, registered=True) as state:
+    with statemod.operation_lock(state_dir), statemod.locked_state(state_dir, registered=True) as state:
         for path in paths:
             removed.append(state.config_files.pop(registered_path(state, path)).path)
     return removed
@@ -169,7 +157,7 @@ def deregister(state_dir, paths):
 
 def rename(state_dir, old, new):
     new = os.path.abspath(new)
-    with operation_lock(state_dir), statemod.locked_state(state_dir, registered=True) as state:
+    with statemod.operation_lock(state_dir), statemod.locked_state(state_dir, registered=True) as state:
         old = registered_path(state, old)
         if new in state.config_files:
             raise GalaxyctlError(f"already registered: {new}")
@@ -184,7 +172,7 @@ def auto_register(state_dir, cwd):
     """gravity 0.x's convenience: nothing registered and we stand in a Galaxy root → register its config.
 
     Not when this run names its configs (-c, the environment): those are used as they are; configs
-    gravity 1.x's auto-load found are used only outside a Galaxy root (there registering wins, as before)."""
+    gravity 1.x's auto-load found are used only outside a Galaxy root (there registering wins)."""
     if statemod.load_registered(state_dir).config_files:
         return None
     given = statemod.run_configs()

@@ -117,26 +117,7 @@ def _corrupt(path, why):
 
 def parse_state(state_dir, text, path):
     """Parse configstate.yaml text into a State; any deviation from the format is a clear error."""
-    import yaml
-
-    from galaxyctl_libs.core import yamlload as config
-
-    try:
-        if not text:
-            data = {}
-        elif "*" in text:  # aliases: the bounded pure-Python loader counts what they expand to
-            data = config.parse_yaml(text, path, MAX_STATE_NODES, MAX_STATE_DEPTH)
-        else:  # no alias, no expansion: the file's size bounds it; only nesting is left to check
-            data = yaml.load(text, Loader=_loader(yaml))
-            _check_depth(data, path)
-    except yaml.reader.ReaderError as exc:
-        raise _corrupt(path, f"YAML error: {config.reader_problem(exc)}") from None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise _corrupt(path, f"YAML error{where}: {exc.problem}") from None
-    except yaml.YAMLError as exc:
-        raise _corrupt(path, f"YAML error: {exc}") from None
+    data = _load_yaml(text, path)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -146,33 +127,62 @@ def parse_state(state_dir, text, path):
         raise _corrupt(path, "config_files is not a mapping")
     state = State(state_dir=state_dir, extra={k: v for k, v in data.items() if k != "config_files"})
     for config_path, entry in files.items():
-        if not isinstance(config_path, str) or not isinstance(entry, dict):
-            raise _corrupt(path, f"config_files entry {config_path!r} is not a mapping")
-        attribs = entry.get("attribs") or {}
-        services = entry.get("services") or []
-        if not isinstance(attribs, dict) or not isinstance(services, list):
-            raise _corrupt(path, f"{config_path}: attribs must be a mapping and services a list")
-        records = []
-        for service in services:
-            if not isinstance(service, dict) or "service_name" not in service:
-                raise _corrupt(path, f"{config_path}: a service entry lacks service_name")
-            records.append(
-                ServiceRecord(
-                    config_type=str(service.get("config_type", "galaxy")),
-                    service_type=str(service.get("service_type", service["service_name"])),
-                    service_name=str(service["service_name"]),
-                )
-            )
-        known = ("config_type", "instance_name", "attribs", "services")
-        state.config_files[config_path] = ConfigRecord(
-            path=config_path,
-            config_type=str(entry.get("config_type", "galaxy")),
-            instance_name=str(entry.get("instance_name") or "_default_"),
-            attribs=attribs,
-            services=records,
-            extra={k: v for k, v in entry.items() if k not in known},
-        )
+        state.config_files[config_path] = _config_record(path, config_path, entry)
     return state
+
+
+def _load_yaml(text, path):
+    """configstate.yaml's text as data, bounded (nodes, depth); a YAML error is a clear error."""
+    import yaml
+
+    from galaxyctl_libs.core import yamlload as config
+
+    try:
+        if not text:
+            return {}
+        if "*" in text:  # aliases: the bounded pure-Python loader counts what they expand to
+            return config.parse_yaml(text, path, MAX_STATE_NODES, MAX_STATE_DEPTH)
+        data = yaml.load(text, Loader=_loader(yaml))  # no alias, no expansion: the file's size bounds it
+        _check_depth(data, path)  # only nesting is left to check
+        return data
+    except yaml.reader.ReaderError as exc:
+        raise _corrupt(path, f"YAML error: {config.reader_problem(exc)}") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise _corrupt(path, f"YAML error{where}: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise _corrupt(path, f"YAML error: {exc}") from None
+
+
+def _config_record(path, config_path, entry):
+    """One ``config_files`` entry of configstate.yaml (at ``path``) as a ConfigRecord."""
+    if not isinstance(config_path, str) or not isinstance(entry, dict):
+        raise _corrupt(path, f"config_files entry {config_path!r} is not a mapping")
+    attribs = entry.get("attribs") or {}
+    services = entry.get("services") or []
+    if not isinstance(attribs, dict) or not isinstance(services, list):
+        raise _corrupt(path, f"{config_path}: attribs must be a mapping and services a list")
+    records = []
+    for service in services:
+        if not isinstance(service, dict) or "service_name" not in service:
+            raise _corrupt(path, f"{config_path}: a service entry lacks service_name")
+        records.append(
+            ServiceRecord(
+                config_type=str(service.get("config_type", "galaxy")),
+                service_type=str(service.get("service_type", service["service_name"])),
+                service_name=str(service["service_name"]),
+            )
+        )
+    known = ("config_type", "instance_name", "attribs", "services")
+    return ConfigRecord(
+        path=config_path,
+        config_type=str(entry.get("config_type", "galaxy")),
+        instance_name=str(entry.get("instance_name") or "_default_"),
+        attribs=attribs,
+        services=records,
+        extra={k: v for k, v in entry.items() if k not in known},
+    )
 
 
 def _check_depth(data, path):
@@ -215,6 +225,19 @@ def save_state(state):
     """Write configstate.yaml atomically, only if its content changed."""
     fsutil.ensure_private_dir(state.state_dir)
     return fsutil.write_if_changed(state.path, state.render())
+
+
+def operation_lock(state_dir):
+    """Serialise galaxyctl runs on one state dir (cron + an admin): one lock for state and the process
+    manager, held across a whole command.  Its twin, the state lock (``locked_state``), is held only
+    around a read and write of configstate.yaml, and is taken after this one, never before.
+
+    A read-only state dir is taken as it is (stop and shutdown must work there; writers fail later,
+    on their first write)."""
+    paths = StatePaths.of(state_dir)  # first: as root, refuses a state dir another user can change
+    if not fsutil.read_only_dir(paths.state_dir):
+        fsutil.ensure_private_dir(paths.state_dir)
+    return fsutil.exclusive_lock(paths.operation_lock)
 
 
 @contextlib.contextmanager

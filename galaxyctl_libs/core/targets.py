@@ -37,7 +37,7 @@ class Service(Record):
     config_type: str = "galaxy"
     memory_limit: float = None  # GB: systemd's MemoryMax=; under supervisord, backends/memwatch.py
     memory_high: float = None  # GB: systemd's MemoryHigh=; likewise
-    ignored: tuple = ()  # settings accepted but without effect here (shown, not compared; none today)
+    ignored: tuple = ()  # settings accepted but without effect here (shown, not compared)
     start_stagger: float = 0  # seconds to wait before starting it after another of its kind (core.order)
     heartbeat_db: str = None  # handlers, workflow schedulers: Galaxy's database URL, where they heartbeat
     broker_url: str = None  # celery workers: the broker Galaxy's config gives celery (core.broker), for the ping

@@ -12,7 +12,7 @@ import sys
 from galaxyctl_libs.backends import memlimits
 from galaxyctl_libs.backends.base import MEMWATCH_MODULE, MEMWATCH_PROGRAM, checked_text, herded_argv
 from galaxyctl_libs.backends.base import shown as _shown
-from galaxyctl_libs.backends.supervisor.paths import Paths  # noqa: F401 - render.Paths, as before
+from galaxyctl_libs.backends.supervisor.paths import Paths  # noqa: F401 - render.Paths: what a backend renders for
 from galaxyctl_libs.core.kinds import kind_of
 from galaxyctl_libs.core.targets import Service
 from galaxyctl_libs.errors import GalaxyctlError

@@ -69,60 +69,66 @@ _SCALARS = {
 }
 
 
-def parse_response(body):
-    """The value of a methodResponse, or raise Fault."""
-    stack = [[]]  # the open containers: a list for params/arrays, a _Struct for structs
-    text = []
-    typed = [True]  # False while inside a <value> that has no type element yet (a bare string)
-    fault = [False]
+class _Reader:
+    """Expat's handlers for a methodResponse: builds its values (lists, dicts, scalars) as they close."""
 
-    def put(value):
-        top = stack[-1]
+    def __init__(self):
+        self.stack = [[]]  # the open containers: a list for params/arrays, a _Struct for structs
+        self.text = []
+        self.typed = True  # False while inside a <value> that has no type element yet (a bare string)
+        self.fault = False
+
+    def put(self, value):
+        top = self.stack[-1]
         if isinstance(top, _Struct):
             top.items[top.key] = value
         else:
             top.append(value)
 
-    def start(tag, _attrs):
-        text.clear()
+    def start(self, tag, _attrs):
+        self.text.clear()
         if tag == "value":
-            typed[0] = False
+            self.typed = False
         elif tag == "array":
-            stack.append([])
-            typed[0] = True
+            self.stack.append([])
+            self.typed = True
         elif tag == "struct":
-            stack.append(_Struct())
-            typed[0] = True
+            self.stack.append(_Struct())
+            self.typed = True
         elif tag in _SCALARS:
-            typed[0] = True
+            self.typed = True
         elif tag == "fault":
-            fault[0] = True
+            self.fault = True
 
-    def end(tag):
-        content = "".join(text)
-        text.clear()
+    def end(self, tag):
+        content = "".join(self.text)
+        self.text.clear()
         if tag in _SCALARS:
-            put(_SCALARS[tag](content))
+            self.put(_SCALARS[tag](content))
         elif tag == "name":
-            stack[-1].key = content
+            self.stack[-1].key = content
         elif tag == "array":
-            put(stack.pop())
+            self.put(self.stack.pop())
         elif tag == "struct":
-            put(stack.pop().items)
-        elif tag == "value" and not typed[0]:
-            put(content)
-            typed[0] = True
+            self.put(self.stack.pop().items)
+        elif tag == "value" and not self.typed:
+            self.put(content)
+            self.typed = True
 
+
+def parse_response(body):
+    """The value of a methodResponse, or raise Fault."""
+    reader = _Reader()
     parser = expat.ParserCreate("utf-8")
-    parser.StartElementHandler = start
-    parser.EndElementHandler = end
-    parser.CharacterDataHandler = text.append
+    parser.StartElementHandler = reader.start
+    parser.EndElementHandler = reader.end
+    parser.CharacterDataHandler = reader.text.append
     try:
         parser.Parse(body, True)
     except (expat.ExpatError, ValueError, AttributeError) as exc:
         raise ProtocolError(f"unreadable XML-RPC reply: {exc}") from None
-    values = stack[0]
-    if fault[0]:
+    values = reader.stack[0]
+    if reader.fault:
         detail = values[0] if values and isinstance(values[0], dict) else {}
         raise Fault(detail.get("faultCode"), detail.get("faultString", ""))
     if not values:
