@@ -1,12 +1,16 @@
-"""The house (DESIGN.md): arrows between the sub-packages run downwards only, with no import cycle
-(every import counts, those inside functions too), and modules and functions stay small."""
+"""The house (ARCHITECTURE.md, "The layer map"): arrows between the sub-packages run downwards only,
+with no import cycle (every import counts, those inside functions too), and modules and functions
+stay small.  ARCHITECTURE.md describes every room enforced here and names only modules that exist."""
 
 import ast
 import os
+import re
 
 import pytest
 
-PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "galaxyctl_libs")
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PACKAGE = os.path.join(REPO, "galaxyctl_libs")
+ARCHITECTURE = os.path.join(REPO, "ARCHITECTURE.md")
 
 # floors, top first: a module may import from its own room or from any room on a lower floor
 FLOORS = (
@@ -110,3 +114,29 @@ def test_sizes(module, path):
         and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
     ]
     assert long == [], f"{module}: {long}"
+
+
+def architecture():
+    return open(ARCHITECTURE, encoding="utf-8").read()
+
+
+def test_architecture_describes_every_room():
+    """Each room of FLOORS has its row in ARCHITECTURE.md's layer map, on its floor."""
+    text = architecture()
+    missing = [
+        f"{room} (floor {number})"
+        for number, rooms in enumerate(FLOORS, 1)
+        for room in rooms
+        if not re.search(rf"^\| {number} \| \*\*{room}\*\* \|", text, re.MULTILINE)
+    ]
+    assert missing == []
+
+
+def test_architecture_names_only_modules_that_exist():
+    """Every ``path.py`` and ``dir/`` ARCHITECTURE.md names is in galaxyctl_libs (or the repository)."""
+    named = set(re.findall(r"`([\w/]+(?:\.py|/))`", architecture()))
+    assert named, "no module named in ARCHITECTURE.md"
+    gone = sorted(
+        name for name in named if not any(os.path.exists(os.path.join(root, name)) for root in (PACKAGE, REPO))
+    )
+    assert gone == []
