@@ -101,7 +101,8 @@ def force_argument(parser):
     parser.add_argument(
         "--force",
         action="store_true",
-        help="when supervisord does not answer: kill it, then end its services (TERM, then KILL)",
+        help="when supervisord does not answer: kill it, then end its services (TERM, then KILL); "
+        "under systemd, systemd ends them",
     )
 
 

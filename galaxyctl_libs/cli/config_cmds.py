@@ -146,7 +146,11 @@ def cmd_show(args):
 
 
 def add_update(sub):
-    p = sub.add_parser("update", help="apply config changes to the supervisor files (and to a running supervisord)")
+    p = sub.add_parser(
+        "update",
+        help="apply config changes to the process manager's files (supervisord's, or systemd units) and to the "
+        "running manager",
+    )
     p.set_defaults(func=cmd_update)
 
 

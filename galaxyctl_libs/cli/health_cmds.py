@@ -24,7 +24,7 @@ STATUS_OPTIONS = (
         dest="timeout",
         type=float,
         default=5.0,
-        help="seconds to wait for supervisord's and the web server's answer",
+        help="seconds to wait for the process manager's (supervisord's or systemd's) and the web server's answer",
     ),
     Option(
         "--ping",
@@ -121,7 +121,7 @@ def add_check(sub):
         "--timeout",
         type=float,
         default=10.0,
-        help="seconds supervisord and the web server have to answer (default: %(default)s)",
+        help="seconds the process manager and the web server have to answer (default: %(default)s)",
     )
     p.add_argument(
         "--restart-window",

@@ -22,7 +22,8 @@ def add_start(sub):
     p = sub.add_parser(
         "start",
         help="start Galaxy (update first) and wait until it answers",
-        description="Start supervisord and Galaxy's services in the background, then wait until "
+        description="Start the process manager (supervisord; under systemd, the units) and Galaxy's services "
+        "in the background, then wait until "
         "the web server answers HTTP. With nothing registered, run from a Galaxy source tree "
         "registers its config/galaxy.yml first.",
     )
@@ -87,7 +88,7 @@ def add_graceful(sub):
     p.add_argument(
         "--start-if-stopped",
         action="store_true",
-        help="gravity's option, kept: graceful always starts what is stopped (tusd too), and supervisord",
+        help="gravity's option, kept: graceful always starts what is stopped (tusd too), and supervisord when down",
     )
     p.add_argument(
         "--batch",
@@ -113,9 +114,9 @@ def add_graceful(sub):
 def add_stop(sub):
     p = sub.add_parser(
         "stop",
-        help="stop services; supervisord exits when nothing is left running",
-        description="Stop services; supervisord exits when nothing is left running. Processes a "
-        "supervisord that died left running are ended too.",
+        help="stop services (supervisord exits when nothing is left running)",
+        description="Stop services; under supervisord, it exits when nothing is left running, and processes a "
+        "supervisord that died left running are ended too. Under systemd, the units are stopped.",
     )
     force_argument(p)
     names_argument(p)
@@ -153,9 +154,9 @@ def cmd_graceful(args):
 def add_shutdown(sub):
     p = sub.add_parser(
         "shutdown",
-        help="stop every process and end supervisord",
+        help="stop every process and end supervisord (under systemd: stop the target)",
         description="Stop every process and end supervisord; processes a supervisord that died "
-        "left running are ended too.",
+        "left running are ended too. Under systemd, Galaxy's target and its units are stopped.",
     )
     force_argument(p)
     p.set_defaults(func=cmd_shutdown)
