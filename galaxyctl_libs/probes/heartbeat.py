@@ -178,14 +178,38 @@ def _read_foreign(url, sql, params, python, credentials, timeout):
     except OSError as exc:
         raise GalaxyctlError(f"cannot run {python}: {exc.strerror}") from None
     if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        if "does not exist" in last or "no such table" in last.lower():
+        reason = _error_line(done.stderr)
+        if _missing_table(reason):
             return []
-        raise GalaxyctlError(f"cannot read Galaxy's {scheme} database: {last[:200]}")
+        raise GalaxyctlError(f"cannot read Galaxy's {scheme} database: {reason[:200]}")
     try:
         return [tuple(row) for row in json.loads(done.stdout)]
     except ValueError:
         raise GalaxyctlError(f"cannot read Galaxy's {scheme} database: bad answer") from None
+
+
+def _error_line(stderr):
+    """Why a read through Galaxy's interpreter failed: the exception's line of its traceback (``module.
+    Error: message``), not what SQLAlchemy and the driver print after it (``(Background on this error
+    at: URL)``, ``[SQL: ...]``, a hint); else the last line."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    for line in reversed(lines):
+        name, colon, _ = line.partition(": ")
+        if colon and name.replace(".", "").replace("_", "").isalnum():
+            return line.strip()
+    return lines[-1].strip() if lines else "no output"
+
+
+def _missing_table(reason):
+    """Whether the error says the table is not there yet (before Galaxy created its tables), not
+    that the database, a role or the server is missing."""
+    lower = reason.lower()
+    return (
+        "no such table" in lower  # SQLite
+        or "undefinedtable" in lower
+        or ("relation " in lower and "does not exist" in lower)  # PostgreSQL
+        or ("table " in lower and "doesn't exist" in lower)  # MySQL
+    )
 
 
 def _beats(rows, age_of):
