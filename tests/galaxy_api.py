@@ -34,8 +34,9 @@ def load_quickstart():
     return module
 
 
-def render_config(quickstart, root, port, user, venv, handlers=1):
-    """The quickstart's galaxy.yml for ``root`` (state in ROOT/state), a bootstrap admin key, N handlers."""
+def render_config(quickstart, root, port, user, venv, handlers=1, servers=None):
+    """The quickstart's galaxy.yml for ``root`` (state in ROOT/state), a bootstrap admin key, N handlers;
+    ``servers``: the quickstart's production shape (PostgreSQL, RabbitMQ, Redis URLs)."""
     text = quickstart.render_config(
         root,
         "127.0.0.1",
@@ -44,6 +45,7 @@ def render_config(quickstart, root, port, user, venv, handlers=1):
         virtualenv=venv,
         state_dir=os.path.join(root, "state"),
         extra_galaxy={"bootstrap_admin_api_key": API_KEY, "admin_users": "e2e@example.org"},
+        servers=servers,
     )
     assert "      processes: 1\n" in text
     return text.replace("      processes: 1\n", f"      processes: {handlers}\n")
@@ -119,20 +121,32 @@ class Jobs:
         return states if states and all(v in FINISHED for v in states.values()) else None
 
 
+def query(database, sql, timeout=30):
+    """Rows of ``sql`` in Galaxy's database: ``database`` is its SQLite file, or a callable ``(sql) ->
+    rows`` (another database, e.g. PostgreSQL read with psql) that returns None when it cannot read."""
+    if callable(database):
+        return database(sql)
+    try:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=timeout) as conn:
+            return conn.execute(sql).fetchall()
+    except sqlite3.Error:
+        return None
+
+
 def ready_handlers(database, names=HANDLERS):
     """The handlers whose heartbeat row exists and whose process lives: {server_name: pid}; None if busy."""
-    try:
-        with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5) as conn:
-            rows = conn.execute("SELECT server_name, pid FROM worker_process").fetchall()
-    except sqlite3.Error:
+    rows = query(database, "SELECT server_name, pid FROM worker_process", timeout=5)
+    if rows is None:
         return None
     return {name: pid for name, pid in rows if name in names and pid and procfs.alive(pid)}
 
 
 def job_rows(database):
-    """(id, state, handler, info) of every job in Galaxy's database."""
-    with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=30) as conn:
-        return conn.execute("SELECT id, state, handler, info FROM job ORDER BY id").fetchall()
+    """(id, state, handler, info) of every job in Galaxy's database (``query``'s ``database``)."""
+    rows = query(database, "SELECT id, state, handler, info FROM job ORDER BY id")
+    if rows is None:
+        raise OSError(f"cannot read the jobs in {database}")
+    return rows
 
 
 def longest_gap(samples):
