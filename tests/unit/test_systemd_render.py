@@ -106,6 +106,9 @@ GOLDEN_TAILS = {
 ExecStart="{py}" "-m" "galaxyctl_libs.backends.herder" "--pidfile" "/run/galaxyctl/x/_default__gunicorn.pid" \
 "--bind" "127.0.0.1:8080" "--ready-path" "/api/version" "--ready-timeout" "300" "--stop-timeout" "10" "--" \
 "/srv/galaxy/venv/bin/gunicorn" "galaxy.webapps.galaxy.fast_factory:factory()" "-b" "127.0.0.1:8080" "--preload"
+RuntimeDirectory=galaxyctl/x
+RuntimeDirectoryMode=0700
+RuntimeDirectoryPreserve=yes
 ExecReload=/bin/kill -s HUP $MAINPID
 KillMode=mixed
 TimeoutStartSec=10

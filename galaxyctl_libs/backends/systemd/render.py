@@ -27,7 +27,7 @@ from galaxyctl_libs.backends.base import shown as _shown
 from galaxyctl_libs.core.kinds import kind_of
 from galaxyctl_libs.core.targets import GRACEFUL_HERDER, GRACEFUL_HUP
 from galaxyctl_libs.errors import GalaxyctlError
-from galaxyctl_libs.paths import StatePaths
+from galaxyctl_libs.paths import RUNTIME_ROOT, StatePaths
 from galaxyctl_libs.records import Record
 
 HEADER = "# Maintained by galaxyctl - CHANGES WILL BE OVERWRITTEN\n"
@@ -221,6 +221,7 @@ def render_service(service, grouped, pid_dir, target, user_mode=False, owner="")
     unit.append(f"UMask={_umask(service.umask, what)}")
     unit += environment_lines(service, what)
     unit.append("ExecStart=" + command_line(herded_argv(service, pid_dir), f"{what}: command line argument"))
+    unit += _runtime_directory(service, pid_dir, user_mode)
     if service.graceful in (GRACEFUL_HUP, GRACEFUL_HERDER):
         unit.append(f"ExecReload={EXEC_RELOAD}")
     kill_mode = kind_of(service.service_type).kill_mode  # gunicorn: mixed, TERM to the herder/master only
@@ -233,6 +234,18 @@ def render_service(service, grouped, pid_dir, target, user_mode=False, owner="")
         if size:
             unit.append(f"{key}={size}")
     return "\n".join(unit) + "\n"
+
+
+def _runtime_directory(service, pid_dir, user_mode):
+    """The herder's pid file is in the Galaxy user's runtime dir under /run (a tmpfs): at boot systemd
+    starts the target before any galaxyctl run, so it makes that dir itself, the user's, and keeps it."""
+    if service.graceful != GRACEFUL_HERDER or user_mode or not pid_dir.startswith(RUNTIME_ROOT + "/"):
+        return []
+    return [
+        f"RuntimeDirectory={os.path.relpath(pid_dir, '/run')}",
+        "RuntimeDirectoryMode=0700",
+        "RuntimeDirectoryPreserve=yes",
+    ]
 
 
 def _umask(value, what):
