@@ -66,7 +66,7 @@ EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception): ")  # a traceba
 class Site:
     """One fresh Galaxy directory driven by one tool; ``close`` ends every process it started."""
 
-    def __init__(self, tool, argv0, venv, user, handlers=2):
+    def __init__(self, tool, argv0, venv, user, handlers=2, servers=None):
         self.tool, self.user = tool, user
         self.quickstart = galaxy_api.load_quickstart()
         self.root = tempfile.mkdtemp(prefix=f"gx{tool[:2]}")  # short: supervisor's socket path is limited
@@ -77,7 +77,7 @@ class Site:
         self.base = f"http://127.0.0.1:{self.port}"
         self.config = os.path.join(self.root, "config", "galaxy.yml")
         with open(self.config, "w") as handle:
-            text = galaxy_api.render_config(self.quickstart, self.root, self.port, None, venv, handlers)
+            text = galaxy_api.render_config(self.quickstart, self.root, self.port, None, venv, handlers, servers)
             # as root both tools would pick systemd (gravity's rule): this bench is about supervisor
             handle.write(text.replace("gravity:\n", "gravity:\n  process_manager: supervisor\n", 1))
         self.database = os.path.join(self.root, "data", "universe.sqlite")
