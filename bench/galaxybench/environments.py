@@ -74,7 +74,16 @@ def ensure_gravity_venv(runner, base_python):
 def _stage_checkout(dest):
     """A copy of what ``pip install`` of the checkout needs, so pip builds nothing inside the checkout."""
     os.makedirs(dest)
-    for name in ("setup.py", "setup.cfg", "pyproject.toml", "MANIFEST.in", "README.rst", "galaxyctl", "LICENSE"):
+    for name in (
+        "setup.py",
+        "setup.cfg",
+        "pyproject.toml",
+        "MANIFEST.in",
+        "README.rst",
+        "CHANGELOG.rst",
+        "galaxyctl",
+        "LICENSE",
+    ):
         source = os.path.join(REPO, name)
         if os.path.isfile(source):
             shutil.copy2(source, dest)
