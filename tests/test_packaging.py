@@ -3,6 +3,7 @@
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -14,8 +15,10 @@ import galaxyctl_libs
 
 
 def test_build_and_twine_check(tmp_path):
+    source = tmp_path / "src"  # a copy: the build writes galaxyctl.egg-info beside the sources
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".venv*", ".git", "*.egg-info", "build", "dist"))
     built = subprocess.run(
-        [sys.executable, "-m", "build", "--outdir", str(tmp_path), REPO],
+        [sys.executable, "-m", "build", "--outdir", str(tmp_path), str(source)],
         capture_output=True,
         text=True,
         timeout=600,
