@@ -30,13 +30,15 @@ PID_FILE_BYTES = 64
 CLOCK_SLACK = 2.0  # seconds: a pid file's mtime and /proc's start time come from different clocks
 
 
-def _open_regular(path):
-    """(fd, stat) of regular file ``path``, never through a link nor blocking on a FIFO; None when
-    it is missing or anything else (a link, a FIFO, a directory, not permitted)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return None
+def _open_regular(path, run_as):
+    """(fd, stat) of regular file ``path``, opened with ``run_as``'s ids, never through a link nor
+    blocking on a FIFO; None when it is missing or anything else (a link, a FIFO, a directory, not
+    permitted)."""
+    with as_user(*run_as):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return None
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
         os.close(fd)
@@ -48,8 +50,7 @@ def read(path, run_as=NOBODY, limit=64 * 1024, start=0, from_end=False):
     """Up to ``limit`` bytes of the Galaxy user's regular file ``path``, read with that user's ids,
     from ``start`` (0 again when the file is shorter: it was rotated), or its last ``limit`` bytes
     (``from_end``).  None when it cannot be read that way (missing, a link, a FIFO, not allowed)."""
-    with as_user(*run_as):
-        opened = _open_regular(path)
+    opened = _open_regular(path, run_as)
     if opened is None:
         return None
     fd, info = opened
@@ -64,8 +65,7 @@ def read(path, run_as=NOBODY, limit=64 * 1024, start=0, from_end=False):
 
 def size(path, run_as=NOBODY):
     """The size of the Galaxy user's regular file ``path`` (0 when it cannot be read as such)."""
-    with as_user(*run_as):
-        opened = _open_regular(path)
+    opened = _open_regular(path, run_as)
     if opened is None:
         return 0
     os.close(opened[0])
@@ -95,8 +95,7 @@ def proven_pid(pidfile, run_as, argv_item):
     started no later than the pid file was written (a PID reused by a newer process fails).
     A pid file the Galaxy user rewrote to name any other process is not believed.
     """
-    with as_user(*run_as):
-        opened = _open_regular(pidfile)
+    opened = _open_regular(pidfile, run_as)
     if opened is None:
         return None
     fd, info = opened
