@@ -32,9 +32,9 @@ def tail(path, lines=LOG_TAIL_LINES, run_as=gate.NOBODY):
     return gate.tail(path, run_as, lines)
 
 
-def _log_owner(target):
-    """Who a service's log belongs to: the user the service runs as (its logs are opened by
-    supervisord running as that user), so it is read with that user's ids."""
+def service_user(target):
+    """The (user, group) a service runs as: its log files and unix sockets are that user's, so they
+    are read and connected with that user's ids (gate)."""
     return (target.service.user, target.service.group)
 
 
@@ -42,7 +42,7 @@ def log_details(target, client=None):
     """The lines a failure shows under its message: the end of the service's log file, or of its
     journal when a systemd unit logs there (no log_dir)."""
     if target.log_file:
-        lines = tail(target.log_file, run_as=_log_owner(target))
+        lines = tail(target.log_file, run_as=service_user(target))
         return [f"last lines of {target.log_file}:"] + ["  " + line for line in lines]
     journal = getattr(client, "journal_tail", None)
     if journal is None:
@@ -152,7 +152,7 @@ def wait_ready(client, targets, timeout, progress=None, since=None):
             path=target.service.url_prefix + health.READY_PATH,
             progress=report,
             still_starting=still_starting,
-            run_as=(target.service.user, target.service.group),  # a unix: bind is that user's path
+            run_as=service_user(target),  # a unix: bind is that user's path
         )
         seconds = time.monotonic() - started
         if not result.ok:
@@ -174,10 +174,10 @@ MIGRATION_MARKERS = ("OutdatedDatabaseError", "SAMigrateError", "IncorrectSAMigr
 MIGRATION_SCAN_BYTES = 256 * 1024
 
 
-def log_offsets(client, targets):
+def log_offsets(targets):
     """``{program: size of its log}`` now: where the output of a start about to happen begins."""
     return {
-        target.program: gate.size(target.log_file, _log_owner(target)) if target.log_file else 0 for target in targets
+        target.program: gate.size(target.log_file, service_user(target)) if target.log_file else 0 for target in targets
     }
 
 
@@ -188,9 +188,9 @@ def migration_needed(client, target, since):
     if not target.log_file:
         return ""
     offset = (since or {}).get(target.program, 0)
-    size = gate.size(target.log_file, _log_owner(target))
+    size = gate.size(target.log_file, service_user(target))
     start = max(offset if offset <= size else 0, size - MIGRATION_SCAN_BYTES)
-    data = gate.read(target.log_file, _log_owner(target), MIGRATION_SCAN_BYTES, start=start)
+    data = gate.read(target.log_file, service_user(target), MIGRATION_SCAN_BYTES, start=start)
     text = data.decode("utf-8", "replace") if data else ""
     found = [line for line in text.splitlines() if any(marker in line for marker in MIGRATION_MARKERS)]
     return found[-1].strip() if found else ""
@@ -232,9 +232,7 @@ def _wait_uwsgi(target, timeout, progress):
     from galaxyctl_libs.compat.uwsgi import UwsgiStatsServer
 
     started = time.monotonic()
-    stats = UwsgiStatsServer(
-        timeout=timeout, fname=target.service.uwsgi_config, run_as=(target.service.user, target.service.group)
-    )
+    stats = UwsgiStatsServer(timeout=timeout, fname=target.service.uwsgi_config, run_as=service_user(target))
 
     def report(seconds_left):
         if progress:

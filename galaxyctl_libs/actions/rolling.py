@@ -26,7 +26,7 @@ import time
 from galaxyctl_libs import gate
 from galaxyctl_libs.actions import health
 from galaxyctl_libs.actions.lifecycle import LifecycleResult, prepare
-from galaxyctl_libs.actions.readiness import DEFAULT_READY_TIMEOUT, log_details, wait_ready
+from galaxyctl_libs.actions.readiness import DEFAULT_READY_TIMEOUT, log_details, log_offsets, service_user, wait_ready
 from galaxyctl_libs.actions.starting import start_grace, start_in_order, start_program
 from galaxyctl_libs.backends import base, planned
 from galaxyctl_libs.core.kinds import ROLL_DRAINED, ROLL_WARM, kind_of
@@ -182,7 +182,7 @@ class _Roll:
 
     def restart_handlers(self, batch):
         """Restart ``batch`` and wait until each heartbeats from its new process (bounded)."""
-        logs = {t.program: _size(t) for t in batch}
+        logs = log_offsets(batch)
         if self.drain > 0 and all(t.service.heartbeat_db for t in batch):
             self.drain_handlers(batch, logs)
         for target in batch:
@@ -214,7 +214,7 @@ class _Roll:
             details=log_details(target, self.client),
         )
 
-    def drain_handlers(self, batch, log_offsets):
+    def drain_handlers(self, batch, offsets):
         """Lock job dispatch on ``batch``, then wait (up to ``drain`` s) for their local runner's jobs."""
         names = [t.service.service_name for t in batch]
         reason = _lock(batch[0].service, names)
@@ -222,7 +222,7 @@ class _Roll:
             self.say(f"cannot pause job dispatch on {', '.join(names)} ({reason}); restarting without draining")
             return
         # the handler reads its control queue every second or so: until it says so, it may still dispatch
-        wait_until(lambda: all(_log_has(t, log_offsets[t.program], LOCKED_LINE) for t in batch), LOCK_ACK_WAIT)
+        wait_until(lambda: all(_log_has(t, offsets[t.program], LOCKED_LINE) for t in batch), LOCK_ACK_WAIT)
         service = batch[0].service
         started = time.monotonic()
         left = {}
@@ -292,11 +292,6 @@ def _lock(service, names):
     return ""
 
 
-def _size(target):
-    """The size of ``target``'s log now (0 without a log file), read through the gate."""
-    return gate.size(target.log_file, (target.service.user, target.service.group)) if target.log_file else 0
-
-
 def _log_says_running(target, offset):
     """Galaxy's own line once a galaxy-main is up, written to its log since ``offset``."""
     return _log_has(target, offset, f"Galaxy server instance '{target.service.service_name}' is running")
@@ -307,7 +302,7 @@ def _log_has(target, offset, line):
     e.g. journald: yes, the state the process manager reports has to do.)"""
     if not target.log_file:
         return True
-    data = gate.read(target.log_file, (target.service.user, target.service.group), LOG_SCAN_BYTES, start=offset)
+    data = gate.read(target.log_file, service_user(target), LOG_SCAN_BYTES, start=offset)
     return data is not None and line.encode("utf-8") in data
 
 

@@ -33,7 +33,7 @@ def start_in_order(state_dir, client, targets, timeout, progress=None, wait=True
     come up raises, and the rest stay stopped); without it everything is started at once, in order.
     Returns the ReadyResults of the first web servers waited for."""
     first, rest = order.start_stages(targets)
-    since = log_offsets(client, first) if wait else None
+    since = log_offsets(first) if wait else None
     _start_each(state_dir, client, first, timeout, action, progress)
     ready = []
     if wait and first:
