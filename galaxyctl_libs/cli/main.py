@@ -74,6 +74,13 @@ MAIN_OPTIONS = (
         action="store_true",
         help="as root, let Galaxy's services run as root when no galaxy_user is set (not recommended)",
     ),
+    options.Option(
+        "--host",
+        dest="host",
+        metavar="NAME",
+        help="act as host NAME of gravity.hosts: run its share of the services (default: $GALAXYCTL_HOST, "
+        "else this machine's name)",
+    ),
 )
 GLOBAL_OPTIONS = run_configs.GLOBAL_OPTIONS + MAIN_OPTIONS
 
@@ -122,6 +129,8 @@ def main(argv=None):
         from galaxyctl_libs.rootpolicy import ALLOW_ROOT_ENV
 
         os.environ[ALLOW_ROOT_ENV] = "1"  # our own process environment: read by rootpolicy.run_as
+    if args.host:
+        os.environ["GALAXYCTL_HOST"] = args.host  # core.hosts.HOST_ENV: our own process environment
     if args.user_mode is not None:
         os.environ["GALAXYCTL_SYSTEMD_USER"] = "1" if args.user_mode else "0"  # backends.update.USER_MODE_ENV
     try:

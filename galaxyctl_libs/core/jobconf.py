@@ -27,7 +27,7 @@ from galaxyctl_libs.errors import GalaxyctlError
 
 DEFAULT_JOB_CONFIG_FILES = ("job_conf.yml", "job_conf.xml")  # Galaxy: the .xml fallback is deprecated
 DEFAULT_NAME_TEMPLATE = "{name}_{process}"  # gravity's default for gravity.handlers
-TEMPLATE_FIELDS = ("name", "process", "instance_name", "instance_number")
+TEMPLATE_FIELDS = ("name", "process", "instance_name", "instance_number", "hostname")  # hostname: core/hosts.py
 DYNAMIC_ASSIGN_METHODS = ("db-skip-locked", "db-transaction-isolation")
 _HANDLER_KEYS = ("processes", "pools", "name_template", "environment")
 _SERVER_NAME = re.compile(r"[A-Za-z0-9_.@+-]{1,100}\Z")  # becomes a program, file and unit name: bounded
@@ -156,7 +156,7 @@ def load_job_handlers(
         _fail(config_file, "galaxy.database_connection", "a database URL", connection)
     sqlite = connection is None or connection.strip().lower().startswith("sqlite")
     source, path, static, assign, notes = _static_handlers(galaxy, config_file, config_dir)
-    handlers = _named_once(static + _dynamic(gravity_handlers, gravity_file, instance_name), path, gravity_file)
+    handlers = _named_once(static + dynamic_handlers(gravity_handlers, gravity_file, instance_name), path, gravity_file)
     return JobConfig(handlers, assign, source, path, sqlite, config_dir, notes)
 
 
@@ -320,7 +320,7 @@ def _from_xml(root, where):
     return tuple(handlers), assign
 
 
-def _dynamic(gravity_handlers, where, instance_name):
+def dynamic_handlers(gravity_handlers, where, instance_name):
     """gravity.handlers, expanded exactly as gravity names them."""
     if gravity_handlers is None:
         return ()

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, replace
 
 from galaxyctl_libs.core import config as configmod
-from galaxyctl_libs.core import jobconf
+from galaxyctl_libs.core import hosts, jobconf
 from galaxyctl_libs.core import state as statemod
 from galaxyctl_libs.core.services import Instance, galaxy_data_dir
 from galaxyctl_libs.errors import GalaxyctlError
@@ -22,10 +22,12 @@ LOG_DIR_UNUSED_UNDER_SYSTEMD = (
 # ---------------------------------------------------------------- resolving registered configs
 
 
-def resolve(record, state_dir, enforce_user=True):
+def resolve(record, state_dir, enforce_user=True, host=None, check_cluster=True):
     """Config file + persisted attribs → (Instance, attribs to persist, warnings).
 
     ``enforce_user=False`` is for commands that only look or stop: they never refuse over users.
+    ``host``: the host whose share to resolve (default: this one, core/hosts.py); ``check_cluster``:
+    whether to refuse a config that gives two hosts one server name (every host is expanded).
     """
     loaded = configmod.load_config(record.path)
     attribs = configmod.merge_attribs(record.attribs, loaded.gravity_raw)
@@ -40,17 +42,8 @@ def resolve(record, state_dir, enforce_user=True):
         loaded = replace(loaded, warnings=loaded.warnings + (warning,))
     name = settings.instance_name if "instance_name" in loaded.gravity_raw else record.instance_name
     galaxy_root = configmod.find_galaxy_root(record.path, settings)
-    job_config = jobconf.load_job_handlers(
-        loaded.galaxy,
-        loaded.galaxy_config_file,
-        settings.handlers,
-        galaxy_root=galaxy_root,
-        gravity_config_file=record.path,
-        instance_name=name,
-    )
-    warning = jobconf.assignment_warning(job_config)
-    if warning:
-        loaded = replace(loaded, warnings=loaded.warnings + (warning,))
+    settings, handlers, more = host_share(record.path, loaded, settings, galaxy_root, name, host, check_cluster)
+    loaded = replace(loaded, warnings=loaded.warnings + more)
     config_dir = os.path.dirname(record.path)
     user = run_as(settings, record.path) if enforce_user else (None, None)
     log_dir = settings.log_dir and os.path.join(config_dir, settings.log_dir)
@@ -63,12 +56,40 @@ def resolve(record, state_dir, enforce_user=True):
         settings=settings,
         galaxy=loaded.galaxy,
         galaxy_root=galaxy_root,
-        handlers=job_config.handlers,
+        handlers=handlers,
         state_dir=state_dir,
         log_dir=log_dir or StatePaths.of(state_dir).log_dir,
         run_as=user,
     )
     return instance, attribs, loaded.warnings
+
+
+def host_share(path, loaded, settings, galaxy_root, name, host=None, check_cluster=True):
+    """(settings, handlers, warnings) of the share of ``host`` (default: this host) under
+    ``gravity.hosts`` (all of them without it; ``{hostname}`` in a name_template is filled in
+    either way); ``check_cluster``: refuse a config giving two hosts one server name."""
+    host = host or hosts.this_host()
+    cluster = hosts.parse(settings, path)
+    share = hosts.share_of(cluster, host, path) if cluster else None
+    job_config = jobconf.load_job_handlers(
+        loaded.galaxy,
+        loaded.galaxy_config_file,
+        hosts.handler_entries(settings.handlers, host, cluster, share),
+        galaxy_root=galaxy_root,
+        gravity_config_file=path,
+        instance_name=name,
+    )
+    warnings = tuple(filter(None, [jobconf.assignment_warning(job_config)]))
+    if cluster is None:
+        return settings, job_config.handlers, warnings
+    static = job_config.static_handlers
+    if check_cluster:
+        hosts.check_names(cluster, settings, loaded.galaxy, path, name, static)
+        idle = hosts.unassigned(cluster, settings, static)
+        if idle:
+            warnings += (f"{path}: gravity.hosts: no host runs the job handler(s) {', '.join(idle)}",)
+    handlers = hosts.keep_handlers(job_config.handlers, share)
+    return hosts.settings_for(settings, loaded.galaxy, share, host, cluster.beat_host), handlers, warnings
 
 
 def _galaxy_user_log_dir(config_path, loaded, galaxy_root):

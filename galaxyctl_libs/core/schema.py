@@ -134,12 +134,16 @@ class GravitySettings:
     luks: dict = _opt({}, "mapping")
     onedata: dict = _opt({}, "mapping")
     storage: dict = _opt({}, "mapping")
+    # galaxyctl's own keys for many hosts sharing this file (contents are checked by core/hosts.py)
+    hosts: dict = _opt({}, "mapping")
+    beat_host: str = _opt(None, "str")
 
 
 # Keys of gravity 0.x state (attribs) that moved; read so an old state dir loads as is.
 LEGACY_KEYS = ("bind", "bind_address", "bind_port")
-# Keys that never persist: they revert to their default when unset (gravity 0.x, "Configuration Precedence").
-NON_PERSISTENT_KEYS = ("app_server", "handlers")
+# Keys that never persist: they revert to their default when unset (gravity 0.x, "Configuration Precedence");
+# galaxyctl's host keys neither: a host or a share removed from the file must be gone, not merged back.
+NON_PERSISTENT_KEYS = ("app_server", "handlers", "hosts", "beat_host")
 
 
 @dataclass(frozen=True)
