@@ -83,6 +83,8 @@ MAIN_OPTIONS = (
     ),
 )
 GLOBAL_OPTIONS = run_configs.GLOBAL_OPTIONS + MAIN_OPTIONS
+# Commands that start or change things say, once, when gravity's scripts share our names (cli/gravity_scripts.py)
+NOTE_COMMANDS = frozenset(("register", "update", "start", "restart", "graceful", "startup", "exec"))
 
 
 def build_parser(argv=None):
@@ -139,6 +141,10 @@ def main(argv=None):
             from galaxyctl_libs.rootpolicy import enter_state_dir
 
             enter_state_dir(state_dir(args), needs_root=_needs_root(args))
+        if args.command in NOTE_COMMANDS:
+            from galaxyctl_libs.cli.gravity_scripts import notice
+
+            notice(state_dir(args))  # once per state dir: gravity's galaxyctl and galaxy are ours now
         return args.func(args)
     except GalaxyctlError as exc:
         return _report(exc.message, exc.details, exc.exit_code, args.debug)
