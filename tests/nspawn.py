@@ -222,10 +222,12 @@ def wait_until(predicate, timeout):
 
 
 @contextlib.contextmanager
-def booted(name, log_path, binds=(), venv_packages=(), wheel_dir=None):
-    """Boot a container called ``name`` (nspawn's output to ``log_path``), ``binds`` read-only as
-    (host, inside) pairs; with ``venv_packages`` make /opt/venv inside and install them from
-    ``wheel_dir`` (bound at /opt/wheels) with no index.  Yields the Machine."""
+def booted(name, log_path, binds=(), venv_packages=(), wheel_dir=None, rw_binds=(), hostname=None):
+    """Boot a container called ``name`` (nspawn's output to ``log_path``), ``binds`` read-only and
+    ``rw_binds`` writable as (host, inside) pairs; with ``venv_packages`` make /opt/venv inside and
+    install them from ``wheel_dir`` (bound at /opt/wheels) with no index; ``hostname``: the
+    container's host name (else the rootfs's /etc/hostname, the host's at debootstrap time).
+    Yields the Machine."""
     tools()
     root = rootfs()
     dirs = _cgroup_dirs(f"galaxyctl-test-{name}")
@@ -236,6 +238,7 @@ def booted(name, log_path, binds=(), venv_packages=(), wheel_dir=None):
                 os.makedirs(directory, exist_ok=True)
             argv = ["systemd-nspawn", "-q", "-D", root, "-x", "-b", "-M", name, "--register=no", "--keep-unit"]
             argv += ["--console=passive"] + [f"--bind-ro={host}:{inside}" for host, inside in binds]
+            argv += [f"--bind={host}:{inside}" for host, inside in rw_binds]
             if wheel_dir:
                 argv.append(f"--bind-ro={wheel_dir}:/opt/wheels")
             nspawn = subprocess.Popen(
@@ -250,6 +253,10 @@ def booted(name, log_path, binds=(), venv_packages=(), wheel_dir=None):
             state = box.run("systemctl", "is-system-running", "--wait", check=False, timeout=120).stdout.strip()
             if state not in ("running", "degraded"):
                 raise AssertionError(f"container systemd is {state!r} (see {log_path})")
+            if hostname:  # the UTS namespace is the container's own: the host keeps its name
+                box.run("hostname", hostname)
+                with open(box.path("/etc/hostname"), "w") as handle:
+                    handle.write(hostname + "\n")
             if venv_packages:
                 box.venv("/opt/venv", venv_packages)
             yield box
