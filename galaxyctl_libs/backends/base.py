@@ -42,6 +42,17 @@ MANAGER_SHUTTING_DOWN = "SHUTTING_DOWN"  # it answers with a fault: it is on its
 CONTROL_TIMEOUT = 10  # seconds for one call from stop/shutdown: a healthy manager answers in milliseconds
 
 
+DEFAULT_INSTANCE = "_default_"  # gravity's instance name when a config sets none
+
+
+def instances_grouped(instance_names):
+    """gravity 1.x's rule for names: they carry the instance's name (supervisord's ``main:celery``,
+    systemd's ``galaxy-main-celery``) when a state dir serves several instances, or one not named
+    ``_default_``."""
+    names = list(instance_names)
+    return len(names) > 1 or any(name != DEFAULT_INSTANCE for name in names)
+
+
 class Refusal(Exception):
     """The manager answered, refusing (supervisord's XML-RPC fault: supervisor.rpc.Fault).
     ``faultString`` is its reason, e.g. ``'BAD_NAME: gunicorn'``."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from galaxyctl_libs import fsutil, gate
 from galaxyctl_libs.backends import planned
 from galaxyctl_libs.backends import record as backend_record
-from galaxyctl_libs.backends.base import Changes
+from galaxyctl_libs.backends.base import Changes, instances_grouped
 from galaxyctl_libs.backends.record import Target
 from galaxyctl_libs.backends.supervisor.backend import SUPERVISOR
 from galaxyctl_libs.core import state as statemod
@@ -83,8 +83,7 @@ def backend_of(instances):
         return SUPERVISOR
     from galaxyctl_libs.backends.systemd.backend import SystemdBackend
 
-    instance_mode = {bool(instance.settings.use_service_instances) for instance in instances}
-    return SystemdBackend(user_mode=systemd_user_mode(), service_instances=instance_mode == {True})
+    return SystemdBackend(user_mode=systemd_user_mode())
 
 
 USER_MODE_ENV = "GALAXYCTL_SYSTEMD_USER"  # "1"/"0": --user/--no-user of this run (the CLI sets it)
@@ -143,7 +142,7 @@ def update(state_dir):
 
 def all_targets(result):
     """Every service of an update result, with its supervisord name and log file."""
-    grouped = len(result.services) > 1
+    grouped = instances_grouped(result.services)
     backend = result.backend or SUPERVISOR
     everything = []
     for instance in result.instances:

@@ -181,19 +181,23 @@ def cmd_exec(args):
 def pick_process(targets, service, number=None):
     """The target of ``service``, or with ``number`` the Nth (from 0) of the processes it runs as.
 
-    A service run as several processes has one service each, named NAME_0, NAME_1, … (gravity's
-    handler names) or NAME0, NAME1, … (gravity's lists): those are NAME's processes, in number order."""
+    A service gravity runs as several processes (a gunicorn or tusd list, a handler entry) is one
+    service per process here: ``-i N gunicorn`` is the process numbered N of gravity's ``gunicorn``
+    (our ``gunicorn_N``).  A record written before those numbers were kept: NAME_N, NAMEN by name."""
     import re
 
     exact = [t for t in targets if t.service.service_name == service]
     if exact and not number:
         return exact[0]  # the first instance's, as always
-    numbered = re.compile(re.escape(service) + r"_?([0-9]+)\Z")
-    processes = sorted(
-        ((int(m.group(1)), t) for t in targets for m in [numbered.match(t.service.service_name)] if m),
-        key=lambda pair: pair[0],
+    members = sorted(
+        (t for t in targets if t.service.gravity_service == service and t.service.process_number is not None),
+        key=lambda t: t.service.process_number,
     )
-    processes = exact or [t for _, t in processes]
+    if not members:
+        numbered = re.compile(re.escape(service) + r"_?([0-9]+)\Z")
+        found = ((int(m.group(1)), t) for t in targets for m in [numbered.match(t.service.service_name)] if m)
+        members = [t for _, t in sorted(found, key=lambda pair: pair[0])]
+    processes = exact or members
     if not processes:
         raise GalaxyctlError(f"no service named {service!r}")
     if number is None:

@@ -44,6 +44,9 @@ class Handler:
     pools: tuple = ()
     environment: tuple = ()  # ordered (name, value) pairs
     options: tuple = field(default=(), hash=False)  # other gravity.handlers keys, unchecked
+    entry: str = None  # the gravity.handlers entry it was expanded from by a name_template (None: named as is)
+    number: int = None  # its process number in that entry
+    count: int = 1  # the entry's processes
 
     @property
     def dynamic(self) -> bool:
@@ -344,24 +347,16 @@ def dynamic_handlers(gravity_handlers, where, instance_name):
         template = settings.get("name_template")
         if template is not None and not isinstance(template, str):
             _fail(where, f"{key}.name_template", "a string", template)
-        if template is None and count == 1 and name[-1].isdigit():
-            server_names = [name]  # gravity: an explicit handler name, no pattern applied
-        else:
-            server_names = [
-                _expand(
-                    template or DEFAULT_NAME_TEMPLATE,
-                    where,
-                    f"{key}.name_template",
-                    name=name,
-                    process=i,
-                    instance_name=instance_name,
-                    instance_number=i,
-                )
-                for i in range(count)
-            ]
-        for server_name in server_names:
+        explicit = template is None and count == 1 and name[-1].isdigit()  # gravity: no pattern applied
+        fields = {"name": name, "instance_name": instance_name}
+        for i in range(count):
+            expanded = _expand(
+                template or DEFAULT_NAME_TEMPLATE, where, f"{key}.name_template", process=i, instance_number=i, **fields
+            )
+            server_name = name if explicit else expanded
             _check_name(server_name, where, key)
-            handlers.append(Handler(server_name, "gravity.handlers", pools, env, options))
+            numbered = {} if explicit else {"entry": name, "number": i, "count": count}
+            handlers.append(Handler(server_name, "gravity.handlers", pools, env, options, **numbered))
     return tuple(handlers)
 
 

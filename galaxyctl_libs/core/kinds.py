@@ -50,7 +50,6 @@ class Kind(Record):
     probe: str = None  # its health probe beyond the process state
     stop_as_group: bool = True  # supervisord's stopasgroup: TERM its whole process group on stop
     kill_mode: str = None  # systemd's KillMode= (None: systemd's default, control-group)
-    numbered_units: bool = False  # systemd: numbered processes may be one template unit's instances
 
 
 KINDS = {
@@ -84,7 +83,6 @@ KINDS = {
             roll=ROLL_DRAINED,
             memory=MEMORY_HANDLER,
             probe=PROBE_HEARTBEAT,
-            numbered_units=True,
         ),
     )
 }

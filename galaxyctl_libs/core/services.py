@@ -5,25 +5,11 @@ prints the same argv and environment; tests/test_gravity_parity.py runs both and
 deployment moves over unchanged.  A process manager backend (backends/) turns these into its
 files; ``galaxyctl exec`` runs one as is.
 
-What differs from gravity, on purpose (README.rst: "Command lines: what differs from gravity 1.x"):
-
-- executables are absolute paths (the virtualenv's, else galaxyctl's own bin dir, else PATH):
-  supervisord resolves a bare name itself, against its own PATH, not the service's;
-- ``--no-control-socket`` is added when the gunicorn actually installed is 25.1 or newer (gravity
-  reads the version pinned in Galaxy's requirements.txt);
-- a preloaded gunicorn runs under our herder (backends.base.herded_argv) so ``graceful`` reloads
-  code without downtime; the service here, and ``exec -n``, are gravity's command line;
-- every service carries GALAXYCTL_STATE_ID and GALAXYCTL_SERVICE (procfs): how galaxyctl finds what
-  a supervisord killed with -9 left running;
-- environment values are literal (gravity expands ``{galaxy_root}``-style fields in them);
-- the umask is applied by ``exec`` too (gravity only writes it to the process manager's files);
-- the celery-beat schedule of an instance not named ``_default_`` is ``<name>-celerybeat-schedule``
-  (instances share one state dir here), and as root it lives where the Galaxy user can write;
-- a packaged Galaxy (no galaxy_root) runs in its config's directory (gravity: wherever it was run);
-- PATH has the virtualenv's bin without gravity's trailing slash;
-- configs gravity refuses run with Galaxy's defaults (tusd without galaxy_infrastructure_url or
-  upload_dir, gx-it-proxy without interactivetools_enable, reports without its config file);
-- a multi-process service is one service per process here (``gunicorn_1``: gravity's ``-i 1 gunicorn``).
+What differs from gravity, on purpose, and why: README.rst, "Command lines: what differs from
+gravity 1.x and why" (executables as absolute paths, the herder around a preloaded gunicorn,
+galaxyctl's marker variables, literal environment values, ...).  Names are gravity's: a gunicorn or
+tusd list and a gravity.handlers entry are one service per process here, each knowing gravity's
+service it belongs to (``list_names``, ``Service.gravity_service``).
 """
 
 import functools
@@ -197,6 +183,7 @@ def _common(instance, section, service_type, service_name, argv, base_env=(), **
         group=instance.run_as[1],
         memory_limit=section.memory_limit or settings.memory_limit,  # the service's own, else the global one
         memory_high=section.memory_high or settings.memory_high,
+        log_namespace=settings.log_namespace,
         start_stagger=_stagger(section.start_stagger, settings.start_stagger),
         **kwargs,
     )
@@ -213,8 +200,22 @@ def _number(value):
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
-def _numbered(name, index, count):
-    return name if count == 1 else f"{name}_{index}"
+def list_names(instance, base, sections):
+    """gravity's names for the enabled sections of a gunicorn or tusd list: [(section, service name,
+    the Service fields placing it in gravity's service)].  One section is ``gunicorn``; with
+    use_service_instances (gravity's default) several are the processes of gravity's service
+    ``gunicorn``: ``gunicorn_0``, ``gunicorn_1`` (supervisord's ``gunicorn:gunicorn_0``, systemd's
+    ``galaxy-gunicorn@0``); without, services of their own: ``gunicorn0``, ``gunicorn1``."""
+    enabled = [(index, section) for index, section in enumerate(sections) if section.enable]
+    if len(sections) == 1 or (instance.settings.use_service_instances and len(enabled) == 1):
+        return [(section, base, {}) for _, section in enabled]
+    if not instance.settings.use_service_instances:
+        return [(section, f"{base}{index}", {}) for index, section in enabled]
+    return [(section, f"{base}_{n}", _member(base, n, len(enabled))) for n, (_, section) in enumerate(enabled)]
+
+
+def _member(gravity_service, number, count):
+    return {"gravity_service": gravity_service, "process_number": number, "process_count": count}
 
 
 def uwsgi_services(instance):
@@ -236,9 +237,7 @@ def gunicorn_services(instance):
         return []
     prefix = str(instance.galaxy.get("galaxy_url_prefix") or "").rstrip("/")
     services = []
-    for index, gunicorn in enumerate(settings.gunicorn):
-        if not gunicorn.enable:
-            continue
+    for gunicorn, name, member in list_names(instance, "gunicorn", settings.gunicorn):
         exe = find_executable(instance, "gunicorn")
         preload = effective_preload(settings, gunicorn)
         argv = [exe, GUNICORN_APP, "--timeout", _number(gunicorn.timeout), "--pythonpath", "lib"]
@@ -250,7 +249,6 @@ def gunicorn_services(instance):
         version = gunicorn_version(exe, *instance.run_as)
         if version and version >= NO_CONTROL_SOCKET_SINCE:
             argv.append("--no-control-socket")  # last, like gravity's
-        name = _numbered("gunicorn", index, len(settings.gunicorn))
         # HUP cannot reload preloaded code: then a backend runs gunicorn under our herder, which re-execs
         # it with zero downtime (backends.base.herded_argv); the service itself is gravity's command line.
         herded = preload or settings.app_server == "unicornherder"
@@ -266,6 +264,7 @@ def gunicorn_services(instance):
                 bind=gunicorn.bind,
                 url_prefix=prefix,
                 ready_timeout=gunicorn.restart_timeout,
+                **member,
             )
         )
     return services
@@ -331,9 +330,7 @@ def gx_it_proxy_services(instance):
 def tusd_services(instance):
     settings = instance.settings
     services = []
-    for index, tusd in enumerate(settings.tusd):
-        if not tusd.enable:
-            continue
+    for tusd, name, member in list_names(instance, "tusd", settings.tusd):
         upload_dir = tusd.upload_dir or instance.galaxy.get("tus_upload_store") or "database/tmp/tus_upload_store"
         hooks_http = tusd.hooks_http
         if hooks_http.startswith("/"):  # a path on Galaxy (gravity refuses it without galaxy_infrastructure_url)
@@ -343,8 +340,7 @@ def tusd_services(instance):
         argv += [f"-hooks-http={hooks_http}", "-hooks-http-forward-headers=X-Api-Key,Cookie"]
         argv += shlex.split(tusd.extra_args)
         argv += ["-hooks-enabled-events", tusd.hooks_enabled_events]
-        name = _numbered("tusd", index, len(settings.tusd))
-        services.append(_common(instance, tusd, "tusd", name, argv))  # graceful: its kind's (none)
+        services.append(_common(instance, tusd, "tusd", name, argv, **member))  # graceful: its kind's (none)
     return services
 
 
@@ -387,7 +383,12 @@ def handler_services(instance):
         cwd = instance.galaxy_root or os.path.dirname(instance.galaxy_config_file)
         db = database_url(instance.galaxy, instance.galaxy_root, instance.galaxy_config_file, cwd)
         role = role_of_pools(handler.pools)
-        services.append(_common(instance, section, "standalone", handler.server_name, argv, heartbeat_db=db, role=role))
+        # with use_service_instances, an entry's processes are one gravity service named by the entry
+        grouped = handler.entry and instance.settings.use_service_instances
+        member = _member(handler.entry, handler.number, handler.count) if grouped else {}
+        services.append(
+            _common(instance, section, "standalone", handler.server_name, argv, heartbeat_db=db, role=role, **member)
+        )
     return services
 
 

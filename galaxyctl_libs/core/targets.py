@@ -37,6 +37,7 @@ class Service(Record):
     config_type: str = "galaxy"
     memory_limit: float = None  # GB: systemd's MemoryMax=; under supervisord, backends/memwatch.py
     memory_high: float = None  # GB: systemd's MemoryHigh=; likewise
+    log_namespace: str = None  # systemd's LogNamespace= (gravity's log_namespace; not used by supervisord)
     ignored: tuple = ()  # settings accepted but without effect here (shown, not compared)
     start_stagger: float = 0  # seconds to wait before starting it after another of its kind (core.order)
     heartbeat_db: str = None  # handlers, workflow schedulers: Galaxy's database URL, where they heartbeat
@@ -44,8 +45,18 @@ class Service(Record):
     broker_from: str = None  # where broker_url came from ("celery_conf.broker_url", "amqp_internal_connection"...)
     broker_options: dict = None  # celery_conf's other broker_* settings (transport options, SSL), for the ping
     role: str = None  # what it is within its kind (core.kinds.ROLE_*: a job handler, a workflow scheduler)
+    # gravity's name of the service this is one process of (a gunicorn or tusd list, a gravity.handlers
+    # entry, with use_service_instances), its number there and how many there are; None: its own service
+    gravity_service: str = None
+    process_number: int = None
+    process_count: int = 1
 
     _not_compared = ("ignored", "heartbeat_db", "broker_url", "broker_from", "broker_options")
+
+    @property
+    def gravity_name(self):
+        """The name gravity 1.x gives the service this process belongs to (``handler`` for ``handler_1``)."""
+        return self.gravity_service or self.service_name
 
     @property
     def command_line(self):
@@ -63,7 +74,10 @@ class Service(Record):
 
 
 def select(targets, names=()):
-    """Targets named by ``names`` (instance names and/or service names); all when empty."""
+    """Targets named by ``names`` (instance names and/or service names); all when empty.
+
+    A service name is ours (``handler_1``) or gravity's (``handler``: every process of that entry,
+    as gravity's ``restart handler`` restarts them all)."""
     if not names:
         return list(targets)
     instance_names = {t.instance_name for t in targets}
@@ -72,10 +86,10 @@ def select(targets, names=()):
     pool = [t for t in targets if not wanted_instances or t.instance_name in wanted_instances]
     if not wanted_services:
         return pool
-    known = {t.service.service_name for t in pool}
+    known = {t.service.service_name for t in pool} | {t.service.gravity_name for t in pool}
     unknown = [n for n in wanted_services if n not in known]
     if unknown:
         raise GalaxyctlError(
             f"no instance or service named {', '.join(unknown)} (known: {', '.join(sorted(instance_names | known)) or 'none'})"
         )
-    return [t for t in pool if t.service.service_name in wanted_services]
+    return [t for t in pool if t.service.service_name in wanted_services or t.service.gravity_name in wanted_services]

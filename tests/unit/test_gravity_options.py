@@ -135,8 +135,9 @@ def test_run_configs_precedence(tmp_path):
         statemod.load_state(state_dir)
 
 
-def _target(name):
-    return types.SimpleNamespace(service=types.SimpleNamespace(service_name=name))
+def _target(name, group=None, number=None):
+    service = types.SimpleNamespace(service_name=name, gravity_service=group, process_number=number)
+    return types.SimpleNamespace(service=service)
 
 
 def test_pick_process():
@@ -155,3 +156,13 @@ def test_pick_process():
         pick_process(targets, "gunicorn", 1)
     with pytest.raises(GalaxyctlError, match="no service named 'tusd'"):
         pick_process(targets, "tusd")
+
+
+def test_pick_process_by_gravitys_service_and_number():
+    """``-i N NAME``: the process numbered N of gravity's service NAME, whatever its server name."""
+    targets = [_target(f"{n}-main", "special", n) for n in (1, 0)] + [_target("handler0")]
+    assert pick_process(targets, "special", 0).service.service_name == "0-main"
+    assert pick_process(targets, "special", 1).service.service_name == "1-main"
+    assert pick_process(targets, "handler0").service.service_name == "handler0"
+    with pytest.raises(GalaxyctlError, match=r"special runs as 2 processes \(0-main, 1-main\)"):
+        pick_process(targets, "special")

@@ -63,6 +63,9 @@ def rich_services():
             argv=(f"{VENV}/galaxy-main", "-c", CONFIG, f"--server-name=handler_{n}"),
             start_timeout=20,
             stop_timeout=65,
+            gravity_service="handler",
+            process_number=n,
+            process_count=2,
         )
         for n in (0, 1)
     ]
@@ -193,30 +196,82 @@ def test_log_dir_is_never_a_unit_output_and_is_said_to_be_unused_once(gctl, demo
 
 def test_names_with_instances_templates_and_backend():
     backend = SystemdBackend(unit_dir="/u")
-    handler = service("handler_3", instance_name="main")
+    handler = service("handler_3", instance_name="main", gravity_service="handler", process_number=3, process_count=4)
     assert backend.target_name(handler, grouped=False) == "galaxy-main-handler@3.service"
+    alone = replace(handler, gravity_service=None, process_number=None, process_count=1)  # use_service_instances: false
     assert backend.target_name(service("gunicorn", "gunicorn"), grouped=True) == "galaxy-_default_-gunicorn.service"
     assert (
         sd.target_unit("_default_", False) == "galaxy.target" and sd.target_unit("main", False) == "galaxy-main.target"
     )
-    assert SystemdBackend(service_instances=False).target_name(handler, False) == "galaxy-main-handler_3.service"
+    assert SystemdBackend().target_name(alone, False) == "galaxy-main-handler_3.service"
+    one = replace(handler, process_number=0, process_count=1)  # gravity: a one-process handler is no template
+    assert backend.target_name(one, False) == "galaxy-main-handler.service"
     assert backend.log_file(handler, None, False) is None and backend.log_file(handler, "/l", True) is None
     paths = backend.paths(STATE)
     assert (paths.unit_dir, backend.managed_dir(paths)) == ("/u", os.path.join(STATE, "systemd"))
     assert isinstance(backend.controller(paths), SystemdController)
-    files = SystemdBackend(unit_dir="/u", service_instances=False).render(
-        paths, {"x": tuple(replace(s, instance_name="x") for s in rich_services()[2:])}, {}
+    files = SystemdBackend(unit_dir="/u").render(
+        paths, {"x": tuple(ungrouped(s, "x") for s in rich_services()[2:])}, {}
     )
     assert sorted(files) == ["/u/galaxy-x-handler_0.service", "/u/galaxy-x-handler_1.service", "/u/galaxy-x.target"]
+
+
+def ungrouped(service, instance_name=None):
+    """``service`` as built with use_service_instances: false (a service of its own)."""
+    fields = {"instance_name": instance_name} if instance_name else {}
+    return replace(service, gravity_service=None, process_number=None, process_count=1, **fields)
 
 
 def test_template_instances_expand_to_each_handlers_own_unit():
     paths = sd.Paths(STATE, "/u")
     handlers = rich_services()[2:]
     template = sd.render_units(paths, {"_default_": handlers})["/u/galaxy-handler@.service"]
-    alone = sd.render_units(paths, {"_default_": handlers}, service_instances=False)
+    alone = sd.render_units(paths, {"_default_": tuple(map(ungrouped, handlers))})
     for n in (0, 1):
         assert sd.expand_specifiers(template, str(n)) == sd.expand_specifiers(alone[f"/u/galaxy-handler_{n}.service"])
+
+
+def gunicorn_list():
+    """A gravity gunicorn list of two (use_service_instances): different binds, umasks and timeouts."""
+    return tuple(
+        service(
+            f"gunicorn_{n}",
+            "gunicorn",
+            argv=(f"{VENV}/gunicorn", "galaxy.webapps.galaxy.fast_factory:factory()", "-b", f"127.0.0.1:808{n}"),
+            graceful="hup",
+            bind=f"127.0.0.1:808{n}",
+            umask=("022", "027")[n],
+            stop_timeout=(15, 30)[n],
+            environment=(("ONLY_1", "x"),) if n else (),
+            gravity_service="gunicorn",
+            process_number=n,
+            process_count=2,
+        )
+        for n in (0, 1)
+    )
+
+
+def service_lines(text):
+    return sorted(text.partition("\n[Service]\n")[2].splitlines())
+
+
+def test_a_gunicorn_list_is_gravitys_template_with_each_instances_own_drop_in():
+    """gravity's galaxy-gunicorn@.service with @0, @1; what differs between the two (bind, umask,
+    timeouts, environment) is in each instance's drop-in, which carries our marker."""
+    paths = sd.Paths(STATE, "/u")
+    files = sd.render_units(paths, {"_default_": gunicorn_list()})
+    drop_ins = [f"/u/galaxy-gunicorn@{n}.service.d/galaxyctl.conf" for n in (0, 1)]
+    assert sorted(files) == ["/u/galaxy-gunicorn@.service", *drop_ins, "/u/galaxy.target"]
+    assert "Wants=galaxy-gunicorn@0.service\nWants=galaxy-gunicorn@1.service\n" in files["/u/galaxy.target"]
+    template = files["/u/galaxy-gunicorn@.service"]
+    assert "Description=Galaxy gunicorn_%i\n" in template and "ExecStart" not in template
+    alone = sd.render_units(paths, {"_default_": tuple(map(ungrouped, gunicorn_list()))})
+    for n in (0, 1):
+        drop_in = files[drop_ins[n]]
+        assert drop_in.startswith(f"{sd.HEADER}{sd.OWNER_KEY}{paths.state_id}\n[Service]\n")
+        merged = service_lines(sd.expand_specifiers(template, str(n))) + drop_in.split("[Service]\n")[1].splitlines()
+        own = alone[f"/u/galaxy-gunicorn_{n}.service"]
+        assert sorted(merged) == service_lines(sd.expand_specifiers(own))
 
 
 # ---------------------------------------------------------------- reading back by systemd's rules
@@ -329,15 +384,16 @@ def test_hostile_values_come_back_exact(label):
 @pytest.mark.skipif(not SYSTEMD_ANALYZE, reason="systemd-analyze is not installed (Debian's systemd package)")
 def test_systemd_analyze_verify_accepts_every_unit(tmp_path):
     units, _, files = hostile_units(str(tmp_path))
-    rich = tuple(replace(s, instance_name="rich") for s in rich_services())
+    rich = tuple(replace(s, instance_name="rich") for s in rich_services()[1:] + gunicorn_list())
     rich = sd.render_units(sd.Paths(STATE, str(tmp_path)), {"rich": rich})
     for path, content in {**files, **rich}.items():
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         # stand-ins for Galaxy's programs: systemd-analyze checks that each command exists
         content = re.sub(r'"/srv/galaxy/venv/bin/[a-z-]+"', '"/bin/true"', content)
         with open(path, "w", encoding="utf-8") as handle:
             handle.write(content.replace("/srv/galaxy/server", str(tmp_path)))
-    names = [os.path.basename(p) for p in {**files, **rich} if "@." not in p]
-    names += ["galaxy-rich-handler@0.service", "galaxy-rich-handler@1.service"]
+    names = [os.path.basename(p) for p in {**files, **rich} if "@" not in p]
+    names += [f"galaxy-rich-{name}@{n}.service" for name in ("handler", "gunicorn") for n in (0, 1)]
     env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{tmp_path}:", "SYSTEMD_LOG_COLOR": "0"}
     run = subprocess.run(
         [SYSTEMD_ANALYZE, "verify", "--man=no", *names], cwd=tmp_path, env=env, capture_output=True, text=True
@@ -374,14 +430,13 @@ def test_refused_in_one_line(fields, message):
     assert "\n" not in str(raised.value)
 
 
-def test_refused_collisions_and_differing_handlers():
+def test_refused_collisions():
     paths = sd.Paths(STATE, "/u")
     with pytest.raises(GalaxyctlError, match="would both be galaxy-a-b-c.service"):
         sd.render_units(paths, {"a-b": (service("c", instance_name="a-b"),), "a": (service("b-c", instance_name="a"),)})
-    pools = [service(f"handler_{n}", argv=(PY, f"--server-name=handler_{n}", f"--attach-to-pool=p{n}")) for n in (0, 1)]
-    with pytest.raises(GalaxyctlError, match="use_service_instances: false"):
-        sd.render_units(paths, {"_default_": tuple(pools)})
-    assert len(sd.render_units(paths, {"_default_": tuple(pools)}, service_instances=False)) == 3
+    with pytest.raises(GalaxyctlError, match="would both be galaxy-handler@0.service"):
+        handler = rich_services()[2]
+        sd.render_units(paths, {"_default_": (handler, replace(handler, service_name="other"))})
 
 
 def test_memory_sizes():

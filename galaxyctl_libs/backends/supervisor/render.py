@@ -10,7 +10,7 @@ import os
 import sys
 
 from galaxyctl_libs.backends import memlimits
-from galaxyctl_libs.backends.base import MEMWATCH_MODULE, MEMWATCH_PROGRAM, checked_text, herded_argv
+from galaxyctl_libs.backends.base import MEMWATCH_MODULE, MEMWATCH_PROGRAM, checked_text, herded_argv, instances_grouped
 from galaxyctl_libs.backends.base import shown as _shown
 from galaxyctl_libs.backends.supervisor.paths import Paths  # noqa: F401 - render.Paths: what a backend renders for
 from galaxyctl_libs.core.kinds import kind_of
@@ -135,12 +135,25 @@ def _check_name(name, what):
 
 
 def program_names(service, grouped):
-    """(section name in the ini file, name for XML-RPC calls) of one service."""
+    """(section name in the ini file, name for XML-RPC calls) of one service: gravity 1.x's names.
+
+    Alone (``_default_``, not ``grouped``): ``celery``; the processes of one gravity service are a
+    group named after it, ``handler:handler_0``, ``handler:handler_1``.  ``grouped`` (several
+    instances, or one not named ``_default_``): each instance is a group, ``main:celery``,
+    ``main:handler0``, ``main:handler1``.  Sections are named after our (unique) service names."""
     instance = _check_name(service.instance_name, "instance name")
     name = _check_name(service.service_name, f"{instance}: service name")
+    group = service.gravity_service if service.process_count > 1 else None
+    if group is not None:
+        _check_name(group, f"{instance}: service name")
     if grouped:
         section = f"{instance}_{_check_name(service.config_type, 'config type')}_{service.service_type}_{name}"
-        return _check_name(section, "program name"), f"{instance}:{name}"
+        process = f"{group}{service.process_number}" if group else _check_name(service.gravity_name, "service name")
+        return _check_name(section, "program name"), f"{instance}:{process}"
+    if group:
+        section = f"{_check_name(service.config_type, 'config type')}_{service.service_type}_{name}"
+        return _check_name(section, "program name"), f"{group}:{group}_{service.process_number}"
+    name = _check_name(service.gravity_name, f"{instance}: service name")
     return name, name
 
 
@@ -169,7 +182,8 @@ def render_supervisord_conf(paths):
 
 
 def log_file(service, log_dir, grouped):
-    name = program_names(service, grouped)[0]
+    """``SERVICE.log`` (``handler_0.log``), or the program's section name when instances are grouped."""
+    name = program_names(service, grouped)[0] if grouped else _check_name(service.service_name, "service name")
     return os.path.join(log_dir, f"{name}.log")
 
 
@@ -199,7 +213,7 @@ def render_program(service, log_dir, grouped, pid_dir=None, autostart=False):
         "stopasgroup = " + ("true" if kind_of(service.service_type).stop_as_group else "false"),
         "killasgroup = true",
         f"environment = {_environment(service, what)}",
-        "process_name = " + (service.service_name if grouped else "%(program_name)s"),
+        "process_name = " + _process_name(service, grouped),
         # stdout_logfile is expanded twice (once when read, once more for the log file)
         f"stdout_logfile = {_raw_path(log_file(service, log_dir, grouped), f'{what}: log file', expansions=2)}",
         "redirect_stderr = true",
@@ -209,21 +223,38 @@ def render_program(service, log_dir, grouped, pid_dir=None, autostart=False):
     return HEADER + "\n" + "\n".join(lines) + "\n"
 
 
+def _process_name(service, grouped):
+    """``process_name``: the part of the XML-RPC name after the group, or the program's own name."""
+    group, _, process = program_names(service, grouped)[1].rpartition(":")
+    return process if group else "%(program_name)s"
+
+
 def render_files(paths, instances_services, log_dirs):
     """All supervisor files for ``{instance_name: services}``: returns ``{path: content}``."""
-    grouped = len(instances_services) > 1
+    grouped = instances_grouped(instances_services)
     files = {paths.conf: render_supervisord_conf(with_persistent_log(paths, log_dirs))}
+    seen = {}
     for instance_name, services in instances_services.items():
         instance_dir = os.path.join(paths.conf_dir, f"{instance_name}.d")
+        groups = {}  # group name -> its programs' sections
         for service in services:
+            section, rpc_name = program_names(service, grouped)
+            if rpc_name in seen:
+                raise GalaxyctlError(
+                    f"{seen[rpc_name]} and {instance_name}/{service.service_name} would both be supervisord's {rpc_name}"
+                )
+            seen[rpc_name] = f"{instance_name}/{service.service_name}"
+            if ":" in rpc_name:
+                groups.setdefault(rpc_name.split(":")[0], []).append(section)
             name = f"{service.config_type}_{service.service_type}_{service.service_name}.conf"
             files[os.path.join(instance_dir, name)] = render_program(
                 service, log_dirs[instance_name], grouped, paths.root
             )
-        if grouped and services:
-            programs = ",".join(program_names(s, True)[0] for s in services)
-            files[os.path.join(paths.conf_dir, f"group_{instance_name}.conf")] = (
-                HEADER + f"\n[group:{instance_name}]\nprograms = {programs}\n"
+        for group, sections in groups.items():
+            # an instance's group beside the instance dirs (gravity's place), a service's in its instance's
+            where = paths.conf_dir if grouped else instance_dir
+            files[os.path.join(where, f"group_{group}.conf")] = (
+                HEADER + f"\n[group:{group}]\nprograms = {','.join(sections)}\n"
             )
     watcher = memwatch_service(paths, instances_services, grouped)
     if watcher is not None:

@@ -6,22 +6,21 @@ from galaxyctl_libs.backends.systemd.client import SystemdController, write_unit
 
 
 class SystemdBackend(Backend):
-    """Units in the unit dir (system or user manager).  ``service_instances`` is gravity's
-    ``use_service_instances``: numbered handler processes share one template unit."""
+    """Units in the unit dir (system or user manager), named as gravity names them: the processes
+    of one gravity service (with ``use_service_instances``) are one template unit's instances."""
 
     name = "systemd"
 
-    def __init__(self, user_mode=False, unit_dir=None, service_instances=True):
+    def __init__(self, user_mode=False, unit_dir=None):
         self.user_mode = user_mode
         self.unit_dir = unit_dir or render.default_unit_dir(user_mode)
-        self.service_instances = service_instances
 
     def paths(self, state_dir, run_dir=None):
         return render.Paths(state_dir, self.unit_dir, self.user_mode, run_dir)
 
     def render(self, paths, instances_services, log_dirs):
         """The units; ``log_dirs`` is unused (all None, see log_dir): the journal keeps the logs."""
-        return render.render_units(paths, instances_services, service_instances=self.service_instances)
+        return render.render_units(paths, instances_services)
 
     def managed_dir(self, paths):
         """galaxyctl's own directory, never the unit dir: ``reconcile`` removes whatever it was not
@@ -30,7 +29,7 @@ class SystemdBackend(Backend):
         return paths.root
 
     def target_name(self, service, grouped):
-        return render.unit_name(service, grouped, self.service_instances)
+        return render.unit_name(service, grouped)
 
     def log_dir(self, instance):
         """Never a directory: the journal keeps every service's output, as under gravity 1.x.  A

@@ -27,7 +27,7 @@ from galaxyctl_libs.backends.base import (
     Controller,
     Survey,
 )
-from galaxyctl_libs.backends.systemd.render import OWNER_KEY
+from galaxyctl_libs.backends.systemd.render import DROP_IN, OWNER_KEY
 from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.probes.poll import wait_until
 
@@ -52,23 +52,34 @@ def state_of(active, sub):
 
 def marked_units(unit_dir, state_id):
     """{unit file name: path} of the regular files directly in ``unit_dir`` that carry our marker."""
-    found = {}
-    marker = f"{OWNER_KEY}{state_id}".encode()
     try:
         names = os.listdir(unit_dir)
     except OSError:
-        return found
-    for name in names:
-        path = os.path.join(unit_dir, name)
-        if not name.endswith(UNIT_SUFFIXES) or os.path.islink(path) or not os.path.isfile(path):
-            continue
-        try:
-            data = fsutil.read_bytes(path, MAX_UNIT_FILE_BYTES)
-        except (OSError, GalaxyctlError):
-            continue
-        if data is not None and marker in data.split(b"\n", 3)[:3]:
-            found[name] = path
-    return found
+        return {}
+    paths = {name: os.path.join(unit_dir, name) for name in names if name.endswith(UNIT_SUFFIXES)}
+    return {name: path for name, path in paths.items() if _marked(path, state_id)}
+
+
+def marked_drop_ins(unit_dir, state_id):
+    """Paths of our drop-ins (``UNIT@N.service.d/galaxyctl.conf``, render.DROP_IN) that carry our marker."""
+    try:
+        names = os.listdir(unit_dir)
+    except OSError:
+        return []
+    dirs = [os.path.join(unit_dir, name) for name in names if name.endswith(".service.d") and "@" in name]
+    paths = [os.path.join(d, DROP_IN) for d in dirs if not os.path.islink(d) and os.path.isdir(d)]
+    return sorted(path for path in paths if _marked(path, state_id))
+
+
+def _marked(path, state_id):
+    """A regular file (not a link) with this state dir's marker in its first lines."""
+    if os.path.islink(path) or not os.path.isfile(path):
+        return False
+    try:
+        data = fsutil.read_bytes(path, MAX_UNIT_FILE_BYTES)
+    except (OSError, GalaxyctlError):
+        return False
+    return data is not None and f"{OWNER_KEY}{state_id}".encode() in data.split(b"\n", 3)[:3]
 
 
 def write_units(paths, files, controller=None):
@@ -76,14 +87,20 @@ def write_units(paths, files, controller=None):
     a stale target disabled first (while its file still says what to undo).  Returns
     backends.base.Changes (paths)."""
     fsutil.ensure_private_dir(paths.root)
-    fsutil.make_dirs(paths.unit_dir, mode=0o755)
+    for directory in sorted({os.path.dirname(path) for path in files} | {paths.unit_dir}):
+        fsutil.make_dirs(directory, mode=0o755)  # the unit dir, and a template instance's drop-in dir
     written = fsutil.write_many_if_changed(files, mode=0o644)
-    stale = [path for _name, path in sorted(marked_units(paths.unit_dir, paths.state_id).items()) if path not in files]
+    ours = sorted(marked_units(paths.unit_dir, paths.state_id).values()) + marked_drop_ins(
+        paths.unit_dir, paths.state_id
+    )
+    stale = [path for path in ours if path not in files]
     targets = [os.path.basename(path) for path in stale if path.endswith(".target")]
     if targets and controller is not None:
         controller.systemctl("disable", "--no-reload", "--", *targets, check=False)
     for path in stale:
         fsutil.remove_file(path)
+        if path.endswith(DROP_IN):
+            fsutil.remove_empty_dir(os.path.dirname(path))  # ours alone made it
     return Changes(tuple(written), tuple(stale))
 
 
@@ -104,7 +121,10 @@ def manager_argv(tool, user_mode, *args):
 
 
 def _unit_pattern(path):
-    """The units a file stands for: a template's instances by a glob (``galaxy-handler@*.service``)."""
+    """The units a file stands for: a template's instances by a glob (``galaxy-handler@*.service``),
+    a drop-in its instance (``galaxy-gunicorn@0.service.d/galaxyctl.conf``: ``galaxy-gunicorn@0.service``)."""
+    if os.path.basename(path) == DROP_IN:
+        return os.path.basename(os.path.dirname(path))[: -len(".d")]
     name = os.path.basename(path)
     return name.replace("@.", "@*.") if "@." in name else name
 
@@ -218,7 +238,8 @@ class SystemdController(Controller):
         Starts nothing (``started`` stays as it is) and returns no process groups: update's own
         lines say which unit files changed."""
         changes = changes or Changes((), ())
-        removed = [_unit_pattern(path) for path in changes.removed]
+        current = set(self.units())  # a drop-in may go while its unit stays (a list now alike)
+        removed = [unit for unit in dict.fromkeys(map(_unit_pattern, changes.removed)) if unit not in current]
         if removed:
             self.systemctl("stop", "--", *removed, slow=True, check=False)
         if changes:

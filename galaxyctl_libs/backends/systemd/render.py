@@ -22,7 +22,7 @@ continues on the next.  Each value is escaped for that, or refused in one line.
 import os
 import re
 
-from galaxyctl_libs.backends.base import checked_text, herded_argv
+from galaxyctl_libs.backends.base import checked_text, herded_argv, instances_grouped
 from galaxyctl_libs.backends.base import shown as _shown
 from galaxyctl_libs.core.kinds import kind_of
 from galaxyctl_libs.core.targets import GRACEFUL_HERDER, GRACEFUL_HUP
@@ -40,7 +40,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 EXEC_RELOAD = "/bin/kill -s HUP $MAINPID"
 _UNIT_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:_.-")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_NUMBERED = re.compile(r"(.+)_(0|[1-9][0-9]*)\Z")  # handler_0: gravity's {name}_{process}
+DROP_IN = "galaxyctl.conf"  # a template instance's own settings: UNIT@N.service.d/galaxyctl.conf
 _MARK = "\ue000"  # stands for the process number while a template is rendered
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "%": "%%", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
@@ -181,20 +181,23 @@ def target_unit(instance_name, grouped):
     return unit_prefix(instance_name, grouped) + ".target"
 
 
-def template_of(service, service_instances=True):
-    """(name, number) when ``service`` runs as an instance of a template unit: a handler process
-    numbered as gravity numbers them (``NAME_0``, ``NAME_1``...) with ``use_service_instances``."""
-    if not service_instances or not kind_of(service.service_type).numbered_units:
-        return None
-    found = _NUMBERED.match(service.service_name)
-    return (found.group(1), found.group(2)) if found else None
+def template_of(service):
+    """(name, number) when ``service`` runs as an instance of a template unit, as gravity's do: it is
+    one of the processes of gravity's service (a gunicorn or tusd list, a gravity.handlers entry)
+    with ``use_service_instances`` (core.services sets ``gravity_service`` only then)."""
+    if service.gravity_service and service.process_count > 1 and service.process_number is not None:
+        return _unit_name_part(service.gravity_service, f"{service.instance_name}: service name"), str(
+            service.process_number
+        )
+    return None
 
 
-def unit_name(service, grouped, service_instances=True):
-    """The unit systemd knows ``service`` by (``galaxy-handler@0.service`` for a template's instance)."""
+def unit_name(service, grouped):
+    """The unit systemd knows ``service`` by, gravity's: ``galaxy-gunicorn@0.service`` for a
+    template's instance, ``galaxy-handler.service`` for a one-process handler entry."""
     prefix = unit_prefix(service.instance_name, grouped)
-    name = _unit_name_part(service.service_name, f"{service.instance_name}: service name")
-    template = template_of(service, service_instances)
+    name = _unit_name_part(service.gravity_name, f"{service.instance_name}: service name")
+    template = template_of(service)
     unit = f"{prefix}-{template[0]}@{template[1]}.service" if template else f"{prefix}-{name}.service"
     if len(unit) > 255:
         raise GalaxyctlError(f"{service.instance_name}: systemd unit name {_shown(unit)} is longer than 255 characters")
@@ -233,6 +236,8 @@ def render_service(service, grouped, pid_dir, target, user_mode=False, owner="")
         size = memory_size(getattr(service, field, None), f"{what}: {field}")
         if size:
             unit.append(f"{key}={size}")
+    if service.log_namespace:  # gravity's log_namespace: journalctl --namespace=NAME
+        unit.append(f"LogNamespace={_unit_name_part(service.log_namespace, f'{what}: log_namespace')}")
     return "\n".join(unit) + "\n"
 
 
@@ -268,14 +273,19 @@ def expand_specifiers(text, instance=""):
     return re.sub(r"%([%i])", lambda m: "%" if m.group(1) == "%" else instance, text)
 
 
-def _template(members, render_one):
-    """The ``@.service`` text for the numbered ``members`` (each a (number, service)), checked: for
-    every member, systemd's ``%i`` expansion of the template gives exactly that member's own unit."""
+def _template(members, render_one, unit_dir, template_name):
+    """``{path: text}`` for the numbered ``members`` (each a (number, service)) of one template.
+
+    When they differ only in their number (handlers), the ``@.service`` holds everything, ``%i``
+    where the number goes, checked: for every member, systemd's expansion of the template gives
+    exactly that member's own unit.  When they differ in more (a gunicorn list: its binds), the
+    template holds what they share ([Unit], Type=, Restart=) and each instance's drop-in
+    (``UNIT@N.service.d/galaxyctl.conf``, our marker on top) the rest of its own [Service] section."""
     from galaxyctl_libs.records import replace
 
     number, first = members[0]
     name = first.service_name
-    marked = name[: -len(number)] + _MARK
+    marked = name[: -len(number)] + _MARK if name.endswith(number) else name
 
     def mark(text):
         return str(text).replace(name, marked)
@@ -283,20 +293,28 @@ def _template(members, render_one):
     environment = tuple((key, mark(value)) for key, value in first.environment)
     text = render_one(replace(first, service_name=marked, argv=tuple(map(mark, first.argv)), environment=environment))
     text = text.replace(_MARK, "%i")
+    files = {os.path.join(unit_dir, template_name): text}
+    if all(expand_specifiers(text, n) == expand_specifiers(render_one(service)) for n, service in members):
+        return files
+    head = text.partition("\n[Service]\n")[0]
+    files[os.path.join(unit_dir, template_name)] = f"{head}\n[Service]\n{_SHARED}\n"
+    top = text.split("\n", 2)[:2]  # the header and our marker line
     for number, service in members:
-        if expand_specifiers(text, number) != expand_specifiers(render_one(service)):
-            raise GalaxyctlError(
-                f"{service.instance_name}: handler processes {name} and {service.service_name} differ in more than "
-                "their number, so they cannot share a systemd template unit: set gravity.use_service_instances: false"
-            )
-    return text
+        own = render_one(service).partition("\n[Service]\n")[2].splitlines()
+        lines = [line for line in own if line not in _SHARED.splitlines()]
+        drop_in = os.path.join(unit_dir, template_name.replace("@.", f"@{number}.") + ".d", DROP_IN)
+        files[drop_in] = "\n".join(top + ["[Service]"] + lines) + "\n"
+    return files
 
 
-def render_units(paths, instances_services, unit_dir=None, user_mode=None, service_instances=True):
+_SHARED = "Type=simple\nRestart=always"  # what every service unit says: a template's own, under drop-ins
+
+
+def render_units(paths, instances_services, unit_dir=None, user_mode=None):
     """All unit files for ``{instance_name: services}``: returns ``{path: content}``."""
     unit_dir = unit_dir or paths.unit_dir
     user_mode = paths.user_mode if user_mode is None else user_mode
-    grouped = len(instances_services) > 1
+    grouped = instances_grouped(instances_services)
     owner = f"{OWNER_KEY}{paths.state_id}\n"
     files, seen = {}, {}
     for instance_name, services in instances_services.items():
@@ -307,18 +325,18 @@ def render_units(paths, instances_services, unit_dir=None, user_mode=None, servi
 
         wants, templates = [], {}
         for service in services:
-            unit = unit_name(service, grouped, service_instances)
+            unit = unit_name(service, grouped)
             if unit in seen:
                 raise GalaxyctlError(f"{seen[unit]} and {instance_name}/{service.service_name} would both be {unit}")
             seen[unit] = f"{instance_name}/{service.service_name}"
             wants.append(unit)
-            template = template_of(service, service_instances)
+            template = template_of(service)
             if template:
                 templates.setdefault(unit.split("@")[0] + "@.service", []).append((template[1], service))
             else:
                 files[os.path.join(unit_dir, unit)] = render_one(service)
         for template_name, members in templates.items():
-            files[os.path.join(unit_dir, template_name)] = _template(members, render_one)
+            files.update(_template(members, render_one, unit_dir, template_name))
         if services:
             files[os.path.join(unit_dir, target)] = render_target(instance_name, grouped, wants, user_mode, owner)
     return files
