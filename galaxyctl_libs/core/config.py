@@ -310,28 +310,21 @@ def load_config(path):
         data = {}
     if not isinstance(data, dict):
         raise GalaxyctlError(f"{path}: expected a mapping at the top level, got {kind_only(data)}")
-    if "gravity" in data or "galaxy" in data or "uwsgi" in data:
-        gravity_raw = data.get("gravity") or {}
-        galaxy = data.get("galaxy") or {}
-        galaxy_config_file = path
-    else:
-        # a gravity-only file: the whole file is the gravity section
-        gravity_raw = data
-        named = data.get("galaxy_config_file")
-        if named is not None and not isinstance(named, str):
-            raise GalaxyctlError(f"{path}: gravity.galaxy_config_file: expected a string, got {_describe(named)}")
-        galaxy_config_file = os.path.join(os.path.dirname(path), named) if named else path
-        galaxy = {}
-        if named:
-            main = load_yaml_file(galaxy_config_file)
-            galaxy = (main or {}).get("galaxy") or {} if isinstance(main, dict) else {}
+    # a Galaxy config with its gravity section, or a gravity-only file: ``gravity:`` without ``galaxy:``
+    # (usegalaxy.org's /etc/galaxy/gravity.d/*.yml), or the bare gravity keys
+    with_sections = "gravity" in data or "galaxy" in data or "uwsgi" in data
+    gravity_raw = (data.get("gravity") or {}) if with_sections else data
+    galaxy = data.get("galaxy") or {}
     if not isinstance(gravity_raw, dict):
         raise GalaxyctlError(f"{path}: gravity: expected a mapping, got {_describe(gravity_raw)}")
     if not isinstance(galaxy, dict):
         raise GalaxyctlError(f"{path}: galaxy: expected a mapping, got {_describe(galaxy)}")
     named = gravity_raw.get("galaxy_config_file")
-    if named and galaxy_config_file == path and isinstance(named, str):
-        galaxy_config_file = os.path.join(os.path.dirname(path), named)
+    if named is not None and not isinstance(named, str):
+        raise GalaxyctlError(f"{path}: gravity.galaxy_config_file: expected a string, got {_describe(named)}")
+    galaxy_config_file = os.path.join(os.path.dirname(path), named) if named else path
+    if named and "galaxy" not in data:
+        galaxy = named_galaxy_section(path, galaxy_config_file)  # the Galaxy settings are the named file's
     warnings = []
     parse_gravity(gravity_raw, path, warnings)  # validate now: bad input fails before any state changes
     return GalaxyConfig(
@@ -341,6 +334,23 @@ def load_config(path):
         galaxy=galaxy,
         warnings=tuple(warnings),
     )
+
+
+def named_galaxy_section(path, galaxy_config_file):
+    """The ``galaxy:`` section of the Galaxy config a gravity-only file names (gravity 1.x reads its
+    settings from there: tusd's hooks URL, gx-it-proxy's path prefix, the job configuration); {}
+    while that file does not exist yet."""
+    if not os.path.exists(galaxy_config_file):
+        return {}
+    main = load_yaml_file(galaxy_config_file)
+    galaxy = main.get("galaxy") if isinstance(main, dict) else None
+    if galaxy is not None and not isinstance(galaxy, dict):
+        raise GalaxyctlError(f"{galaxy_config_file}: galaxy: expected a mapping, got {_describe(galaxy)}")
+    if not isinstance(main, dict) or "galaxy" not in main:
+        raise GalaxyctlError(
+            f"{path}: gravity.galaxy_config_file: {galaxy_config_file} has no galaxy: section (is it Galaxy's config?)"
+        )
+    return galaxy or {}
 
 
 def _load_ini(path):
