@@ -36,6 +36,7 @@ setup(
             "uwsgi",
             "build",  # tests/test_packaging.py: python -m build and twine check, as a release would
             "twine",
+            "docutils",  # tests/unit/test_readme.py: the README renders without a warning
             'galaxy-config==26.1.2; python_version >= "3.10"',
         ],
     },

@@ -38,12 +38,18 @@ def test_build_and_twine_check(tmp_path):
     with tarfile.open(sdist) as archive:
         names = {os.path.relpath(name, f"galaxyctl-{version}") for name in archive.getnames()}
     assert {"LICENSE", "CHANGELOG.rst", "README.rst", "galaxyctl", "scripts/quickstart_servers.py"} <= names
+    # the sdist's tests run as they do from a clone: test_readme reads CONTRIBUTING.rst and .ci/run
+    assert {"CONTRIBUTING.rst", ".ci/run", "tests/unit/test_readme.py", "tests/conftest.py"} <= names
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         metadata = archive.read(f"galaxyctl-{version}.dist-info/METADATA").decode()
     assert f"galaxyctl-{version}.dist-info/licenses/LICENSE" in names
     assert "Changelog\n=========" in metadata and f"Version: {version}" in metadata  # the changelog too
     assert "License: MIT" in metadata or "License-Expression: MIT" in metadata
+    assert "\nAuthor: " in metadata and "\nRequires-Python: >=3.9\n" in metadata
+    # the classifiers name the Pythons the suite runs on (CI's included): a new one is added once tested
+    tested = f"Classifier: Programming Language :: Python :: {sys.version_info.major}.{sys.version_info.minor}\n"
+    assert tested in metadata, f"setup.py's classifiers lack the Python running the tests ({tested.strip()})"
 
 
 def test_the_changelog_names_this_version():
