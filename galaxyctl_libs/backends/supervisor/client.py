@@ -29,6 +29,8 @@ from galaxyctl_libs.rootpolicy import as_user, subprocess_credentials
 
 MAX_SOCKET_PATH = 100  # AF_UNIX paths are limited to 107 bytes
 
+LAUNCHER = "galaxyctl_libs.backends.supervisor.launch"  # runs supervisord (see its docstring)
+
 RPC_TIMEOUT = CONTROL_TIMEOUT  # seconds for one call from stop/shutdown
 
 
@@ -101,7 +103,7 @@ class SupervisorClient(Controller):
                 gate.remove(stale, self.run_as)
         import subprocess
 
-        argv = [sys.executable, "-m", "supervisor.supervisord", "-c", self.paths.conf]
+        argv = [sys.executable, "-m", LAUNCHER, "-c", self.paths.conf]  # supervisord, replying in big chunks
         credentials = subprocess_credentials(*self.run_as)  # supervisord runs as the Galaxy user, never root
         if credentials:
             self._check_galaxy_user_can_run(credentials)
@@ -130,7 +132,7 @@ class SupervisorClient(Controller):
         when that user cannot run it (galaxyctl installed under /root, say)."""
         import subprocess
 
-        probe = [sys.executable, "-c", "import supervisor.supervisord, galaxyctl_libs.backends.herder"]
+        probe = [sys.executable, "-c", f"import supervisor.supervisord, galaxyctl_libs.backends.herder, {LAUNCHER}"]
         try:
             ok = (
                 subprocess.run(
