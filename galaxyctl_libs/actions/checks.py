@@ -170,7 +170,8 @@ def _summary(running, total, starting, web_ms, problems):
 def _down(report, running):
     """The critical problems of process state: services not running, a process manager gone (and
     what it left running), required storage not mounted."""
-    critical = [f"{r.program} {r.state}" for r in report.services if r not in running]
+    up = {id(r) for r in running}  # by identity: comparing whole rows made check O(services²)
+    critical = [f"{r.program} {r.state}" for r in report.services if id(r) not in up]
     if not report.supervisord_running:
         critical = [f"{report.manager} is not running"]
         rows = [r for r in report.services if r.state == ORPHANED]
