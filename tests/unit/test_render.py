@@ -253,3 +253,14 @@ def test_hostile_program_names_are_refused(field, value):
 def test_hostile_handler_names_are_refused(tmp_path, handlers):
     with pytest.raises(GalaxyctlError, match="cannot be a job handler name"):
         jobconf.load_job_handlers({}, str(tmp_path / "galaxy.yml"), handlers)
+
+
+def test_supervisord_limits_grow_with_the_site():
+    """A small site keeps supervisord's defaults (the file as before); 2,000 processes get the file
+    descriptors and processes supervisord needs for them, which it raises its soft limits to."""
+    small = sup.render_supervisord_conf(sup.Paths("/s"), processes=10)
+    assert "minfds" not in small and "minprocs" not in small
+    big = sup.render_supervisord_conf(sup.Paths("/s"), processes=2001)
+    fds, procs = sup.supervisord_limits(2001)
+    assert f"\nnodaemon = false\nminfds = {fds}\nminprocs = {procs}\n\n[rpcinterface:supervisor]\n" in big
+    assert fds >= 4 * 2001 and procs > 2001

@@ -157,8 +157,25 @@ def program_names(service, grouped):
     return name, name
 
 
-def render_supervisord_conf(paths):
-    """The main file: socket, pid file and (see with_persistent_log) log, and the include of the program files."""
+# supervisord's defaults (minfds, minprocs), enough for a small site; a bigger one gets its own
+SUPERVISORD_MIN_FDS, SUPERVISORD_MIN_PROCS = 1024, 200
+FDS_PER_PROCESS = 4  # supervisord keeps a process's stdin and stdout pipes and its log file open, and spawns with more
+SPARE_FDS, SPARE_PROCS = 128, 100  # its own socket, log and connections; what the services run beside
+
+
+def supervisord_limits(processes):
+    """``(minfds, minprocs)`` supervisord needs to run ``processes`` services: the file
+    descriptors it holds for them (supervisord raises its soft limits to these when it starts,
+    and refuses to start when the hard limits are lower), the processes the Galaxy user runs."""
+    return (
+        max(SUPERVISORD_MIN_FDS, FDS_PER_PROCESS * processes + SPARE_FDS),
+        max(SUPERVISORD_MIN_PROCS, processes + SPARE_PROCS),
+    )
+
+
+def render_supervisord_conf(paths, processes=0):
+    """The main file: socket, pid file and (see with_persistent_log) log, and the include of the
+    program files; ``minfds``/``minprocs`` when ``processes`` need more than supervisord's defaults."""
     state_dir = _checked(paths.state_dir, "state dir")
     if paths.socket != os.path.normpath(os.path.abspath(paths.socket)):  # supervisord binds the normalised path
         raise GalaxyctlError(f"state dir {_shown(state_dir)}: give it as an absolute path without '.' or '..'")
@@ -171,14 +188,19 @@ def render_supervisord_conf(paths):
         f"logfile = {_raw_path(paths.log, what + ' log path')}\n"
         f"pidfile = {_raw_path(paths.pidfile, what + ' pid path')}\n"
         "loglevel = info\n"
-        "nodaemon = false\n"
-        "\n[rpcinterface:supervisor]\n"
+        "nodaemon = false\n" + _limits_lines(processes) + "\n[rpcinterface:supervisor]\n"
         "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n"
         "\n[supervisorctl]\n"
         f"serverurl = {_raw_path('unix://' + paths.socket, what + ' socket path')}\n"
         "\n[include]\n"
         "files = supervisord.conf.d/*.d/*.conf supervisord.conf.d/*.conf\n"
     )
+
+
+def _limits_lines(processes):
+    fds, procs = supervisord_limits(processes)
+    lines = f"minfds = {fds}\n" if fds > SUPERVISORD_MIN_FDS else ""
+    return lines + (f"minprocs = {procs}\n" if procs > SUPERVISORD_MIN_PROCS else "")
 
 
 def log_file(service, log_dir, grouped):
@@ -232,7 +254,8 @@ def _process_name(service, grouped):
 def render_files(paths, instances_services, log_dirs):
     """All supervisor files for ``{instance_name: services}``: returns ``{path: content}``."""
     grouped = instances_grouped(instances_services)
-    files = {paths.conf: render_supervisord_conf(with_persistent_log(paths, log_dirs))}
+    processes = sum(len(services) for services in instances_services.values()) + 1  # + the memory watcher
+    files = {paths.conf: render_supervisord_conf(with_persistent_log(paths, log_dirs), processes)}
     seen = {}
     for instance_name, services in instances_services.items():
         instance_dir = os.path.join(paths.conf_dir, f"{instance_name}.d")
