@@ -84,6 +84,33 @@ def first_line(path, run_as=NOBODY, limit=512):
     return data.split(b"\n", 1)[0].decode("utf-8", "replace") if data else ""
 
 
+def held_locks(directory, run_as=NOBODY, suffix=".lock", limit=1000):
+    """The names of the regular files ending in ``suffix`` in the Galaxy user's ``directory`` that a
+    process holds a ``flock`` on (tested with a shared, non-blocking lock, released at once), as
+    that user; None when the directory cannot be listed."""
+    import fcntl
+
+    with as_user(*run_as):
+        try:
+            names = sorted(n for n in os.listdir(directory) if n.endswith(suffix))[:limit]
+        except OSError:
+            return None
+    held = []
+    for name in names:
+        opened = _open_regular(os.path.join(directory, name), run_as)
+        if opened is None:
+            continue
+        try:
+            fcntl.flock(opened[0], fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            held.append(name)
+        except OSError:
+            pass
+        finally:
+            os.close(opened[0])  # closing drops our own lock, if we took it
+    return held
+
+
 # ---------------------------------------------------------------- pids and signals
 
 

@@ -18,11 +18,14 @@ import fnmatch
 import os
 import re
 import string
+import sys
 from dataclasses import replace
 
 from galaxyctl_libs.core import jobconf
+from galaxyctl_libs.core.kinds import kind_of
 from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.records import Record
+from galaxyctl_libs.records import replace as replace_record
 
 HOST_ENV = "GALAXYCTL_HOST"
 DEFAULT = "default"  # the share of a host no name or pattern matches
@@ -262,6 +265,31 @@ def settings_for(settings, galaxy, share, host, beat_host):
         tusd=tusd,
         gx_it_proxy=replace(settings.gx_it_proxy, enable=settings.gx_it_proxy.enable and "gx_it_proxy" in on),
         reports=replace(settings.reports, enable=settings.reports.enable and "reports" in on),
+    )
+
+
+BEAT_LOCK_MODULE = "galaxyctl_libs.backends.beatlock"
+BEAT_LOCK_DIR = os.path.join("galaxyctl", "beat")  # under Galaxy's data dir, which the hosts share
+
+
+def beat_lock_dir(data_dir):
+    """Where each host's celery-beat keeps its lock: the cluster check counts the held ones."""
+    return os.path.join(data_dir, BEAT_LOCK_DIR)
+
+
+def beat_lock_path(data_dir, host):
+    return os.path.join(beat_lock_dir(data_dir), f"{host}.lock")
+
+
+def lock_beat(services, data_dir, host):
+    """``services`` with celery-beat run under our lock holder (backends/beatlock.py): it takes an
+    exclusive lock on ``DATA_DIR/galaxyctl/beat/HOST.lock`` and execs the beat, which holds it while
+    it runs; a beat already holding it on this host makes a second one fail to start."""
+    lock = beat_lock_path(data_dir, host)
+    holder = (sys.executable, "-m", BEAT_LOCK_MODULE, lock, "--")
+    return tuple(
+        replace_record(s, argv=holder + tuple(s.argv)) if kind_of(s.service_type).one_per_cluster else s
+        for s in services
     )
 
 

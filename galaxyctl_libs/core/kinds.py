@@ -50,6 +50,7 @@ class Kind(Record):
     probe: str = None  # its health probe beyond the process state
     stop_as_group: bool = True  # supervisord's stopasgroup: TERM its whole process group on stop
     kill_mode: str = None  # systemd's KillMode= (None: systemd's default, control-group)
+    one_per_cluster: bool = False  # runs on one host of a cluster only (core/hosts.py): it holds a lock there
 
 
 KINDS = {
@@ -69,7 +70,7 @@ KINDS = {
             kill_mode="mixed",
         ),
         Kind("celery", "celery_services", 3, roll=ROLL_WARM, memory=MEMORY_CELERY, probe=PROBE_PING),
-        Kind("celery-beat", "celery_services", 4, memory=MEMORY_CELERY),
+        Kind("celery-beat", "celery_services", 4, memory=MEMORY_CELERY, one_per_cluster=True),
         Kind("gx-it-proxy", "gx_it_proxy_services", 6),
         Kind("tusd", "tusd_services", 7, reload=GRACEFUL_NONE),  # uploads must not be cut
         # reports is a gunicorn too, but its files have always had stopasgroup and the default

@@ -42,7 +42,7 @@ def resolve(record, state_dir, enforce_user=True, host=None, check_cluster=True)
         loaded = replace(loaded, warnings=loaded.warnings + (warning,))
     name = settings.instance_name if "instance_name" in loaded.gravity_raw else record.instance_name
     galaxy_root = configmod.find_galaxy_root(record.path, settings)
-    settings, handlers, more = host_share(record.path, loaded, settings, galaxy_root, name, host, check_cluster)
+    settings, handlers, more, host = host_share(record.path, loaded, settings, galaxy_root, name, host, check_cluster)
     loaded = replace(loaded, warnings=loaded.warnings + more)
     config_dir = os.path.dirname(record.path)
     user = run_as(settings, record.path) if enforce_user else (None, None)
@@ -57,6 +57,7 @@ def resolve(record, state_dir, enforce_user=True, host=None, check_cluster=True)
         galaxy=loaded.galaxy,
         galaxy_root=galaxy_root,
         handlers=handlers,
+        host=host,
         state_dir=state_dir,
         log_dir=log_dir or StatePaths.of(state_dir).log_dir,
         run_as=user,
@@ -65,9 +66,9 @@ def resolve(record, state_dir, enforce_user=True, host=None, check_cluster=True)
 
 
 def host_share(path, loaded, settings, galaxy_root, name, host=None, check_cluster=True):
-    """(settings, handlers, warnings) of the share of ``host`` (default: this host) under
-    ``gravity.hosts`` (all of them without it; ``{hostname}`` in a name_template is filled in
-    either way); ``check_cluster``: refuse a config giving two hosts one server name."""
+    """(settings, handlers, warnings, host) of the share of ``host`` (default: this host) under
+    ``gravity.hosts`` (everything, and host None, without it; ``{hostname}`` in a name_template is
+    filled in either way); ``check_cluster``: refuse a config giving two hosts one server name."""
     host = host or hosts.this_host()
     cluster = hosts.parse(settings, path)
     share = hosts.share_of(cluster, host, path) if cluster else None
@@ -81,7 +82,7 @@ def host_share(path, loaded, settings, galaxy_root, name, host=None, check_clust
     )
     warnings = tuple(filter(None, [jobconf.assignment_warning(job_config)]))
     if cluster is None:
-        return settings, job_config.handlers, warnings
+        return settings, job_config.handlers, warnings, None
     static = job_config.static_handlers
     if check_cluster:
         hosts.check_names(cluster, settings, loaded.galaxy, path, name, static)
@@ -89,7 +90,7 @@ def host_share(path, loaded, settings, galaxy_root, name, host=None, check_clust
         if idle:
             warnings += (f"{path}: gravity.hosts: no host runs the job handler(s) {', '.join(idle)}",)
     handlers = hosts.keep_handlers(job_config.handlers, share)
-    return hosts.settings_for(settings, loaded.galaxy, share, host, cluster.beat_host), handlers, warnings
+    return hosts.settings_for(settings, loaded.galaxy, share, host, cluster.beat_host), handlers, warnings, host
 
 
 def _galaxy_user_log_dir(config_path, loaded, galaxy_root):

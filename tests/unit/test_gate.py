@@ -46,6 +46,7 @@ ALLOWED = {
     "storage/volumes.py": "mount points and token files rootpolicy.check_root_controlled accepted",
     "backends/herder.py": "runs under the process manager as the Galaxy user, never as root",
     "backends/memwatch.py": "runs under the process manager as the Galaxy user, never as root",
+    "backends/beatlock.py": "runs under the process manager as the Galaxy user, never as root",
     "demo.py": "the stand-in Galaxy the tests and the demo run as the Galaxy user, never galaxyctl as root",
 }
 
