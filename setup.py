@@ -33,6 +33,10 @@ setup(
             "hypothesis",
             "gunicorn",
             "celery",
+            # tests/test_cluster.py: the interpreter that reads a PostgreSQL database, as Galaxy's does
+            # (Galaxy pins SQLAlchemy 2.0 and psycopg2; 2.1 defaults to psycopg 3)
+            "sqlalchemy>=2.0,<2.1",
+            "psycopg2-binary",
             "uwsgi",
             "build",  # tests/test_packaging.py: python -m build and twine check, as a release would
             "twine",

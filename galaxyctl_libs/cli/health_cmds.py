@@ -33,6 +33,13 @@ STATUS_OPTIONS = (
         help="also ping celery workers through the broker (loads Galaxy's app: seconds)",
     ),
     HEARTBEAT_AGE,
+    Option(
+        "--cluster",
+        dest="cluster",
+        action="store_true",
+        help="the whole Galaxy of gravity.hosts, from any host: every configured handler's heartbeat per host, "
+        "jobs held by a silent handler, every celery worker's ping, every web server, the celery-beats",
+    ),
 )
 
 
@@ -53,6 +60,8 @@ def heartbeat_argument(parser):
 
 
 def cmd_status(args):
+    if args.cluster:
+        return cluster_status(args)
     from galaxyctl_libs.actions import monitoring
     from galaxyctl_libs.backends.memlimits import size_text
 
@@ -76,6 +85,26 @@ def cmd_status(args):
         health = row.health.detail if row.health else ""
         print(f"{row.program:<32} {row.state:<10} " + "  ".join(x for x in (pid, uptime, rss, web, health) if x))
     return report.exit_code
+
+
+def cluster_status(args):
+    """``status --cluster``: a line per handler, celery worker and web server of every host."""
+    from galaxyctl_libs.actions import cluster
+
+    report = cluster.gather(state_dir(args), timeout=args.timeout, max_age=args.heartbeat_age, ping=True)
+    if args.json:
+        print(print_json(report))
+        return cluster.status_code(report)
+    if report.error:
+        print(report.error)
+    for item in report.items:
+        print(f"{item.host:<20} {item.what:<8} {item.name:<32} {item.state:<9} {item.detail}")
+    for held, why in report.orphans:
+        print(f"{'':<20} jobs     {held.handler:<32} {'critical':<9} {cluster._jobs(held)}, {why}")
+    beats = "unknown" if report.beats is None else ", ".join(report.beats) or "none"
+    problem = cluster.beat_problem(report.beats, report.beat_host)
+    print(f"{'':<20} beat     {'celery-beat':<32} {'critical' if problem else 'ok':<9} running on: {beats}")
+    return cluster.status_code(report)
 
 
 def add_workers(sub):
@@ -136,11 +165,19 @@ def add_check(sub):
     )
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing when OK (cron mails only problems)")
     p.add_argument("--prometheus", metavar="FILE", help="also write the figures as a node_exporter textfile")
+    p.add_argument(
+        "--cluster",
+        action="store_true",
+        help="check the whole Galaxy of gravity.hosts from here: silent handlers, jobs held by a handler "
+        "without a heartbeat, celery pings, web servers at each host's address, exactly one celery-beat",
+    )
     names_argument(p)
     p.set_defaults(func=cmd_check)
 
 
 def cmd_check(args):
+    if args.cluster:
+        return cluster_check(args)
     from galaxyctl_libs.actions import checks
 
     result = checks.check(
@@ -153,6 +190,17 @@ def cmd_check(args):
     )
     if args.prometheus:
         checks.write_prometheus(args.prometheus, result)
+    if not (args.quiet and result.code == exitcodes.NAGIOS_OK):
+        print(result.line())
+    return result.code
+
+
+def cluster_check(args):
+    from galaxyctl_libs.actions import cluster
+
+    result = cluster.check(state_dir(args), args.timeout, args.heartbeat_age, ping=not args.no_ping)
+    if args.prometheus:
+        cluster.write_prometheus(args.prometheus, result)
     if not (args.quiet and result.code == exitcodes.NAGIOS_OK):
         print(result.line())
     return result.code

@@ -173,3 +173,13 @@ def test_host_keys_do_not_persist_once_removed(tmp_path):
 
     merged = merge_attribs({"hosts": {"old": {}}, "beat_host": "old"}, {})
     assert "hosts" not in merged and "beat_host" not in merged
+
+
+def test_celery_beat_runs_only_on_the_beat_host_holding_its_lock(tmp_path):
+    path = write_config(str(tmp_path), CLUSTER)
+    jobs, _ = share_services(path, "jobs1")
+    argv = jobs["celery-beat"].argv
+    lock = os.path.join(str(tmp_path), "data", "galaxyctl", "beat", "jobs1.lock")
+    assert argv[1:5] == ("-m", "galaxyctl_libs.backends.beatlock", argv[3], "--")
+    assert argv[3].endswith(os.path.join("galaxyctl", "beat", "jobs1.lock")), (argv, lock)
+    assert "beat" in argv[5:] and "celery" not in share_services(path, "web1")[0]

@@ -1,0 +1,77 @@
+"""check --cluster's answer from what was observed (actions/cluster.py), and where another host
+reaches a web server (pure: synthetic reports)."""
+
+from galaxyctl_libs.actions import cluster
+from galaxyctl_libs.actions.cluster import ClusterReport, Item
+from galaxyctl_libs.probes import clusterdb, heartbeat
+
+ITEMS = (
+    Item("a", "handler", "handler_a_0", "ok", "heartbeat 3s ago (pid 7)", 3.0),
+    Item("b", "handler", "handler_b_0", "ok", "heartbeat 5s ago (pid 8)", 5.0),
+    Item("b", "celery", "celery@b", "ok", "ping 0.3s", 0.3),
+    Item("a", "web", "gunicorn 0.0.0.0:8080", "ok", "a:8080 answered in 4 ms", 0.004),
+)
+
+
+def test_all_well_is_ok_with_perfdata():
+    result = cluster.verdict(ClusterReport(ITEMS, (), ("b",), "b", ("a", "b")))
+    assert result.code == 0
+    assert result.line() == (
+        "GALAXY CLUSTER OK - 2 hosts, 2/2 handlers heartbeating, 1/1 celery answering, 1/1 web up, 1 celery-beat | "
+        "hosts=2 handlers_heartbeat=2;;;0;2 celery_answering=1;;;0;1 web_up=1;;;0;1 orphaned_jobs=0 celery_beats=1;1:1"
+    )
+
+
+def test_a_silent_handler_its_jobs_and_two_beats_are_critical():
+    items = ITEMS[:1] + (Item("b", "handler", "handler_b_0", "critical", "silent: no heartbeat in Galaxy's database"),)
+    held = clusterdb.HeldJobs("handler_b_0", 2, 0, 11, 14)
+    report = ClusterReport(items, ((held, "a configured handler with no live heartbeat"),), ("a", "b"), "b", ("a", "b"))
+    result = cluster.verdict(report)
+    assert result.code == 2
+    assert "b handler handler_b_0: silent: no heartbeat in Galaxy's database" in result.summary
+    assert "2 unfinished jobs (ids 11..14) assigned to handler_b_0" in result.summary
+    assert "2 celery-beats run (on a, b): each periodic task runs 2 times" in result.summary
+    assert "orphaned_jobs=2" in result.line()
+    text = cluster.render_prometheus(result)
+    assert 'galaxy_cluster_healthy{host="b",what="handler",name="handler_b_0"} 0' in text
+    assert "galaxy_cluster_orphaned_jobs 2" in text and "galaxy_cluster_celery_beats 2" in text
+
+
+def test_beat_on_the_wrong_host_or_none_or_unknown():
+    assert cluster.beat_problem(("a",), "b") == "celery-beat runs on a, not on gravity.beat_host (b)"
+    assert cluster.beat_problem((), "b") == "no celery-beat runs (gravity.beat_host: b)"
+    assert cluster.beat_problem((), None) is None
+    assert cluster.verdict(ClusterReport(ITEMS, (), None, "b", ("a", "b"))).code == 1  # unknown: a warning
+
+
+def test_nothing_readable_is_unknown():
+    result = cluster.verdict(ClusterReport((), error="no Galaxy config is registered"))
+    assert result.code == 3 and result.line().startswith("GALAXY CLUSTER UNKNOWN - no Galaxy config is registered")
+
+
+def test_orphans_leave_out_pool_tags_waiting_and_live_handlers():
+    jobs = {
+        "handler_a_0": clusterdb.HeldJobs("handler_a_0", 3, 0, 1, 3),
+        "_default_": clusterdb.HeldJobs("_default_", 4, 4, 4, 7),
+        "gone": clusterdb.HeldJobs("gone", 2, 1, 8, 9),
+        "handler_b_0": clusterdb.HeldJobs("handler_b_0", 1, 1, 10, 10),
+    }
+    orphans = cluster._orphans(jobs, {"handler_a_0"}, {"handler_a_0", "handler_b_0"})
+    assert [(held.handler, why) for held, why in orphans] == [
+        ("gone", "a handler no host runs"),
+        ("handler_b_0", "a configured handler with no live heartbeat"),
+    ]
+
+
+def test_a_web_server_is_reached_at_its_hosts_address_unless_bound_elsewhere():
+    assert str(cluster.endpoint("0.0.0.0:8080", "10.0.0.1")) == str(cluster.endpoint("localhost:8080", "10.0.0.1"))
+    assert cluster.endpoint("0.0.0.0:8080", "10.0.0.1").host == "10.0.0.1"
+    assert cluster.endpoint("[::]:8080", "web1").host == "web1"
+    assert cluster.endpoint("192.168.1.5:8081", "web1").host == "192.168.1.5"
+    assert cluster.endpoint("unix:/run/g.sock", "web1") is None
+
+
+def test_the_all_hosts_query_is_heartbeats_without_the_host_filter():
+    assert " WHERE " not in clusterdb.SQLITE_ALL_BEATS_SQL
+    assert clusterdb.SQLITE_ALL_BEATS_SQL.startswith(heartbeat.SQLITE_HEARTBEAT_SQL.rsplit(" WHERE ", 1)[0])
+    assert "julianday(update_time)" in clusterdb.SQLITE_ALL_BEATS_SQL
