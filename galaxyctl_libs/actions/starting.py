@@ -55,22 +55,38 @@ def wait_for_the_rest(client, targets, first_ready, timeout, progress=None):
 
 
 def _start_each(state_dir, client, targets, timeout, action, progress):
-    entries, previous = [], None
+    """Start ``targets`` in order: those that may start together (no ``start_stagger`` between
+    them) as one batch (Controller.start_many: a few round trips whatever their number), a
+    staggered one after its pause."""
+    entries, batch, previous = [], [], None
     try:
         for target in targets:
             pause = order.stagger_before(previous, target)
             previous = target
-            at = time.time()
-            if pause and client.process_info(target.program)["statename"] not in UP_STATES:
-                if progress:
-                    progress(f"start_stagger: {pause:g}s before {target.program}")
-                time.sleep(pause)
-                at = time.time()
-            if start_program(client, target):
-                pid = client.process_info(target.program)["pid"]
-                entries.append((target.program, at, start_grace(target, timeout), pid))
+            if pause:
+                _start_batch(client, batch, timeout, entries)
+                batch = []
+                if client.process_info(target.program)["statename"] not in UP_STATES:
+                    if progress:
+                        progress(f"start_stagger: {pause:g}s before {target.program}")
+                    time.sleep(pause)
+            batch.append(target)
+        _start_batch(client, batch, timeout, entries)
     finally:
         planned.record(state_dir, entries, action)
+
+
+def _start_batch(client, batch, timeout, entries):
+    """Start ``batch`` together; ``(program, at, grace, pid)`` of those started go to ``entries``
+    (recorded even when one of them was refused: that refusal is raised then, as start_program says it)."""
+    if not batch:
+        return
+    at = time.time()
+    started, refused = client.start_many([target.program for target in batch])
+    entries += [(t.program, at, start_grace(t, timeout), started[t.program]) for t in batch if t.program in started]
+    for target in batch:
+        if target.program in refused:
+            raise refusal_error(client, target, refused[target.program])
 
 
 def start_program(client, target):
@@ -80,14 +96,19 @@ def start_program(client, target):
     try:
         return client.start(target.program)
     except Refusal as fault:
-        name, _, rest = fault.faultString.partition(":")
-        reason = rest.strip()
-        try:
-            reason = client.process_info(target.program).get("spawnerr") or reason  # supervisord's own words
-        except (Refusal, GalaxyctlError):
-            pass
-        logs = [f"its log file {target.log_file}"] if target.log_file else []
-        manager_log = getattr(getattr(client, "paths", None), "log", None)  # supervisord's; systemd has none
-        logs += [f"supervisord's log {manager_log}"] if manager_log else []
-        see = f" (see {' and '.join(logs)})" if logs else ""
-        raise GalaxyctlError(f"supervisord refused startProcess {target.program}: {name}: {reason}{see}") from fault
+        raise refusal_error(client, target, fault) from fault
+
+
+def refusal_error(client, target, fault):
+    """The GalaxyctlError for the manager refusing to start ``target`` (see start_program)."""
+    name, _, rest = fault.faultString.partition(":")
+    reason = rest.strip()
+    try:
+        reason = client.process_info(target.program).get("spawnerr") or reason  # supervisord's own words
+    except (Refusal, GalaxyctlError):
+        pass
+    logs = [f"its log file {target.log_file}"] if target.log_file else []
+    manager_log = getattr(getattr(client, "paths", None), "log", None)  # supervisord's; systemd has none
+    logs += [f"supervisord's log {manager_log}"] if manager_log else []
+    see = f" (see {' and '.join(logs)})" if logs else ""
+    return GalaxyctlError(f"supervisord refused startProcess {target.program}: {name}: {reason}{see}")

@@ -220,6 +220,19 @@ class Controller:
         """Start one process unless it is up: True when it was started."""
         raise NotImplementedError
 
+    def start_many(self, names):
+        """Start those of ``names`` that are not up, with as few round trips as the manager allows
+        (the start order is the caller's: these may start together).  Returns ``(started,
+        refused)``: ``{name: PID or 0}`` of those started, ``{name: Refusal}`` of those refused."""
+        started, refused = {}, {}
+        for name in names:
+            try:
+                if self.start(name):
+                    started[name] = self.process_info(name)["pid"]
+            except Refusal as fault:
+                refused[name] = fault
+        return started, refused
+
     def stop(self, name):
         raise NotImplementedError
 

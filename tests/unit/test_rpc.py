@@ -43,3 +43,13 @@ def test_request_body_escapes_text():
     assert b"<string>a&lt;b&amp;c</string>" in rpc.request_body("supervisor.x", ["a<b&c"])
     with pytest.raises(TypeError):
         rpc.request_body("supervisor.x", [1.5])
+
+
+def test_request_body_of_a_multicall_is_what_xmlrpc_client_writes():
+    """system.multicall's parameter (an array of structs holding arrays) reads back as xmlrpc.client
+    reads it: what supervisord's own parser gets."""
+    import xmlrpc.client
+
+    calls = [{"methodName": "supervisor.startProcess", "params": ["handler:handler_0", False]}, {"params": [1]}]
+    params, method = xmlrpc.client.loads(rpc.request_body("system.multicall", [calls]))
+    assert method == "system.multicall" and params == (calls,)

@@ -31,6 +31,8 @@ MAX_SOCKET_PATH = 100  # AF_UNIX paths are limited to 107 bytes
 
 LAUNCHER = "galaxyctl_libs.backends.supervisor.launch"  # runs supervisord (see its docstring)
 
+START_BATCH = 200  # startProcess calls in one system.multicall (start_many)
+
 RPC_TIMEOUT = CONTROL_TIMEOUT  # seconds for one call from stop/shutdown
 
 
@@ -49,15 +51,24 @@ class SupervisorClient(Controller):
         self.timeout = timeout
         self.slow_timeout = slow_timeout  # stopping waits inside supervisord for the service's stopwaitsecs
 
-    def call(self, method, *args, slow=False):
+    def call(self, method, *args, slow=False, namespace="supervisor"):
         """One XML-RPC call; supervisord not answering is a user-facing error, not a traceback."""
         try:
             with as_user(*self.run_as):  # the socket is in the Galaxy user's dir: connect with its ids
                 return rpc.call(
-                    self.paths.socket, f"supervisor.{method}", args, self.slow_timeout if slow else self.timeout
+                    self.paths.socket, f"{namespace}.{method}", args, self.slow_timeout if slow else self.timeout
                 )
         except OSError as exc:
             raise GalaxyctlError(f"supervisord ({self.paths.socket}) did not answer {method}: {exc}") from None
+
+    def multicall(self, method, calls, slow=False):
+        """``supervisor.method(*args)`` for each ``args`` of ``calls`` in one round trip
+        (``system.multicall``): a result, or a Fault, per call, in order."""
+        if not calls:
+            return []
+        requests = [{"methodName": f"supervisor.{method}", "params": list(args)} for args in calls]
+        answers = self.call("multicall", requests, slow=slow, namespace="system")
+        return [rpc.Fault(a.get("faultCode"), a.get("faultString", "")) if isinstance(a, dict) else a for a in answers]
 
     def pid(self):
         """supervisord's PID when it runs and proves it is this state dir's (gate.proven_pid: the pid
@@ -199,6 +210,27 @@ class SupervisorClient(Controller):
         self._call_ignoring("startProcess", name, False)
         return True
 
+    def start_many(self, names):
+        """Start those of ``names`` not running or starting in a few round trips (what runs,
+        ``system.multicall``s of ``startProcess`` without waiting, their PIDs),
+        where one start each made three per process: 2,000 handlers started in ~6,000 calls, each
+        waiting for a turn of supervisord's event loop.  (The multicall goes in batches of
+        START_BATCH, so that supervisord reads its processes' pipes between them.)"""
+        up = {key for key, info in self.all_processes().items() if info["statename"] in (RUNNING, STARTING)}
+        down = [name for name in names if process_key(name) not in up]
+        started, refused, answers = [], {}, []
+        for at in range(0, len(down), START_BATCH):  # supervisord serves its other events between batches
+            answers += self.multicall(
+                "startProcess", [(name, False) for name in down[at : at + START_BATCH]], slow=True
+            )
+        for name, answer in zip(down, answers):
+            if not isinstance(answer, rpc.Fault):
+                started.append(name)
+            elif answer.faultString.split(":")[0] != "ALREADY_STARTED":
+                refused[name] = answer
+        found = self.all_processes() if started else {}
+        return {name: (found.get(process_key(name)) or {}).get("pid") or 0 for name in started}, refused
+
     def stop(self, name):
         return self._call_ignoring("stopProcess", name, True, slow=True)
 
@@ -285,6 +317,12 @@ def parse_unexpected_exits(text):
                 continue
             found.setdefault(match.group(3), []).append(when)
     return found
+
+
+def process_key(name):
+    """The ``group:name`` key of ``all_processes`` for a name given to supervisord's calls (a
+    process alone in its group is called by its name)."""
+    return name if ":" in name else f"{name}:{name}"
 
 
 def _by_group_and_name(infos):

@@ -40,6 +40,13 @@ def _param(value):
         return f"<int>{value}</int>"
     if isinstance(value, str):
         return f"<string>{escape(value)}</string>"
+    if isinstance(value, (list, tuple)):
+        return "<array><data>" + "".join(f"<value>{_param(v)}</value>" for v in value) + "</data></array>"
+    if isinstance(value, dict):
+        members = "".join(
+            f"<member><name>{escape(k)}</name><value>{_param(v)}</value></member>" for k, v in value.items()
+        )
+        return f"<struct>{members}</struct>"
     raise TypeError(f"unsupported XML-RPC parameter {value!r}")
 
 

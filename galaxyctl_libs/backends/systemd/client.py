@@ -259,6 +259,20 @@ class SystemdController(Controller):
         self.systemctl("start", "--", name, slow=True)
         return True
 
+    def start_many(self, names):
+        """One ``systemctl show`` of ``names``, one ``systemctl start`` of those down, one ``show``
+        for their PIDs, whatever their number.  When the joint start fails, each is started alone,
+        so that the error names the unit that failed."""
+        shown = self.show(list(names))
+        down = [n for n in names if _info(n, shown.get(n, {}), 0)["statename"] not in (RUNNING, STARTING)]
+        if not down:
+            return {}, {}
+        try:
+            self.systemctl("start", "--", *down, slow=True)
+        except GalaxyctlError:
+            return Controller.start_many(self, down)
+        return {name: int(props.get("MainPID") or 0) for name, props in self.show(down).items()}, {}
+
     def stop(self, name):
         self.systemctl("stop", "--", name, slow=True)
 
