@@ -1,0 +1,116 @@
+"""What status, check and start cost does not grow per service (issue 26): counted, not timed.
+
+The stand-in Galaxy runs under a real supervisord with a dynamic handler of N processes (each
+execs ``sleep``, as in bench/scale.py) and heartbeat rows for all of them in its SQLite database.
+``status``, ``check`` and ``start`` run in this process with the library's own functions wrapped
+to count: XML-RPC calls to supervisord (``rpc.call``), passes over /proc (``os.listdir('/proc')``)
+and heartbeat queries (``heartbeat.read``).  N = 5 and N = 40 must give the same counts: a scan or
+a round trip per service would make them differ.
+"""
+
+import datetime
+import os
+import sqlite3
+
+import yaml
+
+from galaxyctl_libs.actions import checks, lifecycle, monitoring
+from galaxyctl_libs.backends.supervisor import rpc
+from galaxyctl_libs.probes import heartbeat, procfs
+
+SLEEPING_HANDLER = 'import os\nos.execvp("sleep", ["sleep", "100000"])\n'
+
+
+class Counts:
+    """Calls counted while ``counting`` is on: {what: number}."""
+
+    def __init__(self, monkeypatch):
+        self.seen = {}
+        real_call, real_listdir, real_read = rpc.call, os.listdir, heartbeat.read
+
+        def call(socket_path, method, params=(), timeout=30.0):
+            self._count(f"rpc {method}")
+            return real_call(socket_path, method, params, timeout)
+
+        def listdir(path="."):
+            if os.fspath(path) == procfs.PROC:
+                self._count("/proc passes")
+            return real_listdir(path)
+
+        def read(*args, **kwargs):
+            self._count("heartbeat queries")
+            return real_read(*args, **kwargs)
+
+        monkeypatch.setattr(rpc, "call", call)
+        monkeypatch.setattr(os, "listdir", listdir)
+        monkeypatch.setattr(heartbeat, "read", read)
+
+    def _count(self, what):
+        self.seen[what] = self.seen.get(what, 0) + 1
+
+    def of(self, action):
+        self.seen = {}
+        result = action()
+        return result, dict(self.seen)
+
+
+def _handlers(root, config, count):
+    """The config with a handler of ``count`` sleeping processes, each with a fresh heartbeat."""
+    with open(config) as handle:
+        settings = yaml.safe_load(handle)
+    settings["gravity"]["handlers"] = {"handler": {"processes": count}}
+    with open(config, "w") as handle:
+        yaml.safe_dump(settings, handle)
+    with open(os.path.join(root, "scripts", "galaxy-main"), "w") as handle:
+        handle.write(SLEEPING_HANDLER)
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None).isoformat(sep=" ")
+    with sqlite3.connect(os.path.join(root, "database", "universe.sqlite")) as db:
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS worker_process (id INTEGER PRIMARY KEY, server_name VARCHAR(255), "
+            "hostname VARCHAR(255), pid INTEGER, update_time DATETIME, app_type VARCHAR, UNIQUE (server_name, hostname))"
+        )
+        db.executemany(
+            "INSERT OR REPLACE INTO worker_process (server_name, hostname, pid, update_time) VALUES (?, ?, ?, ?)",
+            [(f"handler_{i}", os.uname().nodename, 0, now) for i in range(count)],
+        )
+
+
+def _measure(gctl, monkeypatch):
+    """{command: counts} for start (from stopped), status and check (the fixture's calls uncounted)."""
+    with monkeypatch.context() as patched:
+        counts = Counts(patched)
+        try:
+            started, start_counts = counts.of(lambda: lifecycle.start(gctl.state_dir, timeout=120))
+        finally:
+            gctl.remember()
+    assert started.programs, started
+    with monkeypatch.context() as patched:
+        counts = Counts(patched)
+        report, status_counts = counts.of(lambda: monitoring.status(gctl.state_dir))
+        result, check_counts = counts.of(lambda: checks.check(gctl.state_dir, ping=False))
+    return report, result, {"start": start_counts, "status": status_counts, "check": check_counts}
+
+
+def test_status_check_and_start_cost_the_same_calls_for_5_and_40_handlers(gctl, demo_galaxy, monkeypatch):
+    monkeypatch.setenv("GALAXYCTL_ALLOW_ROOT", "1")  # in this process, as the gctl fixture's runs
+    config, _ = demo_galaxy()
+    root = os.path.dirname(os.path.dirname(config))
+    gctl("register", config)
+    measured = {}
+    for count in (5, 40):
+        _handlers(root, config, count)
+        report, result, measured[count] = _measure(gctl, monkeypatch)
+        running = [row for row in report.services if row.state in ("RUNNING", "STARTING")]
+        assert len(running) == count + 1, report  # the handlers and gunicorn
+        assert all(row.rss_bytes for row in running), report
+        assert sum(1 for row in report.services if row.health and row.health.state == "ok") == count, report
+        assert result.services_total == count + 1 and result.code == 0, result.line()
+        gctl("stop")
+    for counted in measured.values():  # wait_ready polls the web server's state until it answers: time, not N
+        counted["start"].pop("rpc supervisor.getProcessInfo", None)
+    assert measured[5] == measured[40], measured
+    status, check, start = measured[40]["status"], measured[40]["check"], measured[40]["start"]
+    assert status == {"rpc supervisor.getAllProcessInfo": 1, "heartbeat queries": 1}, status
+    assert check.get("/proc passes", 0) <= 1 and check["heartbeat queries"] == 1, check
+    assert check["rpc supervisor.getAllProcessInfo"] == 1, check
+    assert start["rpc system.multicall"] == 2, start  # gunicorn first, then the handlers together
