@@ -173,3 +173,60 @@ def test_a_second_beat_on_one_host_cannot_take_the_lock(short_tmp):
         first.terminate()
         first.wait(timeout=30)
     assert gate.held_locks(os.path.dirname(lock)) == []
+
+
+def rewrite(config, change):
+    import yaml
+
+    with open(config) as handle:
+        data = yaml.safe_load(handle)
+    change(data["gravity"])
+    with open(config, "w") as handle:
+        yaml.safe_dump(data, handle, sort_keys=False)
+
+
+def test_scale_down_is_refused_while_jobs_are_assigned_to_a_handler_that_goes_away(
+    gctl, demo_galaxy, database, short_tmp
+):
+    from conftest import Galaxyctl
+    from servers import free_port
+
+    url, sql = database
+    config = cluster_config(demo_galaxy, url, free_port())
+    hostb, hosta = gctl, Galaxyctl(os.path.join(short_tmp, "state-a"))  # each host its own state dir
+    try:
+        for runner in (hosta, hostb):
+            runner("register", config)
+        hostb("--host", "hostb", "update")
+        hosta("--host", "hosta", "update")
+        sql("INSERT INTO job (state, handler) VALUES ('running', 'handler_hostb_0'), ('ok', 'handler_hostb_0')")
+        sql(
+            f"INSERT INTO worker_process (server_name, hostname, pid, update_time) VALUES ('handler_hostb_0', 'hostb', 9, {NOW})"
+        )
+
+        # a handler removed from a host: refused on that host, naming the job; nothing changes
+        rewrite(config, lambda gravity: gravity["hosts"]["hostb"].update(handlers={}))
+        before = open(os.path.join(hostb.state_dir, "configstate.yaml")).read()
+        result = hostb("--host", "hostb", "update", check=False)
+        assert result.returncode == 1, result
+        assert result.stderr.strip().splitlines()[-1] == (
+            "galaxyctl: error: refusing to remove job handlers that still hold unfinished jobs: handler_hostb_0 "
+            "(this host): job 1; let them finish (or reassign them) first, or run update with --ignore-jobs"
+        )
+        assert open(os.path.join(hostb.state_dir, "configstate.yaml")).read() == before
+
+        # ... and on any other host, which sees it heartbeat while no host of the new config runs it
+        result = hosta("--host", "hosta", "update", check=False)
+        assert result.returncode == 1 and "handler_hostb_0 (on hostb): job 1;" in result.stderr, result.stderr
+
+        # a host removed from the config altogether: the same
+        rewrite(config, lambda gravity: gravity["hosts"].pop("hostb") and gravity.update(beat_host="hosta"))
+        result = hosta("--host", "hosta", "update", check=False)
+        assert result.returncode == 1 and "handler_hostb_0 (on hostb): job 1;" in result.stderr, result.stderr
+
+        # told to, or once the job has finished, the update goes through
+        hosta("--host", "hosta", "update", "--ignore-jobs")
+        sql("UPDATE job SET state = 'ok'")
+        hosta("--host", "hosta", "update")
+    finally:
+        hosta.cleanup()

@@ -15,6 +15,7 @@ from galaxyctl_libs.backends import record as backend_record
 from galaxyctl_libs.backends.base import Changes, instances_grouped
 from galaxyctl_libs.backends.record import Target
 from galaxyctl_libs.backends.supervisor.backend import SUPERVISOR
+from galaxyctl_libs.core import scaledown
 from galaxyctl_libs.core import state as statemod
 from galaxyctl_libs.core import targets as targets_mod
 from galaxyctl_libs.core.registration import resolve_all
@@ -39,12 +40,14 @@ class UpdateResult:
     log_dirs: dict = None  # instance name -> where its logs go (None: the manager's, e.g. the journal)
 
 
-def update_locked(state_dir, client=None):
+def update_locked(state_dir, client=None, ignore_jobs=False):
     with statemod.locked_state(state_dir) as state:
         instances, services, warnings = _services_of(state)
         # Whatever can refuse the new config happens before the state is saved (on leaving this
         # block): a value the format cannot carry or a log_dir that cannot be made changes nothing.
         run_as = _one_galaxy_user(instances)
+        if not ignore_jobs:  # a handler that goes away must hold no unfinished job (core/scaledown.py)
+            warnings += scaledown.refuse_stranded_jobs(instances, services, _previous_services(state_dir), run_as)
         backend = backend_of(instances)  # gravity.process_manager: supervisor (unset) or systemd
         paths = backend.paths(state_dir, StatePaths.of(state_dir).runtime_dir if run_as[0] else None)
         log_dirs = {instance.name: backend.log_dir(instance) for instance in instances}
@@ -132,9 +135,15 @@ def _make_runtime_dir(path, user, group):
     gate.hand_over_dir(path, user, group)
 
 
-def update(state_dir):
+def update(state_dir, ignore_jobs=False):
     with operation_lock(state_dir):
-        return update_locked(state_dir)
+        return update_locked(state_dir, ignore_jobs=ignore_jobs)
+
+
+def _previous_services(state_dir):
+    """The services of the last update (none before the first)."""
+    applied = backend_record.load_applied(state_dir)
+    return [t.service for t in applied.targets] if applied is not None else []
 
 
 # ---------------------------------------------------------------- choosing what to act on

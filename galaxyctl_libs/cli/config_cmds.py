@@ -151,13 +151,19 @@ def add_update(sub):
         help="apply config changes to the process manager's files (supervisord's, or systemd units) and to the "
         "running manager",
     )
+    p.add_argument(
+        "--ignore-jobs",
+        action="store_true",
+        help="remove job handlers even though unfinished jobs are assigned to them (they then wait for a handler "
+        "of that name; by default update refuses, naming the jobs)",
+    )
     p.set_defaults(func=cmd_update)
 
 
 def cmd_update(args):
     from galaxyctl_libs.backends.update import update
 
-    result = update(state_dir(args))
+    result = update(state_dir(args), ignore_jobs=args.ignore_jobs)
     warn(result.warnings)
     for path in result.changes.written:
         print(f"Wrote {path}")

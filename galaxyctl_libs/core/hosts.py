@@ -52,6 +52,24 @@ class Share(Record):
         return self.key == DEFAULT or is_pattern(self.key)
 
 
+class OnHost(Record):
+    """An instance resolved for one host of a cluster: which, and the whole cluster's config (to
+    expand any host's share: the scale-down check, core/scaledown.py)."""
+
+    name: str
+    cluster: object  # Cluster
+    settings: object  # the gravity settings of the shared file, before any host's share
+    static: tuple = ()  # jobconf.Handler of Galaxy's job configuration
+
+    def names_of(self, host, galaxy, where, instance_name):
+        """{server name: what} ``host`` runs under this config (no share: none)."""
+        try:
+            share = share_of(self.cluster, host, where)
+        except GalaxyctlError:
+            return {}
+        return expand(self.cluster, share, self.settings, galaxy, host, where, instance_name, self.static)
+
+
 class Cluster(Record):
     shares: tuple  # Share, in the config's order
     beat_host: str = None

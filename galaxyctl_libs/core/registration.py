@@ -66,8 +66,8 @@ def resolve(record, state_dir, enforce_user=True, host=None, check_cluster=True)
 
 
 def host_share(path, loaded, settings, galaxy_root, name, host=None, check_cluster=True):
-    """(settings, handlers, warnings, host) of the share of ``host`` (default: this host) under
-    ``gravity.hosts`` (everything, and host None, without it; ``{hostname}`` in a name_template is
+    """(settings, handlers, warnings, hosts.OnHost) of the share of ``host`` (default: this host)
+    under ``gravity.hosts`` (everything, and None, without it; ``{hostname}`` in a name_template is
     filled in either way); ``check_cluster``: refuse a config giving two hosts one server name."""
     host = host or hosts.this_host()
     cluster = hosts.parse(settings, path)
@@ -90,7 +90,8 @@ def host_share(path, loaded, settings, galaxy_root, name, host=None, check_clust
         if idle:
             warnings += (f"{path}: gravity.hosts: no host runs the job handler(s) {', '.join(idle)}",)
     handlers = hosts.keep_handlers(job_config.handlers, share)
-    return hosts.settings_for(settings, loaded.galaxy, share, host, cluster.beat_host), handlers, warnings, host
+    on_host = hosts.OnHost(host, cluster, settings, static)
+    return hosts.settings_for(settings, loaded.galaxy, share, host, cluster.beat_host), handlers, warnings, on_host
 
 
 def _galaxy_user_log_dir(config_path, loaded, galaxy_root):

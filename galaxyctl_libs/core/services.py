@@ -57,7 +57,7 @@ class Instance:
     log_dir: str
     run_as: tuple = (None, None)  # (user, group) when galaxyctl runs as root
     handlers: tuple = ()  # jobconf.Handler: static (job_conf) and dynamic (gravity.handlers)
-    host: str = None  # the host of gravity.hosts this instance is resolved for (core/hosts.py), else None
+    host: object = None  # hosts.OnHost: the host of gravity.hosts it is resolved for (core/hosts.py), else None
 
 
 def _bin_dir(instance):
@@ -446,5 +446,5 @@ def build_services(instance, extra_builders=()):
         services.extend(builder(instance))
     if instance.host:  # one host of several: celery-beat holds a lock in the shared data dir while it runs
         data_dir = galaxy_data_dir(instance.galaxy, instance.galaxy_config_file, instance.galaxy_root)
-        return hosts.lock_beat(services, data_dir or instance.log_dir, instance.host)
+        return hosts.lock_beat(services, data_dir or instance.log_dir, instance.host.name)
     return tuple(services)
