@@ -104,11 +104,16 @@ def _services_of(state):
     """Every registered config resolved and its services built; the state's records updated to match
     (saved by the caller's ``locked_state``).  Returns (instances, {name: services}, warnings)."""
     services, warnings, instances = {}, [], []
+    seen = set()  # a file holding a gravity: list is one record for several instances
     for record, instance, attribs, config_warnings in resolve_all(state):
-        record.attribs = {k: v for k, v in attribs.items()}
-        record.instance_name = instance.name
         built = build_services(instance)
-        record.services = [statemod.ServiceRecord(s.config_type, s.service_type, s.service_name) for s in built]
+        entries = [statemod.ServiceRecord(s.config_type, s.service_type, s.service_name) for s in built]
+        if id(record) in seen:
+            record.instance_name += statemod.LISTED_NAMES + instance.name
+            record.services += entries
+        else:
+            seen.add(id(record))
+            record.attribs, record.instance_name, record.services = dict(attribs), instance.name, entries
         services[instance.name] = built
         instances.append(instance)
         warnings.extend(config_warnings)

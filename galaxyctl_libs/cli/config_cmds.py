@@ -119,19 +119,26 @@ def cmd_show(args):
     else:
         raise GalaxyctlError("name the config to show (several or none are registered; see 'galaxyctl list')")
     record = current.config_files[path]
-    instance, _, warnings = operations.resolve(record, current.state_dir)
-    warn(warnings)
+    resolved = operations.resolve_record(record, current.state_dir)
+    named = [entry for entry in resolved if entry[0].name == args.config]  # one instance of a gravity: list
+    effective = []
+    for instance, _, warnings in named or resolved:
+        warn(warnings)
+        effective.append(
+            {
+                "instance_name": instance.name,
+                "galaxy_config_file": instance.galaxy_config_file,
+                "galaxy_root": instance.galaxy_root,
+                "log_dir": instance.log_dir,
+                "run_as": instance.run_as[0],
+                "gravity": asdict(instance.settings),
+            }
+        )
+    # a file holding a gravity: list shows each of its instances
     data = {
         "config_file": path,
         "stored": record.as_dict(),
-        "effective": {
-            "instance_name": instance.name,
-            "galaxy_config_file": instance.galaxy_config_file,
-            "galaxy_root": instance.galaxy_root,
-            "log_dir": instance.log_dir,
-            "run_as": instance.run_as[0],
-            "gravity": asdict(instance.settings),
-        },
+        "effective": effective[0] if len(effective) == 1 else effective,
     }
     if args.json:
         print(json.dumps(data, indent=2, default=list))

@@ -296,25 +296,60 @@ def effective_preload(settings, gunicorn):
 # ---------------------------------------------------------------- loading a registered file
 
 
-def load_config(path):
-    """Read a galaxy.yml (or a gravity-only file naming ``galaxy_config_file``) without validating gravity."""
+def load_configs(path):
+    """Every instance a config file holds: one, or (a ``gravity:`` list, as gravity's docs show it)
+    one per item, each naming its own Galaxy config with ``galaxy_config_file``."""
+    path, data = _read_config(path)
+    if not isinstance(data.get("gravity"), list):
+        return (load_config(path, data),)
+    if "galaxy" in data:
+        raise GalaxyctlError(
+            f"{path}: a gravity: list and a galaxy: section in one file is ambiguous: move galaxy: to its own file "
+            "and name it with galaxy_config_file in each item"
+        )
+    if not data["gravity"]:
+        raise GalaxyctlError(f"{path}: gravity: an empty list; give at least one instance")
+    loaded = []
+    for number, item in enumerate(data["gravity"]):
+        if not isinstance(item, dict) or not isinstance(item.get("galaxy_config_file"), str):
+            raise GalaxyctlError(
+                f"{path}: gravity[{number}]: each instance of a gravity: list is a mapping naming its Galaxy config "
+                "with galaxy_config_file"
+            )
+        loaded.append(load_config(path, {"gravity": item}))
+    return tuple(loaded)
+
+
+def _read_config(path):
     path = os.path.abspath(path)
     try:
         path.encode("utf-8")
     except UnicodeEncodeError:  # undecodable bytes from the command line; the state file is UTF-8
         raise GalaxyctlError(f"config file name {os.fsencode(path)!r} is not valid UTF-8; rename the file") from None
     if path.endswith(".ini"):
-        return _load_ini(path)
+        return path, {}
     data = load_yaml_file(path)
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise GalaxyctlError(f"{path}: expected a mapping at the top level, got {kind_only(data)}")
+    return path, data
+
+
+def load_config(path, data=None):
+    """Read a galaxy.yml (or a gravity-only file naming ``galaxy_config_file``) without validating
+    gravity; ``data``: the file's content, already read (one item of a gravity: list)."""
+    if data is None:
+        path, data = _read_config(path)
+    if path.endswith(".ini"):
+        return _load_ini(path)
     # a Galaxy config with its gravity section, or a gravity-only file: ``gravity:`` without ``galaxy:``
     # (usegalaxy.org's /etc/galaxy/gravity.d/*.yml), or the bare gravity keys
     with_sections = "gravity" in data or "galaxy" in data or "uwsgi" in data
     gravity_raw = (data.get("gravity") or {}) if with_sections else data
     galaxy = data.get("galaxy") or {}
+    if isinstance(gravity_raw, list):
+        raise GalaxyctlError(f"{path}: gravity: a list of {len(gravity_raw)} instances here is not expected")
     if not isinstance(gravity_raw, dict):
         raise GalaxyctlError(f"{path}: gravity: expected a mapping, got {_describe(gravity_raw)}")
     if not isinstance(galaxy, dict):

@@ -22,14 +22,29 @@ LOG_DIR_UNUSED_UNDER_SYSTEMD = (
 # ---------------------------------------------------------------- resolving registered configs
 
 
-def resolve(record, state_dir, enforce_user=True, host=None, check_cluster=True):
+def resolve_record(record, state_dir, enforce_user=True):
+    """Every instance of a registered file: [(Instance, attribs to persist, warnings)].  The items of
+    a gravity: list are named by their own instance_name and persist nothing (as under gravity 1.x)."""
+    configs = configmod.load_configs(record.path)
+    if len(configs) == 1:
+        return [resolve(record, state_dir, enforce_user, loaded=configs[0])]
+    listed = replace(record, attribs={}, instance_name=configmod.DEFAULT_INSTANCE_NAME)
+    resolved = []
+    for loaded in configs:
+        instance, _, warnings = resolve(listed, state_dir, enforce_user, loaded=loaded)
+        resolved.append((instance, {}, warnings))
+    return resolved
+
+
+def resolve(record, state_dir, enforce_user=True, host=None, check_cluster=True, loaded=None):
     """Config file + persisted attribs → (Instance, attribs to persist, warnings).
 
     ``enforce_user=False`` is for commands that only look or stop: they never refuse over users.
     ``host``: the host whose share to resolve (default: this one, core/hosts.py); ``check_cluster``:
     whether to refuse a config that gives two hosts one server name (every host is expanded).
+    ``loaded``: the file as read (one instance of a gravity: list); else it is read here.
     """
-    loaded = configmod.load_config(record.path)
+    loaded = loaded or configmod.load_config(record.path)
     attribs = configmod.merge_attribs(record.attribs, loaded.gravity_raw)
     settings = configmod.parse_gravity(attribs, record.path)
     if settings.process_manager not in (None, "supervisor", "systemd"):
@@ -111,14 +126,14 @@ def resolve_all(state, enforce_user=True):
     resolved = []
     seen = {}
     for record in state.config_files.values():
-        instance, attribs, warnings = resolve(record, state.state_dir, enforce_user)
-        if instance.name in seen:
-            raise GalaxyctlError(
-                f"instance name {instance.name!r} is used by both {seen[instance.name]} and {record.path}; "
-                "set gravity.instance_name in one of them"
-            )
-        seen[instance.name] = record.path
-        resolved.append((record, instance, attribs, warnings))
+        for instance, attribs, warnings in resolve_record(record, state.state_dir, enforce_user):
+            if instance.name in seen:
+                raise GalaxyctlError(
+                    f"instance name {instance.name!r} is used by both {seen[instance.name]} and {record.path}; "
+                    "set gravity.instance_name in one of them"
+                )
+            seen[instance.name] = record.path
+            resolved.append((record, instance, attribs, warnings))
     return resolved
 
 
@@ -144,18 +159,22 @@ def _register_locked(state_dir, paths):
     with statemod.locked_state(state_dir, registered=True) as state:
         for path in paths:
             path = os.path.abspath(path)
-            loaded = configmod.load_config(path)
+            configs = configmod.load_configs(path)
+            warnings = tuple(w for loaded in configs for w in loaded.warnings)
             if path in state.config_files:
-                results.append(Registered(path, state.config_files[path].instance_name, True, loaded.warnings))
+                results.append(Registered(path, state.config_files[path].instance_name, True, warnings))
                 continue
-            name = configmod.parse_gravity(loaded.gravity_raw, path).instance_name
-            other = state.record_for_instance(name)
-            if other is not None:
-                raise GalaxyctlError(
-                    f"instance name {name!r} is already used by {other.path}; set gravity.instance_name in {path}"
-                )
+            names = [configmod.parse_gravity(loaded.gravity_raw, path).instance_name for loaded in configs]
+            for name in names:
+                other = state.record_for_instance(name)
+                if other is not None or names.count(name) > 1:
+                    where = other.path if other is not None else path
+                    raise GalaxyctlError(
+                        f"instance name {name!r} is already used by {where}; set gravity.instance_name in {path}"
+                    )
+            name = statemod.LISTED_NAMES.join(names)  # a gravity: list's instances, one record
             state.config_files[path] = statemod.ConfigRecord(path=path, instance_name=name)
-            results.append(Registered(path, name, False, loaded.warnings))
+            results.append(Registered(path, name, False, warnings))
     return results
 
 
@@ -184,7 +203,7 @@ def rename(state_dir, old, new):
         old = registered_path(state, old)
         if new in state.config_files:
             raise GalaxyctlError(f"already registered: {new}")
-        configmod.load_config(new)
+        configmod.load_configs(new)
         record = state.config_files.pop(old)
         record.path = new
         state.config_files[new] = record

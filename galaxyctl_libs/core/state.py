@@ -40,6 +40,9 @@ class ServiceRecord:
         return {"config_type": self.config_type, "service_type": self.service_type, "service_name": self.service_name}
 
 
+LISTED_NAMES = ","  # joins the instance names of a file holding a gravity: list (names have no comma)
+
+
 @dataclass
 class ConfigRecord:
     """One entry of ``config_files:``; unknown keys of newer/older gravity versions are kept."""
@@ -80,11 +83,11 @@ class State:
         return yaml.dump(self.as_dict(), Dumper=_dumper(yaml), default_flow_style=False, sort_keys=False)
 
     def instance_names(self):
-        return sorted({r.instance_name for r in self.config_files.values()})
+        return sorted({name for r in self.config_files.values() for name in r.instance_name.split(LISTED_NAMES)})
 
     def record_for_instance(self, name):
         for record in self.config_files.values():
-            if record.instance_name == name:
+            if name in record.instance_name.split(LISTED_NAMES):
                 return record
         return None
 
@@ -273,6 +276,7 @@ def _apply_run_configs(state):
 
     transient = State(state_dir=state.state_dir, transient=True)
     for path in given.paths:
-        name = configmod.parse_gravity(configmod.load_config(path).gravity_raw, path).instance_name
+        configs = configmod.load_configs(path)
+        name = LISTED_NAMES.join(configmod.parse_gravity(c.gravity_raw, path).instance_name for c in configs)
         transient.config_files.setdefault(path, ConfigRecord(path=path, instance_name=name))
     return transient

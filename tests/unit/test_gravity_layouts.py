@@ -8,7 +8,7 @@ import yaml
 
 from galaxyctl_libs.backends.systemd import render as sd
 from galaxyctl_libs.core import state
-from galaxyctl_libs.core.registration import resolve
+from galaxyctl_libs.core.registration import register, resolve, resolve_all
 from galaxyctl_libs.core.services import build_services
 from galaxyctl_libs.errors import GalaxyctlError
 
@@ -69,3 +69,38 @@ def test_log_namespace_is_gravitys_lognamespace(tmp_path):
     units = sd.render_units(sd.Paths("/tmp/state", "/u"), {"_default_": tuple(services.values())})
     assert all("\nLogNamespace=galaxy\n" in text for path, text in units.items() if path.endswith(".service"))
     assert "LogNamespace" not in units["/u/galaxy.target"]
+
+
+def test_a_gravity_list_is_several_instances_in_one_file(tmp_path):
+    """gravity's docs: several instances in one file, as a list, each naming its galaxy.yml."""
+    items = []
+    for name in ("test", "main"):
+        galaxy_yml = write(
+            str(tmp_path / name / "galaxy.yml"), {"galaxy": {"galaxy_infrastructure_url": f"https://{name}"}}
+        )
+        items.append({"instance_name": name, "galaxy_config_file": galaxy_yml, "tusd": {"enable": True}})
+    path = write(str(tmp_path / "gravity.yml"), {"gravity": items})
+    state_dir = str(tmp_path / "state")
+    registered = register(state_dir, [path])
+    assert [r.instance_name for r in registered] == ["test,main"]
+    current = state.load_registered(state_dir)
+    assert current.instance_names() == ["main", "test"] and current.record_for_instance("main").path == path
+    resolved = resolve_all(current, enforce_user=False)
+    assert [instance.name for _, instance, _, _ in resolved] == ["test", "main"]
+    for _, instance, attribs, _ in resolved:
+        (tusd,) = [s for s in build_services(instance) if s.service_type == "tusd"]
+        assert f"-hooks-http=https://{instance.name}/api/upload/hooks" in tusd.argv and attribs == {}
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ({"gravity": [{"instance_name": "a"}]}, r"gravity\[0\]: .* galaxy_config_file"),
+        ({"gravity": [], "galaxy": {}}, "ambiguous"),
+        ({"gravity": []}, "an empty list"),
+    ],
+)
+def test_a_gravity_list_is_refused_in_one_line_when_gravity_refuses_it(tmp_path, content, message):
+    path = write(str(tmp_path / "gravity.yml"), content)
+    with pytest.raises(GalaxyctlError, match=message):
+        register(str(tmp_path / "state"), [path])
