@@ -469,3 +469,52 @@ def rabbitmq_server():
 def redis_server():
     """Redis 7 on 127.0.0.1: ``url(db=0)``."""
     yield from _running_server("RedisServer")
+
+
+# ---------------------------------------------------------------- gravity 1.2.4 beside us
+
+GRAVITY_VERSION = "1.2.4"
+GRAVITY_INSTALL_TIMEOUT = 600
+
+
+def _pypi_unreachable(output):
+    words = ("connection", "network is unreachable", "name resolution", "timed out", "no matching distribution")
+    return any(word in output.lower() for word in words)
+
+
+@pytest.fixture(scope="session")
+def gravity_galaxyctl():
+    """gravity's galaxyctl, from a venv reused between runs (rebuilt if it is not 1.2.4)."""
+    name = f"galaxyctl-gravity-{GRAVITY_VERSION}-{os.getuid()}"
+    venv = own_tmp_path(name)
+    with exclusive_lock(venv + ".lock"):  # one builder at a time (pytest-xdist workers, parallel runs)
+        exe = _gravity_venv(venv)
+        own_tmp_path(name)  # and the venv made is ours alone
+        return exe
+
+
+def _gravity_venv(venv):
+    exe = os.path.join(venv, "bin", "galaxyctl")
+    python = os.path.join(venv, "bin", "python")
+    check = [python, "-c", f"import importlib.metadata as m; assert m.version('gravity') == '{GRAVITY_VERSION}'"]
+    if os.path.exists(exe) and subprocess.run(check, capture_output=True, stdin=subprocess.DEVNULL).returncode == 0:
+        return exe
+    shutil.rmtree(venv, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", venv], check=True, stdin=subprocess.DEVNULL, timeout=120)
+    try:
+        install = subprocess.run(
+            [python, "-m", "pip", "install", "-q", "--disable-pip-version-check", f"gravity=={GRAVITY_VERSION}"],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=GRAVITY_INSTALL_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        shutil.rmtree(venv, ignore_errors=True)
+        pytest.skip(f"PyPI unreachable: installing gravity=={GRAVITY_VERSION} took over {GRAVITY_INSTALL_TIMEOUT} s")
+    if install.returncode != 0:
+        shutil.rmtree(venv, ignore_errors=True)
+        if _pypi_unreachable(install.stdout + install.stderr):
+            pytest.skip(f"PyPI unreachable: cannot install gravity=={GRAVITY_VERSION}: {install.stderr.strip()[-300:]}")
+        pytest.fail(f"pip install gravity=={GRAVITY_VERSION} failed:\n{install.stdout}\n{install.stderr}")
+    return exe

@@ -1,6 +1,7 @@
 """``galaxyctl exec -n SERVICE`` prints the argv and environment gravity 1.2.4's does, for one rich config.
 
-gravity 1.2.4 comes from PyPI into a venv of its own under the temp dir (reused between local runs);
+gravity 1.2.4 comes from PyPI into a venv of its own under the temp dir (reused between local runs:
+the ``gravity_galaxyctl`` fixture of conftest.py);
 both tools print the service for the same ``galaxy.yml`` and the test compares (cwd, environment,
 argv) service by service, after normalising only the differences README.rst lists ("Command lines:
 what differs from gravity 1.x and why"):
@@ -15,21 +16,16 @@ The herder around a preloaded gunicorn is not in ``exec -n`` (the supervisor fil
 
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 
 import pytest
 import yaml
-from conftest import own_tmp_path
 
 from galaxyctl_libs.demo import make_demo_galaxy
-from galaxyctl_libs.fsutil import exclusive_lock
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GALAXYCTL = os.path.join(REPO, "galaxyctl")
-GRAVITY_VERSION = "1.2.4"
-INSTALL_TIMEOUT = 600
 RUN_TIMEOUT = 120
 MARKERS = ("GALAXYCTL_STATE_ID", "GALAXYCTL_SERVICE")
 
@@ -50,49 +46,6 @@ SERVICES = [
     ("explicit3", None, "explicit3"),
     ("static_handler", None, "static_handler"),
 ]
-
-
-def _pypi_unreachable(output):
-    words = ("connection", "network is unreachable", "name resolution", "timed out", "no matching distribution")
-    return any(word in output.lower() for word in words)
-
-
-@pytest.fixture(scope="session")
-def gravity_galaxyctl():
-    """gravity's galaxyctl, from a venv reused between runs (rebuilt if it is not 1.2.4)."""
-    name = f"galaxyctl-gravity-{GRAVITY_VERSION}-{os.getuid()}"
-    venv = own_tmp_path(name)
-    with exclusive_lock(venv + ".lock"):  # one builder at a time (pytest-xdist workers, parallel runs)
-        exe = _gravity_venv(venv)
-        own_tmp_path(name)  # and the venv made is ours alone
-        return exe
-
-
-def _gravity_venv(venv):
-    exe = os.path.join(venv, "bin", "galaxyctl")
-    python = os.path.join(venv, "bin", "python")
-    check = [python, "-c", f"import importlib.metadata as m; assert m.version('gravity') == '{GRAVITY_VERSION}'"]
-    if os.path.exists(exe) and subprocess.run(check, capture_output=True, stdin=subprocess.DEVNULL).returncode == 0:
-        return exe
-    shutil.rmtree(venv, ignore_errors=True)
-    subprocess.run([sys.executable, "-m", "venv", venv], check=True, stdin=subprocess.DEVNULL, timeout=RUN_TIMEOUT)
-    try:
-        install = subprocess.run(
-            [python, "-m", "pip", "install", "-q", "--disable-pip-version-check", f"gravity=={GRAVITY_VERSION}"],
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-            timeout=INSTALL_TIMEOUT,
-        )
-    except subprocess.TimeoutExpired:
-        shutil.rmtree(venv, ignore_errors=True)
-        pytest.skip(f"PyPI unreachable: installing gravity=={GRAVITY_VERSION} took over {INSTALL_TIMEOUT} s")
-    if install.returncode != 0:
-        shutil.rmtree(venv, ignore_errors=True)
-        if _pypi_unreachable(install.stdout + install.stderr):
-            pytest.skip(f"PyPI unreachable: cannot install gravity=={GRAVITY_VERSION}: {install.stderr.strip()[-300:]}")
-        pytest.fail(f"pip install gravity=={GRAVITY_VERSION} failed:\n{install.stdout}\n{install.stderr}")
-    return exe
 
 
 def _fake_venv(directory):

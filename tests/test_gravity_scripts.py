@@ -10,8 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import install_checkout
-from test_gravity_parity import GRAVITY_VERSION, _pypi_unreachable
+from conftest import GRAVITY_VERSION, _pypi_unreachable, install_checkout
 
 TIMEOUT = 600
 NOTE = "galaxyctl: note: gravity 1.2.4 is installed in this environment too"

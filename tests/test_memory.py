@@ -41,13 +41,14 @@ def test_a_handler_over_memory_limit_is_restarted_and_stop_still_ends_supervisor
     result = gctl("register", config)
     gctl("start", "--timeout", "60")
     assert "memory" not in result.stderr  # no longer "ignored under supervisor"
-    first = status_rows(gctl)["handler_0"]["pid"]
+    first, program = (status_rows(gctl)["handler_0"][key] for key in ("pid", "program"))
     assert first and alive(first)
+    assert program == "handler"  # the watcher names supervisord's program: gravity's name of a one-process entry
 
-    restarted = wait_for(lambda: f"handler_0 restarted: pid {first} -> " in watcher_log(gctl), WATCH_TIMEOUT)
+    restarted = wait_for(lambda: f"{program} restarted: pid {first} -> " in watcher_log(gctl), WATCH_TIMEOUT)
     log = watcher_log(gctl)
     assert restarted, log
-    assert f"handler_0 (pid {first}) uses " in log and "over memory_limit 204 MB: restarting it" in log
+    assert f"{program} (pid {first}) uses " in log and "over memory_limit 204 MB: restarting it" in log
     rows = status_rows(gctl)
     assert rows["handler_0"]["pid"] not in (None, first)
     assert f"-> {rows['handler_0']['pid']}" in log  # the PID the log names is the one supervisord runs
