@@ -87,12 +87,14 @@ def first_line(path, run_as=NOBODY, limit=512):
 def held_locks(directory, run_as=NOBODY, suffix=".lock", limit=1000):
     """The names of the regular files ending in ``suffix`` in the Galaxy user's ``directory`` that a
     process holds a ``flock`` on (tested with a shared, non-blocking lock, released at once), as
-    that user; None when the directory cannot be listed."""
+    that user; [] when it does not exist, None when it cannot be listed."""
     import fcntl
 
     with as_user(*run_as):
         try:
             names = sorted(n for n in os.listdir(directory) if n.endswith(suffix))[:limit]
+        except FileNotFoundError:
+            return []
         except OSError:
             return None
     held = []

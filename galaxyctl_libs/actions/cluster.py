@@ -97,7 +97,7 @@ def beat_problem(beats, beat_host):
 
 
 def cluster_of(record):
-    """(Cluster, settings) of a registered config; a config without gravity.hosts is refused."""
+    """(Cluster, settings, the loaded file) of a registered config; one without gravity.hosts is refused."""
     loaded = configmod.load_config(record.path)
     settings = configmod.parse_gravity(configmod.merge_attribs(record.attribs, loaded.gravity_raw), record.path)
     cluster = hosts.parse(settings, record.path)
@@ -105,12 +105,14 @@ def cluster_of(record):
         raise GalaxyctlError(
             f"{record.path}: no gravity.hosts: --cluster needs the config's hosts (README: Many hosts)"
         )
-    return cluster, settings
+    return cluster, settings, loaded
 
 
-def plan(record, state_dir, host, cluster, check=False):
-    """What ``host`` runs under the config of ``record``."""
-    instance, _, _ = registration.resolve(record, state_dir, enforce_user=True, host=host, check_cluster=check)
+def plan(record, state_dir, host, cluster, loaded, check=False):
+    """What ``host`` runs under the config of ``record`` (``loaded``: its file, read once for all hosts)."""
+    instance, _, _ = registration.resolve(
+        record, state_dir, enforce_user=True, host=host, check_cluster=check, loaded=loaded
+    )
     share = hosts.share_of(cluster, host, record.path)
     return Plan(host, share.address or host, build_services(instance), instance.run_as), instance
 
@@ -145,21 +147,21 @@ def gather(state_dir, timeout=10.0, max_age=None, ping=True):
 
 
 def _gather_one(record, state_dir, timeout, max_age, ping):
-    cluster, settings = cluster_of(record)
+    cluster, settings, loaded = cluster_of(record)
     named = cluster.named_hosts()
     plans, instance = [], None
     for index, host in enumerate(named):
-        one, resolved = plan(record, state_dir, host, cluster, check=index == 0)
+        one, resolved = plan(record, state_dir, host, cluster, loaded, check=index == 0)
         plans.append(one)
         instance = instance or resolved
     if instance is None:  # only patterns: any host's view gives the database and data dir
-        instance = registration.resolve(record, state_dir, host=hosts.this_host(), check_cluster=True)[0]
+        instance = registration.resolve(record, state_dir, host=hosts.this_host(), loaded=loaded)[0]
     pending = _start_pings(plans, timeout) if ping else {}
     beats, jobs, db_error = _database(instance, plans, timeout)
     if beats is not None:  # hosts of a pattern or the default seen heartbeating: their share is expected too
         for host in sorted({b.hostname for b in beats} - set(named))[: hosts.MAX_HOSTS]:
             if _matches_many(cluster, host):
-                plans.append(plan(record, state_dir, host, cluster)[0])
+                plans.append(plan(record, state_dir, host, cluster, loaded)[0])
                 pending.update(_start_pings(plans[-1:], timeout) if ping else {})
     items = _handler_items(plans, beats, db_error, max_age)
     items += _web_items(plans, timeout)
@@ -167,7 +169,12 @@ def _gather_one(record, state_dir, timeout, max_age, ping):
     alive = {name for name, _ in clusterdb.fresh(beats or [], max_age)}
     orphans = _orphans(jobs or {}, alive, {s.service_name for p in plans for s in _handlers(p)})
     data_dir = galaxy_data_dir(instance.galaxy, instance.galaxy_config_file, instance.galaxy_root)
-    held = gate.held_locks(hosts.beat_lock_dir(data_dir), instance.run_as) if data_dir else None
+    # no data dir here (an admin box without the share): unknown; a data dir without the locks: no beat
+    held = (
+        gate.held_locks(hosts.beat_lock_dir(data_dir), instance.run_as)
+        if data_dir and os.path.isdir(data_dir)
+        else None
+    )
     beat_host = cluster.beat_host if settings.celery.enable_beat else None
     held = None if held is None else tuple(name[: -len(".lock")] for name in held)
     return ClusterReport(tuple(items), orphans, held, beat_host, tuple(p.host for p in plans))
@@ -365,7 +372,7 @@ def verdict(report):
             perf.append(f"{label}={counts[what][0]};;;0;{counts[what][1]}")
     perf.append(f"orphaned_jobs={sum(held.count for held, _ in report.orphans)}")
     if beats is not None:
-        perf.append(f"celery_beats={beats};1:1")
+        perf.append(f"celery_beats={beats}")
     return ClusterCheck(code, summary, tuple(perf), report)
 
 

@@ -18,7 +18,7 @@ def test_all_well_is_ok_with_perfdata():
     assert result.code == 0
     assert result.line() == (
         "GALAXY CLUSTER OK - 2 hosts, 2/2 handlers heartbeating, 1/1 celery answering, 1/1 web up, 1 celery-beat | "
-        "hosts=2 handlers_heartbeat=2;;;0;2 celery_answering=1;;;0;1 web_up=1;;;0;1 orphaned_jobs=0 celery_beats=1;1:1"
+        "hosts=2 handlers_heartbeat=2;;;0;2 celery_answering=1;;;0;1 web_up=1;;;0;1 orphaned_jobs=0 celery_beats=1"
     )
 
 
