@@ -230,3 +230,37 @@ def test_scale_down_is_refused_while_jobs_are_assigned_to_a_handler_that_goes_aw
         hosta("--host", "hosta", "update")
     finally:
         hosta.cleanup()
+
+
+def test_one_real_host_under_supervisord_heartbeat_ping_web_and_its_beats_lock(gctl, demo_galaxy, short_tmp):
+    """The stand-in Galaxy under supervisord as this machine's share: its handler heartbeats into
+    SQLite with the machine's name, its celery worker answers the ping as celery@HOST, the beat runs
+    under its lock; the cluster check sees all of it, and the beat gone."""
+    host = os.uname().nodename
+    gravity = {
+        "celery": {"enable": True, "enable_beat": True},
+        "handlers": {"handler": {"processes": 1}},
+        "hosts": {host: {"services": ["gunicorn", "celery"], "handlers": {"handler": 1}}},
+        "beat_host": host,
+    }
+    config, _ = demo_galaxy(
+        gravity=gravity, galaxy={"job_config": {"handling": {"assign": ["db-transaction-isolation"]}}}
+    )
+    gctl("register", config)
+    gctl("start", "--timeout", "60")
+    status = json.loads(gctl("status", "--json").stdout)
+    beat = next(r for r in status["services"] if r["service"] == "celery-beat")
+    lock = os.path.join(os.path.dirname(os.path.dirname(config)), "database", "galaxyctl", "beat", f"{host}.lock")
+    assert wait_for(lambda: os.path.exists(lock) and open(lock).read().startswith(f"{beat['pid']} "), timeout=30)
+
+    def ok():
+        code, line = check(gctl, "--heartbeat-age", "60")
+        return line if code == 0 else None
+
+    line = wait_for(ok, timeout=90, interval=1)
+    assert line, check(gctl)
+    assert "handlers_heartbeat=1;;;0;1 celery_answering=1;;;0;1 web_up=1;;;0;1" in line and "celery_beats=1" in line
+
+    gctl("stop", "celery-beat")
+    code, line = check(gctl)
+    assert code == 2 and f"no celery-beat runs (gravity.beat_host: {host})" in line, line
