@@ -151,3 +151,43 @@ def test_auto_load_from_the_current_directory(gctl, demo_galaxy, short_tmp):
         yaml.safe_dump(settings, handle)
     assert f"127.0.0.1:{port}" in gctl("exec", "-n", "gunicorn", cwd=here).stdout
     assert registered(gctl) == {}
+
+
+def test_gravitys_names_under_supervisord_and_a_state_dir_renamed_by_update(gctl, demo_galaxy):
+    """A state dir whose supervisord runs the names of before (every process its own program, as
+    older galaxyctl named them and as use_service_instances: false still does) is renamed by one
+    update: the old programs stop, the new ones (gravity's groups) run; then gravity's names act on
+    every process of a service: restart handler, status handler, pm status 'handler:*'."""
+    config, _ = demo_galaxy(gravity={**HANDLERS, "use_service_instances": False})
+    gctl("register", config)
+    gctl("start", "--timeout", "60")
+    before = gctl("pm", "status", check=False).stdout
+    assert [line.split()[0] for line in before.splitlines() if line.strip()] == ["gunicorn", "handler_0", "handler_1"]
+    with open(config) as handle:
+        data = yaml.safe_load(handle)
+    data["gravity"]["use_service_instances"] = True  # gravity's default (removing the key: the state's value stays)
+    with open(config, "w") as handle:
+        yaml.safe_dump(data, handle)
+    gctl("update")
+    after = gctl("pm", "status", check=False).stdout
+    running = {line.split()[0]: line.split()[1] for line in after.splitlines() if line.strip()}
+    assert {running["handler:handler_0"], running["handler:handler_1"]} <= {"STARTING", "RUNNING"}, after
+    assert "handler_0" not in running and "handler_1" not in running  # the old programs are gone
+    pids = {name: status_pid(gctl, name) for name in ("handler_0", "handler_1")}
+    restarted = gctl("restart", "handler", "--timeout", "60")
+    assert "handler_0" in restarted.stdout and "handler_1" in restarted.stdout
+    assert all(status_pid(gctl, name) not in (None, pid) for name, pid in pids.items())
+    rows = gctl("status", "handler").stdout
+    assert "handler_0" in rows and "handler_1" in rows and "gunicorn" not in rows
+    group = gctl("pm", "status", "handler:*", check=False).stdout
+    assert [line.split()[0] for line in group.splitlines() if line.strip()] == [
+        "handler:handler_0",
+        "handler:handler_1",
+    ]
+
+
+def status_pid(gctl, name):
+    import json
+
+    rows = json.loads(gctl("status", "--json", check=False).stdout)["services"]
+    return next(row["pid"] for row in rows if row["service"] == name)
