@@ -451,3 +451,53 @@ def test_services_carry_memory_settings_per_service_else_global(tmp_path):
     services = {s.service_name: s for s in build_services(instance)}
     assert (services["gunicorn"].memory_limit, services["gunicorn"].memory_high) == (8, None)
     assert (services["celery"].memory_limit, services["celery"].memory_high) == (3, 2)
+
+
+GRAVITY_UNIT = (
+    ";\n; This file is maintained by Gravity - CHANGES WILL BE OVERWRITTEN\n;\n\n[Unit]\nDescription=Galaxy {}\n"
+)
+
+
+def test_update_replaces_gravitys_units_and_never_touches_anyone_elses(tmp_path):
+    """A site moving over from gravity: gravity's target and the units it wants are gravity's (its
+    header); ours replace them, gravity's units we do not write (its older names) go, an admin's
+    unit is left alone, and a file of the admin's where ours would go is refused, nothing written."""
+    from galaxyctl_libs.backends.systemd.client import write_units, written_by
+
+    unit_dir = tmp_path / "units"
+    unit_dir.mkdir()
+    gravity_target = (
+        GRAVITY_UNIT.format("") + "Wants=galaxy-gunicorn.service galaxy-handler_0.service galaxy-handler_1.service\n"
+    )
+    gravity_units = {"galaxy.target": gravity_target}
+    gravity_units.update(
+        {f"galaxy-{n}.service": GRAVITY_UNIT.format(n) for n in ("gunicorn", "handler_0", "handler_1")}
+    )
+    gravity_units["galaxy-unrelated.service"] = GRAVITY_UNIT.format("of another gravity config")
+    for name, text in gravity_units.items():
+        (unit_dir / name).write_text(text)
+    (unit_dir / "galaxy-admin.service").write_text("[Unit]\nDescription=the admin's own\n")
+    paths = sd.Paths(str(tmp_path / "state"), str(unit_dir))
+    files = sd.render_units(paths, {"_default_": rich_services()})
+    changes = write_units(paths, files)
+    assert sorted(os.listdir(unit_dir)) == [
+        "galaxy-admin.service",
+        "galaxy-celery.service",
+        "galaxy-gunicorn.service",
+        "galaxy-handler@.service",
+        "galaxy-unrelated.service",  # not wanted by the target we replaced: not ours to judge
+        "galaxy.target",
+    ]
+    assert sorted(os.path.basename(p) for p in changes.removed) == [
+        "galaxy-handler_0.service",
+        "galaxy-handler_1.service",
+    ]
+    assert all(written_by(path) == "galaxyctl" for path in files)
+    assert written_by(str(unit_dir / "galaxy-admin.service")) == "other"
+    (unit_dir / "galaxy-celery.service").write_text("[Unit]\nDescription=the admin's celery\n")
+    os.remove(unit_dir / "galaxy-gunicorn.service")
+    with pytest.raises(
+        GalaxyctlError, match="galaxy-celery.service exists and was written neither by galaxyctl nor by gravity"
+    ):
+        write_units(paths, files)
+    assert not os.path.exists(unit_dir / "galaxy-gunicorn.service")  # refused before anything was written

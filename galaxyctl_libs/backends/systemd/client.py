@@ -27,7 +27,7 @@ from galaxyctl_libs.backends.base import (
     Controller,
     Survey,
 )
-from galaxyctl_libs.backends.systemd.render import DROP_IN, OWNER_KEY
+from galaxyctl_libs.backends.systemd.render import DROP_IN, HEADER, OWNER_KEY
 from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.probes.poll import wait_until
 
@@ -82,18 +82,64 @@ def _marked(path, state_id):
     return data is not None and f"{OWNER_KEY}{state_id}".encode() in data.split(b"\n", 3)[:3]
 
 
+GRAVITY_HEADER = b"; This file is maintained by Gravity"  # gravity 1.x's units and targets begin so
+
+
+def written_by(path):
+    """Who wrote the unit file at ``path``: "galaxyctl", "gravity", "other" (an admin, a package), or
+    None when there is none."""
+    if os.path.islink(path) or not os.path.isfile(path):
+        return "other" if os.path.lexists(path) else None
+    try:
+        head = (fsutil.read_bytes(path, MAX_UNIT_FILE_BYTES) or b"").split(b"\n", 3)[:3]
+    except (OSError, GalaxyctlError):
+        return "other"
+    if any(line.startswith(OWNER_KEY.encode()) or line == HEADER.strip().encode() for line in head):
+        return "galaxyctl"
+    return "gravity" if any(line.startswith(GRAVITY_HEADER) for line in head) else "other"
+
+
+def gravity_leftovers(unit_dir, files):
+    """gravity's own unit files that a gravity target we replace wanted and that we do not write (a
+    site moving over from gravity's other names, e.g. ``galaxy-handler_0.service``): its Wants= say which."""
+    leftovers = set()
+    for path in files:
+        if not path.endswith(".target") or written_by(path) != "gravity":
+            continue
+        text = (fsutil.read_bytes(path, MAX_UNIT_FILE_BYTES) or b"").decode("utf-8", "replace")
+        wanted = [word for line in text.splitlines() if line.startswith("Wants=") for word in line[6:].split()]
+        for unit in wanted:
+            name = unit[: unit.index("@") + 1] + unit[unit.rindex(".") :] if "@" in unit else unit
+            candidate = os.path.join(unit_dir, os.path.basename(name))
+            if candidate not in files and written_by(candidate) == "gravity":
+                leftovers.add(candidate)
+    return sorted(leftovers)
+
+
+def _refuse_others(files):
+    """Never overwrite a unit file that neither galaxyctl nor gravity wrote."""
+    for path in sorted(files):
+        if written_by(path) == "other":
+            raise GalaxyctlError(
+                f"{path} exists and was written neither by galaxyctl nor by gravity: it is left alone; move it "
+                "away, or set gravity.instance_name so that galaxyctl's units get other names"
+            )
+
+
 def write_units(paths, files, controller=None):
-    """Write the unit files that changed; remove stale units of this state dir (marked files only),
-    a stale target disabled first (while its file still says what to undo).  Returns
-    backends.base.Changes (paths)."""
+    """Write the unit files that changed; remove stale units of this state dir (marked files only)
+    and gravity's own units that a gravity target we replace named (a site moving over), a stale
+    target disabled first (while its file still says what to undo); refuse to overwrite a file that
+    neither wrote.  Returns backends.base.Changes (paths)."""
     fsutil.ensure_private_dir(paths.root)
+    _refuse_others(files)
+    leftovers = gravity_leftovers(paths.unit_dir, files)  # read before our target replaces gravity's
     for directory in sorted({os.path.dirname(path) for path in files} | {paths.unit_dir}):
         fsutil.make_dirs(directory, mode=0o755)  # the unit dir, and a template instance's drop-in dir
     written = fsutil.write_many_if_changed(files, mode=0o644)
-    ours = sorted(marked_units(paths.unit_dir, paths.state_id).values()) + marked_drop_ins(
-        paths.unit_dir, paths.state_id
-    )
-    stale = [path for path in ours if path not in files]
+    ours = sorted(marked_units(paths.unit_dir, paths.state_id).values())
+    ours += marked_drop_ins(paths.unit_dir, paths.state_id)
+    stale = [path for path in ours if path not in files] + leftovers
     targets = [os.path.basename(path) for path in stale if path.endswith(".target")]
     if targets and controller is not None:
         controller.systemctl("disable", "--no-reload", "--", *targets, check=False)
