@@ -126,6 +126,64 @@ def test_update_start_status_stop_and_stale_units(machine):
         machine.run("sh", "-c", "rm -f /etc/systemd/system/galaxy*; systemctl daemon-reload", check=False)
 
 
+GRAVITY_UNIT = (
+    ";\n; This file is maintained by Gravity - CHANGES WILL BE OVERWRITTEN\n;\n[Unit]\nDescription=Galaxy {}\n"
+)
+
+
+def test_gravitys_names_a_gunicorn_list_as_one_template_and_gravitys_old_units_replaced(machine):
+    """A site moving over from gravity: gravity's target and its units (gravity's header) are there;
+    a gunicorn list becomes gravity's galaxy-gunicorn@.service with instances @0 and @1, each with its
+    own bind through its drop-in, both serving; gravity's units we do not write go; restart gunicorn
+    restarts both; one gunicorn again: its template and drop-ins go, galaxy-gunicorn.service serves."""
+    ports = [free_port(), free_port()]
+    config = _galaxy(machine, ports[0], gunicorn=[{"bind": f"127.0.0.1:{p}", "preload": False} for p in ports])
+    unit_dir = machine.path("/etc/systemd/system")
+    gravity = {"galaxy-gunicorn0.service": "gunicorn0", "galaxy-gunicorn1.service": "gunicorn1"}
+    with open(os.path.join(unit_dir, "galaxy.target"), "w") as handle:
+        handle.write(GRAVITY_UNIT.format("") + f"Wants={' '.join(gravity)}\n")
+    for name, label in gravity.items():
+        with open(os.path.join(unit_dir, name), "w") as handle:
+            handle.write(GRAVITY_UNIT.format(label) + "[Service]\nExecStart=/bin/sleep infinity\n")
+    try:
+        _galaxyctl(machine, config, "update")
+        units = sorted(n for n in os.listdir(unit_dir) if n.startswith("galaxy"))
+        assert units == [
+            "galaxy-gunicorn@.service",
+            "galaxy-gunicorn@0.service.d",
+            "galaxy-gunicorn@1.service.d",
+            "galaxy.target",
+        ], units
+        _galaxyctl(machine, config, "start")
+        assert wait_for(lambda: all(_answers(p) for p in ports), timeout=90), machine.run(
+            "journalctl", "--no-pager", "-n", "50"
+        ).stdout
+        pids = [_main_pid(machine, f"galaxy-gunicorn@{n}.service") for n in (0, 1)]
+        assert all(pids)
+        _galaxyctl(machine, config, "restart", "gunicorn")
+        assert wait_for(lambda: all(_answers(p) for p in ports), timeout=90)
+        assert all(_main_pid(machine, f"galaxy-gunicorn@{n}.service") not in (0, old) for n, old in enumerate(pids))
+        status = _galaxyctl(machine, config, "status", "gunicorn", check=False)
+        assert status.returncode == 0 and "galaxy-gunicorn@0.service" in status.stdout, status.stdout
+        assert "galaxy-gunicorn@1.service" in status.stdout
+
+        with open(machine.path(config)) as handle:
+            data = yaml.safe_load(handle)
+        data["gravity"]["gunicorn"] = data["gravity"]["gunicorn"][:1]
+        with open(machine.path(config), "w") as handle:
+            yaml.safe_dump(data, handle)
+        _galaxyctl(machine, config, "update")
+        units = sorted(n for n in os.listdir(unit_dir) if n.startswith("galaxy"))
+        assert units == ["galaxy-gunicorn.service", "galaxy.target"], units
+        state = machine.run("systemctl", "is-active", "galaxy-gunicorn@1.service", check=False).stdout.strip()
+        assert state == "inactive", state
+        _galaxyctl(machine, config, "start")
+        assert wait_for(lambda: _answers(ports[0]), timeout=90)
+    finally:
+        _galaxyctl(machine, config, "shutdown", check=False)
+        machine.run("sh", "-c", "rm -rf /etc/systemd/system/galaxy*; systemctl daemon-reload", check=False)
+
+
 def _answers(port):
     try:
         return http_get(_url(port), timeout=2)[0] == 200
