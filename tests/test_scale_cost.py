@@ -3,9 +3,9 @@
 The stand-in Galaxy runs under a real supervisord with a dynamic handler of N processes (each
 execs ``sleep``, as in bench/scale.py) and heartbeat rows for all of them in its SQLite database.
 ``status``, ``check`` and ``start`` run in this process with the library's own functions wrapped
-to count: XML-RPC calls to supervisord (``rpc.call``), passes over /proc (``os.listdir('/proc')``)
-and heartbeat queries (``heartbeat.read``).  N = 5 and N = 40 must give the same counts: a scan or
-a round trip per service would make them differ.
+to count: XML-RPC calls to supervisord (``rpc.call``), passes over /proc (``os.listdir('/proc')``),
+heartbeat queries (``heartbeat.read``) and replies read by rpc's fast path.  N = 5 and N = 40 must
+give the same counts: a scan or a round trip per service would make them differ.
 """
 
 import datetime
@@ -26,7 +26,7 @@ class Counts:
 
     def __init__(self, monkeypatch):
         self.seen = {}
-        real_call, real_listdir, real_read = rpc.call, os.listdir, heartbeat.read
+        real_call, real_listdir, real_read, real_fast = rpc.call, os.listdir, heartbeat.read, rpc._array_of_structs
 
         def call(socket_path, method, params=(), timeout=30.0):
             self._count(f"rpc {method}")
@@ -41,6 +41,13 @@ class Counts:
             self._count("heartbeat queries")
             return real_read(*args, **kwargs)
 
+        def fast(body):
+            rows = real_fast(body)
+            if rows is not None:
+                self._count("replies read by the fast path")
+            return rows
+
+        monkeypatch.setattr(rpc, "_array_of_structs", fast)
         monkeypatch.setattr(rpc, "call", call)
         monkeypatch.setattr(os, "listdir", listdir)
         monkeypatch.setattr(heartbeat, "read", read)
@@ -110,7 +117,7 @@ def test_status_check_and_start_cost_the_same_calls_for_5_and_40_handlers(gctl, 
         counted["start"].pop("rpc supervisor.getProcessInfo", None)
     assert measured[5] == measured[40], measured
     status, check, start = measured[40]["status"], measured[40]["check"], measured[40]["start"]
-    assert status == {"rpc supervisor.getAllProcessInfo": 1, "heartbeat queries": 1}, status
+    assert status == {"rpc supervisor.getAllProcessInfo": 1, "heartbeat queries": 1, "replies read by the fast path": 1}
     assert check.get("/proc passes", 0) <= 1 and check["heartbeat queries"] == 1, check
     assert check["rpc supervisor.getAllProcessInfo"] == 1, check
     assert start["rpc system.multicall"] == 2, start  # gunicorn first, then the handlers together

@@ -53,3 +53,39 @@ def test_request_body_of_a_multicall_is_what_xmlrpc_client_writes():
     calls = [{"methodName": "supervisor.startProcess", "params": ["handler:handler_0", False]}, {"params": [1]}]
     params, method = xmlrpc.client.loads(rpc.request_body("system.multicall", [calls]))
     assert method == "system.multicall" and params == (calls,)
+
+
+def _answer(value):
+    import xmlrpc.client
+
+    return xmlrpc.client.dumps((value,), methodresponse=True).encode("utf-8")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        [],
+        [{}],
+        [{"name": "handler_0", "pid": 12, "ok": True, "no": False, "spawnerr": "", "big": 2**31 - 1}],
+        [{"description": "a <b> & c &amp; d", "name": "é ✓ 日本"}, {"name": "second", "stop": -1}],
+        [{"nested": {"a": 1}}],  # not flat: expat reads it
+        [{"ratio": 1.5}, {"list": [1, "x"]}],  # doubles and arrays: expat
+        "not an array",
+        [1, "x"],  # an array of scalars: expat
+    ],
+)
+def test_the_fast_reading_of_getallprocessinfo_reads_what_expat_and_xmlrpc_client_read(value):
+    """getAllProcessInfo's reply (an array of flat structs) is read with one regular expression;
+    whatever it holds, the answer is xmlrpc.client's, and anything else falls back to expat."""
+    import xmlrpc.client
+
+    body = _answer(value)
+    assert rpc.parse_response(body) == xmlrpc.client.loads(body)[0][0]
+
+
+def test_a_character_reference_or_a_changed_layout_falls_back_to_expat():
+    body = _answer([{"name": "x", "d": "a"}]).replace(b"<string>a</string>", b"<string>&#65;&lt;</string>")
+    assert rpc._array_of_structs(body) is None and rpc.parse_response(body) == [{"name": "x", "d": "A<"}]
+    spaced = _answer([{"name": "x"}]).replace(b"<member>\n", b"<member>  ")
+    assert rpc._array_of_structs(spaced) is None and rpc.parse_response(spaced) == [{"name": "x"}]
+    assert rpc._array_of_structs(_answer([{"name": "x", "pid": 3}])) == [{"name": "x", "pid": 3}]

@@ -6,6 +6,7 @@ arrays and structs, over HTTP/1.0 on a local socket: this module speaks exactly 
 replies with the C expat parser.
 """
 
+import re
 import time
 from xml.parsers import expat
 
@@ -123,8 +124,57 @@ class _Reader:
             self.typed = True
 
 
+# getAllProcessInfo's reply, as supervisord writes it (xmlrpc.client's layout): an array of flat
+# structs of strings, integers and booleans.  Read with one regular expression, about twice as fast
+# as expat's callbacks (2,000 processes: 2.3 MB, ~0.09 s instead of ~0.2 s); any other reply, or
+# anything unexpected in this one, goes to expat.
+_ARRAY_HEAD = b"<?xml version='1.0'?>\n<methodResponse>\n<params>\n<param>\n<value><array><data>\n"
+_ARRAY_TAIL = b"</data></array></value>\n</param>\n</params>\n</methodResponse>"
+_STRUCT_HEAD, _STRUCT_TAIL = b"<value><struct>\n", b"</struct></value>\n"
+_MEMBER = re.compile(
+    rb"<member>\n<name>([^<&]*)</name>\n<value>(?:<(string|int|i4|boolean)>([^<]*)</\2>|([^<]*))</value>\n</member>\n"
+)
+_ENTITY = re.compile(rb"&(amp|lt|gt);")
+_EXPANDED = {b"amp": b"&", b"lt": b"<", b"gt": b">"}
+_CONVERT = {b"int": int, b"i4": int, b"boolean": lambda text: text.strip() == b"1"}
+
+
+def _array_of_structs(body):
+    """The list of dicts of an array-of-flat-structs reply in xmlrpc.client's layout, else None."""
+    end = len(body.rstrip()) - len(_ARRAY_TAIL)
+    if not body.startswith(_ARRAY_HEAD) or not body.startswith(_ARRAY_TAIL, end):
+        return None
+    rows, pos, match = [], len(_ARRAY_HEAD), _MEMBER.match
+    while pos < end:
+        if not body.startswith(_STRUCT_HEAD, pos):
+            return None
+        pos, row = pos + len(_STRUCT_HEAD), {}
+        while not body.startswith(_STRUCT_TAIL, pos):
+            found = match(body, pos)
+            if found is None:
+                return None
+            name, kind, typed, bare = found.groups()
+            text = typed if kind else bare
+            if b"&" in text:
+                text = _ENTITY.sub(lambda entity: _EXPANDED[entity.group(1)], text)
+                if b"&" in _ENTITY.sub(b"", typed if kind else bare):
+                    return None  # another entity or a character reference: expat knows them all
+            convert = _CONVERT.get(kind)
+            row[name.decode("utf-8")] = convert(text) if convert else text.decode("utf-8")
+            pos = found.end()
+        rows.append(row)
+        pos += len(_STRUCT_TAIL)
+    return rows if pos == end else None
+
+
 def parse_response(body):
     """The value of a methodResponse, or raise Fault."""
+    try:
+        rows = _array_of_structs(body)
+    except (ValueError, UnicodeDecodeError):
+        rows = None
+    if rows is not None:
+        return rows
     reader = _Reader()
     parser = expat.ParserCreate("utf-8")
     parser.StartElementHandler = reader.start
