@@ -205,8 +205,7 @@ def _database(instance, plans, timeout):
     try:
         with as_user(user, group):  # rootpolicy: the Galaxy user's database is read with its ids
             credentials = subprocess_credentials(user, group)
-            beats = clusterdb.all_beats(url, python, credentials, timeout)
-            jobs = clusterdb.held_jobs(url, python, credentials, timeout)
+            beats, jobs = clusterdb.records(url, python, credentials, timeout)
     except GalaxyctlError as exc:
         return None, None, exc.message
     return beats, jobs, ""

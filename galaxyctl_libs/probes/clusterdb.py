@@ -27,6 +27,20 @@ ACTIVE_JOBS_SQL = (
 MAX_JOB_IDS = 10  # job ids a message names
 
 
+def _both(beats_sql):
+    """One query for both (one start of Galaxy's interpreter, not two): the heartbeats' rows and the
+    jobs' rows, told apart by their first column."""
+    columns = beats_sql[len("SELECT ") : beats_sql.rindex(" FROM ")]
+    jobs = ACTIVE_JOBS_SQL[len("SELECT ") :]
+    return (
+        f"SELECT 'beat', {columns}, NULL, NULL, NULL, NULL FROM {heartbeat.TABLE} "
+        f"UNION ALL SELECT 'jobs', handler, NULL, NULL, NULL, {jobs.partition(', ')[2]}"
+    )
+
+
+BOTH_SQL, SQLITE_BOTH_SQL = _both(ALL_BEATS_SQL), _both(SQLITE_ALL_BEATS_SQL)
+
+
 class HostBeat(Record):
     server_name: str
     hostname: str
@@ -58,14 +72,22 @@ def all_beats(url, python=None, credentials=None, timeout=10.0):
     ]
 
 
-def held_jobs(url, python=None, credentials=None, timeout=10.0):
-    """{handler: HeldJobs} of the jobs not yet finished, by the handler they are assigned to."""
-    rows = heartbeat.query(url, ACTIVE_JOBS_SQL, {}, python, credentials, timeout)
-    return {
-        str(handler): HeldJobs(str(handler), int(count), int(new or 0), int(first), int(last))
-        for handler, count, new, first, last in rows
-        if handler
-    }
+def records(url, python=None, credentials=None, timeout=10.0):
+    """(every heartbeat as HostBeat, {handler: HeldJobs}) from one read of Galaxy's database."""
+    import time
+
+    sqlite = heartbeat.sqlite_path(url) is not None
+    sql, age_of = (SQLITE_BOTH_SQL, heartbeat._age_of_seconds) if sqlite else (BOTH_SQL, heartbeat._age_of_datetime)
+    rows = heartbeat.query(url, sql, {}, python, credentials, timeout)
+    if not rows:  # no row, or a table missing (a stand-in's database may have no job table): the heartbeats alone
+        return all_beats(url, python, credentials, timeout), {}
+    now, beats, held = time.time(), [], {}
+    for kind, name, host, pid, when, count, new, first, last in rows:
+        if kind == "beat":
+            beats.append(HostBeat(str(name), str(host), pid if isinstance(pid, int) else None, age_of(when, now)))
+        elif name:
+            held[str(name)] = HeldJobs(str(name), int(count), int(new or 0), int(first), int(last))
+    return beats, held
 
 
 def job_ids(url, handlers, python=None, credentials=None, timeout=10.0, limit=MAX_JOB_IDS):

@@ -75,3 +75,57 @@ def test_the_all_hosts_query_is_heartbeats_without_the_host_filter():
     assert " WHERE " not in clusterdb.SQLITE_ALL_BEATS_SQL
     assert clusterdb.SQLITE_ALL_BEATS_SQL.startswith(heartbeat.SQLITE_HEARTBEAT_SQL.rsplit(" WHERE ", 1)[0])
     assert "julianday(update_time)" in clusterdb.SQLITE_ALL_BEATS_SQL
+
+
+def test_one_read_gives_every_hosts_heartbeats_and_the_jobs_by_handler(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "universe.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE worker_process (id integer PRIMARY KEY, server_name text, hostname text, pid integer, update_time timestamp)"
+        )
+        conn.execute("CREATE TABLE job (id integer PRIMARY KEY, state text, handler text)")
+        conn.executemany(
+            "INSERT INTO worker_process (server_name, hostname, pid, update_time) VALUES (?, ?, ?, datetime('now', ?))",
+            [
+                ("handler_a_0", "a", 7, "-5 seconds"),
+                ("handler_b_0", "b", 8, "-10 minutes"),
+                ("odd", "b", 9, "+0 seconds"),
+            ],
+        )
+        conn.execute("UPDATE worker_process SET update_time = 'now' WHERE server_name = 'odd'")
+        conn.executemany(
+            "INSERT INTO job (state, handler) VALUES (?, ?)",
+            [
+                ("running", "handler_b_0"),
+                ("queued", "handler_b_0"),
+                ("ok", "handler_b_0"),
+                ("new", "pool"),
+                ("new", None),
+            ],
+        )
+    beats, held = clusterdb.records(f"sqlite:///{path}")
+    ages = {(b.server_name, b.hostname): b.age_seconds for b in beats}
+    assert ages[("odd", "b")] is None and 0 <= ages[("handler_a_0", "a")] < 60 and ages[("handler_b_0", "b")] > 500
+    assert clusterdb.fresh(beats, 180) == {("handler_a_0", "a")}
+    assert held == {
+        "handler_b_0": clusterdb.HeldJobs("handler_b_0", 2, 0, 1, 2),
+        "pool": clusterdb.HeldJobs("pool", 1, 1, 4, 4),
+    }
+    assert clusterdb.job_ids(f"sqlite:///{path}", ["handler_b_0", "x"]) == {"handler_b_0": [1, 2]}
+
+
+def test_a_database_without_a_job_table_still_gives_the_heartbeats(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "universe.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE worker_process (id integer PRIMARY KEY, server_name text, hostname text, pid integer, update_time timestamp)"
+        )
+        conn.execute(
+            "INSERT INTO worker_process (server_name, hostname, pid, update_time) VALUES ('h', 'a', 1, datetime('now'))"
+        )
+    beats, held = clusterdb.records(f"sqlite:///{path}")
+    assert [(b.server_name, b.hostname) for b in beats] == [("h", "a")] and held == {}
