@@ -103,7 +103,10 @@ def cluster_status(args):
         print(f"{'':<20} jobs     {held.handler:<32} {'critical':<9} {cluster._jobs(held)}, {why}")
     beats = "unknown" if report.beats is None else ", ".join(report.beats) or "none"
     problem = cluster.beat_problem(report.beats, report.beat_host)
-    print(f"{'':<20} beat     {'celery-beat':<32} {'critical' if problem else 'ok':<9} running on: {beats}")
+    state = "unknown" if report.beats is None else "critical" if problem else "ok"
+    print(
+        f"{'':<20} beat     {'celery-beat':<32} {state:<9} running on: {beats}" + (f" ({problem})" if problem else "")
+    )
     return cluster.status_code(report)
 
 
