@@ -84,8 +84,8 @@ def host_share(path, loaded, settings, galaxy_root, name, host=None, check_clust
     """(settings, handlers, warnings, hosts.OnHost) of the share of ``host`` (default: this host)
     under ``gravity.hosts`` (everything, and None, without it; ``{hostname}`` in a name_template is
     filled in either way); ``check_cluster``: refuse a config giving two hosts one server name."""
-    host = host or hosts.this_host()
     cluster = hosts.parse(settings, path)
+    host = host or hosts.this_host(checked=cluster is not None)  # without hosts: only {hostname} uses it
     share = hosts.share_of(cluster, host, path) if cluster else None
     job_config = jobconf.load_job_handlers(
         loaded.galaxy,

@@ -50,6 +50,7 @@ def test_this_host_is_the_option_else_the_environment_else_the_machine(monkeypat
     assert hosts.this_host({"GALAXYCTL_HOST": "web1"}) == "web1"
     with pytest.raises(GalaxyctlError, match="GALAXYCTL_HOST: 'a/b' is not a host name"):
         hosts.this_host({"GALAXYCTL_HOST": "a/b"})
+    assert hosts.this_host({"GALAXYCTL_HOST": "a/b"}, checked=False) == "a/b"  # no gravity.hosts: not judged
     monkeypatch.delenv("GALAXYCTL_HOST", raising=False)
     args = cli_main.build_parser(["--host", "jobs1", "list"]).parse_args(["--host", "jobs1", "list"])
     assert args.host == "jobs1"
@@ -183,3 +184,13 @@ def test_celery_beat_runs_only_on_the_beat_host_holding_its_lock(tmp_path):
     assert argv[1:5] == ("-m", "galaxyctl_libs.backends.beatlock", argv[3], "--")
     assert argv[3].endswith(os.path.join("galaxyctl", "beat", "jobs1.lock")), (argv, lock)
     assert "beat" in argv[5:] and "celery" not in share_services(path, "web1")[0]
+
+
+def test_without_hosts_the_host_name_is_not_judged_unless_a_name_uses_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("GALAXYCTL_HOST", "odd name")
+    path = write_config(str(tmp_path), {"handlers": {"handler": {"processes": 1}}})
+    instance, _, _ = resolve(state.ConfigRecord(path=path), "/tmp/state", enforce_user=False)
+    assert [h.server_name for h in instance.handlers] == ["handler_0"] and instance.host is None
+    path = write_config(str(tmp_path), {"handlers": {"handler": {"name_template": "{name}_{hostname}"}}})
+    with pytest.raises(GalaxyctlError, match="'handler_odd name' cannot be a job handler name"):
+        resolve(state.ConfigRecord(path=path), "/tmp/state", enforce_user=False)
