@@ -50,6 +50,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="handler processes (default: %(default)s)")
     parser.add_argument("--runs", type=int, default=3, help="runs of status and check per size (default: %(default)s)")
+    parser.add_argument("--tools", default="gravity,ours", help="which tools to measure (default: %(default)s)")
     parser.add_argument("--json", metavar="OUT", help="write the figures as JSON here")
     parser.add_argument("--user", default="nobody", help="as root: run both tools as this user (default: %(default)s)")
     parser.add_argument("--base-python", help="interpreter for the venvs (default: this one, if --user can run it)")
@@ -181,8 +182,9 @@ def main(argv=None):
         ours = session.add_tool(Ours, "ours", "galaxyctl", ours_venv)
         meta = describe_run(runner, args.runs, args.runs, base_python, gravity.venv, ours_venv, stub)
         results = {"gravity": {}, "ours": {}}
+        chosen = [tool for tool in (gravity, ours) if tool.key in args.tools.split(",")]
         for count in sizes:
-            for tool in (gravity, ours):
+            for tool in chosen:
                 results[tool.key][count] = measure_size(tool, count, args.runs, session.workdir, ours.python, runner)
         print(
             f"\ngalaxyctl vs gravity {meta['gravity_venv'].get('gravity')}, {meta['cpus']} CPUs, tools run as "
