@@ -47,6 +47,7 @@ ALLOWED = {
     "backends/herder.py": "runs under the process manager as the Galaxy user, never as root",
     "backends/memwatch.py": "runs under the process manager as the Galaxy user, never as root",
     "backends/beatlock.py": "runs under the process manager as the Galaxy user, never as root",
+    "backends/supervisor/launch.py": "starts supervisord as the user supervisord runs as, reading the config it is given",
     "demo.py": "the stand-in Galaxy the tests and the demo run as the Galaxy user, never galaxyctl as root",
 }
 

@@ -256,11 +256,37 @@ def test_hostile_handler_names_are_refused(tmp_path, handlers):
 
 
 def test_supervisord_limits_grow_with_the_site():
-    """A small site keeps supervisord's defaults (the file as before); 2,000 processes get the file
-    descriptors and processes supervisord needs for them, which it raises its soft limits to."""
+    """A small site keeps supervisord's defaults (the file as before); 2,000 processes get the open
+    files (a line our launcher reads: minfds would cost every spawn a close per descriptor) and the
+    processes supervisord needs for them."""
     small = sup.render_supervisord_conf(sup.Paths("/s"), processes=10)
-    assert "minfds" not in small and "minprocs" not in small
+    assert "open files" not in small and "minprocs" not in small and "minfds" not in small
     big = sup.render_supervisord_conf(sup.Paths("/s"), processes=2001)
     fds, procs = sup.supervisord_limits(2001)
-    assert f"\nnodaemon = false\nminfds = {fds}\nminprocs = {procs}\n\n[rpcinterface:supervisor]\n" in big
-    assert fds >= 4 * 2001 and procs > 2001
+    assert f"\nnodaemon = false\n; galaxyctl: open files = {fds}\nminprocs = {procs}\n\n[rpcinterface:" in big
+    assert "minfds" not in big and fds >= 4 * 2001 and procs > 2001
+    from galaxyctl_libs.backends.supervisor import launch
+
+    assert launch.open_files_wanted(big) == fds and launch.open_files_wanted(small) == 0
+
+
+def test_the_launcher_raises_the_soft_limit_of_open_files_up_to_the_hard_one():
+    """Run in a child (the limits are the process's): up to the hard limit it raises the soft one;
+    above it, one line saying so, and the limits unchanged."""
+    import subprocess
+    import sys
+
+    code = (
+        "import resource\n"
+        "from galaxyctl_libs.backends.supervisor.launch import raise_open_files\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "limit = min(hard, 4096)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (64, limit))\n"
+        "print(raise_open_files(32), resource.getrlimit(resource.RLIMIT_NOFILE))\n"
+        "print(raise_open_files(limit // 2), resource.getrlimit(resource.RLIMIT_NOFILE), limit // 2)\n"
+        "print(raise_open_files(10**6), resource.getrlimit(resource.RLIMIT_NOFILE))\n"
+    )
+    lines = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    first, second, third = lines.splitlines()
+    assert first.startswith("None (64, ") and second.startswith(f"None ({second.split()[-1]}, ")
+    assert "needs 1000000 open files" in third and f"({second.split()[-1]}, " in third
