@@ -362,12 +362,12 @@ def check_names(cluster, settings, galaxy, where, instance_name, static=()):
                 )
             owner[name] = (host, what)
     for share in (s for s in cluster.shares if s.many):
-        one, two = (set(expand(cluster, share, settings, galaxy, h, where, instance_name, static)) for h in _PROBES)
-        same = sorted(one & two)
+        one, two = (expand(cluster, share, settings, galaxy, h, where, instance_name, static) for h in _PROBES)
+        same = sorted(set(one) & set(two))
         if same:
             raise GalaxyctlError(
                 f"{where}: gravity.hosts.{share.key}: may be several hosts, which would all use the server name "
-                f"{same[0]!r}; put {{hostname}} in its name_template (or name the hosts one by one)"
+                f"{same[0]!r} ({one[same[0]]}): {_ADVICE[one[same[0]]]}, or name the hosts one by one"
             )
 
 

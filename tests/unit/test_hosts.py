@@ -194,3 +194,17 @@ def test_without_hosts_the_host_name_is_not_judged_unless_a_name_uses_it(tmp_pat
     path = write_config(str(tmp_path), {"handlers": {"handler": {"name_template": "{name}_{hostname}"}}})
     with pytest.raises(GalaxyctlError, match="'handler_odd name' cannot be a job handler name"):
         resolve(state.ConfigRecord(path=path), "/tmp/state", enforce_user=False)
+
+
+def test_a_pattern_of_web_hosts_with_one_server_name_by_hand_is_refused(tmp_path):
+    gravity = {
+        "hosts": {"web*": {"services": ["gunicorn"]}},
+        "celery": {"enable_beat": False},
+        "gunicorn": {"environment": {"GALAXY_CONFIG_SERVER_NAME": "web"}},
+    }
+    with pytest.raises(GalaxyctlError) as caught:
+        share_services(write_config(str(tmp_path), gravity), "web1")
+    assert "would all use the server name 'web' (web server): drop GALAXY_CONFIG_SERVER_NAME" in caught.value.message
+    del gravity["gunicorn"]["environment"]
+    services, _ = share_services(write_config(str(tmp_path), gravity), "web7")
+    assert dict(services["gunicorn"].environment)["GALAXY_CONFIG_SERVER_NAME"] == "main_web7"
