@@ -56,7 +56,8 @@ def assert_one_line_error(result, fragment, code=1):
     [
         ("gravity:\n  gunicorn:\n    bind: [oops\n", "YAML syntax error"),
         ("gravity:\n  gunicorn:\n    workers: abc\n", "gravity.gunicorn.workers: expected an integer, got 'abc'"),
-        ("gravity: [1, 2]\n", "gravity: expected a mapping"),
+        ("gravity: [1, 2]\n", "gravity[0]: each instance of a gravity: list is a mapping naming its Galaxy config"),
+        ("gravity: 3\n", "gravity: expected a mapping"),
         ("- just\n- a list\n", "expected a mapping at the top level"),
         ('gravity:\n  gunicorn:\n    bind: "a\\nb"\n', "must not contain a newline"),
         ("gravity: !include missing.yml\n", "config file not found"),
