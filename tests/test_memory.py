@@ -48,7 +48,7 @@ def test_a_handler_over_memory_limit_is_restarted_and_stop_still_ends_supervisor
     restarted = wait_for(lambda: f"{program} restarted: pid {first} -> " in watcher_log(gctl), WATCH_TIMEOUT)
     log = watcher_log(gctl)
     assert restarted, log
-    assert f"{program} (pid {first}) uses " in log and "over memory_limit 204 MB: restarting it" in log
+    assert f"{program} (pid {first}) uses " in log and "over memory_limit 204 MiB: restarting it" in log
     rows = status_rows(gctl)
     assert rows["handler_0"]["pid"] not in (None, first)
     assert f"-> {rows['handler_0']['pid']}" in log  # the PID the log names is the one supervisord runs
@@ -75,7 +75,7 @@ def test_a_gunicorn_worker_over_memory_high_is_recycled_while_the_master_stays(g
 
     assert wait_for(lambda: not alive(hog), WATCH_TIMEOUT), watcher_log(gctl)
     log = watcher_log(gctl)
-    assert f"recycling worker {hog} uses " in log and "over memory_high 256 MB" in log
+    assert f"recycling worker {hog} uses " in log and "over memory_high 256 MiB" in log
     assert wait_for(lambda: len(children_of(master)) == 2, 30)  # gunicorn forked a new worker
     assert alive(master) and status_rows(gctl)["gunicorn"]["pid"] == supervised  # the master stayed
     assert http_get(f"http://127.0.0.1:{port}/api/version")[0] == 200

@@ -19,7 +19,7 @@ others (uwsgi, tusd,            report (logged, in status)     restart
 gx-it-proxy)
 ==============================  =============================  ===================================
 
-Sizes are a service's whole process tree, RSS summed (what ``status`` shows); one GB is 2**30
+Sizes are a service's whole process tree, RSS summed (what ``status`` shows, in MiB and GiB); one GB is 2**30
 bytes, as systemd reads gravity's ``NG``.
 """
 
@@ -59,10 +59,11 @@ def kind_of(service_type):
 
 
 def size_text(size):
-    """``1.5 GB``, ``612 MB``: GB from 1 GB on, else whole MB (both base 2, as systemd's G)."""
+    """``1.5 GiB``, ``612 MiB``: GiB from 1 GiB on, else whole MiB (base 2, as systemd's G and as
+    ``workers`` says; gravity's memory settings are in these units too, though it calls them GB)."""
     if size >= GB:
-        return f"{size / GB:.2f}".rstrip("0").rstrip(".") + " GB"
-    return f"{size // MB} MB"
+        return f"{size / GB:.2f}".rstrip("0").rstrip(".") + " GiB"
+    return f"{size // MB} MiB"
 
 
 class Watch(Record):
@@ -115,7 +116,7 @@ def over(watch, rss):
 
 
 def excess(service, rss):
-    """``over memory_high 1 GB`` when ``rss`` passes one of ``service``'s limits (status), else ''."""
+    """``over memory_high 1 GiB`` when ``rss`` passes one of ``service``'s limits (status), else ''."""
     try:
         limits = Watch("", OTHER, limit_bytes(service.memory_limit), limit_bytes(service.memory_high))
     except GalaxyctlError:  # a record from before the check: no verdict rather than no status

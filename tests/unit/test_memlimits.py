@@ -28,12 +28,12 @@ def test_limit_bytes_refuses_what_is_not_a_size(bad):
 
 def test_size_text():
     assert [ml.size_text(v) for v in (0, 5 * MB + 7, 1023 * MB, GB, 3 * GB // 2, 2 * GB + 1)] == [
-        "0 MB",
-        "5 MB",
-        "1023 MB",
-        "1 GB",
-        "1.5 GB",
-        "2 GB",
+        "0 MiB",
+        "5 MiB",
+        "1023 MiB",
+        "1 GiB",
+        "1.5 GiB",
+        "2 GiB",
     ]
 
 
@@ -170,7 +170,7 @@ def test_a_service_named_like_the_watcher_is_refused(tmp_path):
 def test_excess_as_status_shows_it():
     limited = service("h", memory_limit=2, memory_high=1)
     assert ml.excess(limited, GB) == ""
-    assert ml.excess(limited, GB + 1) == "over memory_high 1 GB"
-    assert ml.excess(limited, 3 * GB) == "over memory_limit 2 GB"
+    assert ml.excess(limited, GB + 1) == "over memory_high 1 GiB"
+    assert ml.excess(limited, 3 * GB) == "over memory_limit 2 GiB"
     assert ml.excess(service("h"), 100 * GB) == ""
     assert ml.excess(service("h", memory_high=-1), 100 * GB) == ""  # a damaged record: no verdict, no error

@@ -120,7 +120,7 @@ def test_status_without_the_manager_names_it(tmp_path):
 def test_a_service_over_a_memory_limit_is_a_warning_naming_it():
     from galaxyctl_libs.records import replace
 
-    over = replace(row("handler_0"), rss_bytes=3 << 30, memory="over memory_high 2 GB")
+    over = replace(row("handler_0"), rss_bytes=3 << 30, memory="over memory_high 2 GiB")
     result = verdict(report(row("gunicorn"), over), (OK_PROBE,))
     assert result.code == exitcodes.NAGIOS_WARNING
-    assert result.problems == ("handler_0 over memory_high 2 GB",)
+    assert result.problems == ("handler_0 over memory_high 2 GiB",)
