@@ -4,6 +4,8 @@ The CLI catches it once, prints ``galaxyctl: error: <message>`` on one line and 
 ``exit_code``.  Anything else is a bug and keeps its traceback.
 """
 
+import contextlib
+
 from galaxyctl_libs import exitcodes
 
 # C0 controls but tab, DEL and C1 controls, shown escaped: an error may quote what the Galaxy user
@@ -25,9 +27,35 @@ class GalaxyctlError(Exception):
         self.message = message
         self.exit_code = exit_code
         self.details = tuple(printable(line) for line in details)  # extra lines after it (e.g. a log tail)
+        self.warnings = ()  # the config's warnings, when it failed after loading one (see carrying)
 
     def __str__(self):
         return self.message
+
+
+# what every command says when no Galaxy config is registered (nor named with -c or the environment)
+NOTHING_CONFIGURED = (
+    "no Galaxy config is registered: run 'galaxyctl register /path/to/galaxy.yml', name one with -c, "
+    "or run 'galaxyctl start' from the root of a Galaxy source tree"
+)
+
+
+class NothingConfigured(GalaxyctlError):
+    """No Galaxy config to act on: the same line, and a non-zero exit, from every command."""
+
+    def __init__(self, exit_code=exitcodes.FAILURE):
+        super().__init__(NOTHING_CONFIGURED, exit_code)
+
+
+@contextlib.contextmanager
+def carrying(warnings):
+    """A GalaxyctlError raised inside carries ``warnings`` (a loaded config's): the CLI prints them
+    before the error, since a typo they point at may be why a start failed."""
+    try:
+        yield
+    except GalaxyctlError as exc:
+        exc.warnings = tuple(warnings) + tuple(exc.warnings)
+        raise
 
 
 class NotReadyError(GalaxyctlError):

@@ -1,4 +1,5 @@
-"""``galaxyctl exec -n SERVICE`` prints the argv and environment gravity 1.2.4's does, for one rich config.
+"""``galaxyctl exec -n SERVICE`` prints what gravity 1.2.4's does (its ``Working directory:`` and
+``Executing:`` lines, the same cwd, argv and environment), for one rich config.
 
 gravity 1.2.4 comes from PyPI into a venv of its own under the temp dir (reused between local runs:
 the ``gravity_galaxyctl`` fixture of conftest.py);
@@ -212,13 +213,11 @@ def parse_gravity(output):
 
 
 def parse_ours(output):
-    """ours prints ``cd CWD``, ``umask U``, one ``NAME=VALUE`` a line, then the command line."""
+    """ours prints gravity's two lines: parsed by gravity's parser, and nothing else is printed."""
     lines = output.strip().splitlines()
-    assert lines[0].startswith("cd ") and lines[1].startswith("umask "), output
-    cwd = shlex.split(lines[0])[1]
-    env, rest = _split_env([shlex.split(line)[0] for line in lines[2:-1]])
-    assert not rest, output
-    return cwd, env, shlex.split(lines[-1])
+    assert len(lines) == 2 and lines[0].startswith("Working directory: "), output
+    assert lines[1].startswith("Executing: "), output
+    return parse_gravity(output)
 
 
 def normalise(cwd, env, argv, base_path):

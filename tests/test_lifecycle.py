@@ -162,9 +162,9 @@ def test_start_registers_from_a_galaxy_root_and_exec_prints_command(gctl, demo_g
         lambda: gctl("status", check=False).returncode == 0 and "web ok" in gctl("status").stdout, timeout=30
     )
     printed = gctl("exec", "-n", "gunicorn").stdout.splitlines()
-    assert printed[0] == f"cd {root}"
-    assert f"GALAXY_CONFIG_FILE={config}" in printed
-    command = printed[-1]
+    assert printed[0] == f"Working directory: {root}"  # gravity's two lines
+    command = printed[1]
+    assert command.startswith("Executing: ") and f" GALAXY_CONFIG_FILE={config} " in command
     for part in (
         "'galaxy.webapps.galaxy.fast_factory:factory()'",
         "-k galaxy.webapps.galaxy.workers.Worker",

@@ -16,6 +16,7 @@ from galaxyctl_libs.actions.readiness import (  # noqa: F401 - DEFAULT_READY_TIM
     log_details,
     tail,
     wait_ready,
+    wait_up,
 )
 from galaxyctl_libs.actions.starting import start_in_order, wait_for_the_rest
 from galaxyctl_libs.backends import base
@@ -25,7 +26,7 @@ from galaxyctl_libs.backends.update import applied_targets, select_targets, upda
 from galaxyctl_libs.core import targets as targets_mod
 from galaxyctl_libs.core.registration import auto_register
 from galaxyctl_libs.core.state import operation_lock
-from galaxyctl_libs.errors import GalaxyctlError, NotReadyError
+from galaxyctl_libs.errors import GalaxyctlError, NothingConfigured, NotReadyError, carrying
 from galaxyctl_libs.probes import procfs
 from galaxyctl_libs.rootpolicy import as_user
 from galaxyctl_libs.storage.config import instance_storage
@@ -45,6 +46,7 @@ class LifecycleResult:
     ended: tuple = ()  # "PID N (service)" of main processes ended without supervisord's help
     killed_supervisord: int = None  # PID of a supervisord that did not answer, killed (--force)
     manager: str = "supervisord"  # the process manager acted through (systemd: its units stop, it stays)
+    already: tuple = ()  # programs that were in the wanted state before (stop: already stopped)
 
 
 def prepare(state_dir, names, auto_cwd=None):
@@ -54,7 +56,7 @@ def prepare(state_dir, names, auto_cwd=None):
         auto_register(state_dir, auto_cwd)
     result = update_locked(state_dir)
     if not result.instances:
-        raise GalaxyctlError("no Galaxy config is registered: run 'galaxyctl register /path/to/galaxy.yml'")
+        raise NothingConfigured()
     return result, select_targets(result, names)
 
 
@@ -67,14 +69,16 @@ def start(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progres
 
     with operation_lock(state_dir):
         result, targets = prepare(state_dir, names, auto_cwd)
-        for instance in {t.instance_name for t in targets}:
-            storage.check_required(instance_storage(next(i for i in result.instances if i.name == instance)))
-        client = result.client
-        check_ports_free(client, targets)
-        deadline = time.monotonic() + timeout
-        started_supervisord = client.ensure_manager_running()
-        first = start_in_order(state_dir, client, targets, timeout, progress, wait)
-    ready = wait_for_the_rest(client, targets, first, _left(deadline), progress) if wait else ()
+        with carrying(result.warnings):
+            for instance in {t.instance_name for t in targets}:
+                storage.check_required(instance_storage(next(i for i in result.instances if i.name == instance)))
+            client = result.client
+            check_ports_free(client, targets)
+            deadline = time.monotonic() + timeout
+            started_supervisord = client.ensure_manager_running()
+            first = start_in_order(state_dir, client, targets, timeout, progress, wait)
+    with carrying(result.warnings):
+        ready = _confirm(client, targets, first, deadline, progress) if wait else ()
     return LifecycleResult(
         "start",
         tuple(t.program for t in targets),
@@ -83,6 +87,14 @@ def start(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progres
         warnings=result.warnings,
         log_dirs=tuple(sorted({d or JOURNAL for d in result.log_dirs.values()})),
     )
+
+
+def _confirm(client, targets, first, deadline, progress):
+    """After a start: the web servers answer (their ReadyResults) and every other service is past
+    its start timeout; a service that died meanwhile raises NotReadyError, naming it and why."""
+    ready = wait_for_the_rest(client, targets, first, _left(deadline), progress)
+    wait_up(client, targets, _left(deadline), progress)
+    return ready
 
 
 def _pid(client, target):
@@ -106,11 +118,17 @@ def stop(state_dir, names=(), force=False, timeout=base.CONTROL_TIMEOUT):
             if names:
                 raise
             targets = None  # a broken config must not keep Galaxy from stopping: stop everything
-        client = base.client_for(state_dir, backend_record.load_applied(state_dir), timeout=timeout)
+        applied = backend_record.load_applied(state_dir)
+        client = base.client_for(state_dir, applied, timeout=timeout)
         survey = client.survey()
         if survey.state != base.MANAGER_RUNNING:
-            return _without_manager("stop", state_dir, client, survey, targets, names, force)
+            result = _without_manager("stop", state_dir, client, survey, targets, names, force)
+            if targets == [] and applied is None and not result.ended:
+                raise NothingConfigured()
+            return replace(result, manager=client.manager)
         programs = sorted(survey.processes) if targets is None else [t.program for t in targets]
+        already = [p for p in programs if (survey.info(p) or {}).get("statename") in base.DEAD_STATES]
+        programs = [p for p in programs if p not in already]
         for program in programs:
             client.stop(program)
         still_up = [
@@ -123,7 +141,9 @@ def stop(state_dir, names=(), force=False, timeout=base.CONTROL_TIMEOUT):
             stopped = client.shutdown()
             ended = _end_orphans(state_dir, targets, names, client.run_as)
     manager = client.manager
-    return LifecycleResult("stop", tuple(programs), manager_stopped=stopped, ended=ended, manager=manager)
+    return LifecycleResult(
+        "stop", tuple(programs), manager_stopped=stopped, ended=ended, manager=manager, already=tuple(already)
+    )
 
 
 ORPHAN_STOP_CAP = 300  # seconds: the longest wait for processes to stop on SIGTERM, whatever stop_timeout says
@@ -228,15 +248,17 @@ def restart(state_dir, names=(), wait=True, timeout=DEFAULT_READY_TIMEOUT, progr
     """Stop and start services (supervisord is started first if it was down)."""
     with operation_lock(state_dir):
         result, targets = prepare(state_dir, names)
-        client = result.client
-        deadline = time.monotonic() + timeout
-        started_supervisord = client.ensure_manager_running()
-        if not started_supervisord:
-            for target in targets:
-                client.stop(target.program)
-            check_ports_free(client, targets)
-        first = start_in_order(state_dir, client, targets, timeout, progress, wait, action="restart")
-    ready = wait_for_the_rest(client, targets, first, _left(deadline), progress) if wait else ()
+        with carrying(result.warnings):
+            client = result.client
+            deadline = time.monotonic() + timeout
+            started_supervisord = client.ensure_manager_running()
+            if not started_supervisord:
+                for target in targets:
+                    client.stop(target.program)
+                check_ports_free(client, targets)
+            first = start_in_order(state_dir, client, targets, timeout, progress, wait, action="restart")
+    with carrying(result.warnings):
+        ready = _confirm(client, targets, first, deadline, progress) if wait else ()
     return LifecycleResult(
         "restart", tuple(t.program for t in targets), tuple(ready), started_supervisord, warnings=result.warnings
     )
@@ -279,10 +301,13 @@ def shutdown(state_dir, force=False, timeout=base.CONTROL_TIMEOUT):
             targets = applied_targets(state_dir)
         except GalaxyctlError:
             targets = None  # only for the stop timeouts of orphans: the defaults do
-        client = base.client_for(state_dir, backend_record.load_applied(state_dir), timeout=timeout)
+        applied = backend_record.load_applied(state_dir)
+        client = base.client_for(state_dir, applied, timeout=timeout)
         survey = client.survey()
         if survey.state != base.MANAGER_RUNNING:
             result = _without_manager("shutdown", state_dir, client, survey, targets, (), force)
+            if targets == [] and applied is None and not result.ended:
+                raise NothingConfigured()
         else:
             stopped = client.shutdown()
             ended = _end_orphans(state_dir, targets, (), client.run_as)

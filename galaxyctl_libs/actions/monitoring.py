@@ -7,7 +7,7 @@ from galaxyctl_libs import exitcodes
 from galaxyctl_libs.backends import base, memlimits, planned
 from galaxyctl_libs.backends import record as backend_record
 from galaxyctl_libs.core import targets as targets_mod
-from galaxyctl_libs.errors import GalaxyctlError
+from galaxyctl_libs.errors import NOTHING_CONFIGURED, GalaxyctlError
 from galaxyctl_libs.probes import http, procfs
 from galaxyctl_libs.records import Record, replace
 
@@ -70,7 +70,7 @@ def status_from_record(state_dir, record, names, probe_web, timeout, health_prob
     except GalaxyctlError as exc:
         return StatusReport(False, None, (), exitcodes.LSB_UNKNOWN, exc.message)
     if not targets:
-        return StatusReport(False, None, (), exitcodes.LSB_NOT_RUNNING, "no Galaxy config is registered")
+        return StatusReport(False, None, (), exitcodes.LSB_NOT_RUNNING, NOTHING_CONFIGURED)
     missing = missing_storage(record)
     client = base.client_for(state_dir, record, timeout=timeout)
     survey = client.survey()
@@ -145,13 +145,15 @@ def _row(target, info, plan, probe_web, timeout, exits, restart_window):
     started_at = now - (info["now"] - info["start"]) if info["start"] else None
     explained = plan is not None and started_at is not None and plan.explains(started_at, info["pid"])
     in_grace = explained and plan.in_grace(now) and state in base.UP_STATES
-    uptime = int(info["now"] - info["start"]) if state == base.RUNNING and info["start"] else 0
     probe = probe_service_web(target.service, timeout) if probe_web and state in base.UP_STATES else None
     web = (
         "" if probe is None else f"ok {probe.elapsed_ms:.0f}ms" if probe.ok else (probe.error or f"HTTP {probe.status}")
     )
     if probe is not None and not probe.ok and in_grace:
         state, web = base.STARTING, f"starting ({web})"
+    if probe is not None and probe.ok and state == base.STARTING:
+        state = base.RUNNING  # it answers (as start said: ready), still inside supervisord's startsecs
+    uptime = int(info["now"] - info["start"]) if state == base.RUNNING and info["start"] else 0
     restarts = 0
     if exits is not None and state in base.UP_STATES:
         since = max(now - restart_window, plan.at if plan is not None else 0)
@@ -165,7 +167,7 @@ def _row(target, info, plan, probe_web, timeout, exits, restart_window):
         state,
         info["pid"] or None,
         uptime,
-        info["description"],
+        base.state_reason(info) or info["description"],  # FATAL, BACKOFF, EXITED: why
         web,
         planned=plan.action if explained else "",
         in_grace=bool(in_grace),
@@ -288,9 +290,9 @@ def applied(state_dir):
     """What supervisord was told to run (a small JSON record; no YAML, no config code on this path)."""
     record = backend_record.load_applied(state_dir)
     if record is None:
-        from galaxyctl_libs.backends.update import resolved_targets
+        from galaxyctl_libs.backends.update import unapplied_record
 
-        record = backend_record.Applied(resolved_targets(state_dir))
+        record = unapplied_record(state_dir)
     return record
 
 

@@ -16,6 +16,7 @@ from galaxyctl_libs.probes import procfs
 
 DEFAULT_READY_TIMEOUT = 120
 LOG_TAIL_LINES = 15
+START_SLACK = 10  # seconds beyond a service's start timeout for its manager to call it running
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ def log_details(target, client=None):
     journal when a systemd unit logs there (no log_dir)."""
     if target.log_file:
         lines = tail(target.log_file, run_as=service_user(target))
+        if not lines:
+            return [f"its log file {target.log_file} is empty"]
         return [f"last lines of {target.log_file}:"] + ["  " + line for line in lines]
     journal = getattr(client, "journal_tail", None)
     if journal is None:
@@ -130,9 +133,10 @@ def wait_ready(client, targets, timeout, progress=None, since=None):
         started = time.monotonic()
 
         def still_starting(target=target, endpoint=endpoint):
-            state = client.process_info(target.program)["statename"]
-            if state in (base.FATAL, base.EXITED, base.STOPPED):
-                return f"{target.program} is {state}"
+            info = client.process_info(target.program)
+            state = info["statename"]
+            if state in base.DEAD_STATES:
+                return f"{target.program} is {state_text(info)}"
             if state == base.BACKOFF and since is not None and migration_needed(client, target, since):
                 return "Galaxy's database needs a migration"
             if state == base.BACKOFF:
@@ -166,6 +170,72 @@ def wait_ready(client, targets, timeout, progress=None, since=None):
             )
         results.append(ReadyResult(target.program, target.service.bind, True, seconds))
     return results
+
+
+def state_text(info):
+    """``FATAL (Exited too quickly (process log may have details))``: a state and why, when the manager says."""
+    reason = base.state_reason(info)
+    return f"{info['statename']} ({reason})" if reason else info["statename"]
+
+
+def is_web(target):
+    """Judged by its answer (wait_ready), not by its process state alone."""
+    return bool(target.service.uwsgi_config or (target.service.bind and health.parse_bind(target.service.bind)))
+
+
+def wait_up(client, targets, timeout, progress=None):
+    """Wait until each of ``targets`` that serves no HTTP is RUNNING: past its start timeout (what
+    supervisord's ``startsecs`` is made of), so it did not die while starting.  A web service is
+    judged by its answer instead (wait_ready).  The wait lasts ``timeout`` seconds, and at least
+    each service's start timeout and START_SLACK (a crashing service goes FATAL after supervisord's
+    retries).  Raises NotReadyError naming every one that died (FATAL, EXITED, STOPPED) or is still
+    not running at the end, with the state's reason and the end of its log; returns the programs
+    found running."""
+    from galaxyctl_libs.probes.poll import Deadline, wait_until
+
+    everything, targets = list(targets), [t for t in targets if not is_web(t)]
+    if not targets:
+        return []
+    waited = max([timeout] + [t.service.start_timeout + START_SLACK for t in targets])
+    started = time.monotonic()
+    waiting, failed, running = list(targets), [], []
+
+    def settled():
+        for target in list(waiting):
+            info = client.process_info(target.program)
+            if info["statename"] == base.RUNNING:
+                running.append(target.program)
+            elif info["statename"] in base.DEAD_STATES:
+                failed.append((target, info, ""))
+            else:
+                continue
+            waiting.remove(target)
+        return not waiting
+
+    def report(left):
+        names = ", ".join(t.program for t in waiting)
+        progress(f"waiting for {names} to pass its start timeout: {time.monotonic() - started:.0f}s")
+
+    wait_until(settled, Deadline(waited), max_interval=0.5, progress=report if progress else None)
+    late = f" after {time.monotonic() - started:.0f}s"
+    failed += [(t, client.process_info(t.program), late) for t in waiting]
+    if not failed:
+        return running
+    raise _not_started(client, failed, [t.program for t in everything if t not in [f[0] for f in failed]])
+
+
+def _not_started(client, failed, up):
+    """One line naming the services that did not start and why, their logs' ends under it."""
+    states = [f"{'still ' if late else ''}{state_text(info)}{late}" for _, info, late in failed]
+    if len(failed) == 1:
+        reasons = states[0]
+    else:
+        reasons = "; ".join(f"{target.program} {state}" for (target, _, _), state in zip(failed, states))
+    details = [line for target, _, _ in failed for line in log_details(target, client)]
+    if up:
+        details.append(f"up: {', '.join(up)}")
+    names = ", ".join(target.program for target, _, _ in failed)
+    return NotReadyError(f"{names} did not start: {reasons}", details=details)
 
 
 # what Galaxy's exceptions say when its database must be migrated before it runs

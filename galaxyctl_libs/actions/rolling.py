@@ -26,13 +26,20 @@ import time
 from galaxyctl_libs import gate
 from galaxyctl_libs.actions import health
 from galaxyctl_libs.actions.lifecycle import LifecycleResult, prepare
-from galaxyctl_libs.actions.readiness import DEFAULT_READY_TIMEOUT, log_details, log_offsets, service_user, wait_ready
+from galaxyctl_libs.actions.readiness import (
+    DEFAULT_READY_TIMEOUT,
+    log_details,
+    log_offsets,
+    service_user,
+    wait_ready,
+    wait_up,
+)
 from galaxyctl_libs.actions.starting import start_grace, start_in_order, start_program
 from galaxyctl_libs.backends import base, planned
 from galaxyctl_libs.core.kinds import ROLL_DRAINED, ROLL_WARM, kind_of
 from galaxyctl_libs.core.services import GRACEFUL_HERDER, GRACEFUL_HUP, GRACEFUL_NONE
 from galaxyctl_libs.core.state import operation_lock
-from galaxyctl_libs.errors import GalaxyctlError, NotReadyError
+from galaxyctl_libs.errors import GalaxyctlError, NotReadyError, carrying
 from galaxyctl_libs.probes import heartbeat, procfs
 from galaxyctl_libs.probes.poll import wait_until
 from galaxyctl_libs.rootpolicy import as_user, subprocess_credentials
@@ -88,18 +95,20 @@ def graceful(
     with operation_lock(state_dir):
         result, targets = prepare(state_dir, names)
         client = result.client
-        started_supervisord = client.ensure_manager_running()
         roll = _Roll(client, timeout, progress, delay, drain)
-        if started_supervisord:  # it starts nothing by itself (autostart = false): start all, in order
-            start_in_order(state_dir, client, targets, timeout, progress, wait, action="graceful")
-        acted = () if started_supervisord else roll.run(targets, batch)
-        # what galaxyctl restarted, and when: check does not count these as crashes (backends/planned.py)
-        planned.record(
-            state_dir,
-            [(t.program, roll.when[t.program], start_grace(t, timeout), roll.pid(t)) for t in acted],
-            "graceful",
-        )
-    ready = wait_ready(client, targets, timeout, progress) if wait else ()
+        with carrying(result.warnings):
+            started_supervisord = client.ensure_manager_running()
+            if started_supervisord:  # it starts nothing by itself (autostart = false): start all, in order
+                start_in_order(state_dir, client, targets, timeout, progress, wait, action="graceful")
+            acted = () if started_supervisord else roll.run(targets, batch)
+            # what galaxyctl restarted, and when: check does not count these as crashes (backends/planned.py)
+            planned.record(
+                state_dir,
+                [(t.program, roll.when[t.program], start_grace(t, timeout), roll.pid(t)) for t in acted],
+                "graceful",
+            )
+    with carrying(result.warnings):
+        ready = _settled(client, targets, timeout, progress) if wait else ()
     return LifecycleResult(
         "graceful",
         tuple(t.program for t in acted),
@@ -107,6 +116,15 @@ def graceful(
         started_supervisord,
         warnings=tuple(result.warnings) + tuple(roll.notes),
     )
+
+
+def _settled(client, targets, timeout, progress):
+    """Every service answers or is past its start timeout: a reload that crashed one is said
+    (NotReadyError), not reported as done.  Returns the web servers' ReadyResults."""
+    deadline = time.monotonic() + timeout
+    ready = wait_ready(client, targets, timeout, progress)
+    wait_up(client, targets, max(0.0, deadline - time.monotonic()), progress)
+    return ready
 
 
 class _Roll:

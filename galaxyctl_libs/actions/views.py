@@ -6,12 +6,12 @@ They resolve what they show from the configs (``exec``) or from what the last up
 import os
 import shlex
 
-from galaxyctl_libs.backends.base import STOPPING, UP_STATES, running_client
+from galaxyctl_libs.backends.base import STOPPING, UP_STATES, Refusal, running_client
 from galaxyctl_libs.backends.update import applied_targets, resolved_targets
 from galaxyctl_libs.core import state as statemod
 from galaxyctl_libs.core import targets as targets_mod
 from galaxyctl_libs.core.registration import resolve_all
-from galaxyctl_libs.errors import GalaxyctlError
+from galaxyctl_libs.errors import GalaxyctlError, NothingConfigured
 from galaxyctl_libs.storage.config import instance_storage
 
 # ---------------------------------------------------------------- storage (LUKS, Onedata, required mounts)
@@ -40,9 +40,13 @@ def galaxy_running(state_dir):
 # ---------------------------------------------------------------- exec, follow, show
 
 
-def find_targets(state_dir, instance_name=None, name=None):
-    """Services to exec or print: all of an instance (or of everything), or the one named."""
-    targets = targets_mod.select(resolved_targets(state_dir, enforce_user=True), [n for n in (instance_name,) if n])
+def find_targets(state_dir, instance_name=None, name=None, warnings=None):
+    """Services to exec or print: all of an instance (or of everything), or the one named; the
+    configs' warnings go to ``warnings`` (a list) when given."""
+    everything = resolved_targets(state_dir, enforce_user=True, warnings=warnings)
+    if not everything:
+        raise NothingConfigured()
+    targets = targets_mod.select(everything, [n for n in (instance_name,) if n])
     if name:
         targets = [t for t in targets if t.service.service_name == name]
     if not targets:
@@ -51,15 +55,35 @@ def find_targets(state_dir, instance_name=None, name=None):
 
 
 def exec_description(target, environ=None):
-    """What ``exec -n`` prints: cwd, umask, environment (only what we set) and the command line."""
+    """What ``exec -n`` prints, in gravity 1.2.4's words (scripts parse them): ``Working directory:
+    CWD`` and ``Executing: NAME=VALUE... COMMAND``, the variables being those the service is given
+    (PATH with the virtualenv first, its environment, our markers).  ``exec`` also applies the
+    service's umask, which gravity's lines do not show."""
     service = target.service
-    lines = [f"cd {shlex.quote(service.cwd)}", f"umask {service.umask}"]
-    base = dict(os.environ if environ is None else environ)
-    full = service.full_environment(base)
-    for name in sorted(k for k in full if base.get(k) != full[k]):
-        lines.append(f"{name}={shlex.quote(full[name])}")
-    lines.append(service.command_line)
-    return lines
+    full = service.full_environment(dict(os.environ if environ is None else environ))
+    given = dict.fromkeys((["PATH"] if service.path_prepend else []) + list(dict(service.environment)))
+    assignments = " ".join(f"{name}={shlex.quote(full[name])}" for name in given)
+    return [f"Working directory: {service.cwd}", f"Executing: {assignments} {service.command_line}"]
+
+
+def running_copy(state_dir, target):
+    """How ``target`` already runs, or '': under its process manager (supervisord, systemd), or on
+    its own (a supervisord killed with -9 left it, or another ``exec``), found by our marker."""
+    client = running_client(state_dir)
+    info = None
+    if client is not None:
+        try:
+            info = client.process_info(target.program)
+        except (GalaxyctlError, Refusal):  # not loaded there: the config changed since the update
+            pass
+    if info is not None and info["statename"] in UP_STATES + (STOPPING,):
+        pid = f", pid {info['pid']}" if info.get("pid") else ""
+        return f"{client.manager} runs it ({info['statename']}{pid})"
+    from galaxyctl_libs.probes import procfs
+
+    key = procfs.service_key(target.instance_name, target.service.service_name)
+    found = [p for p in procfs.marked_processes(procfs.state_id(state_dir)) if p.service == key]
+    return f"it runs without {client.manager if client else 'its manager'} ({found[0].describe()})" if found else ""
 
 
 def exec_service(target):

@@ -32,6 +32,21 @@ STOPPED, STARTING, RUNNING, BACKOFF, STOPPING, EXITED, FATAL, UNKNOWN = (
     "UNKNOWN",
 )
 UP_STATES = (STARTING, RUNNING, BACKOFF)
+DEAD_STATES = (FATAL, EXITED, STOPPED)  # nothing runs: it died, gave up or was never started
+
+
+def state_reason(info):
+    """Why a process is FATAL, BACKOFF or EXITED, in the manager's own words ('' for other states):
+    supervisord's spawn error or description ("Exited too quickly (process log may have details)"),
+    an exit status, or systemd's ActiveState/SubState."""
+    state = info.get("statename")
+    if state in (FATAL, BACKOFF):
+        return info.get("spawnerr") or info.get("description") or ""
+    if state == EXITED:
+        status = info.get("exitstatus")
+        return f"exit status {status}" if status is not None else info.get("description") or ""
+    return ""
+
 
 # the process manager itself, as a controller's ``survey`` finds it
 MANAGER_RUNNING = "RUNNING"  # it answers
@@ -71,6 +86,12 @@ class Survey(Record):
     @property
     def answering(self):
         return self.processes is not None
+
+    def info(self, program):
+        """The process the manager knows as ``program`` (supervisord keys ``group:name``, systemd the
+        unit), or None."""
+        processes = self.processes or {}
+        return processes.get(program if ":" in program else f"{program}:{program}") or processes.get(program)
 
 
 class Changes(Record):
@@ -178,6 +199,11 @@ class Backend:
 
     def recorded(self, paths):
         """What the record of an update says about this backend beyond its name (None: nothing)."""
+        return None
+
+    def unloaded(self, paths):
+        """What update says when the manager cannot be reached to load its files (None: the manager
+        reads them itself when it starts, as supervisord does)."""
         return None
 
 

@@ -108,6 +108,15 @@ def load_applied(state_dir):
         return None  # an old or damaged record: the caller falls back to the configs
 
 
+def unapplied(targets, backend=None):
+    """An Applied for ``targets`` no update has applied yet, under ``backend`` ((name, paths) from
+    Backend.recorded; None: supervisord in its usual place)."""
+    if backend is None:
+        return Applied(targets)
+    name, paths = backend
+    return Applied(targets, process_manager=name, unit_dir=paths.unit_dir, user_mode=paths.user_mode)
+
+
 def _backend_fields(backend):
     """``"process_manager": ...`` and, for systemd, where its units are (``backend``: (name, paths))."""
     import json

@@ -21,7 +21,7 @@ from galaxyctl_libs.core import targets as targets_mod
 from galaxyctl_libs.core.registration import resolve_all
 from galaxyctl_libs.core.services import build_services
 from galaxyctl_libs.core.state import operation_lock
-from galaxyctl_libs.errors import GalaxyctlError
+from galaxyctl_libs.errors import GalaxyctlError, NothingConfigured
 from galaxyctl_libs.paths import StatePaths
 from galaxyctl_libs.storage.config import instance_storage
 
@@ -43,6 +43,8 @@ class UpdateResult:
 def update_locked(state_dir, client=None, ignore_jobs=False):
     with statemod.locked_state(state_dir) as state:
         instances, services, warnings = _services_of(state)
+        if not instances and backend_record.load_applied(state_dir) is None:
+            raise NothingConfigured()  # no empty supervisord.conf: there is nothing to clean up either
         # Whatever can refuse the new config happens before the state is saved (on leaving this
         # block): a value the format cannot carry or a log_dir that cannot be made changes nothing.
         run_as = _one_galaxy_user(instances)
@@ -71,6 +73,8 @@ def update_locked(state_dir, client=None, ignore_jobs=False):
         now = time.time()  # after the starts: a process started before it is explained by it
         entries = [(t.program, now, t.service.start_timeout, client.process_info(t.program)["pid"]) for t in programs]
         planned.record(state_dir, entries, "update")
+    elif backend.unloaded(paths):
+        warnings.append(backend.unloaded(paths))
     return UpdateResult(tuple(instances), services, changes, applied, tuple(warnings), client, backend, log_dirs)
 
 
@@ -174,13 +178,28 @@ def select_targets(result, names=()):
 # ---------------------------------------------------------------- read-only views
 
 
-def resolved_targets(state_dir, enforce_user=False):
-    """Targets from the configs as they are now, without writing anything (for ``exec``)."""
+def resolved_targets(state_dir, enforce_user=False, warnings=None):
+    """Targets from the configs as they are now, without writing anything (for ``exec``); the
+    configs' warnings are appended to ``warnings`` (a list) when given."""
+    return _resolved(state_dir, enforce_user, warnings)[0]
+
+
+def _resolved(state_dir, enforce_user=False, warnings=None):
     state = statemod.load_state(state_dir)
     resolved = resolve_all(state, enforce_user=enforce_user)
+    if warnings is not None:
+        warnings.extend(warning for *_, found in resolved for warning in found)
     services = {instance.name: build_services(instance) for _, instance, _, _ in resolved}
     instances = tuple(i for _, i, _, _ in resolved)
-    return all_targets(UpdateResult(instances, services, Changes((), ()), backend=backend_of(instances)))
+    backend = backend_of(instances)
+    return all_targets(UpdateResult(instances, services, Changes((), ()), backend=backend)), backend
+
+
+def unapplied_record(state_dir):
+    """What status and check read before the first update: the configs' targets, under the manager
+    the configs name (in systemd mode they speak of systemd, not of supervisord)."""
+    targets, backend = _resolved(state_dir)
+    return backend_record.unapplied(targets, backend.recorded(backend.paths(state_dir)))
 
 
 def applied_targets(state_dir):

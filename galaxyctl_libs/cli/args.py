@@ -70,10 +70,13 @@ def wait_arguments(parser):
     )
 
 
-def print_lifecycle(result, verb):
+def print_lifecycle(result, verb, waited=True):
+    """What a lifecycle action did; ``waited`` False (--no-wait): launched, not seen to come up."""
     warn(result.warnings)
     for program in result.programs:
-        print(f"{program}: {verb}")
+        print(f"{program}: {verb}" + ("" if waited else ", not waited for"))
+    for program in result.already:
+        print(f"{program}: already {verb}")
     for ready in result.ready:
         print(f"{ready.program}: ready on {ready.bind} after {ready.seconds:.1f}s")
     print_ended(result)

@@ -6,7 +6,7 @@ inside the commands that need them, so ``status`` and ``--help`` start fast.
 
 from galaxyctl_libs import exitcodes
 from galaxyctl_libs.cli.args import state_dir, warn
-from galaxyctl_libs.errors import GalaxyctlError
+from galaxyctl_libs.errors import GalaxyctlError, NothingConfigured
 
 
 def add_register(sub):
@@ -180,6 +180,8 @@ def cmd_update(args):
     for label, groups in (("added", added), ("updated", changed), ("removed", removed)):
         for group in groups:
             print(f"{group}: {label} process group")
+    if not result.instances:  # what the last configs left is removed above; nothing runs now
+        raise NothingConfigured()
     if not result.changes:
         print("No changes")
     return exitcodes.SUCCESS

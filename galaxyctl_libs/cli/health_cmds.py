@@ -63,6 +63,7 @@ def cmd_status(args):
     if args.cluster:
         return cluster_status(args)
     from galaxyctl_libs.actions import monitoring
+    from galaxyctl_libs.backends.base import BACKOFF, EXITED, FATAL
     from galaxyctl_libs.backends.memlimits import size_text
 
     report = monitoring.status(
@@ -83,7 +84,8 @@ def cmd_status(args):
         web = f"web {row.web}" if row.web else ""
         rss = f"rss {size_text(row.rss_bytes)}" + (f" ({row.memory})" if row.memory else "") if row.pid else ""
         health = row.health.detail if row.health else ""
-        print(f"{row.program:<32} {row.state:<10} " + "  ".join(x for x in (pid, uptime, rss, web, health) if x))
+        why = row.description if row.state in (FATAL, EXITED, BACKOFF) else ""  # e.g. "Exited too quickly"
+        print(f"{row.program:<32} {row.state:<10} " + "  ".join(x for x in (pid, uptime, rss, web, health, why) if x))
     return report.exit_code
 
 

@@ -45,7 +45,7 @@ def cmd_start(args):
         interrupts.install()  # a service manager's stop = Ctrl+C
     try:
         result = run_waiting(lifecycle.start, args, auto_cwd=os.getcwd())
-        print_lifecycle(result, "started")
+        print_lifecycle(result, "started", args.wait)
         for log_dir in result.log_dirs:
             if log_dir == lifecycle.JOURNAL:
                 print(f"Logs are in {log_dir} ('galaxyctl follow' shows them)", flush=True)
@@ -126,14 +126,17 @@ def add_stop(sub):
 def cmd_stop(args):
     from galaxyctl_libs.actions import lifecycle
 
-    print_lifecycle(lifecycle.stop(state_dir(args), args.names, force=args.force), "stopped")
+    result = lifecycle.stop(state_dir(args), args.names, force=args.force)
+    print_lifecycle(result, "stopped")
+    if not (result.programs or result.already or result.ended or result.manager_stopped):
+        print(f"{result.manager} was not running: nothing to stop")  # a second stop says so too
     return exitcodes.SUCCESS
 
 
 def cmd_restart(args):
     from galaxyctl_libs.actions import lifecycle
 
-    print_lifecycle(run_waiting(lifecycle.restart, args), "restarted")
+    print_lifecycle(run_waiting(lifecycle.restart, args), "restarted", args.wait)
     return exitcodes.SUCCESS
 
 
@@ -147,7 +150,7 @@ def cmd_graceful(args):
         delay=args.delay,
         drain=args.drain,
     )
-    print_lifecycle(result, "reloaded")
+    print_lifecycle(result, "reloaded", args.wait)
     return exitcodes.SUCCESS
 
 

@@ -9,7 +9,7 @@ import os
 import sys
 
 from galaxyctl_libs.cli import options, run_configs
-from galaxyctl_libs.cli.args import PROG, state_dir
+from galaxyctl_libs.cli.args import PROG, state_dir, warn
 from galaxyctl_libs.errors import GalaxyctlError
 
 # (subcommand, module under galaxyctl_libs.cli, its adder), in --help order.  Only the module of the
@@ -147,6 +147,7 @@ def main(argv=None):
             notice(state_dir(args))  # once per state dir: gravity's galaxyctl and galaxy are ours now
         return args.func(args)
     except GalaxyctlError as exc:
+        warn(exc.warnings)
         return _report(exc.message, exc.details, exc.exit_code, args.debug)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

@@ -9,7 +9,7 @@ import os
 import sys
 
 from galaxyctl_libs import exitcodes
-from galaxyctl_libs.cli.args import names_argument, state_dir
+from galaxyctl_libs.cli.args import names_argument, state_dir, warn
 from galaxyctl_libs.errors import GalaxyctlError
 
 
@@ -147,6 +147,11 @@ def add_exec(sub):
     )
     p.add_argument("--instance", help="instance name (default: the first)")
     p.add_argument(
+        "--force",
+        action="store_true",
+        help="run the service even when it already runs (under supervisord or systemd): a second copy",
+    )
+    p.add_argument(
         "words",
         nargs="*",
         metavar="[INSTANCE] SERVICE",
@@ -162,18 +167,27 @@ def cmd_exec(args):
         raise GalaxyctlError("exec takes at most one instance and one service name")
     instance = args.words[0] if len(args.words) == 2 else args.instance
     service = args.words[-1] if args.words else None
+    warnings = []
+    try:
+        targets = views.find_targets(state_dir(args), instance, warnings=warnings)
+    finally:
+        warn(warnings)  # as every command that loads the configs does (a typo in them, say)
     if args.dry_run and not service:
-        for number, target in enumerate(views.find_targets(state_dir(args), instance)):
+        for number, target in enumerate(targets):
             print(("\n" if number else "") + f"# {target.program}")
             print("\n".join(views.exec_description(target)))
         return exitcodes.SUCCESS
-    if service is None:
-        target = views.find_targets(state_dir(args), instance)[0]
-    else:
-        target = pick_process(views.find_targets(state_dir(args), instance), service, args.service_instance)
+    target = targets[0] if service is None else pick_process(targets, service, args.service_instance)
     if args.dry_run:
         print("\n".join(views.exec_description(target)))
         return exitcodes.SUCCESS
+    running = "" if args.force else views.running_copy(state_dir(args), target)
+    if running:
+        name = target.service.service_name
+        raise GalaxyctlError(
+            f"{name} is already running: {running}; stop it first ('galaxyctl stop {name}'), "
+            "or 'exec --force' runs a second copy"
+        )
     views.exec_service(target)
     return exitcodes.FAILURE  # not reached: exec replaced us
 

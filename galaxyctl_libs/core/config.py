@@ -18,6 +18,7 @@ from dataclasses import fields
 from galaxyctl_libs.core.schema import (  # noqa: F401 - the settings classes: part of the config API
     APP_SERVERS,
     DEFAULT_INSTANCE_NAME,
+    HANDLER_ENTRY_KEYS,
     KIND_LIMITS,
     LEGACY_KEYS,
     NON_PERSISTENT_KEYS,
@@ -255,6 +256,9 @@ def parse_gravity(raw, source, warnings=None):
         settings = _build(GravitySettings, _with_legacy_bind(raw), "gravity", collected)
     except GalaxyctlError as exc:
         raise GalaxyctlError(f"{source}: {exc.message}") from None
+    for name, entry in settings.handlers.items():  # a typo there (procesess: 2) silently gave one process
+        prefix = f"gravity.handlers.{_key_text(name)}"
+        collected.extend(f"{prefix}.{_key_text(key)}{UNKNOWN_KEY}" for key in entry if key not in HANDLER_ENTRY_KEYS)
     if warnings is not None:
         kept, unknown = [], 0
         for warning in collected:  # a file that is no gravity config at all must not flood stderr

@@ -11,7 +11,7 @@ from galaxyctl_libs.core import config as configmod
 from galaxyctl_libs.core import hosts, jobconf
 from galaxyctl_libs.core import state as statemod
 from galaxyctl_libs.core.services import Instance, galaxy_data_dir
-from galaxyctl_libs.errors import GalaxyctlError
+from galaxyctl_libs.errors import GalaxyctlError, NothingConfigured
 from galaxyctl_libs.paths import StatePaths
 from galaxyctl_libs.rootpolicy import run_as
 
@@ -226,7 +226,4 @@ def auto_register(state_dir, cwd):
             return _register_locked(state_dir, [candidate])[0]
     if given is not None:
         return None
-    raise GalaxyctlError(
-        "no Galaxy config is registered: run 'galaxyctl register /path/to/galaxy.yml', name one with -c "
-        "(or run this from the root of a Galaxy source tree)"
-    )
+    raise NothingConfigured()

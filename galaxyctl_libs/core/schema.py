@@ -139,6 +139,17 @@ class GravitySettings:
     beat_host: str = _opt(None, "str")
 
 
+# What a ``gravity.handlers`` entry may say: its processes and naming (core/jobconf.py), then the
+# service settings gravity reads from it (core/services.py); any other key is warned about.
+HANDLER_ENTRY_KEYS = ("processes", "pools", "name_template", "environment") + (
+    "start_timeout",
+    "stop_timeout",
+    "start_stagger",
+    "memory_limit",
+    "memory_high",
+    "umask",
+)
+
 # Keys of gravity 0.x state (attribs) that moved; read so an old state dir loads as is.
 LEGACY_KEYS = ("bind", "bind_address", "bind_port")
 # Keys that never persist: they revert to their default when unset (gravity 0.x, "Configuration Precedence");

@@ -201,3 +201,18 @@ def test_gravity_0x_configstate_loads_and_round_trips(tmp_path):
     instance, _, _ = resolve(record, state_dir, enforce_user=False)
     assert instance.settings.gunicorn[0].bind == "localhost:8080"  # the flat 0.x bind
     assert instance.galaxy_root == root and instance.log_dir == f"{root}/database/gravity/log"
+
+
+def test_unknown_keys_inside_handler_entries_are_warned():
+    """A typo in a handler entry (``procesess: 2``) silently gave one process: now it is said."""
+    warnings = []
+    raw = {"handlers": {"handler": {"procesess": 2, "pools": ["job-handlers"], "start_timeout": 5}, "h2": None}}
+    config.parse_gravity(raw, "F", warnings)
+    assert warnings == ["F: gravity.handlers.handler.procesess: unknown key, ignored"]
+
+
+def test_the_handler_entry_keys_are_the_ones_jobconf_and_services_read():
+    from galaxyctl_libs.core import jobconf, schema, services
+
+    read = set(jobconf._HANDLER_KEYS) | {key for key, _, _ in services._HANDLER_SETTINGS}
+    assert set(schema.HANDLER_ENTRY_KEYS) == read

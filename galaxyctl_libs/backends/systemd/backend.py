@@ -47,6 +47,14 @@ class SystemdBackend(Backend):
     def recorded(self, paths):
         return (self.name, paths)
 
+    def unloaded(self, paths):
+        """Units systemd has not loaded cannot be started: said, not left for 'start' to find out."""
+        systemctl = "systemctl --user" if self.user_mode else "systemctl"
+        return (
+            f"the unit files in {paths.unit_dir} are written but not loaded: systemd cannot be reached "
+            f"({systemctl} failed); run 'galaxyctl update' again where systemd runs (or '{systemctl} daemon-reload')"
+        )
+
     def controller(self, paths, run_as=(None, None), **kwargs):
         return SystemdController(paths, run_as=run_as, **kwargs)
 
