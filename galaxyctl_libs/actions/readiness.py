@@ -199,10 +199,13 @@ def wait_up(client, targets, timeout, progress=None):
     waited = max([timeout] + [t.service.start_timeout + START_SLACK for t in targets])
     started = time.monotonic()
     waiting, failed, running = list(targets), [], []
+    unknown = {"statename": base.UNKNOWN, "description": "not loaded"}
+    seen = {}
 
-    def settled():
+    def settled():  # one answer for all of them per look (getAllProcessInfo), however many they are
+        seen.update(client.all_processes())
         for target in list(waiting):
-            info = client.process_info(target.program)
+            info = base.process_of(seen, target.program) or unknown
             if info["statename"] == base.RUNNING:
                 running.append(target.program)
             elif info["statename"] in base.DEAD_STATES:
@@ -218,7 +221,7 @@ def wait_up(client, targets, timeout, progress=None):
 
     wait_until(settled, Deadline(waited), max_interval=0.5, progress=report if progress else None)
     late = f" after {time.monotonic() - started:.0f}s"
-    failed += [(t, client.process_info(t.program), late) for t in waiting]
+    failed += [(t, base.process_of(seen, t.program) or unknown, late) for t in waiting]
     if not failed:
         return running
     raise _not_started(client, failed, [t.program for t in everything if t not in [f[0] for f in failed]])

@@ -85,7 +85,7 @@ def _start_batch(client, batch, timeout, entries):
     started, refused = client.start_many([target.program for target in batch])
     entries += [(t.program, at, start_grace(t, timeout), started[t.program]) for t in batch if t.program in started]
     for target in batch:
-        if target.program in refused:
+        if target.program in refused and not died_at_once(client, target, refused[target.program]):
             raise refusal_error(client, target, refused[target.program])
 
 
@@ -96,7 +96,25 @@ def start_program(client, target):
     try:
         return client.start(target.program)
     except Refusal as fault:
+        if died_at_once(client, target, fault):
+            return True
         raise refusal_error(client, target, fault) from fault
+
+
+EXITED_TOO_QUICKLY = "Exited too quickly"  # supervisord's spawnerr for a process that died within startsecs
+
+
+def died_at_once(client, target, fault):
+    """Is ``fault`` supervisord's SPAWN_ERROR for a process it did spawn, which exited at once?  It
+    says so when the exit comes before startProcess returns; it retries the process (BACKOFF, then
+    FATAL).  That is a start that failed, for the wait after the start to report with its log's end
+    (readiness.wait_up), as when the exit comes a moment later; not a refusal."""
+    if not fault.faultString.startswith("SPAWN_ERROR"):
+        return False
+    try:
+        return (client.process_info(target.program).get("spawnerr") or "").startswith(EXITED_TOO_QUICKLY)
+    except (Refusal, GalaxyctlError):
+        return False
 
 
 def refusal_error(client, target, fault):

@@ -88,10 +88,14 @@ class Survey(Record):
         return self.processes is not None
 
     def info(self, program):
-        """The process the manager knows as ``program`` (supervisord keys ``group:name``, systemd the
-        unit), or None."""
-        processes = self.processes or {}
-        return processes.get(program if ":" in program else f"{program}:{program}") or processes.get(program)
+        """The process the manager knows as ``program``, or None."""
+        return process_of(self.processes or {}, program)
+
+
+def process_of(processes, program):
+    """``program``'s entry in ``{key: info}`` as Controller.all_processes gives them (supervisord
+    keys ``group:name``, systemd the unit), or None."""
+    return processes.get(program if ":" in program else f"{program}:{program}") or processes.get(program)
 
 
 class Changes(Record):
