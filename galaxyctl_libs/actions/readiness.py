@@ -84,16 +84,15 @@ def check_ports_free(client, targets):
     survey = client.survey()
     running = survey.state == base.MANAGER_RUNNING
     if survey.state == base.MANAGER_NOT_ANSWERING:
-        raise GalaxyctlError(
-            f"supervisord (pid {survey.pid}) is not answering; "
-            "'galaxyctl shutdown --force' kills it and ends its services"
-        )
+        who = f"{client.manager} (pid {survey.pid})" if survey.pid else client.manager  # systemd has none of ours
+        kill = "; 'galaxyctl shutdown --force' kills it and ends its services" if survey.pid else ""
+        raise GalaxyctlError(f"{who} is not answering{kill}")
     marker = procfs.state_id(client.paths.state_dir)
     if survey.state == base.MANAGER_DOWN:
         orphans = procfs.topmost(procfs.marked_processes(marker))
         if orphans:
             raise GalaxyctlError(
-                "cannot start: this state dir's supervisord is gone but left running "
+                f"cannot start: this state dir's {client.manager} is gone but left running "
                 f"{', '.join(p.describe() for p in orphans)} (orphans); run 'galaxyctl stop' to end them"
             )
     for target in targets:
@@ -110,9 +109,7 @@ def check_ports_free(client, targets):
             holder = _port_holder(None, pid)
             env = procfs.environ(pid) or {}
             if env.get(procfs.STATE_ID_ENV.encode()) == marker.encode():
-                holder += (
-                    ", an orphan of this state dir that supervisord does not manage; run 'galaxyctl stop' to end it"
-                )
+                holder += f", an orphan of this state dir that {client.manager} does not manage; run 'galaxyctl stop' to end it"
             raise GalaxyctlError(f"cannot start {target.program}: {target.service.bind} is already in use by {holder}")
 
 
