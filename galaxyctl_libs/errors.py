@@ -4,8 +4,6 @@ The CLI catches it once, prints ``galaxyctl: error: <message>`` on one line and 
 ``exit_code``.  Anything else is a bug and keeps its traceback.
 """
 
-import contextlib
-
 from galaxyctl_libs import exitcodes
 
 # C0 controls but tab, DEL and C1 controls, shown escaped: an error may quote what the Galaxy user
@@ -47,15 +45,21 @@ class NothingConfigured(GalaxyctlError):
         super().__init__(NOTHING_CONFIGURED, exit_code)
 
 
-@contextlib.contextmanager
-def carrying(warnings):
+class carrying:  # lower case: used as a function, ``with carrying(warnings):``
     """A GalaxyctlError raised inside carries ``warnings`` (a loaded config's): the CLI prints them
-    before the error, since a typo they point at may be why a start failed."""
-    try:
-        yield
-    except GalaxyctlError as exc:
-        exc.warnings = tuple(warnings) + tuple(exc.warnings)
-        raise
+    before the error, since a typo they point at may be why a start failed.  (A class, not
+    contextlib's decorator: this module is on status's path, which imports no contextlib.)"""
+
+    def __init__(self, warnings):
+        self.warnings = tuple(warnings)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, traceback):
+        if isinstance(exc, GalaxyctlError):
+            exc.warnings = self.warnings + tuple(exc.warnings)
+        return False
 
 
 class NotReadyError(GalaxyctlError):
