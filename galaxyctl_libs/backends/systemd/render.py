@@ -3,8 +3,9 @@
 Layout (gravity's): one ``.service`` per service in the unit dir (``/etc/systemd/system`` as root,
 ``~/.config/systemd/user`` in user mode), named ``galaxy-SERVICE`` (``galaxy-INSTANCE-SERVICE`` when
 the instance is not ``_default_`` or there are several), a template ``galaxy-NAME@.service`` for the
-numbered processes of one handler entry (``NAME_0``, ``NAME_1`` → instances ``@0``, ``@1``), and
-one ``.target`` per instance that ``Wants=`` every unit, each of which is ``PartOf=`` it.
+processes of one of gravity's services (a gunicorn or tusd list, a gravity.handlers entry: instances
+``@0``, ``@1``; where they differ in more than their number, each instance's drop-in holds its own
+settings), and one ``.target`` per instance that ``Wants=`` every unit, each of which is ``PartOf=`` it.
 
 Logs: the journal, always, as under gravity 1.x (``gravity.log_dir`` is not used; resolving a
 config says so).  systemd opens an ``append:``/``file:`` output path as root, following links, before it switches to
