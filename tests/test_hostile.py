@@ -41,7 +41,7 @@ CASES = [
     ("include-self", "galaxy.yml", "gravity: !include galaxy.yml\n", "includes itself"),
     ("include-list", "galaxy.yml", "gravity: !include [a, b]\n", "YAML syntax error"),
     # galaxy.yml: types and values
-    ("gravity-list", "galaxy.yml", "gravity: [1]\n", "gravity: expected a mapping"),
+    ("gravity-list", "galaxy.yml", "gravity: [1]\n", "gravity[0]: each instance of a gravity: list is a mapping"),
     ("galaxy-list", "galaxy.yml", "galaxy: [1]\n", "galaxy: expected a mapping"),
     (
         "workers-text",
