@@ -31,6 +31,10 @@ GRAVITY = {
 }
 
 
+# the handlers' server names (ours, whatever use_service_instances says): gravity's name_template
+HANDLER_NAMES = ["handler_0", "handler_1", "sched0", "sched1", "single_0", "explicit3"]
+
+
 def built(tmp_path, **gravity):
     directory = str(tmp_path / gravity.get("instance_name", "default"))
     os.makedirs(directory, exist_ok=True)
@@ -59,12 +63,7 @@ def test_supervisor_and_systemd_names_are_gravitys(tmp_path):
         "celery-beat",
         "tusd_0",
         "tusd_1",
-        "handler_0",
-        "handler_1",
-        "sched0",
-        "sched1",
-        "single_0",
-        "explicit3",
+        *HANDLER_NAMES,
     ]
     assert supervisor_names([(instance, services)]) == [
         "gunicorn:gunicorn_0",
@@ -144,18 +143,7 @@ def test_without_service_instances_every_process_is_its_own_service(tmp_path):
     instance, services = built(tmp_path, use_service_instances=False)
     names = [s.service_name for s in services]
     assert names[:2] == ["gunicorn0", "gunicorn1"] and names[4:6] == ["tusd0", "tusd1"]
-    assert (
-        supervisor_names([(instance, services)])[-6:]
-        == names[-6:]
-        == [
-            "handler_0",
-            "handler_1",
-            "sched0",
-            "sched1",
-            "single_0",
-            "explicit3",
-        ]
-    )
+    assert supervisor_names([(instance, services)])[-6:] == names[-6:] == HANDLER_NAMES
     assert [sd.unit_name(s, False) for s in services][:2] == ["galaxy-gunicorn0.service", "galaxy-gunicorn1.service"]
 
 
