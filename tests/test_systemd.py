@@ -135,7 +135,9 @@ def test_gravitys_names_a_gunicorn_list_as_one_template_and_gravitys_old_units_r
     """A site moving over from gravity: gravity's target and its units (gravity's header) are there;
     a gunicorn list becomes gravity's galaxy-gunicorn@.service with instances @0 and @1, each with its
     own bind through its drop-in, both serving; gravity's units we do not write go; restart gunicorn
-    restarts both; one gunicorn again: its template and drop-ins go, galaxy-gunicorn.service serves."""
+    restarts both; renamed while running (use_service_instances: false), update stops the old units
+    and starts the new ones; one gunicorn again: its template and drop-ins go, galaxy-gunicorn.service
+    serves."""
     ports = [free_port(), free_port()]
     config = _galaxy(machine, ports[0], gunicorn=[{"bind": f"127.0.0.1:{p}", "preload": False} for p in ports])
     unit_dir = machine.path("/etc/systemd/system")
@@ -167,8 +169,22 @@ def test_gravitys_names_a_gunicorn_list_as_one_template_and_gravitys_old_units_r
         assert status.returncode == 0 and "galaxy-gunicorn@0.service" in status.stdout, status.stdout
         assert "galaxy-gunicorn@1.service" in status.stdout
 
+        # renamed while running (use_service_instances: false, as a rename after an upgrade): update
+        # stops the units of the old names and starts those of the new ones, as supervisord's update does
         with open(machine.path(config)) as handle:
             data = yaml.safe_load(handle)
+        data["gravity"]["use_service_instances"] = False
+        with open(machine.path(config), "w") as handle:
+            yaml.safe_dump(data, handle)
+        _galaxyctl(machine, config, "update")
+        for unit in ("galaxy-gunicorn0.service", "galaxy-gunicorn1.service"):
+            assert machine.run("systemctl", "is-active", unit, check=False).stdout.strip() in ("active", "activating")
+        assert (
+            machine.run("systemctl", "is-active", "galaxy-gunicorn@0.service", check=False).stdout.strip() == "inactive"
+        )
+        assert wait_for(lambda: all(_answers(p) for p in ports), timeout=90)
+
+        data["gravity"]["use_service_instances"] = True
         data["gravity"]["gunicorn"] = data["gravity"]["gunicorn"][:1]
         with open(machine.path(config), "w") as handle:
             yaml.safe_dump(data, handle)

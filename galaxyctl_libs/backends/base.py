@@ -101,6 +101,7 @@ def process_of(processes, program):
 class Changes(Record):
     written: tuple
     removed: tuple
+    added: tuple = ()  # of the written, those that did not exist before (systemd: the new units)
 
     def __bool__(self):
         return bool(self.written or self.removed)

@@ -136,6 +136,7 @@ def write_units(paths, files, controller=None):
     leftovers = gravity_leftovers(paths.unit_dir, files)  # read before our target replaces gravity's
     for directory in sorted({os.path.dirname(path) for path in files} | {paths.unit_dir}):
         fsutil.make_dirs(directory, mode=0o755)  # the unit dir, and a template instance's drop-in dir
+    added = tuple(sorted(path for path in files if not os.path.lexists(path)))
     written = fsutil.write_many_if_changed(files, mode=0o644)
     ours = sorted(marked_units(paths.unit_dir, paths.state_id).values())
     ours += marked_drop_ins(paths.unit_dir, paths.state_id)
@@ -147,7 +148,7 @@ def write_units(paths, files, controller=None):
         fsutil.remove_file(path)
         if path.endswith(DROP_IN):
             fsutil.remove_empty_dir(os.path.dirname(path))  # ours alone made it
-    return Changes(tuple(written), tuple(stale))
+    return Changes(tuple(written), tuple(stale), added)
 
 
 def manager_env(user_mode, environ=None):
@@ -164,6 +165,15 @@ def manager_env(user_mode, environ=None):
 def manager_argv(tool, user_mode, *args):
     """``systemctl``/``journalctl`` argv, with ``--user`` in user mode."""
     return [tool] + (["--user"] if user_mode else []) + list(args)
+
+
+def _unit_pattern_of_added(unit, added):
+    """Whether ``unit`` is new by one of the ``added`` files: its own file, its template's (new
+    template: every instance is new) or its instance's drop-in."""
+    template = unit[: unit.index("@") + 1] + unit[unit.rindex(".") :] if "@" in unit else None
+    names = {os.path.basename(path) for path in added if os.path.basename(path) != DROP_IN}
+    names |= {_unit_pattern(path) for path in added if os.path.basename(path) == DROP_IN}
+    return unit in names or (template is not None and template in names)
 
 
 def _unit_pattern(path):
@@ -281,23 +291,40 @@ class SystemdController(Controller):
     def apply_changes(self, changes=None, started=None):
         """After write_units: stop the units whose files were removed, daemon-reload when files
         changed, and enable the targets that are not (so Galaxy starts at boot, as under gravity).
-        Starts nothing (``started`` stays as it is) and returns no process groups: update's own
-        lines say which unit files changed."""
+        While Galaxy runs (a unit of ours was active), the units new in this update are started, as
+        supervisord's update starts new programs: a renamed service (gravity's names after an
+        upgrade) runs on under its new name; their names go into ``started``.  Returns no process
+        groups: update's own lines say which unit files changed."""
         changes = changes or Changes((), ())
         current = set(self.units())  # a drop-in may go while its unit stays (a list now alike)
         removed = [unit for unit in dict.fromkeys(map(_unit_pattern, changes.removed)) if unit not in current]
+        running = changes.added and self._active(removed + sorted(current))
         if removed:
             self.systemctl("stop", "--", *removed, slow=True, check=False)
         if changes:
             self.systemctl("daemon-reload", slow=True)
             if removed:
                 self.systemctl("reset-failed", "--", *removed, check=False)
+        new = [unit for unit in sorted(current) if _unit_pattern_of_added(unit, changes.added)] if running else []
+        new = [unit for unit in new if unit.endswith(".service")]
+        if new:
+            self.systemctl("start", "--", *new, slow=True)
+            if started is not None:
+                started.extend(new)
         targets = self.targets()
         shown = self.show(targets) if targets else {}
         disabled = [name for name in targets if shown.get(name, {}).get("UnitFileState") != "enabled"]
         if disabled:
             self.systemctl("enable", "--", *disabled)
         return (), (), ()
+
+    def _active(self, patterns):
+        """Whether any unit of ``patterns`` (globs allowed) is active or on its way up or down."""
+        if not patterns:
+            return False
+        states = "--state=active,activating,reloading,deactivating"
+        listed = self.systemctl("list-units", "--plain", "--no-legend", states, "--", *patterns, check=False)
+        return bool(listed.stdout.strip())
 
     def start(self, name):
         if self.process_info(name)["statename"] in (RUNNING, STARTING):
