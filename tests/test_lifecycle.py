@@ -178,7 +178,11 @@ def test_start_registers_from_a_galaxy_root_and_exec_prints_command(gctl, demo_g
     gctl("shutdown")
 
 
-def test_galaxy_foreground_stops_on_sigterm(gctl, demo_galaxy):
+@pytest.mark.parametrize("quiet", [False, True], ids=["logs", "quiet"])
+def test_galaxy_foreground_stops_on_sigterm(gctl, demo_galaxy, quiet):
+    """``galaxy`` runs in the foreground until SIGTERM; with gravity's ``--quiet`` (the Ansible
+    role's galaxy.service runs ``galaxyctl start --foreground --quiet``) it follows supervisord's own
+    log, not the services' logs."""
     config, port = demo_galaxy()
     gctl("register", config)
     argv = [
@@ -187,29 +191,44 @@ def test_galaxy_foreground_stops_on_sigterm(gctl, demo_galaxy):
         "import sys; sys.argv[0]='galaxy'; from galaxyctl_libs.cli.main import run_galaxy; run_galaxy()",
         "--state-dir",
         gctl.state_dir,
-    ]
+    ] + (["--quiet"] if quiet else [])
     env = dict(gctl.env, PYTHONPATH=os.path.dirname(GALAXYCTL))
-    proc = subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, stdin=subprocess.DEVNULL
-    )
-    try:
-        assert wait_for(lambda: _answers(port), timeout=60)
-        gctl.remember()
-        proc.send_signal(signal.SIGTERM)
-        # the shutdown waits for each service's stop (gravity's stop_timeout for gunicorn is 65 s)
+    out_path = os.path.join(gctl.state_dir, "..", f"galaxy-foreground-{quiet}.out")
+    with open(out_path, "w+") as out:
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, text=True, env=env, stdin=subprocess.DEVNULL
+        )
         try:
-            output, _ = proc.communicate(timeout=150)
-        except subprocess.TimeoutExpired:
-            kill_pids([proc.pid])
-            output, _ = proc.communicate(timeout=10)
-            raise AssertionError(f"galaxy did not exit within 150s of SIGTERM:\n{output[-3000:]}") from None
-        assert proc.returncode == 0, output
-        assert "Shut down" in output
-        assert gctl.supervisord_pid() is None
-    finally:
-        if proc.poll() is None:
-            kill_pids([proc.pid])
-            proc.wait(timeout=10)
+            assert wait_for(lambda: _answers(port), timeout=60)
+            gctl.remember()
+            # what it follows: supervisord's own lines ("spawned: 'gunicorn' with pid ...") with
+            # --quiet, else gunicorn's ("Listening at")
+            followed, not_followed = ("spawned: ", "Listening at") if quiet else ("Listening at", "spawned: ")
+            assert wait_for(lambda: followed in _read(out_path), timeout=60), _read(out_path)[-3000:]
+            proc.send_signal(signal.SIGTERM)
+            # the shutdown waits for each service's stop (gravity's stop_timeout for gunicorn is 65 s)
+            try:
+                proc.wait(timeout=150)
+            except subprocess.TimeoutExpired:
+                kill_pids([proc.pid])
+                proc.wait(timeout=10)
+                raise AssertionError(
+                    f"galaxy did not exit within 150s of SIGTERM:\n{_read(out_path)[-3000:]}"
+                ) from None
+            output = _read(out_path)
+            assert proc.returncode == 0, output
+            assert "Shut down" in output
+            assert gctl.supervisord_pid() is None
+            assert not_followed not in output, output[-3000:]
+        finally:
+            if proc.poll() is None:
+                kill_pids([proc.pid])
+                proc.wait(timeout=10)
+
+
+def _read(path):
+    with open(path, errors="replace") as handle:
+        return handle.read()
 
 
 def test_an_interrupt_while_the_log_follower_starts_still_ends_it(monkeypatch):

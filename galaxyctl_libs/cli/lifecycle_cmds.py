@@ -30,6 +30,12 @@ def add_start(sub):
     p.add_argument(
         "-f", "--foreground", action="store_true", help="stay in the foreground following the logs; Ctrl+C stops Galaxy"
     )
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="with --foreground, follow supervisord's own log only, not the services' logs (as gravity's "
+        "--quiet; under systemd the units' journal is followed either way)",
+    )
     wait_arguments(p)
     names_argument(p)
     p.set_defaults(func=cmd_start)
@@ -54,7 +60,7 @@ def cmd_start(args):
         if args.foreground:
             from galaxyctl_libs.cli.process_cmds import follow_logs
 
-            follow_logs(args)
+            follow_logs(args, manager_only=args.quiet)
     except KeyboardInterrupt:
         if not args.foreground:
             raise

@@ -33,10 +33,11 @@ def cmd_follow(args):
     return exitcodes.SUCCESS
 
 
-def follow_logs(args):
+def follow_logs(args, manager_only=False):
     """Follow the logs until interrupted (KeyboardInterrupt propagates): the log files with tail -F,
     and under systemd the units' journal, as gravity does (units an older galaxyctl gave log files
-    keep them until the next update: those are tailed)."""
+    keep them until the next update: those are tailed).  ``manager_only`` (``start -f --quiet``)
+    follows supervisord's own log instead of the services' files, as gravity's --quiet does."""
     from galaxyctl_libs.actions import views
     from galaxyctl_libs.backends.record import load_applied
 
@@ -45,6 +46,10 @@ def follow_logs(args):
         raise GalaxyctlError("no services, no log files to follow")
     applied = load_applied(state_dir(args))
     files = [t.log_file for t in targets if t.log_file]
+    if manager_only and files and applied is not None and applied.process_manager != "systemd":
+        from galaxyctl_libs.backends.supervisor.client import controller_for
+
+        files = [controller_for(state_dir(args), applied).paths.log]
     units = [t.program for t in targets if not t.log_file]
     if applied is not None and applied.process_manager == "systemd" and units:
         from galaxyctl_libs.backends.systemd.client import manager_argv, manager_env
