@@ -25,6 +25,10 @@ def test_nothing_configured_is_one_message_and_a_failure_everywhere(gctl, short_
         ["graceful"],
         ["stop"],
         ["shutdown"],
+        ["show"],
+        ["follow"],
+        ["workers"],
+        ["pm", "status"],
     ]
     for command in commands:
         result = gctl(*command, check=False, cwd=short_tmp)  # not a Galaxy root: nothing to register

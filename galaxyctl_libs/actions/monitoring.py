@@ -7,7 +7,7 @@ from galaxyctl_libs import exitcodes
 from galaxyctl_libs.backends import base, memlimits, planned
 from galaxyctl_libs.backends import record as backend_record
 from galaxyctl_libs.core import targets as targets_mod
-from galaxyctl_libs.errors import NOTHING_CONFIGURED, GalaxyctlError
+from galaxyctl_libs.errors import NOTHING_CONFIGURED, GalaxyctlError, NothingConfigured
 from galaxyctl_libs.probes import http, procfs
 from galaxyctl_libs.records import Record, replace
 
@@ -250,7 +250,10 @@ class WebWorkers(Record):
 
 def web_workers(state_dir, names=()):
     """Each web server's workers, busy or idle (gunicorn from /proc, uWSGI from its stats server)."""
-    return web_workers_of(state_dir, applied_targets(state_dir, names))
+    targets = applied_targets(state_dir, names)
+    if not targets:
+        raise NothingConfigured(exitcodes.LSB_NOT_RUNNING)
+    return web_workers_of(state_dir, targets)
 
 
 def web_workers_of(state_dir, targets, timeout=30):

@@ -112,6 +112,8 @@ def cmd_show(args):
     from galaxyctl_libs.core import state
 
     current = state.load_state(state_dir(args))
+    if not current.config_files:
+        raise NothingConfigured()
     if args.config:
         path = operations.registered_path(current, args.config)
     elif len(current.config_files) == 1:

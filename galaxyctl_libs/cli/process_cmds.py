@@ -10,7 +10,7 @@ import sys
 
 from galaxyctl_libs import exitcodes
 from galaxyctl_libs.cli.args import names_argument, state_dir, warn
-from galaxyctl_libs.errors import GalaxyctlError
+from galaxyctl_libs.errors import GalaxyctlError, NothingConfigured
 
 
 def add_follow(sub):
@@ -42,9 +42,11 @@ def follow_logs(args, manager_only=False):
     from galaxyctl_libs.backends.record import load_applied
 
     targets = views.selected_targets(state_dir(args), args.names)
+    applied = load_applied(state_dir(args))
+    if not targets and applied is None:
+        raise NothingConfigured()
     if not targets:
         raise GalaxyctlError("no services, no log files to follow")
-    applied = load_applied(state_dir(args))
     files = [t.log_file for t in targets if t.log_file]
     if manager_only and files and applied is not None and applied.process_manager != "systemd":
         from galaxyctl_libs.backends.supervisor.client import controller_for
@@ -127,6 +129,10 @@ def cmd_supervisorctl(args):
             manager_argv("systemctl", user_mode, *args.arguments), env=manager_env(user_mode)
         ).returncode
     if not os.path.exists(client.paths.conf):
+        from galaxyctl_libs.actions import views
+
+        if not views.selected_targets(state_dir(args)):
+            raise NothingConfigured()
         raise GalaxyctlError(f"no supervisord configuration in {client.paths.root}: run 'galaxyctl update' first")
     # -I: nothing from the current directory or PYTHON* variables is imported as the Galaxy user
     argv = [sys.executable, "-I", "-m", "supervisor.supervisorctl", "-c", client.paths.conf, *args.arguments]
