@@ -41,6 +41,7 @@ setup(
             "build",  # tests/test_packaging.py: python -m build and twine check, as a release would
             "twine",
             "docutils",  # tests/unit/test_readme.py: the README renders without a warning
+            "ansible-core",  # tests/test_two_hosts.py runs examples/ansible/rolling-graceful.yml
             'galaxy-config==26.1.2; python_version >= "3.10"',
         ],
     },
