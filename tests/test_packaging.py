@@ -40,6 +40,8 @@ def test_build_and_twine_check(tmp_path):
     assert {"LICENSE", "CHANGELOG.rst", "README.rst", "galaxyctl", "scripts/quickstart_servers.py"} <= names
     # the sdist's tests run as they do from a clone: test_readme reads CONTRIBUTING.rst and .ci/run
     assert {"CONTRIBUTING.rst", ".ci/run", "tests/unit/test_readme.py", "tests/conftest.py"} <= names
+    # the README's Ansible example, which tests/test_two_hosts.py runs
+    assert {"examples/ansible/rolling-graceful.yml", "examples/ansible/inventory.ini"} <= names
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         metadata = archive.read(f"galaxyctl-{version}.dist-info/METADATA").decode()
