@@ -272,6 +272,32 @@ def test_graceful_under_load_restart_crash_and_follow(machine, preload):
         machine.run("sh", "-c", "rm -f /etc/systemd/system/galaxy*; systemctl daemon-reload", check=False)
 
 
+def test_a_unit_that_keeps_failing_fails_start_naming_it_and_why(machine):
+    """Issue 27: start says "started" only for units that came up.  A tusd whose program exits at once
+    (Restart=always, until systemd's start limit) fails the start with one line naming its unit and
+    systemd's reason, then its journal's end; status shows the reason on its row."""
+    script = "/opt/failing-tusd"
+    with open(machine.path(script), "w") as handle:
+        handle.write("#!/bin/sh\necho 'tusd: stand-in failure'\nexit 1\n")
+    os.chmod(machine.path(script), 0o755)
+    tusd = {"enable": True, "tusd_path": script, "upload_dir": "/tmp", "start_timeout": 2}
+    config = _galaxy(machine, free_port(), tusd=tusd)
+    try:
+        started = _galaxyctl(machine, config, "start", "--timeout", "60", check=False)
+        assert started.returncode == 1, started.stdout + started.stderr
+        error = next(line for line in started.stderr.splitlines() if line.startswith("galaxyctl: error: "))
+        assert "tusd" in error and " did not start: " in error and "exit status 1" in error, error
+        assert "last lines of its journal" in started.stderr and "tusd: stand-in failure" in started.stderr
+        assert "tusd" not in started.stdout  # never "started"
+        status = _galaxyctl(machine, config, "status", check=False)
+        row = next(line for line in status.stdout.splitlines() if "tusd" in line)
+        assert ("FATAL" in row or "BACKOFF" in row) and "exit status 1" in row, status.stdout
+    finally:
+        _galaxyctl(machine, config, "shutdown", check=False)
+        machine.run("sh", "-c", "rm -f /etc/systemd/system/galaxy*; systemctl daemon-reload", check=False)
+        machine.run("systemctl", "reset-failed", check=False)
+
+
 def test_user_mode_as_an_unprivileged_user(machine):
     """--user: units in the user's ~/.config/systemd/user, driven through its user manager (lingering,
     as a Galaxy host without a login session needs), with no XDG_RUNTIME_DIR given."""

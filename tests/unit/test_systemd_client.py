@@ -19,6 +19,18 @@ def test_states_from_active_and_sub_state():
     assert client.state_of("maintenance", "x") == UNKNOWN
 
 
+def test_a_failed_unit_says_why_as_supervisord_does():
+    """status and a failed start show systemd's Result and exit status for FATAL and BACKOFF (base.state_reason)."""
+    from galaxyctl_libs.backends.base import state_reason
+
+    failed = {"ActiveState": "failed", "SubState": "failed", "Result": "start-limit-hit", "ExecMainStatus": "1"}
+    assert state_reason(client._info("galaxy-tusd.service", failed, 0.0)) == "start-limit-hit, exit status 1"
+    restarting = {"ActiveState": "activating", "SubState": "auto-restart", "Result": "exit-code", "ExecMainStatus": "2"}
+    assert state_reason(client._info("galaxy-tusd.service", restarting, 0.0)) == "exit-code, exit status 2"
+    running = {"ActiveState": "active", "SubState": "running", "Result": "success", "ExecMainStatus": "0"}
+    assert client._info("galaxy-tusd.service", running, 0.0)["spawnerr"] == ""
+
+
 def test_write_units_removes_only_our_marked_files(tmp_path):
     state, units = str(tmp_path / "state"), str(tmp_path / "units")
     paths = render.Paths(state, units)

@@ -31,7 +31,10 @@ from galaxyctl_libs.backends.systemd.render import DROP_IN, HEADER, OWNER_KEY
 from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.probes.poll import wait_until
 
-PROPERTIES = "Id,LoadState,ActiveState,SubState,MainPID,ExecMainStartTimestampMonotonic,NeedDaemonReload,UnitFileState"
+PROPERTIES = (
+    "Id,LoadState,ActiveState,SubState,MainPID,ExecMainStartTimestampMonotonic,NeedDaemonReload,UnitFileState,"
+    "Result,ExecMainStatus"
+)
 UNIT_SUFFIXES = (".service", ".target")
 MAX_UNIT_FILE_BYTES = 1 << 20
 
@@ -407,4 +410,14 @@ def _info(unit, props, now):
         "start": started,
         "now": now,
         "description": description,
+        "spawnerr": _failure(props) if state in (FATAL, BACKOFF) else "",  # why, as supervisord's spawnerr says
     }
+
+
+def _failure(props):
+    """Why a unit failed or is being restarted, in systemd's words: ``exit-code, exit status 1``,
+    ``start-limit-hit, exit status 1`` (it restarted too often), ``signal``..."""
+    result, status = props.get("Result") or "", props.get("ExecMainStatus") or ""
+    found = [result] if result and result != "success" else []
+    found += [f"exit status {status}"] if status not in ("", "0") else []
+    return ", ".join(found)
