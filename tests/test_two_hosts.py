@@ -146,12 +146,17 @@ def _machines(tmp, venv, root):
 
 
 @pytest.fixture(scope="module")
-def cluster(production_venv, postgres_server, rabbitmq_server, redis_server):  # noqa: F811
+def rootfs():
+    """The machines' rootfs, or a skip saying why there can be none (before Galaxy's venv is built)."""
     try:
         nspawn.tools()
-        nspawn.rootfs()
+        return nspawn.rootfs()
     except nspawn.Unavailable as exc:
         pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="module")
+def cluster(rootfs, production_venv, postgres_server, rabbitmq_server, redis_server):  # noqa: F811
     tmp = tempfile.mkdtemp(prefix="gx2hw")
     root = tempfile.mkdtemp(prefix="gx2h")  # the shared Galaxy tree: config root's, data the Galaxy user's
     os.chmod(root, 0o755)
