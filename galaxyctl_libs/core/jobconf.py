@@ -31,7 +31,7 @@ TEMPLATE_FIELDS = ("name", "process", "instance_name", "instance_number", "hostn
 DYNAMIC_ASSIGN_METHODS = ("db-skip-locked", "db-transaction-isolation")
 _HANDLER_KEYS = ("processes", "pools", "name_template", "environment")
 _SERVER_NAME = re.compile(r"[A-Za-z0-9_.@+-]{1,100}\Z")  # becomes a program, file and unit name: bounded
-MAX_HANDLERS = 1000  # handler processes in all: each is a supervisor program (a systemd unit)
+MAX_HANDLERS = 5000  # handler processes in all: each is a supervisor program (a systemd unit); 2,000 are measured
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
@@ -366,9 +366,9 @@ def _check_limits(settings, count, before, where, key):
     from dataclasses import fields
 
     from galaxyctl_libs.core.config import check_limit
-    from galaxyctl_libs.core.schema import COUNT, ServiceCommon
+    from galaxyctl_libs.core.schema import HANDLER_PROCESSES, ServiceCommon
 
-    check_limit(count, COUNT, f"{where}: {key}.processes")
+    check_limit(count, HANDLER_PROCESSES, f"{where}: {key}.processes")
     if before + count > MAX_HANDLERS:
         raise GalaxyctlError(f"{where}: {key}.processes: more than {MAX_HANDLERS} handler processes in all")
     for spec in fields(ServiceCommon):

@@ -17,7 +17,8 @@ SECONDS = (0, 86400)  # timeouts: up to a day
 STAGGER = (0, 3600)  # start_stagger: up to an hour
 GIGABYTES = (0, 1024)  # memory_limit, memory_high: up to 1 TB; 0 is none
 WORKERS = (1, 1000)  # gunicorn/reports workers: 0 would serve nothing
-COUNT = (0, 1000)  # celery concurrency (0: celery's default, one per CPU), processes of a handler entry
+COUNT = (0, 1000)  # celery concurrency (0: celery's default, one per CPU)
+HANDLER_PROCESSES = (0, 5000)  # of a gravity.handlers entry: issue 26 runs 2,000 (core.jobconf.MAX_HANDLERS in all)
 NAME_LENGTH = (1, 64)  # instance_name: part of file, directory and unit names
 KIND_LIMITS = {"port": (1, 65535)}  # of every field of that kind
 

@@ -99,7 +99,7 @@ def handlers(gravity_handlers, tmp_path):
 @pytest.mark.parametrize(
     "entry, message",
     [
-        ({"processes": 100000}, "gravity.handlers.h.processes: 100000 is out of range (0 to 1000)"),
+        ({"processes": 100000}, "gravity.handlers.h.processes: 100000 is out of range (0 to 5000)"),
         ({"start_stagger": NAN}, "gravity.handlers.h.start_stagger: nan is out of range (0 to 3600)"),
         ({"start_stagger": INF}, "gravity.handlers.h.start_stagger: inf is out of range (0 to 3600)"),
         ({"memory_limit": INF}, "gravity.handlers.h.memory_limit: inf is out of range (0 to 1024)"),
