@@ -25,7 +25,9 @@ RABBITMQ_LOOPBACK = (
     "ERL_EPMD_ADDRESS=127.0.0.1\n"
     'SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"\n'
 )
-PORTS = {5432: "PostgreSQL", 5672: "RabbitMQ", 25672: "RabbitMQ's distribution", 4369: "epmd", 6379: "Redis"}
+EPMD_PORT = 4369
+EPMD_SOCKET_DROPIN = "/etc/systemd/system/epmd.socket.d/galaxy-quickstart.conf"
+PORTS = {5432: "PostgreSQL", 5672: "RabbitMQ", 25672: "RabbitMQ's distribution", EPMD_PORT: "epmd", 6379: "Redis"}
 READY_TIMEOUT = 120
 
 
@@ -102,18 +104,49 @@ def _passwords(path, say):
 
 
 def _rabbitmq_on_loopback(say):
-    """RabbitMQ listens on every interface by default: bind it (and epmd) to 127.0.0.1."""
+    """RabbitMQ listens on every interface by default: bind it (and epmd) to 127.0.0.1.
+
+    epmd outlives RabbitMQ, and one may already listen everywhere: started by the package's own start,
+    by systemd's ``epmd.socket`` (Debian's listens on every interface), or by any ``rabbitmqctl`` run
+    before the binding.  It is replaced then (RabbitMQ stopped around it), or RabbitMQ would keep
+    registering with it."""
     text = ""
     if os.path.exists(RABBITMQ_ENV):
         with open(RABBITMQ_ENV, encoding="utf-8") as handle:
             text = handle.read()
-    if RABBITMQ_MARK in text:
+    newly_bound = RABBITMQ_MARK not in text
+    if newly_bound:
+        with open(RABBITMQ_ENV, "a", encoding="utf-8") as handle:
+            handle.write(("\n" if text and not text.endswith("\n") else "") + RABBITMQ_LOOPBACK)
+        say(f"RabbitMQ bound to 127.0.0.1 ({RABBITMQ_ENV})")
+    epmd_wide = EPMD_PORT in _wide_ports() or (systemd_is_init() and not os.path.exists(EPMD_SOCKET_DROPIN))
+    if not (newly_bound or epmd_wide):
         return
-    with open(RABBITMQ_ENV, "a", encoding="utf-8") as handle:
-        handle.write(("\n" if text and not text.endswith("\n") else "") + RABBITMQ_LOOPBACK)
-    say(f"RabbitMQ bound to 127.0.0.1 ({RABBITMQ_ENV})")
-    if _is_running("rabbitmq-server"):
-        _service("rabbitmq-server", "restart")
+    running = _is_running("rabbitmq-server")
+    if running:
+        _service("rabbitmq-server", "stop")
+    if epmd_wide:
+        _epmd_on_loopback(say)
+    if running:
+        _service("rabbitmq-server", "start")
+
+
+def _epmd_on_loopback(say):
+    """Under systemd, a drop-in gives ``epmd.socket`` a loopback address; else the running epmd is
+    asked to exit (``epmd -kill``: it refuses while a node is registered), so that the next one,
+    started by RabbitMQ with ERL_EPMD_ADDRESS, listens on 127.0.0.1."""
+    if systemd_is_init():
+        os.makedirs(os.path.dirname(EPMD_SOCKET_DROPIN), exist_ok=True)
+        with open(EPMD_SOCKET_DROPIN, "w", encoding="utf-8") as handle:
+            handle.write(
+                f"# galaxy-quickstart: epmd on loopback only\n[Socket]\nListenStream=\nListenStream=127.0.0.1:{EPMD_PORT}\n"
+            )
+        _run(["systemctl", "daemon-reload"], "systemctl daemon-reload")
+        _run(["systemctl", "stop", "epmd.service", "epmd.socket"], "systemctl stop epmd")
+        _run(["systemctl", "start", "epmd.socket"], "systemctl start epmd.socket")
+    elif EPMD_PORT in _wide_ports():
+        _run(["epmd", "-kill"], "epmd -kill")
+    say(f"epmd bound to 127.0.0.1 (port {EPMD_PORT})")
 
 
 def systemd_is_init():
@@ -197,7 +230,11 @@ def _rabbitmq_vhost(password, say):
 
 def wide_listeners(ports=PORTS):
     """The servers' ports that listen on an address other than loopback (from /proc/net/tcp*)."""
-    found = []
+    return [f"{ports[port]} (port {port})" for port in sorted(_wide_ports(ports))]
+
+
+def _wide_ports(ports=PORTS):
+    found = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table, encoding="ascii") as handle:
@@ -212,5 +249,5 @@ def wide_listeners(ports=PORTS):
             ipv4 = address[-8:] if len(address) == 8 or address.startswith("0000000000000000FFFF0000") else None
             loopback = address == "00000000000000000000000001000000" or (ipv4 or "").endswith("7F")
             if not loopback:
-                found.append(f"{ports[int(port, 16)]} (port {int(port, 16)})")
-    return sorted(set(found))
+                found.add(int(port, 16))
+    return found

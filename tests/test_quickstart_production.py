@@ -16,7 +16,7 @@ import urllib.parse
 import galaxy_api
 import pytest
 import yaml
-from conftest import ROOT_ONLY, alive, kill_pids
+from conftest import ROOT_ONLY, alive, kill_pids, wait_for
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
 import quickstart_servers  # noqa: E402
@@ -81,6 +81,12 @@ def test_provision_sets_up_the_systems_servers_on_loopback(tmp_path):
     pids_before = _listening_pids(quickstart_servers.PORTS)  # first: asking rabbitmqctl starts an epmd
     running_before = {name for name in quickstart_servers.SERVICES if quickstart_servers._is_running(name)}
     try:
+        # as on a fresh machine, where that question (or the package's start) leaves an epmd on every
+        # interface before the binding: provision must replace it (it did not, and refused to go on)
+        wide_env = {key: value for key, value in os.environ.items() if key != "ERL_EPMD_ADDRESS"}
+        if not _listening_pids({quickstart_servers.EPMD_PORT: "epmd"}):
+            subprocess.run(["epmd", "-daemon"], check=True, timeout=30, env=wide_env)
+            assert wait_for(lambda: quickstart_servers.EPMD_PORT in quickstart_servers._wide_ports(), timeout=30)
         urls = quickstart_servers.provision(str(tmp_path), lambda line: None)
         again = quickstart_servers.provision(str(tmp_path), lambda line: None)
         assert again == urls  # the same passwords, nothing made twice
