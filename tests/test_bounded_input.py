@@ -69,10 +69,11 @@ def run_bytes(gctl, *args, state_dir=None, env=None):
     )
 
 
-def assert_one_error(result, fragment="", code=None):
-    """Exactly one stderr line, ``galaxyctl: error: ...`` containing ``fragment``; non-zero exit."""
+def assert_one_error(result, fragment="", code=None, warnings=False):
+    """Exactly one stderr line, ``galaxyctl: error: ...`` containing ``fragment``; non-zero exit.
+    With ``warnings``, the config's own warning lines may come first (a failed start prints them)."""
     assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.splitlines()
+    lines = [line for line in result.stderr.splitlines() if not (warnings and line.startswith("galaxyctl: warning: "))]
     assert len(lines) == 1 and lines[0].startswith("galaxyctl: error: "), result.stderr[:3000]
     assert fragment in lines[0], lines[0]
     assert result.returncode != 0 if code is None else result.returncode == code, result.returncode
