@@ -203,7 +203,7 @@ def wait_up(client, targets, timeout, progress=None):
         seen.update(client.all_processes())
         for target in list(waiting):
             info = base.process_of(seen, target.program) or unknown
-            if info["statename"] == base.RUNNING:
+            if info["statename"] == base.RUNNING and _past_start_timeout(info, target):
                 running.append(target.program)
             elif info["statename"] in base.DEAD_STATES:
                 failed.append((target, info, ""))
@@ -222,6 +222,13 @@ def wait_up(client, targets, timeout, progress=None):
     if not failed:
         return running
     raise _not_started(client, failed, [t.program for t in everything if t not in [f[0] for f in failed]])
+
+
+def _past_start_timeout(info, target):
+    """Up for its whole start timeout: supervisord says RUNNING only then (``startsecs``), systemd says
+    ``active`` as soon as a simple unit's process is forked, so one that exits at once and is
+    restarted looks active between its deaths; its main process's start time tells them apart."""
+    return not info.get("start") or info["now"] - info["start"] >= target.service.start_timeout
 
 
 def _not_started(client, failed, up):
