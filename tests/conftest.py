@@ -173,15 +173,43 @@ def gctl(short_tmp):
 
 @pytest.fixture
 def demo_galaxy(short_tmp):
-    """Factory: make_demo(name, **gravity) → (config path, port)."""
+    """Factory: make_demo(name, **gravity) → (config path, port).  The stand-in's handlers, celery,
+    tusd, gx-it-proxy and reports get a start timeout of STAND_IN_START_TIMEOUT unless the test
+    gives one (see quick_starts)."""
     from galaxyctl_libs.demo import make_demo_galaxy
 
     def make(name="galaxy", gravity=None, galaxy=None, port=None):
         port = port or free_port()
-        config = make_demo_galaxy(os.path.join(short_tmp, name), port, gravity=gravity, galaxy=galaxy)
+        config = make_demo_galaxy(os.path.join(short_tmp, name), port, gravity=quick_starts(gravity), galaxy=galaxy)
         return config, port
 
     return make
+
+
+# A start reports a service without HTTP as started once it is past its start timeout (gravity's
+# default: 10 s); the stand-in's programs are up at once, so the tests' starts wait 2 s instead.
+# The web server keeps its own (it is judged by its answer); a test that sets one keeps it.
+STAND_IN_START_TIMEOUT = 2
+QUICK_SECTIONS = ("celery", "tusd", "gx_it_proxy", "reports")
+
+
+def quick_starts(gravity):
+    """``gravity`` with STAND_IN_START_TIMEOUT where a section or handler entry sets no start_timeout."""
+    if gravity is None:
+        gravity = {}
+    if not isinstance(gravity, dict):
+        return gravity
+    quick = dict(gravity)
+    for section in QUICK_SECTIONS:
+        if section in quick or section == "celery":  # the demo's own celery section is merged with it
+            quick[section] = _with_quick_start(quick.get(section, {}))
+    if isinstance(quick.get("handlers"), dict):
+        quick["handlers"] = {name: _with_quick_start(entry) for name, entry in quick["handlers"].items()}
+    return quick
+
+
+def _with_quick_start(settings):
+    return {"start_timeout": STAND_IN_START_TIMEOUT, **settings} if isinstance(settings, dict) else settings
 
 
 def _installed_samples():
