@@ -25,20 +25,21 @@ tool's shutdown, then the PIDs recorded under supervisord).  All waits are bound
 """
 
 import argparse
-import datetime
 import glob
 import json
 import os
 import re
-import sqlite3
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/, for galaxybench
+BENCH = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [BENCH, os.path.dirname(BENCH)]  # bench/, for galaxybench; the checkout, for galaxyctl_libs
 
 from galaxybench.common import log, median  # noqa: E402
 from galaxybench.environments import choose_base_python, describe_run, ensure_gravity_venv, ensure_ours_venv  # noqa: E402
 from galaxybench.tools import Gravity, Ours, Session, make_instance, settings_handlers  # noqa: E402
+
+from galaxyctl_libs.demo import write_heartbeats  # noqa: E402
 
 SIZES = (10, 100, 400, 1000, 2000)
 SLEEPING_HANDLER = 'import os\nos.execvp("sleep", ["sleep", "1000000"])\n'
@@ -69,19 +70,8 @@ def stand_in(tool, count, workdir, ours_python, runner):
 
 def fresh_heartbeats(instance, count, runner):
     """A heartbeat row per handler, written now, in the stand-in's database (what Galaxy's handlers write)."""
-    path = os.path.join(instance.root, "database", "universe.sqlite")
-    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None).isoformat(sep=" ")
-    with sqlite3.connect(path) as db:
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS worker_process (id INTEGER PRIMARY KEY, server_name VARCHAR(255), "
-            "hostname VARCHAR(255), pid INTEGER, update_time DATETIME, app_type VARCHAR, UNIQUE (server_name, hostname))"
-        )
-        db.executemany(
-            "INSERT OR REPLACE INTO worker_process (server_name, hostname, pid, update_time) VALUES (?, ?, ?, ?)",
-            [(f"handler_{i}", os.uname().nodename, 0, now) for i in range(count)],
-        )
-    db.close()
-    runner.chown(path)
+    write_heartbeats(instance.root, count)
+    runner.chown(os.path.join(instance.root, "database", "universe.sqlite"))
 
 
 def running_times(instance, since):

@@ -162,6 +162,12 @@ def ping():
 app = celery_app
 '''
 
+# Galaxy's worker_process table as the stand-in's handlers write it (and write_heartbeats)
+WORKER_PROCESS_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS worker_process (id INTEGER PRIMARY KEY, server_name VARCHAR(255), "
+    "hostname VARCHAR(255), pid INTEGER, update_time DATETIME, app_type VARCHAR, UNIQUE (server_name, hostname))"
+)
+
 GALAXY_MAIN = '''\
 #!/usr/bin/env python3
 """Demo job handler: parses galaxy-main's arguments, says so, and heartbeats like Galaxy does.
@@ -181,10 +187,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATABASE = os.path.join(ROOT, "database", "universe.sqlite")
-SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS worker_process (id INTEGER PRIMARY KEY, server_name VARCHAR(255), "
-    "hostname VARCHAR(255), pid INTEGER, update_time DATETIME, app_type VARCHAR, UNIQUE (server_name, hostname))"
-)
+SCHEMA = @WORKER_PROCESS_SCHEMA@
 
 parser = argparse.ArgumentParser()
 parser.add_argument("-c", "--config-file")
@@ -234,7 +237,7 @@ try:
         time.sleep(float(os.environ.get("DEMO_HEARTBEAT_INTERVAL", "1")))
 finally:
     forget()
-'''
+'''.replace("@WORKER_PROCESS_SCHEMA@", repr(WORKER_PROCESS_SCHEMA))
 
 TUSD = '''\
 #!/usr/bin/env python3
@@ -269,6 +272,25 @@ def demo_celery_conf(root):
             "control_folder": os.path.join(queue, "control"),
         },
     }
+
+
+def write_heartbeats(root, count):
+    """A heartbeat row, written now, for each of ``count`` handlers ``handler_0``... in the stand-in at
+    ``root``: what its handlers would write, for a bench or test whose handlers only sleep."""
+    import datetime
+    import sqlite3
+
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None).isoformat(sep=" ")
+    db = sqlite3.connect(os.path.join(root, "database", "universe.sqlite"))
+    try:
+        with db:
+            db.execute(WORKER_PROCESS_SCHEMA)
+            db.executemany(
+                "INSERT OR REPLACE INTO worker_process (server_name, hostname, pid, update_time) VALUES (?, ?, ?, ?)",
+                [(f"handler_{i}", os.uname().nodename, 0, now) for i in range(count)],
+            )
+    finally:
+        db.close()
 
 
 def make_demo_galaxy(root, port=8080, gravity=None, galaxy=None, version="1"):

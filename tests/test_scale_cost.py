@@ -8,14 +8,13 @@ heartbeat queries (``heartbeat.read``) and replies read by rpc's fast path.  N =
 give the same counts: a scan or a round trip per service would make them differ.
 """
 
-import datetime
 import os
-import sqlite3
 
 import yaml
 
 from galaxyctl_libs.actions import checks, lifecycle, monitoring
 from galaxyctl_libs.backends.supervisor import rpc
+from galaxyctl_libs.demo import write_heartbeats
 from galaxyctl_libs.probes import heartbeat, procfs
 
 SLEEPING_HANDLER = 'import os\nos.execvp("sleep", ["sleep", "100000"])\n'
@@ -70,16 +69,7 @@ def _handlers(root, config, count):
         yaml.safe_dump(settings, handle)
     with open(os.path.join(root, "scripts", "galaxy-main"), "w") as handle:
         handle.write(SLEEPING_HANDLER)
-    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None).isoformat(sep=" ")
-    with sqlite3.connect(os.path.join(root, "database", "universe.sqlite")) as db:
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS worker_process (id INTEGER PRIMARY KEY, server_name VARCHAR(255), "
-            "hostname VARCHAR(255), pid INTEGER, update_time DATETIME, app_type VARCHAR, UNIQUE (server_name, hostname))"
-        )
-        db.executemany(
-            "INSERT OR REPLACE INTO worker_process (server_name, hostname, pid, update_time) VALUES (?, ?, ?, ?)",
-            [(f"handler_{i}", os.uname().nodename, 0, now) for i in range(count)],
-        )
+    write_heartbeats(root, count)
 
 
 def _measure(gctl, monkeypatch):
