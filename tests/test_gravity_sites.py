@@ -10,13 +10,11 @@ by gravity's unit name (gravity's names asked from gravity itself, tests/gravity
 
 import json
 import os
-import subprocess
 
 import pytest
 import yaml
 from test_gravity_parity import (
     GALAXYCTL,
-    RUN_TIMEOUT,
     _environ,
     _fake_venv,
     _run,
@@ -86,16 +84,7 @@ def _dump(path, data):
 def gravity_names(gravity_exe, config, base):
     """gravity's own names for the services of ``config`` (tests/gravity_names.py, run by its Python)."""
     python = os.path.join(os.path.dirname(gravity_exe), "python")
-    out = subprocess.run(
-        [python, GRAVITY_NAMES, config],
-        capture_output=True,
-        text=True,
-        env=_environ(base),
-        cwd=base,
-        stdin=subprocess.DEVNULL,
-        timeout=RUN_TIMEOUT,
-        check=True,
-    ).stdout
+    out = _run([python, GRAVITY_NAMES, config], base, cwd=base)
     return json.loads(out)
 
 
