@@ -9,11 +9,13 @@ import importlib.machinery
 import importlib.util
 import json
 import os
+import secrets
 import sqlite3
 import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 
 from galaxyctl_libs.probes import procfs
 
@@ -236,3 +238,28 @@ def job_outcome(database):
     failed = [row for row in rows if row[1] != "ok"]
     killed = [row for row in failed if any(text in (row[3] or "") for text in KILLED_BY_SHUTDOWN)]
     return {"jobs_ok": len(rows) - len(failed), "failed": failed, "killed": killed}
+
+
+def handed_over(stdout, handlers, log_dir, database, before):
+    """After a rolling graceful: asserts each of ``handlers`` was reloaded, drained first (Galaxy's own
+    log says it took the job lock) and is heartbeating again from a new process (``before``: the
+    ready_handlers of before the graceful)."""
+    assert all(f"{name}: reloaded" in stdout for name in handlers), stdout
+    for name in handlers:
+        with open(os.path.join(log_dir, f"{name}.log"), errors="replace") as handle:
+            assert "Administrative Job Lock is now set to True" in handle.read(), name
+    after = ready_handlers(database)
+    assert set(after) == set(handlers) and all(after[n] != before[n] for n in handlers), (before, after)
+
+
+def site_servers(postgres_server, rabbitmq_server, redis_server):
+    """A new Galaxy's own place on the session's servers: an empty database with its role, a vhost,
+    Redis db 1 for celery's results.  Returns (its name, {"database", "amqp", "redis": URL})."""
+    name = "galaxy_" + uuid.uuid4().hex[:8]
+    urls = {
+        "database": postgres_server.create_database(name, name, secrets.token_hex(12)),
+        "amqp": rabbitmq_server.url(name),
+        "redis": redis_server.url(1),
+    }
+    rabbitmq_server.add_vhost(name)
+    return name, urls

@@ -27,7 +27,6 @@ happened (tests/nspawn.py), after galaxyctl shutdown on each.
 import contextlib
 import os
 import re
-import secrets
 import shutil
 import subprocess
 import sys
@@ -163,13 +162,7 @@ def cluster(rootfs, production_venv, postgres_server, rabbitmq_server, redis_ser
     for sub in ("config", "data"):
         os.makedirs(os.path.join(root, sub))
     os.chown(os.path.join(root, "data"), GALAXY_UID, GALAXY_UID)
-    name = "galaxy_" + uuid.uuid4().hex[:8]
-    servers = {
-        "database": postgres_server.create_database(name, name, secrets.token_hex(12)),
-        "amqp": rabbitmq_server.url(name),
-        "redis": redis_server.url(1),
-    }
-    rabbitmq_server.add_vhost(name)
+    name, servers = galaxy_api.site_servers(postgres_server, rabbitmq_server, redis_server)
     cluster = Cluster(root, production_venv, servers, name)
     cluster.tmp = tmp
     try:
