@@ -19,7 +19,7 @@ and supervisord, the herder and every service run as that user.
 
 One Galaxy, one run: ``register`` + ``start`` on an empty database (ordered start), ``check`` right
 after it, status and heartbeats, a job, then a rolling ``graceful`` of both handlers while a job
-is submitted every few seconds (no job fails, a handler is always ready), and ``stop``.  Heavy: run
+is submitted every half minute (no job fails, a handler is always ready), and ``stop``.  Heavy: run
 it under ``flock /tmp/galaxyctl-heavy.lock``.
 
 Every process is stopped by PID at the end, whatever happened.
@@ -61,7 +61,7 @@ GALAXY_VERSION = "26.1.2"
 INSTALL_TIMEOUT = 1800
 START_TIMEOUT = 240  # galaxyctl start/graceful --timeout; the subprocess gets a minute more
 SETTLE_TIMEOUT = 120  # celery and the handler reach RUNNING after their startsecs
-JOB_EVERY = 20  # seconds between two job submissions during graceful (each job is a Python process of
+JOB_EVERY = 30  # seconds between two job submissions during graceful (each job is a Python process of
 # Galaxy's, seconds of CPU: fewer of them leave more of the 2 cores to the rest of the suite)
 JOB_TIMEOUT = 900  # every job submitted must end within this (bounded)
 COMPLETE_MARKER = ".galaxyctl-e2e-complete"
@@ -196,18 +196,19 @@ def _run_a_job(jobs):
 
 
 def _rolling_graceful_under_jobs(gctl, root, database, jobs, figures):
-    """While a job is submitted every JOB_EVERY s, ``graceful`` restarts both handlers one by one,
-    each drained first (Galaxy 26.1's local runner kills the jobs of a handler that stops and fails
-    them, galaxy#6246; without the drain, ``--drain 0``, about one job in a run like this is
-    killed): at every moment one handler is ready (its heartbeat row, from a live process), no job
-    fails, and ``check`` sees both heartbeats healthy afterwards."""
+    """While a job is submitted every JOB_EVERY s, ``graceful`` of the handlers restarts them one by
+    one, each drained first (Galaxy's admin_job_lock through its control queue, here on SQLite:
+    Galaxy 26.1's local runner kills the jobs of a handler that stops and fails them, galaxy#6246):
+    at every moment one handler is ready (its heartbeat row, from a live process), no job fails,
+    and ``check`` sees both heartbeats healthy afterwards.  (The whole ``graceful``, web server and
+    celery too, under jobs: test_two_hosts' playbook; handlers on RabbitMQ: test_e2e_production.)"""
     handlers = galaxy_api.HANDLERS
     before = galaxy_api.ready_handlers(database)
     assert set(before) == set(handlers), before
     with galaxy_api.JobTraffic(jobs, database, JOB_EVERY) as traffic:
         time.sleep(JOB_EVERY)  # a job under way before the restarts
         started = time.monotonic()
-        result = gctl("graceful", "--timeout", str(START_TIMEOUT), timeout=START_TIMEOUT * 3)
+        result = gctl("graceful", "--timeout", str(START_TIMEOUT), *handlers, timeout=START_TIMEOUT * 3)
         figures["graceful_s"] = round(time.monotonic() - started, 1)
         time.sleep(JOB_EVERY)  # and one after them
     galaxy_api.handed_over(result.stdout, handlers, os.path.join(root, "logs"), database, before)
@@ -215,7 +216,7 @@ def _rolling_graceful_under_jobs(gctl, root, database, jobs, figures):
     assert traffic.samples and figures["fewest_ready_handlers"] >= 1, [s for s in traffic.samples if not s[1]][:5]
 
     # every job completes, none fails
-    assert jobs.errors == [] and len(jobs.ids) >= 5, (jobs.errors, jobs.ids)
+    assert jobs.errors == [] and len(jobs.ids) >= 3, (jobs.errors, jobs.ids)
     figures["jobs"] = len(jobs.ids)
     assert wait_for(jobs.all_finished, timeout=JOB_TIMEOUT, interval=2), jobs.states()
     outcome = galaxy_api.job_outcome(database)

@@ -17,6 +17,9 @@ from galaxyctl_libs.probes import procfs
 DEFAULT_READY_TIMEOUT = 120
 LOG_TAIL_LINES = 15
 START_SLACK = 10  # seconds beyond a service's start timeout for its manager to call it running
+# wait_up's looks are spaced by at least this many times what the last one took: each is the state
+# of every process (getAllProcessInfo), which supervisord builds in its one thread, between spawns
+UP_LOOK_PACE = 4
 
 
 @dataclass(frozen=True)
@@ -216,7 +219,7 @@ def wait_up(client, targets, timeout, progress=None):
         names = ", ".join(t.program for t in waiting)
         progress(f"waiting for {names} to pass its start timeout: {time.monotonic() - started:.0f}s")
 
-    wait_until(settled, Deadline(waited), max_interval=0.5, progress=report if progress else None)
+    wait_until(settled, Deadline(waited), max_interval=0.5, progress=report if progress else None, pace=UP_LOOK_PACE)
     late = f" after {time.monotonic() - started:.0f}s"
     failed += [(t, base.process_of(seen, t.program) or unknown, late) for t in waiting]
     if not failed:

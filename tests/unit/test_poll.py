@@ -115,3 +115,16 @@ def test_poll_imports_only_time():
         alias.name for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in node.names
     }
     assert names == {"time"}
+
+
+def test_pace_spaces_costly_checks_by_a_multiple_of_what_they_took(clock):
+    """A check that takes 0.3 s (supervisord's answer about 2,000 processes) is followed by a
+    pause of 4 x 0.3 s; cheap checks keep the usual back-off."""
+    costs = iter([0.3, 0.3] + [0.001] * 100)
+
+    def costly():
+        clock.now += next(costs)
+        return None
+
+    poll.wait_until(costly, 10, interval=0.05, max_interval=0.5, pace=4)
+    assert clock.sleeps[:4] == [1.2, 1.2, 0.2, 0.4]
