@@ -44,6 +44,7 @@ NOT_ON_STATUS_PATH = (
     "http.client",
     "xmlrpc.client",
     "encodings.idna",  # an ASCII host goes to getaddrinfo as bytes
+    "xml.parsers.expat",  # getAllProcessInfo's reply is read by rpc's fast path
     "galaxyctl_libs.backends.supervisor.render",
     "galaxyctl_libs.core.config",
     "galaxyctl_libs.core.registration",

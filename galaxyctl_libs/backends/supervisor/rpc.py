@@ -3,12 +3,11 @@
 ``xmlrpc.client`` drags in ``http.client``, ``email`` and ``ssl`` (about 30 ms and several MB on every
 ``galaxyctl status`` run from cron).  supervisord's API needs only strings, integers, booleans,
 arrays and structs, over HTTP/1.0 on a local socket: this module speaks exactly that, parsing
-replies with the C expat parser.
+replies with the C expat parser (getAllProcessInfo's with one regular expression).
 """
 
 import re
 import time
-from xml.parsers import expat
 
 from galaxyctl_libs.backends.base import Refusal
 from galaxyctl_libs.probes import netio
@@ -175,6 +174,8 @@ def parse_response(body):
         rows = None
     if rows is not None:
         return rows
+    from xml.parsers import expat  # only here: status's one reply (getAllProcessInfo) needs none of it
+
     reader = _Reader()
     parser = expat.ParserCreate("utf-8")
     parser.StartElementHandler = reader.start
