@@ -11,6 +11,7 @@ give the same counts: a scan or a round trip per service would make them differ.
 import os
 
 import yaml
+from conftest import STAND_IN_START_TIMEOUT
 
 from galaxyctl_libs.actions import checks, lifecycle, monitoring
 from galaxyctl_libs.backends.supervisor import rpc
@@ -64,7 +65,7 @@ def _handlers(root, config, count):
     """The config with a handler of ``count`` sleeping processes, each with a fresh heartbeat."""
     with open(config) as handle:
         settings = yaml.safe_load(handle)
-    settings["gravity"]["handlers"] = {"handler": {"processes": count}}
+    settings["gravity"]["handlers"] = {"handler": {"processes": count, "start_timeout": STAND_IN_START_TIMEOUT}}
     with open(config, "w") as handle:
         yaml.safe_dump(settings, handle)
     with open(os.path.join(root, "scripts", "galaxy-main"), "w") as handle:
