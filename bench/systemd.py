@@ -64,13 +64,18 @@ from galaxybench import container  # noqa: E402
 from galaxybench.common import add_common_options, log  # noqa: E402
 from galaxybench.container import nspawn  # noqa: E402
 from galaxybench.report import print_profile, write_json  # noqa: E402
-from galaxybench.systemd_scenarios import SystemdScenarios, build_table, print_report  # noqa: E402
+from galaxybench.systemd_scenarios import SystemdScenarios, build_table, print_report, print_scale  # noqa: E402
 from galaxybench.tools import interrupt  # noqa: E402
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_options(parser)
+    parser.add_argument(
+        "--scale",
+        metavar="SIZES",
+        help="instead: ours' start, status and check with N handler processes (e.g. 400,2000)",
+    )
     return parser.parse_args(argv)
 
 
@@ -91,6 +96,9 @@ def measure(machine, args, long_runs):
         }
         log(f"inside: {meta['versions']}")
         scenarios = SystemdScenarios(runner, gravity, ours, args.runs, long_runs)
+        if args.scale:
+            scenarios.scale([int(size) for size in args.scale.split(",")])
+            return meta, None, scenarios.raw, None
         scenarios.set_up_instances()
         scenarios.cli(profile=args.profile)
         scenarios.update_handlers()
@@ -128,11 +136,14 @@ def main(argv=None):
             log(f"kept {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    print_report(meta, table)
+    if table is None:
+        print_scale(meta, raw)
+    else:
+        print_report(meta, table)
     if profile:
         print_profile(profile)
     if args.json:
-        result = {"meta": meta, "rows": table.rows, "raw": raw}
+        result = {"meta": meta, "rows": table.rows if table else None, "raw": raw}
         if profile:
             result["profile_ours_status"] = profile
         write_json(args.json, result)

@@ -18,13 +18,17 @@ import re
 import time
 
 from .common import log, secs
-from .container import make_instance, remove_instance
+from .container import OURS_VENV, make_instance, remove_instance
 from .measure import measure_graceful, measure_start, profile_ours, settle, wait_http
 from .report import Table, graceful_rows, rss_mib, start_rows
 from .scenarios import interleaved, warm_then_interleave
 from .tools import free_port, settings_full, settings_handlers, settings_web
 
 HANDLERS = 100
+SLEEPING_HANDLER = 'import os\nos.execvp("sleep", ["sleep", "1000000"])\n'  # as bench/scale.py's
+HEARTBEATS = (
+    "import sys\nfrom galaxyctl_libs.demo import write_heartbeats\nwrite_heartbeats(sys.argv[1], int(sys.argv[2]))"
+)
 # (table label, instance name), for start and graceful
 PRELOAD_MODES = (("preload true", "webpre"), ("preload false", "web"))
 
@@ -158,6 +162,44 @@ class SystemdScenarios:
             self.raw["graceful"][label] = interleaved(self.long_runs, self.tools, graceful, f"graceful {label}")
             for tool in self.tools:
                 tool.shutdown(self.inst[(tool.key, name)])
+
+    # -------- 5. many handler processes (``--scale``): ours' start, status and check (issue 26)
+
+    def scale(self, sizes):
+        """For each N: ours with a handler entry of N processes that exec ``sleep`` (bench/scale.py's
+        stand-in) and a fresh heartbeat row each; ``start`` from stopped (it returns once every
+        unit is past its start timeout), then ``status`` and ``check`` (medians of ``--runs``),
+        then ``stop``.  Ours only: the goals are absolute (issue 26: status 0.5 s, check 1 s)."""
+        tool = self.tools[1]
+        self.raw["scale"] = {}
+        for count in sizes:
+            instance = make_instance(tool, f"s{count}", free_port(), settings_handlers(count))
+            galaxy_main = tool.machine.path(f"{instance.root}/scripts/galaxy-main")
+            with open(galaxy_main, "w") as handle:
+                handle.write(SLEEPING_HANDLER)
+            tool.machine.run(f"{OURS_VENV}/bin/python", "-c", HEARTBEATS, instance.root, str(count))
+            tool.machine.run("chown", "-R", "galaxy:galaxy", f"{instance.root}/database")
+            figures = {"update": tool.check(instance, "update", timeout=600)["seconds"]}
+            figures["start"] = tool.check(instance, "start", timeout=1800)["seconds"]
+            figures["not_running"] = len(tool.services_not_running(instance))
+            for command in ("status", "check"):
+                samples = [tool.run(instance, command, timeout=300) for _ in range(self.runs)]
+                figures[command] = sorted(sample["seconds"] for sample in samples)[len(samples) // 2]
+                figures[f"{command}_rc"] = sorted({sample["rc"] for sample in samples})
+            log(f"systemd, {count} handlers: {figures}")
+            self.raw["scale"][count] = figures
+            tool.shutdown(instance)
+
+
+def print_scale(meta, raw):
+    """The ``--scale`` figures: one row per N."""
+    print(f"\nsystemd mode, galaxyctl with N handler processes (each execs sleep); medians of {meta['runs']}; seconds")
+    print(f"{'N':>6} {'update':>8} {'start':>8} {'status':>8} {'check':>8}  not running, exit codes")
+    for count, f in sorted(raw["scale"].items()):
+        print(
+            f"{count:>6} {f['update']:>8.2f} {f['start']:>8.1f} {f['status']:>8.3f} {f['check']:>8.3f}  "
+            f"{f['not_running']}, status {f['status_rc']} check {f['check_rc']}"
+        )
 
 
 # ---------------------------------------------------------------- the table

@@ -22,6 +22,15 @@ def stat_fields(pid):
         return None
 
 
+def cgroup(pid):
+    """/proc/PID/cgroup: the process's cgroup per hierarchy ("" when it is gone)."""
+    try:
+        with open(f"{PROC}/{pid}/cgroup", encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+    except OSError:
+        return ""
+
+
 def parent_pid(pid):
     fields = stat_fields(pid)
     return int(fields[1]) if fields else None
