@@ -96,8 +96,13 @@ def states(controller, units):
     shown = parse_list_units(listed, wanted)
     asked = [u for u in units if u not in shown or _needs_why(shown[u])]
     shown.update(controller.show(asked, WHY_PROPERTIES) if asked else {})
-    for unit, (pid, start) in main_processes(wanted).items():
-        props = shown.get(unit)
-        if props is not None and props.get("ActiveState") not in ("inactive", "failed"):
-            props.update(MainPID=str(pid), ExecMainStartTimestampMonotonic=str(int(start * 1e6)))
+    found, now = main_processes(wanted), since_boot()
+    for unit, props in shown.items():
+        if props.get("ActiveState") in ("inactive", "failed") or not unit.endswith(".service"):
+            continue
+        # a service systemd calls up whose process /proc no longer has: it exited between the two
+        # looks (one that dies at once and is restarted looks active between its deaths), so it
+        # counts as just started, never as past its start timeout
+        pid, start = found.get(unit, (0, now))
+        props.update(MainPID=str(pid), ExecMainStartTimestampMonotonic=str(int(start * 1e6)))
     return {unit: dict(shown.get(unit, {}), Id=unit) for unit in units}
