@@ -39,10 +39,9 @@ from galaxybench.common import log, median  # noqa: E402
 from galaxybench.environments import choose_base_python, describe_run, ensure_gravity_venv, ensure_ours_venv  # noqa: E402
 from galaxybench.tools import Gravity, Ours, Session, make_instance, settings_handlers  # noqa: E402
 
-from galaxyctl_libs.demo import write_heartbeats  # noqa: E402
+from galaxyctl_libs.demo import write_heartbeats, write_sleeping_handlers  # noqa: E402
 
 SIZES = (10, 100, 400, 1000, 2000)
-SLEEPING_HANDLER = 'import os\nos.execvp("sleep", ["sleep", "1000000"])\n'
 RUNNING_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d+) \w+ success: (\S+) entered RUNNING state", re.M)
 START_LIMIT = 1800  # seconds for a start to bring every process to RUNNING
 
@@ -62,8 +61,7 @@ def parse_args(argv=None):
 def stand_in(tool, count, workdir, ours_python, runner):
     """The demo Galaxy with ``count`` sleeping handler processes, for ``tool``."""
     instance = make_instance(tool, f"n{count}", workdir, settings_handlers(count), ours_python)
-    with open(os.path.join(instance.root, "scripts", "galaxy-main"), "w") as handle:
-        handle.write(SLEEPING_HANDLER)
+    write_sleeping_handlers(instance.root)
     runner.chown(os.path.dirname(instance.root))
     return instance
 

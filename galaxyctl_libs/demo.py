@@ -274,6 +274,16 @@ def demo_celery_conf(root):
     }
 
 
+# A handler that costs the process manager what a real one does and the machine nothing: it execs
+# sleep (the scale bench's and test's stand-in, write_sleeping_handlers)
+SLEEPING_HANDLER = 'import os\nos.execvp("sleep", ["sleep", "1000000"])\n'
+
+
+def write_sleeping_handlers(root):
+    """Make the stand-in at ``root``'s handlers SLEEPING_HANDLER (its scripts/galaxy-main)."""
+    _write(os.path.join(root, "scripts", "galaxy-main"), SLEEPING_HANDLER, mode=0o755)
+
+
 def write_heartbeats(root, count):
     """A heartbeat row, written now, for each of ``count`` handlers ``handler_0``... in the stand-in at
     ``root``: what its handlers would write, for a bench or test whose handlers only sleep."""

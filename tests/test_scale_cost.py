@@ -15,10 +15,8 @@ from conftest import STAND_IN_START_TIMEOUT
 
 from galaxyctl_libs.actions import checks, lifecycle, monitoring
 from galaxyctl_libs.backends.supervisor import rpc
-from galaxyctl_libs.demo import write_heartbeats
+from galaxyctl_libs.demo import write_heartbeats, write_sleeping_handlers
 from galaxyctl_libs.probes import heartbeat, procfs
-
-SLEEPING_HANDLER = 'import os\nos.execvp("sleep", ["sleep", "100000"])\n'
 
 
 class Counts:
@@ -68,8 +66,7 @@ def _handlers(root, config, count):
     settings["gravity"]["handlers"] = {"handler": {"processes": count, "start_timeout": STAND_IN_START_TIMEOUT}}
     with open(config, "w") as handle:
         yaml.safe_dump(settings, handle)
-    with open(os.path.join(root, "scripts", "galaxy-main"), "w") as handle:
-        handle.write(SLEEPING_HANDLER)
+    write_sleeping_handlers(root)
     write_heartbeats(root, count)
 
 

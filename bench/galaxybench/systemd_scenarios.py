@@ -25,9 +25,10 @@ from .scenarios import interleaved, warm_then_interleave
 from .tools import free_port, settings_full, settings_handlers, settings_web
 
 HANDLERS = 100
-SLEEPING_HANDLER = 'import os\nos.execvp("sleep", ["sleep", "1000000"])\n'  # as bench/scale.py's
-HEARTBEATS = (
-    "import sys\nfrom galaxyctl_libs.demo import write_heartbeats\nwrite_heartbeats(sys.argv[1], int(sys.argv[2]))"
+# inside the container, with ours' venv: the stand-in's handlers exec sleep, and each has a fresh heartbeat
+SLEEPING_STAND_IN = (
+    "import sys\nfrom galaxyctl_libs.demo import write_heartbeats, write_sleeping_handlers\n"
+    "write_sleeping_handlers(sys.argv[1])\nwrite_heartbeats(sys.argv[1], int(sys.argv[2]))"
 )
 # (table label, instance name), for start and graceful
 PRELOAD_MODES = (("preload true", "webpre"), ("preload false", "web"))
@@ -174,10 +175,7 @@ class SystemdScenarios:
         self.raw["scale"] = {}
         for count in sizes:
             instance = make_instance(tool, f"s{count}", free_port(), settings_handlers(count))
-            galaxy_main = tool.machine.path(f"{instance.root}/scripts/galaxy-main")
-            with open(galaxy_main, "w") as handle:
-                handle.write(SLEEPING_HANDLER)
-            tool.machine.run(f"{OURS_VENV}/bin/python", "-c", HEARTBEATS, instance.root, str(count))
+            tool.machine.run(f"{OURS_VENV}/bin/python", "-c", SLEEPING_STAND_IN, instance.root, str(count))
             tool.machine.run("chown", "-R", "galaxy:galaxy", f"{instance.root}/database")
             figures = {"update": tool.check(instance, "update", timeout=600)["seconds"]}
             figures["start"] = tool.check(instance, "start", timeout=1800)["seconds"]
