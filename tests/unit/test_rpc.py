@@ -75,12 +75,16 @@ def _answer(value):
     ],
 )
 def test_the_fast_reading_of_getallprocessinfo_reads_what_expat_and_xmlrpc_client_read(value):
-    """getAllProcessInfo's reply (an array of flat structs) is read with one regular expression;
+    """getAllProcessInfo's reply (an array of flat structs) is read by splitting on its markup;
     whatever it holds, the answer is xmlrpc.client's, and anything else falls back to expat."""
     import xmlrpc.client
 
     body = _answer(value)
     assert rpc.parse_response(body) == xmlrpc.client.loads(body)[0][0]
+    flat = isinstance(value, list) and all(
+        isinstance(row, dict) and all(isinstance(v, (str, int)) for v in row.values()) for row in value
+    )
+    assert (rpc._array_of_structs(body) == value) if flat else (rpc._array_of_structs(body) is None)
 
 
 def test_a_character_reference_or_a_changed_layout_falls_back_to_expat():
@@ -89,3 +93,12 @@ def test_a_character_reference_or_a_changed_layout_falls_back_to_expat():
     spaced = _answer([{"name": "x"}]).replace(b"<member>\n", b"<member>  ")
     assert rpc._array_of_structs(spaced) is None and rpc.parse_response(spaced) == [{"name": "x"}]
     assert rpc._array_of_structs(_answer([{"name": "x", "pid": 3}])) == [{"name": "x", "pid": 3}]
+    for damaged in (b"&", b"&lt", b"&quot;", b"<", b"</string>"):  # what xmlrpc.client never writes in a value
+        body = _answer([{"name": "x", "d": "a"}]).replace(b"<string>a</string>", b"<string>" + damaged + b"</string>")
+        assert rpc._array_of_structs(body) is None
+    mismatched = _answer([{"name": "x", "pid": 3}]).replace(b"<int>3</int>", b"<int>3</string>")
+    assert rpc._array_of_structs(mismatched) is None
+    control = _answer([{"name": "x", "d": "a"}]).replace(b">a<", b">\x02s<")
+    assert rpc._array_of_structs(control) is None
+    cut = _answer([{"name": "x"}, {"name": "y"}]).replace(b"</struct></value>\n<value><struct>", b"")
+    assert rpc._array_of_structs(cut) is None
