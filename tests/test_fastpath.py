@@ -2,8 +2,8 @@
 
 No timing asserts (bench/ has the figures); these pin down the *causes* of a fast status — which
 modules it must not import — and that the lean replacements behave like what they replace.  Only
-public interfaces of the standard library: ``json``, ``socket`` (and with them ``re`` and ``enum``)
-are on the status path, ``sqlite3`` too when handlers' heartbeats are in a SQLite database.
+public interfaces of the standard library: ``socket`` (and with it ``enum``) is on the status path,
+``sqlite3`` too when handlers' heartbeats are in a SQLite database.
 """
 
 import dataclasses
@@ -25,9 +25,10 @@ from galaxyctl_libs.probes import http as health
 from galaxyctl_libs.probes import netio
 
 # Heavy modules a cron `status` used to pay for; none is needed to ask supervisord and probe the web.
-# (json, socket, re and enum are: the records are JSON, supervisord and the web are asked through
-# socket, and both import re or enum.)
+# (socket and enum are: supervisord and the web are asked through socket, which imports enum.)
 NOT_ON_STATUS_PATH = (
+    "json",  # the records status reads are read by smalljson (small) and json only when big
+    "re",  # json's decoder and rpc's old fast path imported it
     "argparse",  # a plain status command line is read by cli/options.py
     "gettext",
     "dataclasses",

@@ -9,11 +9,10 @@ running user's own (rootpolicy rule 1: root's state dir is root's alone), so not
 user can write steers it.
 """
 
-import json
 import os
 import time
 
-from galaxyctl_libs import fsutil
+from galaxyctl_libs import fsutil, smalljson
 from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.paths import PLANNED_FILE, StatePaths
 from galaxyctl_libs.records import Record
@@ -57,14 +56,14 @@ def load(state_dir):
     if not data:
         return {}
     try:
-        raw = json.loads(data.decode("utf-8"))
+        raw = smalljson.loads(data.decode("utf-8"))
         return {
             str(program): Planned(
                 str(entry["action"]), float(entry["at"]), float(entry.get("grace", 0)), int(entry.get("pid") or 0)
             )
             for program, entry in raw["programs"].items()
         }
-    except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError):
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):  # UnicodeDecodeError is a ValueError
         return {}
 
 
@@ -72,6 +71,8 @@ def record(state_dir, entries, action):
     """Note that galaxyctl ``action``-ed programs: ``entries`` are ``(program, at, grace, pid)``
     (``at``: time.time() when it acted; ``pid``: the process it left running, or 0).  The caller
     holds the operation lock."""
+    import json  # here: status only reads (smalljson)
+
     entries = list(entries)
     if not entries:
         return

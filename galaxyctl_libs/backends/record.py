@@ -6,10 +6,9 @@ log file.  ``update`` records the targets it applied in the backend's own direct
 also the truth about what the process manager was told to run.
 """
 
-import json
 import os
 
-from galaxyctl_libs import fsutil
+from galaxyctl_libs import fsutil, smalljson
 from galaxyctl_libs.core.targets import Service
 from galaxyctl_libs.paths import StatePaths
 from galaxyctl_libs.records import Record, asdict
@@ -49,6 +48,8 @@ def write_applied(
 ):
     """Record what supervisord was given (only rewritten when it changed).  It lives in the state
     dir, which only galaxyctl's own user can change, so root can trust it (rootpolicy)."""
+    import json  # here: status only reads (smalljson)
+
     # One target per line: readable, and json's C encoder (an ``indent`` would select the pure-Python
     # one, ~90 ms for 500 handlers on every update).
     lines = [
@@ -83,7 +84,7 @@ def load_applied(state_dir):
     except UnicodeDecodeError:  # binary garbage is as damaged as bad JSON
         return None
     try:
-        data = json.loads(text)
+        data = smalljson.loads(text)
         targets = [
             Target(
                 Service(**{k: tuple(map(_tuple, v)) if isinstance(v, list) else v for k, v in item["service"].items()}),
