@@ -111,6 +111,27 @@ def test_help_loads_no_library_module(gctl):
     assert "shutil" not in modules  # the help formatter is sized without it
 
 
+@pytest.mark.parametrize("command, torn_down", [("status", False), ("check", False), ("list", True)])
+def test_status_and_check_skip_the_interpreters_teardown_once_their_output_is_out(tmp_path, command, torn_down):
+    """The entry point ends ``status`` and ``check`` with os._exit after flushing: their output and exit
+    code are whole, and nothing of the teardown (atexit here) runs; other commands end as usual."""
+    program = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('torn down', flush=True))\n"
+        f"sys.argv = ['galaxyctl', '--state-dir', {str(tmp_path)!r}, {command!r}]\n"
+        "from galaxyctl_libs.cli.main import run\n"
+        "run()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": REPO, "GALAXYCTL_ALLOW_ROOT": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL
+    )
+    assert ("torn down" in result.stdout) == torn_down, result.stdout + result.stderr
+    if command != "list":  # nothing registered: status's LSB 3 and check's Nagios UNKNOWN are both 3
+        output = result.stdout + result.stderr
+        assert result.returncode == 3 and "no Galaxy config is registered" in output, (result.returncode, output)
+
+
 # ---------------------------------------------------------------- the lazy parser
 
 
