@@ -295,7 +295,7 @@ def _web_items(plans, timeout):
 
 def _start_pings(plans, timeout):
     return {
-        (one.host, service.service_name): health._start_ping(service, timeout)
+        (one.host, service.service_name): health._start_ping(service, timeout, host=one.host)
         for one in plans
         for service in one.services
         if _probe_of(service) == kinds.PROBE_PING

@@ -53,12 +53,13 @@ def _probe(target):
     return kinds.kind_of(target.service.service_type).probe
 
 
-def _start_ping(service, timeout):
-    """A ping of a celery worker; its script's ``#!`` is read through the gate, as the worker's user."""
+def _start_ping(service, timeout, host=None):
+    """A ping of a celery worker (on ``host``, when not this machine); its script's ``#!`` is read
+    through the gate, as the worker's user."""
     from galaxyctl_libs.probes import celeryping  # only where there is a worker to ping
 
     return celeryping.start(
-        service, timeout, first_line=lambda path: gate.first_line(path, (service.user, service.group))
+        service, timeout, first_line=lambda path: gate.first_line(path, (service.user, service.group)), host=host
     )
 
 

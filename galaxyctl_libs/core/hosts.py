@@ -255,6 +255,16 @@ def _has_node_option(extra_args):
     return any(arg in ("-n", "--hostname") or arg.startswith("--hostname=") for arg in shlex.split(extra_args))
 
 
+def worker_node(extra_args, host):
+    """The node name ``host``'s celery worker gets: its own ``-n/--hostname`` in ``extra_args`` with
+    celery's %h, %n and %d filled in for ``host``, else ours (``celery_node``)."""
+    import shlex
+
+    from galaxyctl_libs.probes.celeryping import node_name
+
+    return node_name(shlex.split(extra_args), host) if _has_node_option(extra_args) else celery_node(host)
+
+
 def settings_for(settings, galaxy, share, host, beat_host):
     """``settings`` as ``host`` runs them: only the share's sections enabled, celery-beat only on the
     beat's host, server and node names of the host's own (handlers: see handler_entries)."""
@@ -315,9 +325,10 @@ def lock_beat(services, data_dir, host):
 
 
 def expand(cluster, share, settings, galaxy, host, where, instance_name, static=()):
-    """{server name: what it is} of every process ``host`` runs under ``share`` that carries a server
-    name: its handlers (the job conf's ``static`` ids the share names, and its dynamic ones) and its
-    gunicorns."""
+    """{server name: what it is} of every process ``host`` runs under ``share`` that carries a name
+    the cluster must not see twice: its handlers (the job conf's ``static`` ids the share names, and
+    its dynamic ones), its gunicorns (server names) and its celery worker (a node name: two workers
+    of one name answer one ping and share one's control messages)."""
     names = {h.server_name: "job handler" for h in keep_handlers(static, share)}
     entries = handler_entries(settings.handlers, host, cluster, share)
     for handler in jobconf.dynamic_handlers(entries, where, instance_name):
@@ -327,13 +338,18 @@ def expand(cluster, share, settings, galaxy, host, where, instance_name, static=
         for index, section in enumerate(settings.gunicorn):
             if section.enable:
                 names[web_server_name(galaxy, host, index, count, section)] = "web server"
+    if "celery" in share.services and settings.celery.enable:
+        names[worker_node(settings.celery.extra_args, host)] = "celery worker"
     return names
 
 
 _ADVICE = {
     "job handler": "put {hostname} in the name_template, or name the handler on one host only",
     "web server": f"drop {SERVER_NAME_ENV} from the gunicorn environment (galaxyctl names each host's own)",
+    "celery worker": "put %h in -n/--hostname in celery.extra_args, or leave it out (galaxyctl names each "
+    "host's worker celery@HOST)",
 }
+_NAME_OF = {"celery worker": "node name"}  # what the name is called; else a server name
 _PROBES = ("probe-host-a", "probe-host-b")  # two hosts a pattern or the default may stand for
 
 
@@ -356,7 +372,8 @@ def check_names(cluster, settings, galaxy, where, instance_name, static=()):
         for name, what in expand(cluster, share, settings, galaxy, host, where, instance_name, static).items():
             if name in owner and owner[name][0] != host:
                 raise GalaxyctlError(
-                    f"{where}: gravity.hosts: server name {name!r} would be used on both {owner[name][0]} and "
+                    f"{where}: gravity.hosts: {_NAME_OF.get(what, 'server name')} {name!r} would be used on both "
+                    f"{owner[name][0]} and "
                     f"{host} ({owner[name][1]}, {what}); each process needs a name of its own across the "
                     f"cluster: {_ADVICE[what]}"
                 )
@@ -365,9 +382,11 @@ def check_names(cluster, settings, galaxy, where, instance_name, static=()):
         one, two = (expand(cluster, share, settings, galaxy, h, where, instance_name, static) for h in _PROBES)
         same = sorted(set(one) & set(two))
         if same:
+            what = one[same[0]]
             raise GalaxyctlError(
-                f"{where}: gravity.hosts.{share.key}: may be several hosts, which would all use the server name "
-                f"{same[0]!r} ({one[same[0]]}): {_ADVICE[one[same[0]]]}, or name the hosts one by one"
+                f"{where}: gravity.hosts.{share.key}: may be several hosts, which would all use the "
+                f"{_NAME_OF.get(what, 'server name')} {same[0]!r} ({what}): {_ADVICE[what]}, or name the hosts "
+                "one by one"
             )
 
 

@@ -123,14 +123,15 @@ def interpreter(celery_exe, first_line=_no_read):
     return first[2:].strip().split()[0] if first.startswith("#!/") and first[2:].strip() else beside
 
 
-def ping_argv(service, timeout, first_line=_no_read):
+def ping_argv(service, timeout, first_line=_no_read, host=None):
     """(node, argv, request): the command of the ping and what it reads on stdin (None: nothing).
     With the broker known (``service.broker_url``), the bare-celery ping; else the one through
-    Galaxy's app (``--app``)."""
+    Galaxy's app (``--app``).  ``host``: the worker's host when it is not this machine (celery's
+    %h in its node name is that host's name)."""
     import json
 
     argv = service.argv
-    node = node_name(argv)
+    node = node_name(argv, host)
     python = interpreter(argv[0], first_line)
     if not getattr(service, "broker_url", None):
         app = _option(argv, "-A", "--app") or "galaxy.celery"
@@ -152,15 +153,16 @@ def _stdin_with(text):
     return read_end
 
 
-def start(service, timeout, allowance=None, first_line=_no_read):
+def start(service, timeout, allowance=None, first_line=_no_read, host=None):
     """Start pinging the worker of ``service`` (a core.targets.Service); collect with ``finish``.
     ``first_line``: see ``interpreter``; ``allowance``: seconds beyond ``timeout`` the ping may
-    take (default: PING_ALLOWANCE, APP_LOAD_ALLOWANCE through Galaxy's app)."""
+    take (default: PING_ALLOWANCE, APP_LOAD_ALLOWANCE through Galaxy's app); ``host``: see
+    ``ping_argv``."""
     import subprocess
 
     from galaxyctl_libs.rootpolicy import as_user, subprocess_credentials
 
-    node, command, request = ping_argv(service, timeout, first_line)
+    node, command, request = ping_argv(service, timeout, first_line, host)
     if allowance is None:
         allowance = APP_LOAD_ALLOWANCE if request is None else PING_ALLOWANCE
     secret = getattr(service, "broker_url", None) or ""

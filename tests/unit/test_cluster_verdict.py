@@ -129,3 +129,17 @@ def test_a_database_without_a_job_table_still_gives_the_heartbeats(tmp_path):
         )
     beats, held = clusterdb.records(f"sqlite:///{path}")
     assert [(b.server_name, b.hostname) for b in beats] == [("h", "a")] and held == {}
+
+
+def test_a_workers_node_is_pinged_by_its_hosts_name_not_the_checking_machines(monkeypatch):
+    """``-n w@%h`` on host jobs1 is the node w@jobs1, whichever machine runs the check."""
+    from galaxyctl_libs.actions import health
+    from galaxyctl_libs.core.targets import Service
+    from galaxyctl_libs.probes import celeryping
+
+    worker = Service("_default_", "celery", "celery", ("/venv/bin/celery", "worker", "-n", "w@%h"), (), "/")
+    asked = []
+    monkeypatch.setattr(health, "_start_ping", lambda service, timeout, host=None: asked.append(host) or host)
+    pending = cluster._start_pings([cluster.Plan("jobs1", "10.0.0.2", (worker,))], 5.0)
+    assert asked == ["jobs1"] and pending == {("jobs1", "celery"): "jobs1"}
+    assert celeryping.ping_argv(worker, 5.0, host="jobs1")[0] == "w@jobs1"

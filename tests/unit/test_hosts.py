@@ -208,3 +208,28 @@ def test_a_pattern_of_web_hosts_with_one_server_name_by_hand_is_refused(tmp_path
     del gravity["gunicorn"]["environment"]
     services, _ = share_services(write_config(str(tmp_path), gravity), "web7")
     assert dict(services["gunicorn"].environment)["GALAXY_CONFIG_SERVER_NAME"] == "main_web7"
+
+
+def test_one_celery_node_name_on_two_hosts_is_refused_and_percent_h_makes_it_the_hosts(tmp_path):
+    """A fixed ``-n`` would give two hosts' workers one node name (one answers the ping for both);
+    celery's %h makes it each host's."""
+    gravity = dict(CLUSTER, celery={"extra_args": "-n worker@galaxy"})
+    with pytest.raises(GalaxyctlError) as caught:
+        share_services(write_config(str(tmp_path), gravity), "web1")
+    assert "gravity.hosts.celery*: may be several hosts, which would all use the node name 'worker@galaxy'" in (
+        caught.value.message
+    )
+    assert "%h" in caught.value.message and "\n" not in caught.value.message
+    gravity["hosts"] = {k: v for k, v in CLUSTER["hosts"].items() if k != "celery*"}
+    gravity["hosts"]["web1"] = dict(gravity["hosts"]["web1"], services=["gunicorn", "celery"])
+    with pytest.raises(GalaxyctlError, match="node name 'worker@galaxy' would be used on both web1 and jobs1"):
+        share_services(write_config(str(tmp_path), gravity), "jobs1")
+    gravity["celery"] = {"extra_args": "--hostname=worker@%h"}
+    jobs, _ = share_services(write_config(str(tmp_path), gravity), "jobs1")
+    assert "--hostname=worker@%h" in jobs["celery"].argv
+
+
+def test_worker_node_is_the_hosts_own():
+    assert hosts.worker_node("", "jobs1") == "celery@jobs1"
+    assert hosts.worker_node("--concurrency 2 -n w@%h", "jobs1.example.org") == "w@jobs1.example.org"
+    assert hosts.worker_node("--hostname=w_%n@%d", "jobs1.example.org") == "w_jobs1@example.org"
