@@ -194,20 +194,26 @@ class JobTraffic(WhileOpen):
 
     def _watch(self):
         while not self._stop.is_set():
-            found = ready_handlers(self.database)
-            if found is not None:
+            found = self._ready()
+            if found is not None:  # None: the database could not be read this time (see longest_unread_s)
                 self.samples.append((time.monotonic(), found))
             time.sleep(0.1)
+
+    def _ready(self):
+        return ready_handlers(self.database)
 
     def _submit(self):
         while not self._stop.wait(self.every):
             self.jobs.submit()
 
     def figures(self):
+        moments = [moment for moment, _ in self.samples]
         return {
             "samples": len(self.samples),
             "longest_without_ready_handler_s": round(longest_gap(self.samples), 2),
             "fewest_ready_handlers": min((len(found) for _, found in self.samples), default=None),
+            # "a handler at every moment" holds at this resolution: the longest time between two reads
+            "longest_unread_s": round(max((b - a for a, b in zip(moments, moments[1:])), default=0.0), 2),
         }
 
 

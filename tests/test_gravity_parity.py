@@ -262,3 +262,32 @@ def test_exec_prints_gravitys_command_line_and_environment(printed, rich_config,
     theirs = normalise(g_cwd, g_env, g_argv, base_path)
     mine = normalise(o_cwd, o_env, o_argv, base_path)
     assert mine == theirs
+
+
+def test_gravity_reads_a_many_hosts_config_as_if_its_keys_were_not_there(gravity_galaxyctl, printed, rich_config):
+    """gravity 1.2.4 drops the keys it does not know: ``gravity.hosts`` and ``gravity.beat_host`` (ours,
+    README "Many hosts") leave every command line it prints as it was, so one shared galaxy.yml
+    still serves a host that runs gravity."""
+    config, base = rich_config
+    with open(config) as handle:
+        document = yaml.safe_load(handle)
+    document["gravity"]["hosts"] = {
+        "web1": {"services": ["gunicorn", "tusd", "gx_it_proxy", "reports"], "address": "10.0.0.1"},
+        "default": {"services": ["celery"], "handlers": {"handler": 2, "special": 2, "explicit3": 1}},
+    }
+    document["gravity"]["beat_host"] = "jobs1"
+    cluster_config = os.path.join(os.path.dirname(config), "galaxy-hosts.yml")
+    with open(cluster_config, "w") as handle:
+        yaml.safe_dump(document, handle, sort_keys=False)
+    state = os.path.join(base, "gravity-hosts-state")
+    for gravity_name, instance, ours in SERVICES:
+        argv = [gravity_galaxyctl, "--state-dir", state, "-c", cluster_config, "exec", "-n"]
+        argv += ["-i", str(instance), gravity_name] if instance is not None else [gravity_name]
+        cwd, env, command = parse_gravity(_run(argv, base, base))
+        (g_cwd, g_env, g_argv), _, gravity_state, _ = printed[ours]
+
+        def as_plain(text, gravity_state=gravity_state):  # the other file and state dir, else the same
+            return text.replace(cluster_config, config).replace(state, gravity_state)
+
+        env = {name: as_plain(value) for name, value in env.items()}
+        assert (cwd, env, [as_plain(a) for a in command]) == (g_cwd, g_env, g_argv), ours

@@ -34,7 +34,7 @@ def machine(tmp_path_factory):
         nspawn.tools()
         nspawn.rootfs()
     except nspawn.Unavailable as exc:
-        pytest.skip(str(exc))
+        nspawn.skip_or_fail(exc)
     nspawn.wheels(wheel_dir, REPO)
     with nspawn.booted(name, log, venv_packages=("galaxyctl", "gunicorn"), wheel_dir=wheel_dir) as box:
         box.run("useradd", "--system", "--user-group", "--home-dir", "/nonexistent", "galaxy")
