@@ -174,11 +174,13 @@ class WhileOpen:
         self._threads = [threading.Thread(target=loop) for loop in loops]
 
     def __enter__(self):
+        self.opened = time.monotonic()
         for thread in self._threads:
             thread.start()
         return self
 
     def __exit__(self, *exc_info):
+        self.closed = time.monotonic()
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=self.join_timeout)
@@ -207,7 +209,8 @@ class JobTraffic(WhileOpen):
             self.jobs.submit()
 
     def figures(self):
-        moments = [moment for moment, _ in self.samples]
+        # from the opening to the end: a loop that stopped early (its thread died) leaves a gap too
+        moments = [self.opened, *(moment for moment, _ in self.samples), self.closed]
         return {
             "samples": len(self.samples),
             "longest_without_ready_handler_s": round(longest_gap(self.samples), 2),

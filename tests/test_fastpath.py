@@ -130,6 +130,13 @@ def test_status_and_check_skip_the_interpreters_teardown_once_their_output_is_ou
     if command != "list":  # nothing registered: status's LSB 3 and check's Nagios UNKNOWN are both 3
         output = result.stdout + result.stderr
         assert result.returncode == 3 and "no Galaxy config is registered" in output, (result.returncode, output)
+        for closed in (1, 2):  # started with stdout or stderr closed (Python's stream is None): the same code
+            quiet = subprocess.run(
+                [sys.executable, "-c", program], env=env, timeout=60, stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                preexec_fn=lambda fd=closed: os.close(fd),
+            )  # fmt: skip
+            assert quiet.returncode == 3, (closed, quiet.returncode)
 
 
 # ---------------------------------------------------------------- the lazy parser

@@ -67,14 +67,15 @@ class ClusterReport(Record):
         critical = [f"{i.host} {i.what} {i.name}: {i.detail}" for i in self.items if i.state == CRITICAL]
         warnings = [f"{i.host} {i.what} {i.name}: {i.detail}" for i in self.items if i.state == UNKNOWN]
         for held, why in self.orphans:
-            critical.append(f"{_jobs(held)} assigned to {held.handler}, {why}")
+            critical.append(f"{jobs_text(held)} assigned to {held.handler}, {why}")
         beat = beat_problem(self.beats, self.beat_host)
         if beat:
             (warnings if self.beats is None else critical).append(beat)
         return critical, warnings
 
 
-def _jobs(held):
+def jobs_text(held):
+    """``2 unfinished jobs (ids 4..5)``: how the check and ``status --cluster`` name a handler's jobs."""
     ids = f"id {held.first_id}" if held.count == 1 else f"ids {held.first_id}..{held.last_id}"
     return f"{held.count} unfinished job{'s' if held.count != 1 else ''} ({ids})"
 
@@ -295,7 +296,7 @@ def _web_items(plans, timeout):
 
 def _start_pings(plans, timeout):
     return {
-        (one.host, service.service_name): health._start_ping(service, timeout, host=one.host)
+        (one.host, service.service_name): health.start_ping(service, timeout, host=one.host)
         for one in plans
         for service in one.services
         if _probe_of(service) == kinds.PROBE_PING

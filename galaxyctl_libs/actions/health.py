@@ -41,7 +41,7 @@ def annotate(targets, rows, run_as=(None, None), timeout=5.0, max_age=None, ping
     if workers:  # the pings run while the heartbeats are read
         from galaxyctl_libs.probes import celeryping
 
-        pending = {r.program: _start_ping(by_program[r.program].service, timeout) for r in workers}
+        pending = {r.program: start_ping(by_program[r.program].service, timeout) for r in workers}
     found = heartbeats([by_program[r.program] for r in handlers], rows, run_as, timeout, max_age)
     for program, started in pending.items():
         found[program] = ping_health(celeryping.finish(started))
@@ -53,7 +53,7 @@ def _probe(target):
     return kinds.kind_of(target.service.service_type).probe
 
 
-def _start_ping(service, timeout, host=None):
+def start_ping(service, timeout, host=None):
     """A ping of a celery worker (on ``host``, when not this machine); its script's ``#!`` is read
     through the gate, as the worker's user."""
     from galaxyctl_libs.probes import celeryping  # only where there is a worker to ping

@@ -102,7 +102,7 @@ def cluster_status(args):
     for item in report.items:
         print(f"{item.host:<20} {item.what:<8} {item.name:<32} {item.state:<9} {item.detail}")
     for held, why in report.orphans:
-        print(f"{'':<20} jobs     {held.handler:<32} {'critical':<9} {cluster._jobs(held)}, {why}")
+        print(f"{'':<20} jobs     {held.handler:<32} {'critical':<9} {cluster.jobs_text(held)}, {why}")
     beats = "unknown" if report.beats is None else ", ".join(report.beats) or "none"
     problem = cluster.beat_problem(report.beats, report.beat_host)
     state = "unknown" if report.beats is None else "critical" if problem else "ok"

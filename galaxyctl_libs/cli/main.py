@@ -220,12 +220,14 @@ def run():
 
 def _exit_now(code):
     """Leave at once with ``code``, the output flushed; a flush that fails (a closed pipe) leaves the
-    usual way, so that Python reports it as it always does."""
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except OSError:
-        sys.exit(code)
+    usual way, so that Python reports it as it always does.  A stream Python started without (its
+    descriptor was closed: None) has nothing to flush."""
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # ValueError: closed by someone
+                sys.exit(code)
     os._exit(code if isinstance(code, int) else 0 if code is None else 1)
 
 

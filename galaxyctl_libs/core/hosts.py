@@ -265,6 +265,21 @@ def worker_node(extra_args, host):
     return node_name(shlex.split(extra_args), host) if _has_node_option(extra_args) else celery_node(host)
 
 
+def _with_node(extra_args, node):
+    """``extra_args`` with the value of each ``-n/--hostname`` made ``node``: celery would fill %h from
+    the machine's name, and this host's name (``--host``, $GALAXYCTL_HOST) is the one the cluster
+    check pings and the name check compared."""
+    import shlex
+
+    words = shlex.split(extra_args)
+    for index, word in enumerate(words):
+        if word in ("-n", "--hostname") and index + 1 < len(words):
+            words[index + 1] = node
+        elif word.startswith("--hostname="):
+            words[index] = f"--hostname={node}"
+    return shlex.join(words)
+
+
 def settings_for(settings, galaxy, share, host, beat_host):
     """``settings`` as ``host`` runs them: only the share's sections enabled, celery-beat only on the
     beat's host, server and node names of the host's own (handlers: see handler_entries)."""
@@ -280,8 +295,9 @@ def settings_for(settings, galaxy, share, host, beat_host):
     )
     celery = settings.celery
     extra = celery.extra_args
-    if "celery" in on and not _has_node_option(extra):
-        extra = f"{extra} --hostname {celery_node(host)}".strip()
+    if "celery" in on:
+        node = worker_node(extra, host)
+        extra = _with_node(extra, node) if _has_node_option(extra) else f"{extra} --hostname {node}".strip()
     celery = replace(
         celery,
         enable=celery.enable and "celery" in on,

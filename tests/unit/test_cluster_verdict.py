@@ -139,7 +139,7 @@ def test_a_workers_node_is_pinged_by_its_hosts_name_not_the_checking_machines(mo
 
     worker = Service("_default_", "celery", "celery", ("/venv/bin/celery", "worker", "-n", "w@%h"), (), "/")
     asked = []
-    monkeypatch.setattr(health, "_start_ping", lambda service, timeout, host=None: asked.append(host) or host)
+    monkeypatch.setattr(health, "start_ping", lambda service, timeout, host=None: asked.append(host) or host)
     pending = cluster._start_pings([cluster.Plan("jobs1", "10.0.0.2", (worker,))], 5.0)
     assert asked == ["jobs1"] and pending == {("jobs1", "celery"): "jobs1"}
     assert celeryping.ping_argv(worker, 5.0, host="jobs1")[0] == "w@jobs1"

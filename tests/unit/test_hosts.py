@@ -224,9 +224,10 @@ def test_one_celery_node_name_on_two_hosts_is_refused_and_percent_h_makes_it_the
     gravity["hosts"]["web1"] = dict(gravity["hosts"]["web1"], services=["gunicorn", "celery"])
     with pytest.raises(GalaxyctlError, match="node name 'worker@galaxy' would be used on both web1 and jobs1"):
         share_services(write_config(str(tmp_path), gravity), "jobs1")
-    gravity["celery"] = {"extra_args": "--hostname=worker@%h"}
+    gravity["celery"] = {"extra_args": "--hostname=worker@%h --queues 'a,b'"}
     jobs, _ = share_services(write_config(str(tmp_path), gravity), "jobs1")
-    assert "--hostname=worker@%h" in jobs["celery"].argv
+    # filled in with this host's name (which --host may set), the one the cluster check pings
+    assert jobs["celery"].argv[-3:] == ("--hostname=worker@jobs1", "--queues", "a,b")
 
 
 def test_worker_node_is_the_hosts_own():

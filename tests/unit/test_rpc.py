@@ -96,8 +96,12 @@ def test_a_character_reference_or_a_changed_layout_falls_back_to_expat():
     for damaged in (b"&", b"&lt", b"&quot;", b"<", b"</string>"):  # what xmlrpc.client never writes in a value
         body = _answer([{"name": "x", "d": "a"}]).replace(b"<string>a</string>", b"<string>" + damaged + b"</string>")
         assert rpc._array_of_structs(body) is None
-    mismatched = _answer([{"name": "x", "pid": 3}]).replace(b"<int>3</int>", b"<int>3</string>")
-    assert rpc._array_of_structs(mismatched) is None
+    flat = _answer([{"name": "x", "pid": 3}])
+    for a, b in ((b"<int>3</int>", b"<int>3</string>"), (b"<int>3</int>", b"<int>3</i4>"),
+                 (b"<string>x</string>", b"x</string>"), (b"<string>x</string>", b"<string>x")):  # fmt: skip
+        assert rpc._array_of_structs(flat.replace(a, b)) is None, b  # expat refuses them
+    for text in ("a\rb", "a\x0bb", "a\x00b", "a\ufffeb"):  # expat reads \r as \n and refuses the rest
+        assert rpc._array_of_structs(_answer([{"name": text}])) is None, text
     control = _answer([{"name": "x", "d": "a"}]).replace(b">a<", b">\x02s<")
     assert rpc._array_of_structs(control) is None
     cut = _answer([{"name": "x"}, {"name": "y"}]).replace(b"</struct></value>\n<value><struct>", b"")

@@ -131,22 +131,26 @@ class _Reader:
 _ARRAY_HEAD = b"<?xml version='1.0'?>\n<methodResponse>\n<params>\n<param>\n<value><array><data>\n"
 _ARRAY_TAIL = b"</data></array></value>\n</param>\n</params>\n</methodResponse>"
 _OPEN, _CLOSE, _MEMBER, _STRUCT, _STRUCT_END = b"\x01", b"\x02", b"\x03", b"\x04", b"\x05"
-_MARKUP = (  # in this order: typed values before bare ones
+_MARKUP = (  # in this order: typed values before bare ones; a value's kind opens and closes it
     (b"</name>\n<value><string>", _OPEN + b"s"),
     (b"</name>\n<value><int>", _OPEN + b"i"),
-    (b"</name>\n<value><i4>", _OPEN + b"i"),
+    (b"</name>\n<value><i4>", _OPEN + b"4"),
     (b"</name>\n<value><boolean>", _OPEN + b"b"),
-    (b"</name>\n<value>", _OPEN + b"s"),
+    (b"</name>\n<value>", _OPEN + b"v"),
     (b"</string></value>\n</member>\n", _CLOSE + b"s"),
     (b"</int></value>\n</member>\n", _CLOSE + b"i"),
-    (b"</i4></value>\n</member>\n", _CLOSE + b"i"),
+    (b"</i4></value>\n</member>\n", _CLOSE + b"4"),
     (b"</boolean></value>\n</member>\n", _CLOSE + b"b"),
-    (b"</value>\n</member>\n", _CLOSE + b"s"),
+    (b"</value>\n</member>\n", _CLOSE + b"v"),
     (b"<member>\n<name>", _MEMBER),
     (b"<value><struct>\n", _STRUCT),
     (b"</struct></value>\n", _STRUCT_END),
 )
-_CONVERT = {ord("i"): int, ord("b"): lambda text: text.strip() == b"1"}
+_CONVERT = {ord("i"): int, ord("4"): int, ord("b"): lambda text: text.strip() == b"1"}  # s, v: text
+# Bytes the fast path leaves to expat: the control characters XML refuses and \r (which expat reads
+# as \n), all below a space but tab and newline, and U+FFFE/U+FFFF (XML refuses them too)
+_TEXT_CONTROLS = bytes(b for b in range(32) if b not in b"\t\n")
+_NOT_CHARACTERS = (b"\xef\xbf\xbe", b"\xef\xbf\xbf")
 _ENTITIES = ((b"amp;", b"&"), (b"lt;", b"<"), (b"gt;", b">"))
 
 
@@ -170,8 +174,8 @@ def _array_of_structs(body):
     if not body.startswith(_ARRAY_HEAD) or not body.endswith(_ARRAY_TAIL):
         return None
     inner = body[len(_ARRAY_HEAD) : len(body) - len(_ARRAY_TAIL)]
-    if any(mark in inner for mark in (_OPEN, _CLOSE, _MEMBER, _STRUCT, _STRUCT_END)):
-        return None  # not XML text: expat says so
+    if len(inner.translate(None, _TEXT_CONTROLS)) != len(inner) or any(c in inner for c in _NOT_CHARACTERS):
+        return None  # expat refuses these (or reads \r as \n); our marks below are among them
     for markup, mark in _MARKUP:
         inner = inner.replace(markup, mark)
     if b"<" in inner:
