@@ -12,17 +12,15 @@ tusd list and a gravity.handlers entry are one service per process here, each kn
 service it belongs to (``list_names``, ``Service.gravity_service``).
 """
 
-import functools
 import os
-import re
 import shlex
-import sys
 from dataclasses import dataclass
 
 from galaxyctl_libs.core import hosts
 from galaxyctl_libs.core.broker import worker_broker
 from galaxyctl_libs.core.config import effective_preload
 from galaxyctl_libs.core.database import database_url
+from galaxyctl_libs.core.executables import find_executable, gunicorn_version, venv_bin
 from galaxyctl_libs.core.kinds import KINDS, kind_of, role_of_pools
 from galaxyctl_libs.core.targets import (  # noqa: F401 - the service data lives with the targets
     GRACEFUL_HERDER,
@@ -60,72 +58,6 @@ class Instance:
     host: object = None  # hosts.OnHost: the host of gravity.hosts it is resolved for (core/hosts.py), else None
 
 
-def _bin_dir(instance):
-    if instance.settings.virtualenv:
-        return os.path.join(instance.settings.virtualenv, "bin")
-    return None
-
-
-def find_executable(instance, name, python_tool=True):
-    """The virtualenv's copy if there is one, else galaxyctl's own venv, else PATH, else the bare name.
-
-    With ``gravity.virtualenv`` set, Galaxy's Python tools (gunicorn, celery, galaxy-main, uwsgi) come
-    from that venv only: a venv without them is an error, never a silent fall-back to galaxyctl's
-    own gunicorn running Galaxy with the wrong Python.  ``npx`` and ``tusd`` may come from PATH.
-    """
-    venv_bin = _bin_dir(instance)
-    if venv_bin and python_tool:
-        if not os.access(os.path.join(venv_bin, "python"), os.X_OK):
-            raise GalaxyctlError(
-                f"{instance.config_path}: gravity.virtualenv: {instance.settings.virtualenv} is not a virtualenv "
-                "(no bin/python)"
-            )
-        if not os.access(os.path.join(venv_bin, name), os.X_OK):
-            raise GalaxyctlError(
-                f"{instance.config_path}: gravity.virtualenv: {venv_bin} has no {name}; install it there "
-                "(pip install into Galaxy's virtualenv)"
-            )
-        return os.path.join(venv_bin, name)
-    for directory in (venv_bin, os.path.dirname(sys.executable)):
-        if directory and os.access(os.path.join(directory, name), os.X_OK):
-            return os.path.join(directory, name)
-    import shutil  # here, like the imports below: update pays only for what a config needs
-
-    return shutil.which(name) or name
-
-
-@functools.lru_cache(maxsize=None)
-def gunicorn_version(gunicorn_exe, user=None, group=None):
-    """The gunicorn version installed next to ``gunicorn_exe``: from its dist-info, else by asking it
-    (as ``user``: as root, a program of the Galaxy user's venv never runs with root's ids)."""
-    import glob
-
-    prefix = os.path.dirname(os.path.dirname(os.path.realpath(gunicorn_exe))) if os.path.isabs(gunicorn_exe) else ""
-    for info in (
-        glob.glob(os.path.join(prefix, "lib", "python3*", "site-packages", "gunicorn-*.dist-info")) if prefix else ()
-    ):
-        found = re.match(r"gunicorn-(\d+)\.(\d+)", os.path.basename(info))
-        if found:
-            return int(found.group(1)), int(found.group(2))
-    import subprocess
-
-    try:
-        from galaxyctl_libs.rootpolicy import subprocess_credentials
-
-        out = subprocess.run(
-            [gunicorn_exe, "--version"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            stdin=subprocess.DEVNULL,
-            **subprocess_credentials(user, group),
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    found = re.search(r"(\d+)\.(\d+)", out)
-    return (int(found.group(1)), int(found.group(2))) if found else None
-
-
 def galaxy_data_dir(galaxy, galaxy_config_file, galaxy_root):
     """Galaxy's data_dir, else its default (``database`` in the Galaxy root); None when neither is
     known (a packaged Galaxy): a persistent place of the Galaxy user's, for what galaxyctl keeps as root."""
@@ -161,7 +93,7 @@ def _common(instance, section, service_type, service_name, argv, base_env=(), **
     environment = list(base_env)
     if settings.virtualenv:
         environment.append(("VIRTUAL_ENV", settings.virtualenv))
-    path_prepend = (_bin_dir(instance),) if settings.virtualenv else ()
+    path_prepend = (venv_bin(instance),) if settings.virtualenv else ()
     for name, value in section.environment.items():
         if name == "PATH" and path_prepend:
             value, path_prepend = os.pathsep.join(path_prepend + (value,)), ()
