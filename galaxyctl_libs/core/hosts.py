@@ -23,6 +23,7 @@ from dataclasses import replace
 
 from galaxyctl_libs.core import jobconf
 from galaxyctl_libs.core.kinds import kind_of
+from galaxyctl_libs.core.values import describe, str_list
 from galaxyctl_libs.errors import GalaxyctlError
 from galaxyctl_libs.records import Record
 from galaxyctl_libs.records import replace as replace_record
@@ -96,7 +97,7 @@ def this_host(environ=None, checked=True):
 def check_host(value, where):
     if not isinstance(value, str) or not _HOST_NAME.match(value):
         raise GalaxyctlError(
-            f"{where}: {jobconf._describe(value)} is not a host name (letters, digits, '_', '-', '.'; at most 63)"
+            f"{where}: {describe(value)} is not a host name (letters, digits, '_', '-', '.'; at most 63)"
         )
     return value
 
@@ -126,7 +127,7 @@ def parse(settings, where):
 
 
 def _share(key, value, where):
-    here = f"{where}: gravity.hosts.{jobconf._describe(key)[:80]}"
+    here = f"{where}: gravity.hosts.{describe(key)[:80]}"
     if not isinstance(key, str) or not _PATTERN.match(key) or (not is_pattern(key) and not _HOST_NAME.match(key)):
         raise GalaxyctlError(f"{here}: expected a host name, a glob pattern or '{DEFAULT}'")
     value = {} if value is None else value
@@ -134,13 +135,11 @@ def _share(key, value, where):
         raise GalaxyctlError(f"{here}: expected a mapping ({', '.join(_SHARE_KEYS)})")
     unknown = [k for k in value if k not in _SHARE_KEYS]
     if unknown:
-        raise GalaxyctlError(f"{here}: unknown key {jobconf._describe(unknown[0])} (known: {', '.join(_SHARE_KEYS)})")
-    services = jobconf._str_list(value.get("services"), where, f"gravity.hosts.{key}.services")
+        raise GalaxyctlError(f"{here}: unknown key {describe(unknown[0])} (known: {', '.join(_SHARE_KEYS)})")
+    services = str_list(value.get("services"), where, f"gravity.hosts.{key}.services")
     wrong = [s for s in services if s not in SECTIONS]
     if wrong:
-        raise GalaxyctlError(
-            f"{here}.services: unknown service {jobconf._describe(wrong[0])} (known: {', '.join(SECTIONS)})"
-        )
+        raise GalaxyctlError(f"{here}.services: unknown service {describe(wrong[0])} (known: {', '.join(SECTIONS)})")
     handlers = value.get("handlers") or {}
     if not isinstance(handlers, dict):
         raise GalaxyctlError(f"{here}.handlers: expected a mapping of handler names to process counts")

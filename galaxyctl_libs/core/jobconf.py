@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 import yaml
 
 from galaxyctl_libs import fsutil
+from galaxyctl_libs.core.values import describe, environment, fail, str_list
 from galaxyctl_libs.core.yamlload import (
     MAX_CONFIG_BYTES,
     SHOWN_CHARS,
-    clip,
-    clip_repr,
     kind_only,
     parse_yaml,
     reader_problem,
@@ -32,7 +31,6 @@ DYNAMIC_ASSIGN_METHODS = ("db-skip-locked", "db-transaction-isolation")
 _HANDLER_KEYS = ("processes", "pools", "name_template", "environment")
 _SERVER_NAME = re.compile(r"[A-Za-z0-9_.@+-]{1,100}\Z")  # becomes a program, file and unit name: bounded
 MAX_HANDLERS = 5000  # handler processes in all: each is a supervisor program (a systemd unit); 2,000 are measured
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 @dataclass(frozen=True)
@@ -149,14 +147,14 @@ def load_job_handlers(
     gravity_file = os.path.abspath(gravity_config_file) if gravity_config_file else config_file
     galaxy = {} if galaxy_section is None else galaxy_section
     if not isinstance(galaxy, Mapping):
-        _fail(config_file, "galaxy", "a mapping", galaxy)
+        fail(config_file, "galaxy", "a mapping", galaxy)
     config_dir = galaxy.get("config_dir") or os.path.dirname(config_file)  # Galaxy's default
     if not isinstance(config_dir, str):
-        _fail(config_file, "galaxy.config_dir", "a path", config_dir)
+        fail(config_file, "galaxy.config_dir", "a path", config_dir)
     config_dir = os.path.normpath(os.path.join(galaxy_root or os.path.dirname(config_file), config_dir))
     connection = galaxy.get("database_connection")  # unset: Galaxy's default, a SQLite file
     if connection is not None and not isinstance(connection, str):
-        _fail(config_file, "galaxy.database_connection", "a database URL", connection)
+        fail(config_file, "galaxy.database_connection", "a database URL", connection)
     sqlite = connection is None or connection.strip().lower().startswith("sqlite")
     source, path, static, assign, notes = _static_handlers(galaxy, config_file, config_dir)
     handlers = _named_once(static + dynamic_handlers(gravity_handlers, gravity_file, instance_name), path, gravity_file)
@@ -183,7 +181,7 @@ def _named_once(handlers, path, gravity_file):
     for handler in handlers:
         origin = f"{handler.source} ({gravity_file if handler.dynamic else path})"
         if handler.server_name in seen:
-            twice = f"{_describe(handler.server_name)} is defined twice: in {seen[handler.server_name]} and in {origin}"
+            twice = f"{describe(handler.server_name)} is defined twice: in {seen[handler.server_name]} and in {origin}"
             raise GalaxyctlError(f"job handler {twice}; each handler process needs its own name")
         seen[handler.server_name] = origin
     if len(seen) > MAX_HANDLERS:  # job conf entries (bounded by its size) and gravity.handlers together
@@ -196,7 +194,7 @@ def _job_config_path(galaxy, config_file, config_dir):
     explicit = galaxy.get("job_config_file")
     if explicit is not None and explicit != "":
         if not isinstance(explicit, str):
-            _fail(config_file, "galaxy.job_config_file", "a path", explicit)
+            fail(config_file, "galaxy.job_config_file", "a path", explicit)
         path = os.path.normpath(os.path.join(config_dir, explicit))
         if os.path.exists(path):
             return path, None
@@ -281,26 +279,26 @@ def _from_dict(conf, where, prefix, source):
     if not isinstance(conf, Mapping):
         if not prefix:  # a whole file that is no job conf (job_config_file: /etc/shadow): its type only
             raise GalaxyctlError(f"{where}: top level: expected a mapping, got {kind_only(conf)}")
-        _fail(where, prefix, "a mapping", conf)
+        fail(where, prefix, "a mapping", conf)
     key = f"{prefix}.handling" if prefix else "handling"
     handling = conf.get("handling")
     if handling is None:
         return (), ()
     if not isinstance(handling, Mapping):
-        _fail(where, key, "a mapping", handling)
-    assign = tuple(m.lower() for m in _str_list(handling.get("assign"), where, f"{key}.assign"))
+        fail(where, key, "a mapping", handling)
+    assign = tuple(m.lower() for m in str_list(handling.get("assign"), where, f"{key}.assign"))
     processes = handling.get("processes") or {}
     if not isinstance(processes, Mapping):
-        _fail(where, f"{key}.processes", "a mapping of handler ids to settings", processes)
+        fail(where, f"{key}.processes", "a mapping of handler ids to settings", processes)
     handlers = []
     for handler_id, options in processes.items():
         _check_name(handler_id, where, f"{key}.processes")
         here = f"{key}.processes.{handler_id}"
         options = {} if options is None else options
         if not isinstance(options, Mapping):
-            _fail(where, here, "a mapping", options)
+            fail(where, here, "a mapping", options)
         handlers.append(
-            Handler(handler_id, source, (), _environment(options.get("environment"), where, f"{here}.environment"))
+            Handler(handler_id, source, (), environment(options.get("environment"), where, f"{here}.environment"))
         )
     return tuple(handlers), assign
 
@@ -328,25 +326,25 @@ def dynamic_handlers(gravity_handlers, where, instance_name):
     if gravity_handlers is None:
         return ()
     if not isinstance(gravity_handlers, Mapping):
-        _fail(where, "gravity.handlers", "a mapping of handler names to settings", gravity_handlers)
+        fail(where, "gravity.handlers", "a mapping of handler names to settings", gravity_handlers)
     handlers = []
     for name, settings in gravity_handlers.items():
         if not isinstance(name, str) or not name:
-            _fail(where, "gravity.handlers", "handler names as strings", name)
+            fail(where, "gravity.handlers", "handler names as strings", name)
         key = f"gravity.handlers.{name}"
         settings = {} if settings is None else settings
         if not isinstance(settings, Mapping):
-            _fail(where, key, "a mapping", settings)
+            fail(where, key, "a mapping", settings)
         count = 1 if settings.get("processes") is None else settings["processes"]
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-            _fail(where, f"{key}.processes", "a non-negative integer", count)
+            fail(where, f"{key}.processes", "a non-negative integer", count)
         _check_limits(settings, count, len(handlers), where, key)
-        pools = _str_list(settings.get("pools"), where, f"{key}.pools")
-        env = _environment(settings.get("environment"), where, f"{key}.environment")
+        pools = str_list(settings.get("pools"), where, f"{key}.pools")
+        env = environment(settings.get("environment"), where, f"{key}.environment")
         options = tuple((k, v) for k, v in settings.items() if k not in _HANDLER_KEYS)
         template = settings.get("name_template")
         if template is not None and not isinstance(template, str):
-            _fail(where, f"{key}.name_template", "a string", template)
+            fail(where, f"{key}.name_template", "a string", template)
         explicit = template is None and count == 1 and name[-1].isdigit()  # gravity: no pattern applied
         fields = {"name": name, "instance_name": instance_name}
         for i in range(count):
@@ -384,62 +382,15 @@ def _expand(template, where, key, **fields):
         if not unknown:
             return template.format(**fields).strip()
     except (ValueError, KeyError, IndexError) as exc:
-        raise GalaxyctlError(f"{where}: {key}: cannot expand {_describe(template)} ({exc})") from exc
+        raise GalaxyctlError(f"{where}: {key}: cannot expand {describe(template)} ({exc})") from exc
     known = ", ".join("{%s}" % f for f in TEMPLATE_FIELDS)
     field_name = unknown[0][:SHOWN_CHARS]
-    raise GalaxyctlError(f"{where}: {key}: unknown field {{{field_name}}} in {_describe(template)} (known: {known})")
+    raise GalaxyctlError(f"{where}: {key}: unknown field {{{field_name}}} in {describe(template)} (known: {known})")
 
 
 def _check_name(name, where, key):
     if not isinstance(name, str) or not _SERVER_NAME.match(name):
         raise GalaxyctlError(
-            f"{where}: {key}: {_describe(name)} cannot be a job handler name "
+            f"{where}: {key}: {describe(name)} cannot be a job handler name "
             "(use at most 100 letters, digits, '_', '-', '.', '@' and '+')"
         )
-
-
-def _str_list(value, where, key):
-    """A list of strings; a single comma-separated string is accepted like Galaxy's listify."""
-    items = () if value is None else value.split(",") if isinstance(value, str) else value
-    if not isinstance(items, (list, tuple)):
-        _fail(where, key, "a list of strings", value)
-    for index, item in enumerate(items):
-        if not isinstance(item, str):
-            _fail(where, f"{key}[{index}]", "a string", item)
-    return tuple(item.strip() for item in items if item.strip())
-
-
-def _environment(value, where, key):
-    """Ordered (name, value) pairs; scalars become strings, as in the rest of the config."""
-    if value is None:
-        return ()
-    if not isinstance(value, Mapping):
-        _fail(where, key, "a mapping of variable names to values", value)
-    pairs = []
-    for name, item in value.items():
-        if not isinstance(name, str) or not _ENV_NAME.match(name):
-            raise GalaxyctlError(f"{where}: {key}: {_describe(name)} is not a valid environment variable name")
-        if isinstance(item, bool):
-            item = "true" if item else "false"
-        elif item is None:
-            item = ""
-        elif not isinstance(item, (str, int, float)):
-            _fail(where, f"{key}.{name}", "a string", item)
-        item = str(item)
-        if "\n" in item or "\r" in item or "\0" in item:
-            raise GalaxyctlError(f"{where}: {key}.{name}: must not contain a newline or NUL character")
-        pairs.append((name, item))
-    return tuple(pairs)
-
-
-def _describe(value):
-    """A bad value as errors show it: a prefix of text (see config.SHOWN_CHARS), never a whole list or mapping."""
-    if isinstance(value, (Mapping, list, tuple)):
-        return "a mapping" if isinstance(value, Mapping) else "a list"
-    if isinstance(value, str):
-        return clip_repr(value)
-    return f"{clip(repr(value))} ({type(value).__name__})"
-
-
-def _fail(where, key, expected, value):
-    raise GalaxyctlError(f"{where}: {key}: expected {expected}, got {_describe(value)}")

@@ -13,6 +13,7 @@ import pwd
 import re
 from dataclasses import dataclass
 
+from galaxyctl_libs.core.values import describe
 from galaxyctl_libs.errors import GalaxyctlError
 
 MOUNTINFO = "/proc/self/mountinfo"
@@ -82,10 +83,6 @@ class StorageConfig:
     warnings: tuple = ()
 
 
-def _describe(value):
-    return repr(value) if isinstance(value, str) else f"{value!r} ({type(value).__name__})"
-
-
 def _bad(where, problem):
     return GalaxyctlError(f"{where}: {problem}")
 
@@ -106,7 +103,7 @@ def _convert(value, kind, where, base=None):
     if kind == "flag":
         if isinstance(value, bool):
             return value
-        raise _bad(where, f"expected true or false, got {_describe(value)}")
+        raise _bad(where, f"expected true or false, got {describe(value)}")
     if kind in _LOOKUP:
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             return value
@@ -118,9 +115,9 @@ def _convert(value, kind, where, base=None):
                 return lookup(value)  # resolved now, so a typo fails before anything is mounted
             except KeyError:
                 raise _bad(where, f"no such {what} {value!r}") from None
-        raise _bad(where, f"expected a non-negative integer, got {_describe(value)}")
+        raise _bad(where, f"expected a non-negative integer, got {describe(value)}")
     if isinstance(value, bool) or not isinstance(value, (str, int, float) if kind in ("name", "text") else str):
-        raise _bad(where, f"expected a string, got {_describe(value)}")
+        raise _bad(where, f"expected a string, got {describe(value)}")
     value = str(value).strip()
     if not value or any(c in value for c in "\n\r\0"):
         raise _bad(where, "expected a non-empty, single-line string")
@@ -138,7 +135,7 @@ def _section(value, where, known, warnings):
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise _bad(where, f"expected a mapping, got {_describe(value)}")
+        raise _bad(where, f"expected a mapping, got {describe(value)}")
     if known is not None:
         warnings.extend(f"{where}.{key}: unknown key, ignored" for key in value if key not in known)
     return value
@@ -159,7 +156,7 @@ def parse_storage(gravity, source):
     required = storage.get("required") or []
     required = [required] if isinstance(required, str) else required
     if not isinstance(required, list):
-        raise _bad(f"{at}.storage.required", f"expected a list of mount points, got {_describe(required)}")
+        raise _bad(f"{at}.storage.required", f"expected a list of mount points, got {describe(required)}")
     required = tuple(_convert(p, "path", f"{at}.storage.required[{i}]") for i, p in enumerate(required))
     return StorageConfig(luks, onedata, required, source or "", tuple(warnings))
 
