@@ -14,7 +14,14 @@ deep, which json still reads, raises ``RecursionError`` here, which the callers 
 LIMIT = 64 << 10  # characters: above this, json's own decoder (its import is then the smaller cost)
 
 _WHITESPACE = " \t\n\r"
-_CONSTANTS = {"true": True, "false": False, "null": None, "NaN": float("nan")}
+_CONSTANTS = {
+    "true": True,
+    "false": False,
+    "null": None,
+    "NaN": float("nan"),
+    "Infinity": float("inf"),
+    "-Infinity": float("-inf"),
+}
 _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 
 
@@ -45,16 +52,12 @@ def _value(text, pos):
         return _object(text, pos + 1)
     if char == "[":
         return _array(text, pos + 1)
-    if char in "0123456789" and char or (char == "-" and not text.startswith("-Infinity", pos)):
+    if char and char in "-0123456789" and not text.startswith("-Infinity", pos):
         return _number(text, pos)
     for word, value in _CONSTANTS.items():
         if text.startswith(word, pos):
             return value, pos + len(word)
-    if text.startswith("Infinity", pos):
-        return float("inf"), pos + 8
-    if text.startswith("-Infinity", pos):
-        return float("-inf"), pos + 9
-    return _number(text, pos)
+    raise ValueError(f"expecting a value at character {pos}")
 
 
 def _number(text, pos):

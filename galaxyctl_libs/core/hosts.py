@@ -265,11 +265,13 @@ def worker_node(extra_args, host):
 
 
 def _with_node(extra_args, node):
-    """``extra_args`` with the value of each ``-n/--hostname`` made ``node``: celery would fill %h from
-    the machine's name, and this host's name (``--host``, $GALAXYCTL_HOST) is the one the cluster
-    check pings and the name check compared."""
+    """``extra_args`` with the value of each ``-n/--hostname`` made ``node`` (celery would fill %h from
+    the machine's name, and this host's name, ``--host`` or $GALAXYCTL_HOST, is the one the cluster
+    check pings and the name check compared), else with ``--hostname node`` added."""
     import shlex
 
+    if not _has_node_option(extra_args):
+        return f"{extra_args} --hostname {node}".strip()
     words = shlex.split(extra_args)
     for index, word in enumerate(words):
         if word in ("-n", "--hostname") and index + 1 < len(words):
@@ -295,8 +297,7 @@ def settings_for(settings, galaxy, share, host, beat_host):
     celery = settings.celery
     extra = celery.extra_args
     if "celery" in on:
-        node = worker_node(extra, host)
-        extra = _with_node(extra, node) if _has_node_option(extra) else f"{extra} --hostname {node}".strip()
+        extra = _with_node(extra, worker_node(extra, host))
     celery = replace(
         celery,
         enable=celery.enable and "celery" in on,
